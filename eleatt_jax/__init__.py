@@ -1,0 +1,9 @@
+"""eleatt_jax: Element-wise-Attention Gates for recurrent networks in JAX/Flax."""
+
+from eleatt_jax.cells import EleAtt
+from eleatt_jax.cells import EleAttGRUCell
+from eleatt_jax.cells import EleAttLSTMCell
+from eleatt_jax.cells import EleAttSimpleCell
+from eleatt_jax.gate import EleAttG
+
+__version__ = '0.1.0'

@@ -1,0 +1,471 @@
+"""EleAtt recurrent cells following Flax's ``RNNCellBase`` contract.
+
+Two ways to get a gated cell:
+
+* the fused cells ``EleAttGRUCell``, ``EleAttLSTMCell`` and ``EleAttSimpleCell``,
+  whose kernels are stored per kind (input, recurrent) with the gates side by side,
+  so that a step is two matmuls: ``h_{t-1} @ [W_ha | W_h]`` and ``x~_t @ W_x``;
+* ``EleAtt(cell)``, which puts a gate in front of any Flax cell.
+
+Both run under ``nn.RNN`` and ``nn.Bidirectional``; :class:`eleatt_jax.RNN` runs
+the fused cells faster (input-only work hoisted out of the time loop).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax.linen import initializers
+from flax.typing import Array, Dtype, Initializer, PRNGKey
+
+from eleatt_jax.gate import EleAttG, check_param_shape, default_kernel_init
+
+Carry = Any
+
+
+def stacked_init(init: Initializer, num_blocks: int) -> Initializer:
+  """Initializes a ``[in, num_blocks * out]`` kernel as independent blocks.
+
+  Each gate's ``[in, out]`` block gets its own draw of ``init``, so that e.g. an
+  orthogonal recurrent kernel is orthogonal per gate, as in Flax's per-gate
+  ``Dense`` layers, and not across the concatenation.
+  """
+
+  def _init(key, shape, dtype=jnp.float32):
+    fan_in, total = shape
+    if total % num_blocks:
+      raise ValueError(f'stacked_init: last axis {total} is not a multiple of '
+                       f'{num_blocks} blocks.')
+    keys = jax.random.split(key, num_blocks)
+    return jnp.concatenate(
+        [init(k, (fan_in, total // num_blocks), dtype) for k in keys], axis=-1)
+
+  return _init
+
+
+def check_float_inputs(inputs: Array, where: str) -> None:
+  if not jnp.issubdtype(inputs.dtype, jnp.floating):
+    raise ValueError(f'{where}: expected floating-point inputs, got dtype '
+                     f'{inputs.dtype} (shape {inputs.shape}); cast with '
+                     '.astype(jnp.float32).')
+
+
+class _FusedCell(nn.RNNCellBase):
+  """Shared machinery of the fused cells; subclasses define ``_update``."""
+
+  features: int
+  use_gate: bool = True
+  gate_fn: Callable[..., Any] = nn.sigmoid
+  activation_fn: Callable[..., Any] = nn.tanh
+  kernel_init: Initializer = default_kernel_init
+  recurrent_kernel_init: Initializer = initializers.orthogonal()
+  bias_init: Initializer = initializers.zeros_init()
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  carry_init: Initializer = initializers.zeros_init()
+
+  num_blocks: ClassVar[int]  # G: gate pre-activations per hidden unit.
+  has_recurrent_bias: ClassVar[bool] = False  # GRU's b_hn.
+
+  @nn.compact
+  def kernels(self, input_features: int) -> dict[str, Any]:
+    """Creates (at init) or fetches the parameters as ``{name: array}``.
+
+    Shapes, with ``D = input_features``, ``H = features``, ``G = num_blocks``:
+    ``gate`` (if ``use_gate``): the :class:`EleAttG` parameters;
+    ``input_kernel [D, G*H]``, ``recurrent_kernel [H, G*H]``, ``bias [G*H]``,
+    and for the GRU ``recurrent_bias [H]``.
+    """
+    d, h, g = input_features, self.features, self.num_blocks
+    check_param_shape(self, 'input_kernel', (d, g * h),
+                      f'{type(self).__name__} expects inputs of size D')
+    params = {}
+    if self.use_gate:
+      params['gate'] = EleAttG(
+          name='gate', gate_fn=self.gate_fn, kernel_init=self.kernel_init,
+          recurrent_kernel_init=self.recurrent_kernel_init,
+          bias_init=self.bias_init, dtype=self.dtype,
+          param_dtype=self.param_dtype).kernels(d, h)
+    params['input_kernel'] = self.param(
+        'input_kernel', stacked_init(self.kernel_init, g), (d, g * h),
+        self.param_dtype)
+    params['recurrent_kernel'] = self.param(
+        'recurrent_kernel', stacked_init(self.recurrent_kernel_init, g),
+        (h, g * h), self.param_dtype)
+    params['bias'] = self.param('bias', self.bias_init, (g * h,),
+                                self.param_dtype)
+    if self.has_recurrent_bias:
+      params['recurrent_bias'] = self.param('recurrent_bias', self.bias_init,
+                                            (h,), self.param_dtype)
+    return params
+
+  @nn.nowrap
+  def prepare(self, params: dict[str, Any], inputs_dtype: Dtype,
+              hoist_input_projection: bool = False) -> dict[str, Any]:
+    """Casts to the compute dtype and fuses everything that multiplies h.
+
+    Done once per sequence, outside the time loop. Returns a dict with
+    ``recurrent_kernel [H, D + G*H]`` (``[W_ha | W_h]``) when gated.
+    """
+    leaves = jax.tree_util.tree_leaves(params)
+    dtype = self.dtype or jnp.result_type(inputs_dtype, *leaves)
+    cast = lambda x: jnp.asarray(x, dtype)
+    prepared = {k: cast(v) for k, v in params.items() if k != 'gate'}
+    prepared['dtype'] = dtype
+    prepared['hoist'] = hoist_input_projection and not self.use_gate
+    if self.use_gate:
+      gate = {k: cast(v) for k, v in params['gate'].items()}
+      prepared['gate_input_kernel'] = gate['input_kernel']
+      prepared['gate_bias'] = gate['bias']
+      prepared['recurrent_kernel'] = jnp.concatenate(
+          [gate['recurrent_kernel'], prepared['recurrent_kernel']], axis=-1)
+    return prepared
+
+  @nn.nowrap
+  def hoisted(self, prepared: dict[str, Any], inputs: Array) -> Array | None:
+    """The input-only part of a step, for any number of steps at once.
+
+    Gated: ``x W_xa + b_a [..., D]``. Ungated with ``hoist``: the whole input
+    projection ``x W_x + b [..., G*H]``. Otherwise ``None``.
+    """
+    inputs = inputs.astype(prepared['dtype'])
+    if self.use_gate:
+      return inputs @ prepared['gate_input_kernel'] + prepared['gate_bias']
+    if prepared['hoist']:
+      return inputs @ prepared['input_kernel'] + prepared['bias']
+    return None
+
+  @nn.nowrap
+  def step(self, prepared: dict[str, Any], carry: Carry, inputs: Array,
+           hoisted: Array | None) -> tuple[Carry, Array, Array | None]:
+    """One time step: ``(carry, y, attention or None)``; the carry keeps its dtype."""
+    dtype = prepared['dtype']
+    x = inputs.astype(dtype)
+    h = self.hidden(carry).astype(dtype)
+    h_proj = h @ prepared['recurrent_kernel']
+    attention = None
+    if self.use_gate:
+      d = x.shape[-1]
+      attention = self.gate_fn(hoisted + h_proj[..., :d])
+      h_proj = h_proj[..., d:]
+      x_proj = (attention * x) @ prepared['input_kernel'] + prepared['bias']
+    elif prepared['hoist']:
+      x_proj = hoisted
+    else:
+      x_proj = x @ prepared['input_kernel'] + prepared['bias']
+    new_carry, y = self._update(prepared, carry, x_proj, h_proj)
+    new_carry = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype),
+                                       new_carry, carry)
+    return new_carry, y, attention
+
+  @nn.nowrap
+  def _update(self, prepared, carry, x_proj, h_proj):
+    raise NotImplementedError
+
+  @nn.nowrap
+  def hidden(self, carry: Carry) -> Array:
+    """The cell's output ``h`` as stored in ``carry``."""
+    return carry
+
+  def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
+    """One step: ``(carry, inputs [..., D]) -> (new_carry, h [..., H])``.
+
+    Sows the gate's attention ``[..., D]`` as ``intermediates/attention``.
+    """
+    check_float_inputs(inputs, type(self).__name__)
+    if inputs.ndim < 1:
+      raise ValueError(f'{type(self).__name__} expects inputs [..., D], got a '
+                       'scalar.')
+    prepared = self.prepare(self.kernels(inputs.shape[-1]), inputs.dtype)
+    carry, y, attention = self.step(prepared, carry, inputs,
+                                    self.hoisted(prepared, inputs))
+    if attention is not None:
+      self.sow('intermediates', 'attention', attention)
+    return carry, y
+
+  @nn.nowrap
+  def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> Carry:
+    """Zeros (``carry_init``) of shape ``input_shape[:-1] + (features,)``."""
+    return self.carry_init(rng, tuple(input_shape[:-1]) + (self.features,),
+                           self.param_dtype)
+
+  @property
+  def num_feature_axes(self) -> int:
+    return 1
+
+
+class EleAttGRUCell(_FusedCell):
+  r"""GRU cell with an element-wise-attention gate on its input.
+
+  With Flax's ``GRUCell`` convention (reset applied to ``W_hn h + b_hn``):
+
+  .. math::
+
+      \begin{array}{ll}
+      a = \sigma(W_{xa} x + W_{ha} h + b_a), \quad \tilde{x} = a \odot x \\
+      r = \sigma(W_{ir} \tilde{x} + b_{ir} + W_{hr} h) \\
+      z = \sigma(W_{iz} \tilde{x} + b_{iz} + W_{hz} h) \\
+      n = \tanh(W_{in} \tilde{x} + b_{in} + r \odot (W_{hn} h + b_{hn})) \\
+      h' = (1 - z) \odot n + z \odot h
+      \end{array}
+
+  Parameters: ``gate`` (``W_xa``, ``W_ha``, ``b_a``), ``input_kernel [D, 3H]`` =
+  ``[W_ir | W_iz | W_in]``, ``bias [3H]`` = ``[b_ir | b_iz | b_in]``,
+  ``recurrent_kernel [H, 3H]`` = ``[W_hr | W_hz | W_hn]``, ``recurrent_bias [H]``
+  = ``b_hn``. ``use_gate=False`` drops the gate: a plain GRU in the same layout.
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flax.linen as nn
+    >>> from eleatt_jax import EleAttGRUCell
+    >>> x = jax.random.normal(jax.random.key(0), (2, 3))
+    >>> cell = EleAttGRUCell(features=4)
+    >>> carry = cell.initialize_carry(jax.random.key(1), x.shape)
+    >>> variables = cell.init(jax.random.key(2), carry, x)
+    >>> new_carry, out = cell.apply(variables, carry, x)
+    >>> out.shape
+    (2, 4)
+    >>> y = nn.RNN(EleAttGRUCell(4)).init_with_output(
+    ...     jax.random.key(0), jnp.ones((2, 5, 3)))[0]
+    >>> y.shape
+    (2, 5, 4)
+
+  Attributes:
+    features: number of output features H.
+    use_gate: whether the EleAttG gate is present (default: True).
+    gate_fn: activation of the gates, the attention gate included (sigmoid).
+    activation_fn: activation of the candidate state (tanh).
+    kernel_init: initializer of kernels that multiply the input, per gate
+      (lecun_normal).
+    recurrent_kernel_init: initializer of kernels that multiply h, per gate
+      (orthogonal).
+    bias_init: initializer of the biases (zeros).
+    dtype: the dtype of the computation (default: infer from inputs and params).
+    param_dtype: the dtype passed to parameter initializers (float32).
+    carry_init: initializer of the carry (zeros).
+  """
+
+  num_blocks: ClassVar[int] = 3
+  has_recurrent_bias: ClassVar[bool] = True
+
+  @nn.nowrap
+  def _update(self, prepared, h, x_proj, h_proj):
+    x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
+    r = self.gate_fn(x_r + h_r)
+    z = self.gate_fn(x_z + h_z)
+    n = self.activation_fn(x_n + r * (h_n + prepared['recurrent_bias']))
+    new_h = (1.0 - z) * n + z * h.astype(n.dtype)
+    return new_h, new_h
+
+
+class EleAttLSTMCell(_FusedCell):
+  r"""LSTM cell with an element-wise-attention gate on its input.
+
+  With Flax's ``LSTMCell`` convention (gates i, f, g, o; carry ``(c, h)``; the
+  attention gate sees ``h``, not ``c``):
+
+  .. math::
+
+      \begin{array}{ll}
+      a = \sigma(W_{xa} x + W_{ha} h + b_a), \quad \tilde{x} = a \odot x \\
+      i = \sigma(W_{ii} \tilde{x} + W_{hi} h + b_i) \\
+      f = \sigma(W_{if} \tilde{x} + W_{hf} h + b_f) \\
+      g = \tanh(W_{ig} \tilde{x} + W_{hg} h + b_g) \\
+      o = \sigma(W_{io} \tilde{x} + W_{ho} h + b_o) \\
+      c' = f \odot c + i \odot g, \quad h' = o \odot \tanh(c')
+      \end{array}
+
+  Parameters: ``gate``, ``input_kernel [D, 4H]``, ``recurrent_kernel [H, 4H]``
+  and ``bias [4H]``, each ``[i | f | g | o]``.
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from eleatt_jax import EleAttLSTMCell
+    >>> x = jax.random.normal(jax.random.key(0), (2, 3))
+    >>> cell = EleAttLSTMCell(features=4)
+    >>> carry = cell.initialize_carry(jax.random.key(1), x.shape)
+    >>> variables = cell.init(jax.random.key(2), carry, x)
+    >>> (c, h), out = cell.apply(variables, carry, x)
+    >>> c.shape, out.shape
+    ((2, 4), (2, 4))
+
+  Attributes:
+    features: number of output features H.
+    use_gate: whether the EleAttG gate is present (default: True).
+    gate_fn: activation of the gates, the attention gate included (sigmoid).
+    activation_fn: activation of the candidate and the output (tanh).
+    kernel_init: initializer of kernels that multiply the input, per gate
+      (lecun_normal).
+    recurrent_kernel_init: initializer of kernels that multiply h, per gate
+      (orthogonal).
+    bias_init: initializer of the biases (zeros).
+    dtype: the dtype of the computation (default: infer from inputs and params).
+    param_dtype: the dtype passed to parameter initializers (float32).
+    carry_init: initializer of the carry (zeros).
+  """
+
+  num_blocks: ClassVar[int] = 4
+
+  @nn.nowrap
+  def _update(self, prepared, carry, x_proj, h_proj):
+    c, _ = carry
+    i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)
+    new_c = self.gate_fn(f) * c.astype(i.dtype) + self.gate_fn(
+        i) * self.activation_fn(g)
+    new_h = self.gate_fn(o) * self.activation_fn(new_c)
+    return (new_c, new_h), new_h
+
+  @nn.nowrap
+  def hidden(self, carry: Carry) -> Array:
+    return carry[1]
+
+  @nn.nowrap
+  def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> Carry:
+    """``(c, h)``, each ``carry_init`` of shape ``input_shape[:-1] + (features,)``."""
+    key_c, key_h = jax.random.split(rng)
+    shape = tuple(input_shape[:-1]) + (self.features,)
+    return (self.carry_init(key_c, shape, self.param_dtype),
+            self.carry_init(key_h, shape, self.param_dtype))
+
+
+class EleAttSimpleCell(_FusedCell):
+  r"""Standard RNN (the paper's sRNN) with an element-wise-attention gate.
+
+  .. math::
+
+      a = \sigma(W_{xa} x + W_{ha} h + b_a), \quad
+      h' = \tanh(W_i (a \odot x) + b_i + W_h h)
+
+  Parameters: ``gate``, ``input_kernel [D, H]``, ``recurrent_kernel [H, H]``,
+  ``bias [H]`` (Flax ``SimpleCell``'s ``i.kernel``, ``h.kernel``, ``i.bias``).
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from eleatt_jax import EleAttSimpleCell
+    >>> x = jax.random.normal(jax.random.key(0), (2, 3))
+    >>> cell = EleAttSimpleCell(features=4)
+    >>> carry = cell.initialize_carry(jax.random.key(1), x.shape)
+    >>> variables = cell.init(jax.random.key(2), carry, x)
+    >>> new_carry, out = cell.apply(variables, carry, x)
+    >>> out.shape
+    (2, 4)
+
+  Attributes:
+    features: number of output features H.
+    use_gate: whether the EleAttG gate is present (default: True).
+    gate_fn: activation of the attention gate (sigmoid).
+    activation_fn: activation of the state (tanh).
+    kernel_init: initializer of the input kernels (lecun_normal).
+    recurrent_kernel_init: initializer of the recurrent kernels (orthogonal).
+    bias_init: initializer of the biases (zeros).
+    dtype: the dtype of the computation (default: infer from inputs and params).
+    param_dtype: the dtype passed to parameter initializers (float32).
+    carry_init: initializer of the carry (zeros).
+  """
+
+  num_blocks: ClassVar[int] = 1
+
+  @nn.nowrap
+  def _update(self, prepared, h, x_proj, h_proj):
+    new_h = self.activation_fn(x_proj + h_proj)
+    return new_h, new_h
+
+
+def default_hidden(carry: Carry) -> Array:
+  """``h`` as Flax cells store it: the carry itself, or the last of ``(c, h)``."""
+  if isinstance(carry, jax.Array) or hasattr(carry, 'shape'):
+    return carry
+  if isinstance(carry, (tuple, list)) and carry and hasattr(carry[-1], 'shape'):
+    return carry[-1]
+  raise ValueError(
+      'EleAtt: cannot find h_{t-1} in a carry of type '
+      f'{type(carry).__name__}; expected an array (GRUCell, SimpleCell, '
+      'MGUCell) or a tuple (c, h) (LSTMCell, OptimizedLSTMCell). Pass '
+      'hidden_fn=lambda carry: ... to EleAtt.')
+
+
+class EleAtt(nn.RNNCellBase):
+  r"""Adds an element-wise-attention gate in front of any Flax RNN cell.
+
+  .. math::
+
+      a_t = \sigma(W_{xa} x_t + W_{ha} h_{t-1} + b_a), \quad
+      (\text{carry}_t, h_t) = \text{cell}(\text{carry}_{t-1}, a_t \odot x_t)
+
+  ``h_{t-1}`` is read from the wrapped cell's carry: the carry itself for
+  ``GRUCell``, ``SimpleCell``, ``MGUCell``; the second element of ``(c, h)`` for
+  ``LSTMCell`` and ``OptimizedLSTMCell``; ``hidden_fn(carry)`` for anything
+  else. The gate's parameters live under ``gate``, the cell's under ``cell``.
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flax.linen as nn
+    >>> from eleatt_jax import EleAtt
+    >>> x = jnp.ones((2, 5, 3))  # [batch, time, features]
+    >>> rnn = nn.RNN(EleAtt(nn.OptimizedLSTMCell(4)))
+    >>> y, variables = rnn.init_with_output(jax.random.key(0), x)
+    >>> y.shape
+    (2, 5, 4)
+    >>> sorted(variables['params']['cell'])
+    ['cell', 'gate']
+
+  Attributes:
+    cell: the wrapped Flax cell (any ``nn.RNNCellBase`` with one feature axis).
+    hidden_fn: maps the cell's carry to ``h_{t-1} [..., H]`` (default:
+      :func:`default_hidden`).
+    gate_fn: the gate's squashing function (sigmoid).
+    kernel_init: initializer of ``W_xa`` (lecun_normal).
+    recurrent_kernel_init: initializer of ``W_ha`` (orthogonal).
+    bias_init: initializer of ``b_a`` (zeros).
+    dtype: the dtype of the gate's computation (default: inferred).
+    param_dtype: the dtype of the gate's parameters (float32).
+  """
+
+  cell: nn.RNNCellBase
+  hidden_fn: Callable[[Carry], Array] | None = None
+  gate_fn: Callable[..., Any] = nn.sigmoid
+  kernel_init: Initializer = default_kernel_init
+  recurrent_kernel_init: Initializer = initializers.orthogonal()
+  bias_init: Initializer = initializers.zeros_init()
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
+    """One step of the wrapped cell on the gated input ``a * inputs``.
+
+    Sows the attention ``[..., D]`` as ``intermediates/attention``.
+    """
+    check_float_inputs(inputs, 'EleAtt')
+    if self.cell.num_feature_axes != 1:
+      raise ValueError(
+          f'EleAtt supports cells with one feature axis; {type(self.cell).__name__}'
+          f' has {self.cell.num_feature_axes}.')
+    attention = EleAttG(
+        name='gate', gate_fn=self.gate_fn, kernel_init=self.kernel_init,
+        recurrent_kernel_init=self.recurrent_kernel_init,
+        bias_init=self.bias_init, dtype=self.dtype,
+        param_dtype=self.param_dtype)(inputs, self.hidden(carry))
+    self.sow('intermediates', 'attention', attention)
+    gated = (attention * inputs).astype(jnp.result_type(inputs, attention))
+    return self.cell(carry, gated)
+
+  @nn.nowrap
+  def hidden(self, carry: Carry) -> Array:
+    return (self.hidden_fn or default_hidden)(carry)
+
+  @nn.nowrap
+  def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> Carry:
+    return self.cell.initialize_carry(rng, input_shape)
+
+  @property
+  def num_feature_axes(self) -> int:
+    return self.cell.num_feature_axes

@@ -1,0 +1,114 @@
+"""The Element-wise-Attention Gate (EleAttG)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax.linen import initializers
+from flax.linen.dtypes import promote_dtype
+from flax.typing import Array, Dtype, Initializer
+
+default_kernel_init = nn.linear.default_kernel_init
+
+
+def check_param_shape(module: nn.Module, name: str, expected: tuple[int, ...],
+                      what: str) -> None:
+  """Raises a ValueError naming the mismatch if an existing param's shape differs.
+
+  Flax would raise its own ScopeParamShapeError; a ValueError that says which
+  input dimension was expected is easier to act on.
+  """
+  if module.has_variable('params', name):
+    shape = tuple(module.get_variable('params', name).shape)
+    if shape != tuple(expected):
+      raise ValueError(
+          f'{type(module).__name__} {module.name!r}: parameter {name!r} has shape'
+          f' {shape}, so {what}; the call implies {tuple(expected)}.')
+
+
+class EleAttG(nn.Module):
+  r"""Element-wise-Attention Gate (Zhang et al., EleAtt-RNN, TIP 2019).
+
+  One attention value per input dimension, computed from the current input and
+  the previous hidden state of the RNN block it belongs to:
+
+  .. math::
+
+      a_t = \sigma(W_{xa} x_t + W_{ha} h_{t-1} + b_a), \qquad
+      \tilde{x}_t = a_t \odot x_t
+
+  ``__call__`` returns ``a_t``; the caller modulates its input with it.
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from eleatt_jax import EleAttG
+    >>> x = jnp.ones((2, 3))   # <float32>[batch, input_features]
+    >>> h = jnp.zeros((2, 4))  # <float32>[batch, hidden_features]
+    >>> gate = EleAttG()
+    >>> variables = gate.init(jax.random.key(0), x, h)
+    >>> a = gate.apply(variables, x, h)
+    >>> a.shape
+    (2, 3)
+    >>> jax.tree_util.tree_map(jnp.shape, variables['params'])
+    {'bias': (3,), 'input_kernel': (3, 3), 'recurrent_kernel': (4, 3)}
+
+  Attributes:
+    gate_fn: squashing function of the gate (default: sigmoid).
+    kernel_init: initializer for ``W_xa`` (default: lecun_normal).
+    recurrent_kernel_init: initializer for ``W_ha`` (default: orthogonal).
+    bias_init: initializer for ``b_a`` (default: zeros, so ``a`` starts near 0.5).
+    dtype: the dtype of the computation (default: infer from inputs and params).
+    param_dtype: the dtype passed to parameter initializers (default: float32).
+  """
+
+  gate_fn: Callable[..., Any] = nn.sigmoid
+  kernel_init: Initializer = default_kernel_init
+  recurrent_kernel_init: Initializer = initializers.orthogonal()
+  bias_init: Initializer = initializers.zeros_init()
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def kernels(self, input_features: int, hidden_features: int) -> dict[str, Array]:
+    """Creates (at init) or fetches the gate's parameters.
+
+    Returns:
+      ``{'input_kernel': W_xa [D, D], 'recurrent_kernel': W_ha [H, D],
+      'bias': b_a [D]}`` with ``D = input_features``, ``H = hidden_features``.
+    """
+    d, h = input_features, hidden_features
+    check_param_shape(self, 'input_kernel', (d, d),
+                      f'the gate expects inputs of size D')
+    check_param_shape(self, 'recurrent_kernel', (h, d),
+                      'the gate expects hidden states of size H')
+    return {
+        'input_kernel': self.param('input_kernel', self.kernel_init, (d, d),
+                                   self.param_dtype),
+        'recurrent_kernel': self.param('recurrent_kernel',
+                                       self.recurrent_kernel_init, (h, d),
+                                       self.param_dtype),
+        'bias': self.param('bias', self.bias_init, (d,), self.param_dtype),
+    }
+
+  def __call__(self, inputs: Array, hidden: Array) -> Array:
+    """Computes the attention ``a``.
+
+    Args:
+      inputs: ``<float>[..., D]``, the block's input ``x_t``.
+      hidden: ``<float>[..., H]``, the block's previous output ``h_{t-1}``.
+
+    Returns:
+      ``<dtype>[..., D]``, the attention values in (0, 1) for sigmoid.
+    """
+    if inputs.ndim < 1 or hidden.ndim < 1:
+      raise ValueError(f'EleAttG expects inputs [..., D] and hidden [..., H], got '
+                       f'shapes {inputs.shape} and {hidden.shape}.')
+    p = self.kernels(inputs.shape[-1], hidden.shape[-1])
+    inputs, hidden, w_x, w_h, b = promote_dtype(
+        inputs, hidden, p['input_kernel'], p['recurrent_kernel'], p['bias'],
+        dtype=self.dtype)
+    return self.gate_fn(inputs @ w_x + hidden @ w_h + b)
