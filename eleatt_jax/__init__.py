@@ -7,3 +7,5 @@ from eleatt_jax.cells import EleAttSimpleCell
 from eleatt_jax.gate import EleAttG
 
 __version__ = '0.1.0'
+from eleatt_jax.layers import RNN
+from eleatt_jax.models import StackedRNNClassifier

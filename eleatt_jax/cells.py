@@ -378,6 +378,11 @@ class EleAttSimpleCell(_FusedCell):
     return new_h, new_h
 
 
+def gate_inputs(attention: Array, inputs: Array) -> Array:
+  """``a * x`` in the wider of the two dtypes."""
+  return (attention * inputs).astype(jnp.result_type(attention, inputs))
+
+
 def default_hidden(carry: Carry) -> Array:
   """``h`` as Flax cells store it: the carry itself, or the last of ``(c, h)``."""
   if isinstance(carry, jax.Array) or hasattr(carry, 'shape'):
@@ -438,7 +443,13 @@ class EleAtt(nn.RNNCellBase):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    self.gate = EleAttG(
+        gate_fn=self.gate_fn, kernel_init=self.kernel_init,
+        recurrent_kernel_init=self.recurrent_kernel_init,
+        bias_init=self.bias_init, dtype=self.dtype,
+        param_dtype=self.param_dtype)
+
   def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
     """One step of the wrapped cell on the gated input ``a * inputs``.
 
@@ -449,14 +460,9 @@ class EleAtt(nn.RNNCellBase):
       raise ValueError(
           f'EleAtt supports cells with one feature axis; {type(self.cell).__name__}'
           f' has {self.cell.num_feature_axes}.')
-    attention = EleAttG(
-        name='gate', gate_fn=self.gate_fn, kernel_init=self.kernel_init,
-        recurrent_kernel_init=self.recurrent_kernel_init,
-        bias_init=self.bias_init, dtype=self.dtype,
-        param_dtype=self.param_dtype)(inputs, self.hidden(carry))
+    attention = self.gate(inputs, self.hidden(carry))
     self.sow('intermediates', 'attention', attention)
-    gated = (attention * inputs).astype(jnp.result_type(inputs, attention))
-    return self.cell(carry, gated)
+    return self.cell(carry, gate_inputs(attention, inputs))
 
   @nn.nowrap
   def hidden(self, carry: Carry) -> Array:

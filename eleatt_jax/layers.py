@@ -1,0 +1,296 @@
+"""Sequence layers: a drop-in ``nn.RNN`` that runs EleAtt cells fast.
+
+:class:`RNN` takes the same arguments as ``flax.linen.RNN`` and gives the same
+numbers with the same parameter tree, so a checkpoint trained with one loads into
+the other. What it adds:
+
+* the input-only part of each step (``W_xa x_t + b_a``, or the whole input
+  projection of an ungated cell when ``hoist_input_projection``) is one matmul
+  over all time steps, outside the ``lax.scan``;
+* for the fused cells, everything that multiplies ``h_{t-1}`` is one matmul per
+  step (``h @ [W_ha | W_h]``);
+* ``seq_lengths`` masks inside the loop: outputs past a sequence's end are zero
+  and the final carry is the carry at each sequence's last valid step;
+* the gate values are returned through ``intermediates`` at the same path as
+  under ``nn.RNN(..., variable_axes={'intermediates': 1})``, in one piece.
+
+Bidirectional: ``nn.Bidirectional(RNN(cell_f), RNN(cell_b))``; :class:`RNN`
+follows Flax's ``RNNBase`` protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax.linen.recurrent import flip_sequences
+from flax.typing import Array, PRNGKey
+
+from eleatt_jax.cells import (EleAtt, _FusedCell, check_float_inputs,
+                              gate_inputs)
+
+Carry = Any
+
+
+def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
+                       num_steps: int, check_values: bool) -> Array:
+  """Validates ``seq_lengths`` (shape, dtype, values in [1, T])."""
+  if seq_lengths is None:
+    return None
+  shape = tuple(np.shape(seq_lengths))
+  if shape != tuple(batch_shape):
+    raise ValueError(
+        f'RNN: seq_lengths must have the batch shape {tuple(batch_shape)} of the '
+        f'inputs, got shape {shape}.')
+  dtype = jnp.asarray(seq_lengths).dtype if not isinstance(
+      seq_lengths, jax.core.Tracer) else seq_lengths.dtype
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise ValueError(f'RNN: seq_lengths must be integers, got dtype {dtype}.')
+  if not check_values:
+    return jnp.asarray(seq_lengths)
+  message = ('RNN: every seq_length must be in [1, {T}] (the time axis); got '
+             '{bad} at batch index {index}.')
+  if not isinstance(seq_lengths, jax.core.Tracer):
+    values = np.asarray(seq_lengths).reshape(-1)
+    bad = np.flatnonzero((values < 1) | (values > num_steps))
+    if bad.size:
+      raise ValueError(message.format(T=num_steps, bad=values[bad[0]],
+                                      index=np.unravel_index(bad[0], shape)))
+    return jnp.asarray(seq_lengths)
+
+  # Under jit the values are unknown at trace time: check them when they are.
+  def _raise_if_out_of_range(values):
+    values = np.asarray(values).reshape(-1)
+    bad = np.flatnonzero((values < 1) | (values > num_steps))
+    if bad.size:
+      raise ValueError(message.format(T=num_steps, bad=values[bad[0]],
+                                      index=np.unravel_index(bad[0], shape)))
+
+  jax.debug.callback(_raise_if_out_of_range, seq_lengths)
+  return seq_lengths
+
+
+def _masked(mask_B1, new: Carry, old: Carry) -> Carry:
+  return jax.tree_util.tree_map(lambda n, o: jnp.where(mask_B1, n, o), new, old)
+
+
+class RNN(nn.Module):
+  """Runs a recurrent cell over a sequence; a faster ``flax.linen.RNN``.
+
+  Any Flax cell runs (through ``nn.scan``, with ``seq_lengths`` masking); the
+  fused cells (:class:`~eleatt_jax.EleAttGRUCell`, ``EleAttLSTMCell``,
+  ``EleAttSimpleCell``) run as a plain ``lax.scan`` with the input-only work
+  hoisted, and :class:`~eleatt_jax.EleAtt` around any cell has its gate's input
+  projection hoisted.
+
+  Example usage::
+
+    >>> import jax, jax.numpy as jnp
+    >>> import flax.linen as nn
+    >>> from eleatt_jax import RNN, EleAttGRUCell
+    >>> x = jnp.ones((4, 10, 3))              # [batch, time, features]
+    >>> lengths = jnp.array([10, 7, 3, 1])    # right padding
+    >>> layer = RNN(EleAttGRUCell(8), return_carry=True)
+    >>> variables = layer.init(jax.random.key(0), x, seq_lengths=lengths)
+    >>> (h, y), state = layer.apply(variables, x, seq_lengths=lengths,
+    ...                             mutable='intermediates')
+    >>> y.shape, h.shape                      # outputs past the end are 0
+    ((4, 10, 8), (4, 8))
+    >>> state['intermediates']['cell']['attention'][0].shape  # a_t
+    (4, 10, 3)
+    >>> # The same parameters run under flax's own nn.RNN:
+    >>> y_flax = nn.RNN(EleAttGRUCell(8)).apply(variables, x)
+    >>> bool(jnp.allclose(y_flax[0], y[0], atol=1e-6))
+    True
+
+  Attributes:
+    cell: the recurrent cell (any ``nn.RNNCellBase`` with one feature axis).
+    time_major: inputs are ``[time, *batch, features]`` (default: False,
+      ``[*batch, time, features]``).
+    return_carry: also return the final carry, ``(carry, outputs)``.
+    reverse: process the sequence from its last valid step to its first; with
+      ``seq_lengths`` padding stays at the end.
+    keep_order: with ``reverse``, return outputs in input order.
+    unroll: time steps per loop iteration of the scan.
+    hoist_input_projection: for ungated fused cells, compute ``x W_x + b`` for
+      all steps before the loop (default None: chosen per backend by the
+      measurements in ``benchmarks/speed.py``).
+    check_seq_lengths: check that lengths lie in ``[1, T]`` (at trace time when
+      they are concrete, else with a ``jax.debug.callback``).
+  """
+
+  cell: nn.RNNCellBase
+  time_major: bool = False
+  return_carry: bool = False
+  reverse: bool = False
+  keep_order: bool = False
+  unroll: int = 1
+  hoist_input_projection: bool | None = None
+  check_seq_lengths: bool = True
+
+  @nn.compact
+  def __call__(
+      self,
+      inputs: Array,
+      *,
+      initial_carry: Carry | None = None,
+      init_key: PRNGKey | None = None,
+      seq_lengths: Array | None = None,
+      return_carry: bool | None = None,
+      time_major: bool | None = None,
+      reverse: bool | None = None,
+      keep_order: bool | None = None,
+  ) -> Array | tuple[Carry, Array]:
+    """Runs the cell over ``inputs``.
+
+    Args:
+      inputs: ``<float>[*batch, time, D]`` (or ``[time, *batch, D]`` if
+        ``time_major``).
+      initial_carry: the carry at t=0 (default: ``cell.initialize_carry``).
+      init_key: PRNG key for ``initialize_carry`` (default: ``key(0)``).
+      seq_lengths: ``<int>[*batch]``, valid steps of each sequence, in [1, T].
+      return_carry, time_major, reverse, keep_order: override the attributes.
+
+    Returns:
+      ``outputs <dtype>[*batch, time, H]``, or ``(final_carry, outputs)``.
+    """
+    return_carry = self.return_carry if return_carry is None else return_carry
+    time_major = self.time_major if time_major is None else time_major
+    reverse = self.reverse if reverse is None else reverse
+    keep_order = self.keep_order if keep_order is None else keep_order
+
+    inputs = jnp.asarray(inputs)
+    check_float_inputs(inputs, 'RNN')
+    if self.cell.num_feature_axes != 1:
+      raise ValueError(f'RNN supports cells with one feature axis; '
+                       f'{type(self.cell).__name__} has '
+                       f'{self.cell.num_feature_axes}.')
+    if inputs.ndim < 2:
+      layout = '[time, *batch, features]' if time_major else (
+          '[*batch, time, features]')
+      raise ValueError(f'RNN expects inputs of rank >= 2, {layout}; got shape '
+                       f'{inputs.shape}.')
+
+    # Work in [T, B, D] with the batch dims flattened.
+    x_TBD = inputs if time_major else jnp.moveaxis(inputs, -2, 0)
+    num_steps, batch_shape, input_features = (x_TBD.shape[0], x_TBD.shape[1:-1],
+                                              x_TBD.shape[-1])
+    batch = math.prod(batch_shape)
+    x_TBD = x_TBD.reshape(num_steps, batch, input_features)
+    lengths = _check_seq_lengths(seq_lengths, batch_shape, num_steps,
+                                 self.check_seq_lengths)
+    lengths_B = None if lengths is None else lengths.reshape(batch)
+
+    if initial_carry is None:
+      carry = self.cell.initialize_carry(
+          jax.random.key(0) if init_key is None else init_key,
+          tuple(batch_shape) + (input_features,))
+    else:
+      carry = initial_carry
+    carry = jax.tree_util.tree_map(
+        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]), carry)
+
+    flip = lambda a_TB: flip_sequences(a_TB, lengths_B, num_batch_dims=1,
+                                       time_major=True)
+    if reverse:
+      x_TBD = flip(x_TBD)
+    mask_TB1 = None
+    if lengths_B is not None:
+      mask_TB1 = (jnp.arange(num_steps)[:, None] < lengths_B[None, :])[..., None]
+
+    if isinstance(self.cell, _FusedCell):
+      carry, y_TBH, attention_TBD = self._scan_fused(x_TBD, carry, mask_TB1)
+    elif isinstance(self.cell, EleAtt):
+      carry, y_TBH, attention_TBD = self._scan_wrapped(x_TBD, carry, mask_TB1)
+    else:
+      carry, y_TBH = self._scan_any(x_TBD, carry, mask_TB1)
+      attention_TBD = None
+
+    def to_output_layout(a_TB):
+      if reverse and keep_order:
+        a_TB = flip(a_TB)
+      a = a_TB.reshape((num_steps,) + tuple(batch_shape) + a_TB.shape[2:])
+      return a if time_major else jnp.moveaxis(a, 0, -2)
+
+    if attention_TBD is not None:
+      self.cell.sow('intermediates', 'attention', to_output_layout(attention_TBD))
+    outputs = to_output_layout(y_TBH)
+    carry = jax.tree_util.tree_map(
+        lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry)
+    return (carry, outputs) if return_carry else outputs
+
+  def _hoist(self) -> bool:
+    if self.hoist_input_projection is not None:
+      return self.hoist_input_projection
+    return DEFAULT_HOIST_INPUT_PROJECTION.get(jax.default_backend(), False)
+
+  def _scan_fused(self, x_TBD, carry, mask_TB1):
+    cell = self.cell
+    prepared = cell.prepare(cell.kernels(x_TBD.shape[-1]), x_TBD.dtype,
+                            hoist_input_projection=self._hoist())
+    hoisted_TB = cell.hoisted(prepared, x_TBD)
+
+    def step(carry, xs):
+      x_BD, hoisted_B, mask_B1 = xs
+      new_carry, y_BH, attention_BD = cell.step(prepared, carry, x_BD,
+                                                hoisted_B)
+      if mask_B1 is not None:
+        new_carry = _masked(mask_B1, new_carry, carry)
+        y_BH = jnp.where(mask_B1, y_BH, 0)
+      return new_carry, (y_BH, attention_BD)
+
+    carry, (y_TBH, attention_TBD) = jax.lax.scan(
+        step, carry, (x_TBD, hoisted_TB, mask_TB1), unroll=self.unroll)
+    return carry, y_TBH, attention_TBD
+
+  def _scan_wrapped(self, x_TBD, carry, mask_TB1):
+    """EleAtt(any cell): the gate's input projection leaves the loop."""
+    wrapper = self.cell
+    hidden_features = wrapper.hidden(carry).shape[-1]
+    gate = wrapper.gate.kernels(x_TBD.shape[-1], hidden_features)
+    dtype = wrapper.gate.dtype or jnp.result_type(
+        x_TBD, *jax.tree_util.tree_leaves(gate))
+    gate = jax.tree_util.tree_map(lambda p: p.astype(dtype), gate)
+    gate_x_TBD = x_TBD.astype(dtype) @ gate['input_kernel'] + gate['bias']
+
+    def step(inner_cell, carry, w_ha, xs):
+      x_BD, gate_x_BD, mask_B1 = xs
+      h = wrapper.hidden(carry).astype(dtype)
+      attention_BD = wrapper.gate_fn(gate_x_BD + h @ w_ha)
+      new_carry, y_BH = inner_cell(carry, gate_inputs(attention_BD, x_BD))
+      if mask_B1 is not None:
+        new_carry = _masked(mask_B1, new_carry, carry)
+        y_BH = jnp.where(mask_B1, y_BH, 0)
+      return new_carry, (y_BH, attention_BD)
+
+    scan = nn.scan(step, variable_broadcast='params',
+                   split_rngs={'params': False}, in_axes=(nn.broadcast, 0),
+                   out_axes=0, unroll=self.unroll)
+    carry, (y_TBH, attention_TBD) = scan(
+        wrapper.cell, carry, gate['recurrent_kernel'],
+        (x_TBD, gate_x_TBD, mask_TB1))
+    return carry, y_TBH, attention_TBD
+
+  def _scan_any(self, x_TBD, carry, mask_TB1):
+
+    def step(cell, carry, xs):
+      x_BD, mask_B1 = xs
+      new_carry, y_BH = cell(carry, x_BD)
+      if mask_B1 is not None:
+        new_carry = _masked(mask_B1, new_carry, carry)
+        y_BH = jnp.where(mask_B1, y_BH, 0)
+      return new_carry, y_BH
+
+    scan = nn.scan(step, variable_broadcast='params',
+                   split_rngs={'params': False}, in_axes=0, out_axes=0,
+                   unroll=self.unroll)
+    return scan(self.cell, carry, (x_TBD, mask_TB1))
+
+
+# Whether ungated fused cells hoist their input projection out of the loop, per
+# backend; set from `python -m benchmarks.speed` (see README, Speed).
+DEFAULT_HOIST_INPUT_PROJECTION = {'cpu': False, 'gpu': True, 'tpu': True}
