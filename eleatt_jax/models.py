@@ -117,9 +117,11 @@ class StackedRNNClassifier(nn.Module):
     for i, (features, use_gate) in enumerate(zip(self.hidden_sizes, gates)):
       make_rnn = lambda **kw: RNN(
           cell_cls(features, use_gate=use_gate, dtype=self.dtype,
-                   param_dtype=self.param_dtype), unroll=self.unroll, **kw)
+                   param_dtype=self.param_dtype, parent=None),
+          unroll=self.unroll, **kw)
       if self.bidirectional:
-        layer = nn.Bidirectional(make_rnn(), make_rnn(), name=f'layer_{i}')
+        layer = nn.Bidirectional(make_rnn(parent=None), make_rnn(parent=None),
+                                 name=f'layer_{i}')
       else:
         layer = make_rnn(name=f'layer_{i}')
       x = layer(x, seq_lengths=seq_lengths)
