@@ -21,7 +21,9 @@ from flax import linen as nn
 from flax.linen import initializers
 from flax.typing import Array, Dtype, Initializer, PRNGKey
 
-from eleatt_jax.gate import EleAttG, check_param_shape, default_kernel_init
+from eleatt_jax import fused_scan
+from eleatt_jax.gate import (EleAttG, add_bias, check_param_shape,
+                             default_kernel_init)
 
 Carry = Any
 
@@ -107,15 +109,18 @@ class _FusedCell(nn.RNNCellBase):
               hoist_input_projection: bool = False) -> dict[str, Any]:
     """Casts to the compute dtype and fuses everything that multiplies h.
 
-    Done once per sequence, outside the time loop. Returns a dict with
-    ``recurrent_kernel [H, D + G*H]`` (``[W_ha | W_h]``) when gated.
+    Done once per sequence, outside the time loop. Returns the arrays that
+    :mod:`eleatt_jax.fused_scan` steps with: ``recurrent_kernel`` is
+    ``[W_ha | W_h] [H, D + G*H]`` when gated; the gate's ``W_xa``, ``b_a`` are
+    ``gate_input_kernel``, ``gate_bias``; plus ``dtype`` and ``hoist`` (compute
+    the input-only projection for all steps before the loop).
     """
     leaves = jax.tree_util.tree_leaves(params)
     dtype = self.dtype or jnp.result_type(inputs_dtype, *leaves)
     cast = lambda x: jnp.asarray(x, dtype)
     prepared = {k: cast(v) for k, v in params.items() if k != 'gate'}
     prepared['dtype'] = dtype
-    prepared['hoist'] = hoist_input_projection and not self.use_gate
+    prepared['hoist'] = hoist_input_projection
     if self.use_gate:
       gate = {k: cast(v) for k, v in params['gate'].items()}
       prepared['gate_input_kernel'] = gate['input_kernel']
@@ -123,43 +128,6 @@ class _FusedCell(nn.RNNCellBase):
       prepared['recurrent_kernel'] = jnp.concatenate(
           [gate['recurrent_kernel'], prepared['recurrent_kernel']], axis=-1)
     return prepared
-
-  @nn.nowrap
-  def hoisted(self, prepared: dict[str, Any], inputs: Array) -> Array | None:
-    """The input-only part of a step, for any number of steps at once.
-
-    Gated: ``x W_xa + b_a [..., D]``. Ungated with ``hoist``: the whole input
-    projection ``x W_x + b [..., G*H]``. Otherwise ``None``.
-    """
-    inputs = inputs.astype(prepared['dtype'])
-    if self.use_gate:
-      return inputs @ prepared['gate_input_kernel'] + prepared['gate_bias']
-    if prepared['hoist']:
-      return inputs @ prepared['input_kernel'] + prepared['bias']
-    return None
-
-  @nn.nowrap
-  def step(self, prepared: dict[str, Any], carry: Carry, inputs: Array,
-           hoisted: Array | None) -> tuple[Carry, Array, Array | None]:
-    """One time step: ``(carry, y, attention or None)``; the carry keeps its dtype."""
-    dtype = prepared['dtype']
-    x = inputs.astype(dtype)
-    h = self.hidden(carry).astype(dtype)
-    h_proj = h @ prepared['recurrent_kernel']
-    attention = None
-    if self.use_gate:
-      d = x.shape[-1]
-      attention = self.gate_fn(hoisted + h_proj[..., :d])
-      h_proj = h_proj[..., d:]
-      x_proj = (attention * x) @ prepared['input_kernel'] + prepared['bias']
-    elif prepared['hoist']:
-      x_proj = hoisted
-    else:
-      x_proj = x @ prepared['input_kernel'] + prepared['bias']
-    new_carry, y = self._update(prepared, carry, x_proj, h_proj)
-    new_carry = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype),
-                                       new_carry, carry)
-    return new_carry, y, attention
 
   @nn.nowrap
   def _update(self, prepared, carry, x_proj, h_proj):
@@ -180,8 +148,7 @@ class _FusedCell(nn.RNNCellBase):
       raise ValueError(f'{type(self).__name__} expects inputs [..., D], got a '
                        'scalar.')
     prepared = self.prepare(self.kernels(inputs.shape[-1]), inputs.dtype)
-    carry, y, attention = self.step(prepared, carry, inputs,
-                                    self.hoisted(prepared, inputs))
+    carry, y, attention, _ = fused_scan.step(self, prepared, carry, inputs)
     if attention is not None:
       self.sow('intermediates', 'attention', attention)
     return carry, y
@@ -258,7 +225,7 @@ class EleAttGRUCell(_FusedCell):
     h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
     r = self.gate_fn(x_r + h_r)
     z = self.gate_fn(x_z + h_z)
-    n = self.activation_fn(x_n + r * (h_n + prepared['recurrent_bias']))
+    n = self.activation_fn(x_n + r * add_bias(h_n, prepared['recurrent_bias']))
     new_h = (1.0 - z) * n + z * h.astype(n.dtype)
     return new_h, new_h
 
@@ -387,7 +354,8 @@ def default_hidden(carry: Carry) -> Array:
   """``h`` as Flax cells store it: the carry itself, or the last of ``(c, h)``."""
   if isinstance(carry, jax.Array) or hasattr(carry, 'shape'):
     return carry
-  if isinstance(carry, (tuple, list)) and carry and hasattr(carry[-1], 'shape'):
+  if (isinstance(carry, (tuple, list)) and len(carry) == 2 and
+      hasattr(carry[-1], 'shape')):
     return carry[-1]
   raise ValueError(
       'EleAtt: cannot find h_{t-1} in a carry of type '

@@ -29,6 +29,15 @@ def check_param_shape(module: nn.Module, name: str, expected: tuple[int, ...],
           f' {shape}, so {what}; the call implies {tuple(expected)}.')
 
 
+def add_bias(y: Array, bias: Array) -> Array:
+  """``y + bias`` with ``bias [F]`` reshaped to ``y``'s rank first.
+
+  Explicit, so that the library runs under
+  ``jax_numpy_rank_promotion='raise'`` (as Flax's ``Dense`` does).
+  """
+  return y + jnp.reshape(bias, (1,) * (y.ndim - bias.ndim) + bias.shape)
+
+
 class EleAttG(nn.Module):
   r"""Element-wise-Attention Gate (Zhang et al., EleAtt-RNN, TIP 2019).
 
@@ -111,4 +120,4 @@ class EleAttG(nn.Module):
     inputs, hidden, w_x, w_h, b = promote_dtype(
         inputs, hidden, p['input_kernel'], p['recurrent_kernel'], p['bias'],
         dtype=self.dtype)
-    return self.gate_fn(inputs @ w_x + hidden @ w_h + b)
+    return self.gate_fn(add_bias(inputs @ w_x + hidden @ w_h, b))

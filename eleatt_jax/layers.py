@@ -5,8 +5,8 @@ numbers with the same parameter tree, so a checkpoint trained with one loads int
 the other. What it adds:
 
 * the input-only part of each step (``W_xa x_t + b_a``, or the whole input
-  projection of an ungated cell when ``hoist_input_projection``) is one matmul
-  over all time steps, outside the ``lax.scan``;
+  projection of an ungated cell) can be one matmul over all time steps, outside
+  the ``lax.scan`` (``hoist_input_projection``; chosen per backend by measurement);
 * for the fused cells, everything that multiplies ``h_{t-1}`` is one matmul per
   step (``h @ [W_ha | W_h]``);
 * ``seq_lengths`` masks inside the loop: outputs past a sequence's end are zero
@@ -32,6 +32,8 @@ from flax.typing import Array, PRNGKey
 
 from eleatt_jax.cells import (EleAtt, _FusedCell, check_float_inputs,
                               gate_inputs)
+from eleatt_jax.fused_scan import fused_scan, mask_padding
+from eleatt_jax.gate import add_bias
 
 Carry = Any
 
@@ -74,10 +76,6 @@ def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
   return seq_lengths
 
 
-def _masked(mask_B1, new: Carry, old: Carry) -> Carry:
-  return jax.tree_util.tree_map(lambda n, o: jnp.where(mask_B1, n, o), new, old)
-
-
 class RNN(nn.Module):
   """Runs a recurrent cell over a sequence; a faster ``flax.linen.RNN``.
 
@@ -116,11 +114,16 @@ class RNN(nn.Module):
       ``seq_lengths`` padding stays at the end.
     keep_order: with ``reverse``, return outputs in input order.
     unroll: time steps per loop iteration of the scan.
-    hoist_input_projection: for ungated fused cells, compute ``x W_x + b`` for
-      all steps before the loop (default None: chosen per backend by the
-      measurements in ``benchmarks/speed.py``).
+    hoist_input_projection: compute the input-only part of each step (the
+      gate's ``x W_xa + b_a``; for ungated fused cells ``x W_x + b``) for all
+      steps in one matmul before the loop. Default None: per backend, from
+      ``DEFAULT_LAYOUT`` (measured with ``benchmarks/speed.py --sweep``).
     check_seq_lengths: check that lengths lie in ``[1, T]`` (at trace time when
       they are concrete, else with a ``jax.debug.callback``).
+    fused_backward: for fused cells, differentiate with the cuDNN-style VJP of
+      :func:`eleatt_jax.fused_scan.fused_scan` (weight gradients as one matmul
+      after the backward loop) instead of autodiff of ``lax.scan``. Default
+      None: per backend, from ``DEFAULT_LAYOUT``.
   """
 
   cell: nn.RNNCellBase
@@ -131,6 +134,7 @@ class RNN(nn.Module):
   unroll: int = 1
   hoist_input_projection: bool | None = None
   check_seq_lengths: bool = True
+  fused_backward: bool | None = None
 
   @nn.compact
   def __call__(
@@ -223,56 +227,49 @@ class RNN(nn.Module):
         lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry)
     return (carry, outputs) if return_carry else outputs
 
-  def _hoist(self) -> bool:
-    if self.hoist_input_projection is not None:
-      return self.hoist_input_projection
-    return DEFAULT_HOIST_INPUT_PROJECTION.get(jax.default_backend(), False)
+  def _layout(self, name: str) -> bool:
+    value = getattr(self, name)
+    if value is not None:
+      return value
+    return DEFAULT_LAYOUT.get(jax.default_backend(), DEFAULT_LAYOUT['cpu'])[name]
 
   def _scan_fused(self, x_TBD, carry, mask_TB1):
     cell = self.cell
-    prepared = cell.prepare(cell.kernels(x_TBD.shape[-1]), x_TBD.dtype,
-                            hoist_input_projection=self._hoist())
-    hoisted_TB = cell.hoisted(prepared, x_TBD)
-
-    def step(carry, xs):
-      x_BD, hoisted_B, mask_B1 = xs
-      new_carry, y_BH, attention_BD = cell.step(prepared, carry, x_BD,
-                                                hoisted_B)
-      if mask_B1 is not None:
-        new_carry = _masked(mask_B1, new_carry, carry)
-        y_BH = jnp.where(mask_B1, y_BH, 0)
-      return new_carry, (y_BH, attention_BD)
-
-    carry, (y_TBH, attention_TBD) = jax.lax.scan(
-        step, carry, (x_TBD, hoisted_TB, mask_TB1), unroll=self.unroll)
-    return carry, y_TBH, attention_TBD
+    prepared = cell.prepare(
+        cell.kernels(x_TBD.shape[-1]), x_TBD.dtype,
+        hoist_input_projection=self._layout('hoist_input_projection'))
+    return fused_scan(cell, prepared, x_TBD, carry, mask_TB1,
+                      unroll=self.unroll,
+                      custom_backward=self._layout('fused_backward'))
 
   def _scan_wrapped(self, x_TBD, carry, mask_TB1):
-    """EleAtt(any cell): the gate's input projection leaves the loop."""
+    """EleAtt(any cell): the gate is computed here, the cell is scanned."""
     wrapper = self.cell
     hidden_features = wrapper.hidden(carry).shape[-1]
     gate = wrapper.gate.kernels(x_TBD.shape[-1], hidden_features)
     dtype = wrapper.gate.dtype or jnp.result_type(
         x_TBD, *jax.tree_util.tree_leaves(gate))
     gate = jax.tree_util.tree_map(lambda p: p.astype(dtype), gate)
-    gate_x_TBD = x_TBD.astype(dtype) @ gate['input_kernel'] + gate['bias']
+    input_only = lambda x: add_bias(x.astype(dtype) @ gate['input_kernel'],
+                                    gate['bias'])
+    gate_x_TBD = (input_only(x_TBD) if self._layout('hoist_input_projection')
+                  else None)
 
-    def step(inner_cell, carry, w_ha, xs):
+    def step(inner_cell, carry, gate, xs):
       x_BD, gate_x_BD, mask_B1 = xs
+      if gate_x_BD is None:
+        gate_x_BD = input_only(x_BD)
       h = wrapper.hidden(carry).astype(dtype)
-      attention_BD = wrapper.gate_fn(gate_x_BD + h @ w_ha)
+      attention_BD = wrapper.gate_fn(gate_x_BD + h @ gate['recurrent_kernel'])
       new_carry, y_BH = inner_cell(carry, gate_inputs(attention_BD, x_BD))
-      if mask_B1 is not None:
-        new_carry = _masked(mask_B1, new_carry, carry)
-        y_BH = jnp.where(mask_B1, y_BH, 0)
+      new_carry, y_BH = mask_padding(mask_B1, new_carry, carry, y_BH)
       return new_carry, (y_BH, attention_BD)
 
     scan = nn.scan(step, variable_broadcast='params',
                    split_rngs={'params': False}, in_axes=(nn.broadcast, 0),
                    out_axes=0, unroll=self.unroll)
-    carry, (y_TBH, attention_TBD) = scan(
-        wrapper.cell, carry, gate['recurrent_kernel'],
-        (x_TBD, gate_x_TBD, mask_TB1))
+    carry, (y_TBH, attention_TBD) = scan(wrapper.cell, carry, gate,
+                                         (x_TBD, gate_x_TBD, mask_TB1))
     return carry, y_TBH, attention_TBD
 
   def _scan_any(self, x_TBD, carry, mask_TB1):
@@ -280,10 +277,7 @@ class RNN(nn.Module):
     def step(cell, carry, xs):
       x_BD, mask_B1 = xs
       new_carry, y_BH = cell(carry, x_BD)
-      if mask_B1 is not None:
-        new_carry = _masked(mask_B1, new_carry, carry)
-        y_BH = jnp.where(mask_B1, y_BH, 0)
-      return new_carry, y_BH
+      return mask_padding(mask_B1, new_carry, carry, y_BH)
 
     scan = nn.scan(step, variable_broadcast='params',
                    split_rngs={'params': False}, in_axes=0, out_axes=0,
@@ -291,6 +285,9 @@ class RNN(nn.Module):
     return scan(self.cell, carry, (x_TBD, mask_TB1))
 
 
-# Whether ungated fused cells hoist their input projection out of the loop, per
-# backend; set from `python -m benchmarks.speed` (see README, Speed).
-DEFAULT_HOIST_INPUT_PROJECTION = {'cpu': False, 'gpu': True, 'tpu': True}
+# Per-backend defaults of the layout choices, set by measurement:
+# `python -m benchmarks.speed --sweep` (README, Speed). Backends not measured
+# use the CPU choices.
+DEFAULT_LAYOUT = {
+    'cpu': {'hoist_input_projection': False, 'fused_backward': False},
+}

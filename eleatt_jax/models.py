@@ -29,7 +29,8 @@ def gated_layers(gate_layers: str | int, num_layers: int) -> tuple[bool, ...]:
     k = num_layers
   elif gate_layers == 'none':
     k = 0
-  elif isinstance(gate_layers, int) and 0 <= gate_layers <= num_layers:
+  elif (isinstance(gate_layers, int) and not isinstance(gate_layers, bool) and
+        0 <= gate_layers <= num_layers):
     k = gate_layers
   else:
     raise ValueError(f"gate_layers must be 'all', 'none' or an int in "
@@ -110,8 +111,9 @@ class StackedRNNClassifier(nn.Module):
       raise ValueError('StackedRNNClassifier expects inputs [batch, time, '
                        f'features], got shape {jnp.shape(inputs)}.')
     cell_cls, gateable = CELL_TYPES[self.cell]
-    gates = gated_layers(self.gate_layers if gateable else 'none',
-                         len(self.hidden_sizes))
+    gates = gated_layers(self.gate_layers, len(self.hidden_sizes))  # validates
+    if not gateable:
+      gates = (False,) * len(gates)
 
     x = inputs
     for i, (features, use_gate) in enumerate(zip(self.hidden_sizes, gates)):

@@ -50,15 +50,20 @@ class ManualDirError(FileNotFoundError):
 
 
 def check_manual_dir(
-    manual_dir: epath.Path, expected: str, found_any: bool, name: str
+    manual_dir: epath.Path,
+    expected: str,
+    found_any: bool,
+    name: str,
+    instructions: str = "",
 ) -> None:
   """Raises a `ManualDirError` that says what was expected in `manual_dir`.
 
   Args:
     manual_dir: The directory the user gave.
-    expected: Human description of the expected content.
+    expected: Short description of the expected files.
     found_any: Whether at least one expected file was found.
     name: The dataset name, for the message.
+    instructions: The builder's MANUAL_DOWNLOAD_INSTRUCTIONS, appended.
   """
   if found_any:
     return
@@ -67,10 +72,9 @@ def check_manual_dir(
   except OSError:
     listing = []
   raise ManualDirError(
-      f"{name}: manual_dir {os.fspath(manual_dir)!r} holds none of the"
-      f" expected files. Expected: {expected}. Found (first 10 entries):"
-      f" {listing}"
-  )
+      f"{name}: manual_dir {os.fspath(manual_dir)!r} holds no {expected};"
+      f" its first entries are {listing}."
+      + (f" Expected layout:\n{instructions}" if instructions else ""))
 
 
 class CorruptCounter:
@@ -141,16 +145,51 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder):
           raise
         self.corrupt.add(split, err)
 
-  def _download_and_prepare(self, dl_manager, download_config):  # pylint: disable=arguments-differ
+  def _require_nonempty(
+      self, manual_dir, split_files: dict[str, list[Any]], what: dict[str, str]
+  ) -> None:
+    """Raises `ManualDirError` naming the splits that found no source file.
+
+    tfds cannot write an empty split, so a partial download (say, N-UCLA
+    without view 3) must fail here, with a message that says what is missing.
+
+    Args:
+      manual_dir: The directory searched.
+      split_files: Split name -> the source files found for it.
+      what: Split name -> description of what that split needs.
+    """
+    empty = [s for s, files in split_files.items() if not files]
+    if empty:
+      needs = "; ".join(f"{s!r} needs {what[s]}" for s in empty)
+      config = self.builder_config.name if self.builder_config else ""
+      raise ManualDirError(
+          f"{self.name}/{config}: no source file found in manual_dir {os.fspath(manual_dir)!r} for"
+          f" split(s) {empty}: {needs}.")
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    """Generates the splits, then reports the files skipped as corrupt."""
     self.corrupt = CorruptCounter()
     out = super()._download_and_prepare(dl_manager, download_config)
     self.corrupt.report(self.name)
     return out
 
 
-def list_files(root: epath.Path, pattern: str) -> list[epath.Path]:
-  """Sorted recursive glob (stable order of examples)."""
-  return sorted(epath.Path(root).glob(pattern), key=os.fspath)
+def list_files(root: os.PathLike[str] | str, suffix: str) -> list[epath.Path]:
+  """All files below `root` whose name ends with `suffix`, sorted.
+
+  Args:
+    root: A local directory (searched recursively, following no links).
+    suffix: For example ``".skeleton"``.
+
+  Returns:
+    The paths, sorted so that example order is stable.
+  """
+  found = []
+  for dirpath, dirnames, filenames in os.walk(os.fspath(root)):
+    dirnames.sort()
+    found.extend(os.path.join(dirpath, f) for f in filenames
+                 if f.endswith(suffix) and not f.startswith("."))
+  return [epath.Path(p) for p in sorted(found)]
 
 
 def float32_array(

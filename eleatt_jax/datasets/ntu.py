@@ -1,0 +1,433 @@
+"""NTU RGB+D 60 and NTU RGB+D 120 from the raw `.skeleton` text files.
+
+Registered as ``ntu_rgbd60`` (configs ``xsub``, ``xview``) and ``ntu_rgbd120``
+(configs ``xsub``, ``xset``). Each example holds up to two actors:
+
+  * ``skeleton``: <float32>[T, 2, 25, 3], camera-space x, y, z in metres of the
+    25 Kinect v2 joints; a single actor leaves slot 1 zero.
+  * ``length``: T, the number of frames kept (frames with no body are dropped).
+  * ``label``: action class, 0-based (``A001`` is 0).
+  * ``subject``, ``camera``, ``setup``, ``replication``: the ids in the file
+    name ``SsssCcccPpppRrrrAaaa``; ``num_bodies``: actors kept (1 or 2);
+    ``sample_name``: the file name without extension.
+
+Body handling (as in the dataset authors' denoising): when more than one body
+is tracked, bodies whose x/y spread is implausible for a person (width above
+0.8 x height in more than 69% of their frames) are dropped as noise, then the
+two bodies with the largest motion (sum over joints and axes of the variance
+over time) are kept, the larger motion in slot 0. The samples in the authors'
+missing-skeleton lists (shipped with this package) are skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import os
+import re
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from eleatt_jax.datasets import _common
+
+NUM_JOINTS = 25
+MAX_BODIES = 2
+#: 0-based index of joint 2 (spine middle), the usual translation centre.
+SPINE_JOINT = 1
+
+#: NTU60 cross-subject training performers (also used by NTU120).
+NTU60_XSUB_TRAIN = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28,
+                    31, 34, 35, 38)
+#: NTU120 cross-subject training performers.
+NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN + (
+    45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82,
+    83, 84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103)
+#: NTU60 cross-view training cameras.
+NTU60_XVIEW_TRAIN = (2, 3)
+
+_NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
+
+# Body noise thresholds of the NTU denoising code.
+_SPREAD_RATIO = 0.8
+_NOISY_FRAME_FRACTION = 0.69
+
+MANUAL_DOWNLOAD_INSTRUCTIONS_60 = """\
+Request NTU RGB+D at https://rose1.ntu.edu.sg/dataset/actionRecognition/ and
+download `nturgbd_skeletons_s001_to_s017.zip` (3D skeletons, 5.8 GB unpacked).
+Unzip it into `manual_dir` so that the `.skeleton` files lie anywhere below it,
+for example `<manual_dir>/nturgb+d_skeletons/S001C001P001R001A001.skeleton`.
+Only setups S001-S017 are read; the 302 samples with missing skeletons are
+skipped.
+"""
+
+MANUAL_DOWNLOAD_INSTRUCTIONS_120 = """\
+Request NTU RGB+D 120 at https://rose1.ntu.edu.sg/dataset/actionRecognition/
+and download `nturgbd_skeletons_s001_to_s017.zip` and
+`nturgbd_skeletons_s018_to_s032.zip`. Unzip both into `manual_dir` so that the
+`.skeleton` files lie anywhere below it, for example
+`<manual_dir>/nturgb+d_skeletons/S001C001P001R001A001.skeleton` and
+`<manual_dir>/nturgb+d_skeletons120/S018C001P008R001A061.skeleton`. The 535
+samples with missing skeletons are skipped.
+"""
+
+_CITATION = """\
+@inproceedings{shahroudy2016ntu,
+  title={NTU RGB+D: A Large Scale Dataset for 3D Human Activity Analysis},
+  author={Shahroudy, Amir and Liu, Jun and Ng, Tian-Tsong and Wang, Gang},
+  booktitle={CVPR}, year={2016}}
+@article{liu2020ntu,
+  title={NTU RGB+D 120: A Large-Scale Benchmark for 3D Human Activity
+         Understanding},
+  author={Liu, Jun and Shahroudy, Amir and Perez, Mauricio and Wang, Gang and
+          Duan, Ling-Yu and Kot, Alex C.},
+  journal={IEEE TPAMI}, year={2020}}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleId:
+  """The ids in an NTU file name ``SsssCcccPpppRrrrAaaa`` (all 1-based)."""
+
+  setup: int
+  camera: int
+  subject: int
+  replication: int
+  action: int
+
+  @classmethod
+  def parse(cls, name: str) -> SampleId:
+    """Parses a sample name or file name.
+
+    >>> SampleId.parse("S001C002P003R002A013.skeleton")
+    SampleId(setup=1, camera=2, subject=3, replication=2, action=13)
+    """
+    m = _NAME_RE.search(os.path.basename(os.fspath(name)))
+    if not m:
+      raise ValueError(
+          f"{name}: expected an NTU sample name SsssCcccPpppRrrrAaaa")
+    return cls(*(int(g) for g in m.groups()))
+
+
+@dataclasses.dataclass
+class Body:
+  """One tracked body of a `.skeleton` file.
+
+  Attributes:
+    tracking_id: The Kinect tracking id (a 17-digit integer, as text).
+    frames: <int32>[n] 0-based indices of the frames it appears in.
+    joints: <float32>[n, 25, 3] camera-space x, y, z of its joints there.
+  """
+
+  tracking_id: str
+  frames: np.ndarray
+  joints: np.ndarray
+
+  @property
+  def motion(self) -> float:
+    """Sum over joints and axes of the variance over time."""
+    return float(self.joints.var(axis=0).sum())
+
+  @property
+  def is_noise(self) -> bool:
+    """Whether its x/y spread is implausible for a person."""
+    spread = self.joints.max(axis=1) - self.joints.min(axis=1)  # [n, 3]
+    noisy = spread[:, 0] > _SPREAD_RATIO * spread[:, 1]
+    return bool(noisy.mean() > _NOISY_FRAME_FRACTION)
+
+
+@dataclasses.dataclass
+class SkeletonFile:
+  """A parsed `.skeleton` file.
+
+  Attributes:
+    path: The file.
+    num_frames: Frame count from line 1.
+    bodies_per_frame: <int32>[num_frames] bodies listed in each frame.
+    bodies: The tracked bodies, in order of first appearance.
+  """
+
+  path: str
+  num_frames: int
+  bodies_per_frame: np.ndarray
+  bodies: list[Body]
+
+
+def read_skeleton_file(path: os.PathLike[str] | str) -> SkeletonFile:
+  """Parses an NTU RGB+D `.skeleton` text file.
+
+  Args:
+    path: The file.
+
+  Returns:
+    The frame count and the bodies with their per-frame joints.
+
+  Raises:
+    CorruptFileError: naming the file, the 1-based line and what was expected,
+      for a truncated file or a malformed line.
+  """
+  path = os.fspath(path)
+  with open(path, "rb") as f:
+    lines = f.read().decode("ascii", errors="replace").splitlines()
+  pos = 0
+
+  def next_line(expected: str) -> str:
+    nonlocal pos
+    if pos >= len(lines):
+      raise _common.CorruptFileError(
+          path, f"line {pos + 1}", f"{expected}, but the file ends after"
+          f" {len(lines)} lines (truncated?)")
+    pos += 1
+    return lines[pos - 1]
+
+  def read_int(expected: str) -> int:
+    text = next_line(expected).strip()
+    try:
+      value = int(text)
+    except ValueError:
+      raise _common.CorruptFileError(
+          path, f"line {pos}", f"{expected}, got {text[:40]!r}") from None
+    if value < 0:
+      raise _common.CorruptFileError(
+          path, f"line {pos}", f"{expected} (>= 0), got {value}")
+    return value
+
+  num_frames = read_int("the frame count (an integer)")
+  per_body_frames: dict[str, list[int]] = {}
+  per_body_joints: dict[str, list[np.ndarray]] = {}
+  bodies_per_frame = np.zeros(num_frames, np.int32)
+  for t in range(num_frames):
+    num_bodies = read_int(f"the body count of frame {t + 1}")
+    bodies_per_frame[t] = num_bodies
+    for b in range(num_bodies):
+      info = next_line(f"the info line of body {b + 1} of frame {t + 1}"
+                       " (10 values)").split()
+      if len(info) != 10:
+        raise _common.CorruptFileError(
+            path, f"line {pos}",
+            f"the info line of body {b + 1} of frame {t + 1}: 10 values"
+            f" (tracking id, clippedEdges, ..., trackingState), got"
+            f" {len(info)}")
+      tracking_id = info[0]
+      num_joints = read_int(f"the joint count of body {b + 1} of frame {t + 1}")
+      if num_joints != NUM_JOINTS:
+        raise _common.CorruptFileError(
+            path, f"line {pos}", f"joint count {NUM_JOINTS}, got {num_joints}")
+      start = pos
+      rows = [next_line(f"joint {j + 1} of body {b + 1} of frame {t + 1}"
+                        " (12 values)").split() for j in range(NUM_JOINTS)]
+      for j, row in enumerate(rows):
+        if len(row) != 12:
+          raise _common.CorruptFileError(
+              path, f"line {start + j + 1}",
+              f"joint {j + 1} of body {b + 1} of frame {t + 1}: 12 values"
+              f" (x y z depthX depthY colorX colorY orientationWXYZ"
+              f" trackingState), got {len(row)}")
+      try:
+        xyz = np.array([row[:3] for row in rows], dtype=np.float32)
+      except ValueError:
+        raise _common.CorruptFileError(
+            path, f"lines {start + 1}-{pos}",
+            f"numeric x y z for the joints of body {b + 1} of frame {t + 1}"
+        ) from None
+      if not np.all(np.isfinite(xyz)):
+        raise _common.CorruptFileError(
+            path, f"lines {start + 1}-{pos}", "finite joint coordinates")
+      if tracking_id not in per_body_frames:
+        per_body_frames[tracking_id] = []
+        per_body_joints[tracking_id] = []
+      elif per_body_frames[tracking_id][-1] == t:
+        continue  # The same body listed twice in a frame: keep the first.
+      per_body_frames[tracking_id].append(t)
+      per_body_joints[tracking_id].append(xyz)
+  bodies = [
+      Body(tid, np.asarray(per_body_frames[tid], np.int32),
+           np.stack(per_body_joints[tid]))
+      for tid in per_body_frames
+  ]
+  return SkeletonFile(path, num_frames, bodies_per_frame, bodies)
+
+
+def select_bodies(
+    skeleton: SkeletonFile, max_bodies: int = MAX_BODIES
+) -> tuple[np.ndarray, int]:
+  """Keeps the actors of a parsed file, as a dense array.
+
+  Args:
+    skeleton: A parsed file.
+    max_bodies: Actor slots in the output.
+
+  Returns:
+    A pair: <float32>[T, max_bodies, 25, 3] over the frames in which at least
+    one kept body appears (in file order), unused slots zero; and the number of
+    bodies kept.
+
+  Raises:
+    CorruptFileError: when no frame of the file has a body.
+  """
+  bodies = skeleton.bodies
+  if len(bodies) > 1:
+    people = [b for b in bodies if not b.is_noise]
+    bodies = people or bodies  # Never drop every body.
+  bodies = sorted(bodies, key=lambda b: -b.motion)[:max_bodies]
+  if not bodies:
+    raise _common.CorruptFileError(
+        skeleton.path, "all frames",
+        "at least one frame with a body (the file has none; it should be in"
+        " the missing-skeleton list)")
+  dense = np.zeros((skeleton.num_frames, max_bodies, NUM_JOINTS, 3),
+                   np.float32)
+  present = np.zeros(skeleton.num_frames, bool)
+  for slot, body in enumerate(bodies):
+    dense[body.frames, slot] = body.joints
+    present[body.frames] = True
+  return dense[present], len(bodies)
+
+
+def missing_samples(num_classes: int) -> frozenset[str]:
+  """The authors' list of samples with missing skeletons (60 or 120)."""
+  if num_classes not in (60, 120):
+    raise ValueError(f"num_classes must be 60 or 120, got {num_classes}")
+  text = (importlib.resources.files("eleatt_jax.datasets")
+          .joinpath(f"ntu{num_classes}_missing_skeletons.txt")
+          .read_text(encoding="ascii"))
+  return frozenset(
+      line.strip() for line in text.splitlines()
+      if line.strip() and not line.startswith("#"))
+
+
+@dataclasses.dataclass
+class NtuConfig(tfds.core.BuilderConfig):
+  """An NTU protocol.
+
+  Attributes:
+    split_by: ``"subject"``, ``"camera"`` or ``"setup"``.
+    train_ids: The ids (of `split_by`) that go to `train`; the rest is `test`.
+      For ``"setup"`` an empty tuple means "even setups".
+  """
+
+  split_by: str = "subject"
+  train_ids: tuple[int, ...] = ()
+
+  def is_train(self, sid: SampleId) -> bool:
+    if self.split_by == "subject":
+      return sid.subject in self.train_ids
+    if self.split_by == "camera":
+      return sid.camera in self.train_ids
+    if self.split_by == "setup":
+      return sid.setup % 2 == 0
+    raise ValueError(f"unknown split_by {self.split_by!r}")
+
+
+class _NtuBase(_common.ManualBuilder):
+  """Shared code of the NTU builders."""
+
+  NUM_CLASSES = 60
+  MAX_SETUP = 17
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            "skeleton": tfds.features.Tensor(
+                shape=(None, MAX_BODIES, NUM_JOINTS, 3), dtype=np.float32),
+            "length": np.int32,
+            "label": tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
+            "subject": np.int32,
+            "camera": np.int32,
+            "setup": np.int32,
+            "replication": np.int32,
+            "num_bodies": np.int32,
+            "sample_name": tfds.features.Text(),
+        }),
+        supervised_keys=("skeleton", "label"),
+        homepage="https://rose1.ntu.edu.sg/dataset/actionRecognition/",
+        citation=_CITATION,
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    files = _common.list_files(dl_manager.manual_dir, ".skeleton")
+    _common.check_manual_dir(
+        dl_manager.manual_dir, "NTU `.skeleton` files (searched recursively)",
+        bool(files), self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    missing = missing_samples(self.NUM_CLASSES)
+    split_files: dict[str, list[epath.Path]] = {"train": [], "test": []}
+    for path in files:
+      name = path.name[:-len(".skeleton")]
+      try:
+        sid = SampleId.parse(name)
+      except ValueError:
+        raise _common.CorruptFileError(
+            path, "file name",
+            "an NTU sample name SsssCcccPpppRrrrAaaa.skeleton") from None
+      if sid.setup > self.MAX_SETUP or sid.action > self.NUM_CLASSES:
+        continue
+      if name in missing:
+        continue
+      split = "train" if self.builder_config.is_train(sid) else "test"
+      split_files[split].append(path)
+    self._require_nonempty(dl_manager.manual_dir, split_files, {
+        "train": f"training samples of protocol {self.builder_config.name}",
+        "test": f"test samples of protocol {self.builder_config.name}",
+    })
+    return {
+        split: self._examples(split, paths, self._read)
+        for split, paths in split_files.items()
+    }
+
+  def _generate_examples(self, **kwargs):  # Unused: see _split_generators.
+    raise NotImplementedError
+
+  @staticmethod
+  def _read(path: epath.Path):
+    name = path.name[:-len(".skeleton")]
+    sid = SampleId.parse(name)
+    skeleton, num_bodies = select_bodies(read_skeleton_file(path))
+    return name, {
+        "skeleton": skeleton,
+        "length": len(skeleton),
+        "label": sid.action - 1,
+        "subject": sid.subject,
+        "camera": sid.camera,
+        "setup": sid.setup,
+        "replication": sid.replication,
+        "num_bodies": num_bodies,
+        "sample_name": name,
+    }
+
+
+class NtuRgbd60(_NtuBase):
+  """NTU RGB+D 60 skeletons (56,578 samples after the missing list)."""
+
+  name = "ntu_rgbd60"
+  NUM_CLASSES = 60
+  MAX_SETUP = 17
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_60
+  BUILDER_CONFIGS = [
+      NtuConfig(name="xsub", description="Cross-subject: 20 training"
+                " performers.", split_by="subject",
+                train_ids=NTU60_XSUB_TRAIN),
+      NtuConfig(name="xview", description="Cross-view: cameras 2 and 3 train,"
+                " camera 1 tests.", split_by="camera",
+                train_ids=NTU60_XVIEW_TRAIN),
+  ]
+
+
+class NtuRgbd120(_NtuBase):
+  """NTU RGB+D 120 skeletons (113,945 samples after the missing list)."""
+
+  name = "ntu_rgbd120"
+  NUM_CLASSES = 120
+  MAX_SETUP = 32
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_120
+  BUILDER_CONFIGS = [
+      NtuConfig(name="xsub", description="Cross-subject: 53 training"
+                " performers.", split_by="subject",
+                train_ids=NTU120_XSUB_TRAIN),
+      NtuConfig(name="xset", description="Cross-setup: even setups train, odd"
+                " setups test.", split_by="setup"),
+  ]
+

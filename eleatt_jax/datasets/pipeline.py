@@ -1,0 +1,240 @@
+"""grain input pipelines over tfds `data_source`s (no TensorFlow).
+
+A pipeline reads examples by index from a random-access source (what
+`tfds.data_source` returns for our array_record builders, or any sequence of
+dicts), shards the indices by `jax.process_index()`, shuffles with a seed and
+repeats for training, preprocesses each example (with per-example random
+augmentation derived from the seed), and batches to fixed shapes:
+
+  * ``x``: <float32>[batch, num_frames, features]
+  * ``length``: <int32>[batch], valid frames of each row
+  * ``label``: <int32>[batch]
+  * ``mask``: <bool>[batch], False for the rows that pad the last evaluation
+    batch (training batches are always full)
+  * every integer id of the source (``subject``, ``view``...): <int32>[batch]
+
+The iterator is checkpointable: ``state = it.get_state()`` then, in a fresh
+pipeline, ``it.set_state(state)`` continues with the same next batch.
+
+Example::
+
+  source = tfds.data_source("nucla/dev", data_dir=data_dir)["train"]
+  ds = make_pipeline(
+      source, SkeletonPreprocess(num_frames=50, augment=Augment()),
+      batch_size=32, train=True, seed=0)
+  it = iter(ds)
+  batch = next(it)          # batch["x"]: float32 [32, 50, 60]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from eleatt_jax.datasets import preprocessing as pp
+
+Element = Mapping[str, Any]
+
+
+def _ids(element: Element, skip: Sequence[str]) -> dict[str, np.ndarray]:
+  """The integer scalar fields of an element (labels and ids), as int32."""
+  out = {}
+  for k, v in element.items():
+    if k in skip:
+      continue
+    arr = np.asarray(v)
+    if arr.ndim == 0 and np.issubdtype(arr.dtype, np.integer):
+      out[k] = arr.astype(np.int32)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SkeletonPreprocess:
+  """Example -> fixed-shape skeleton features, with optional augmentation.
+
+  Steps: translate (centre joint of body 0 in the first valid frame), optional
+  view alignment, fixed-length sampling (``temporal="sample"``: uniform
+  segments, random offsets in training, centred in evaluation; ``"pad"``: zero
+  padding with ``length``), augmentation (training only; padding frames stay
+  zero), then flattening to <float32>[num_frames, M*J*3].
+
+  Attributes:
+    num_frames: Output frames T.
+    key: Skeleton field of the source, <f>[T0, J, 3] or <f>[T0, M, J, 3].
+    center_joint: 0-based joint moved to the origin (None: no translation).
+    align_joints: (from, to) joints for `preprocessing.align_view`, or None.
+    temporal: ``"sample"`` or ``"pad"``.
+    augment: Augmentation applied in training; None for none.
+  """
+
+  num_frames: int
+  key: str = "skeleton"
+  center_joint: int | None = pp.SPINE
+  align_joints: tuple[int, int] | None = None
+  temporal: str = "sample"
+  augment: pp.Augment | None = None
+
+  def __post_init__(self):
+    if self.temporal not in ("sample", "pad"):
+      raise ValueError(f"temporal must be 'sample' or 'pad', got"
+                       f" {self.temporal!r}")
+
+  def __call__(
+      self, element: Element, rng: np.random.Generator | None = None
+  ) -> dict[str, np.ndarray]:
+    """Preprocesses one example; `rng` None means evaluation."""
+    x = np.asarray(element[self.key], np.float32)
+    length = int(element.get("length", len(x)))
+    x = x[:length]
+    if self.center_joint is not None:
+      x = pp.translate(x, self.center_joint)
+    if self.align_joints is not None:
+      x = pp.align_view(x, self.align_joints)
+    if self.temporal == "sample":
+      x = pp.temporal_sample(x, length, self.num_frames, rng)
+      length = self.num_frames
+    else:
+      x, length = pp.pad_to(x, length, self.num_frames, rng)
+    if rng is not None and self.augment is not None:
+      # After sampling: the same per-sequence transform on fewer frames.
+      x = self.augment(x, rng)
+    out = _ids(element, skip=(self.key, "length"))
+    out.update(x=pp.flatten(x), length=np.int32(length))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SequencePreprocess:
+  """Example -> fixed-shape sequence <float32>[num_frames, D] (no skeleton).
+
+  For sequential MNIST and sequence-npz sources.
+
+  Attributes:
+    num_frames: Output frames; None keeps the source length (which must then
+      be the same for every example, as in sequential MNIST).
+    key: Sequence field of the source, <f>[T0, D].
+    temporal: ``"pad"`` (zero padding with ``length``) or ``"sample"``.
+  """
+
+  num_frames: int | None = None
+  key: str = "x"
+  temporal: str = "pad"
+
+  def __call__(
+      self, element: Element, rng: np.random.Generator | None = None
+  ) -> dict[str, np.ndarray]:
+    x = np.asarray(element[self.key], np.float32)
+    length = int(element.get("length", len(x)))
+    if self.num_frames is None:
+      x = x[:length]
+    elif self.temporal == "sample":
+      x = pp.temporal_sample(x, length, self.num_frames, rng)
+      length = self.num_frames
+    else:
+      x, length = pp.pad_to(x, length, self.num_frames, rng)
+    out = _ids(element, skip=(self.key, "length"))
+    out.update(x=x.reshape(x.shape[0], -1), length=np.int32(length))
+    return out
+
+
+def stack_and_pad(
+    elements: Sequence[dict[str, np.ndarray]], batch_size: int
+) -> dict[str, np.ndarray]:
+  """Stacks elements into a batch of `batch_size` rows, zero-padded.
+
+  Args:
+    elements: 1..batch_size preprocessed elements of equal structure.
+    batch_size: Rows of the output.
+
+  Returns:
+    Each field stacked on a new leading axis of size `batch_size`, plus
+    ``mask`` <bool>[batch_size] telling the real rows.
+  """
+  n = len(elements)
+  out = {}
+  for k in elements[0]:
+    rows = np.stack([e[k] for e in elements])
+    if n < batch_size:
+      pad = np.zeros((batch_size - n,) + rows.shape[1:], rows.dtype)
+      rows = np.concatenate([rows, pad])
+    out[k] = rows
+  out["mask"] = np.arange(batch_size) < n
+  return out
+
+
+def _eval_map(preprocess, element):
+  return preprocess(element, None)
+
+
+def make_pipeline(
+    source: Sequence[Element],
+    preprocess,
+    *,
+    batch_size: int,
+    train: bool,
+    seed: int = 0,
+    num_epochs: int | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    num_threads: int = 4,
+    prefetch_buffer_size: int = 64,
+    worker_count: int = 0,
+) -> grain.IterDataset:
+  """Builds the grain pipeline of one process.
+
+  Args:
+    source: Random-access examples, e.g. ``tfds.data_source(...)["train"]``.
+    preprocess: ``(element, rng_or_None) -> dict`` such as
+      `SkeletonPreprocess` or `SequencePreprocess`.
+    batch_size: Rows per batch *of this process*.
+    train: Shuffle, repeat for `num_epochs`, augment with per-example
+      generators, and drop the last partial batch. Otherwise one ordered pass,
+      no randomness, and a last batch padded with ``mask`` False.
+    seed: Seed of the shuffle and of the augmentation (training only).
+    num_epochs: Training epochs; None repeats forever.
+    shard_index: This process's shard; defaults to `jax.process_index()`.
+    shard_count: Number of shards; defaults to `jax.process_count()`.
+    num_threads: Threads reading and preprocessing examples.
+    prefetch_buffer_size: Elements read ahead by those threads.
+    worker_count: Processes for preprocessing (0: none, in-process threads).
+
+  Returns:
+    A `grain.IterDataset`; ``iter()`` gives a checkpointable iterator
+    (``get_state()`` / ``set_state()``).
+  """
+  if shard_index is None or shard_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+  ds = grain.MapDataset.source(source)
+  if shard_count > 1:
+    ds = ds[shard_index::shard_count]
+  if len(ds) == 0:
+    raise ValueError(f"shard {shard_index} of {shard_count} of a source of"
+                     f" {len(source)} examples is empty")
+  batch_fn = functools.partial(stack_and_pad, batch_size=batch_size)
+  if train:
+    if len(ds) < batch_size:
+      raise ValueError(f"training needs at least batch_size={batch_size}"
+                       f" examples per shard, got {len(ds)}")
+    ds = ds.shuffle(seed=seed).repeat(num_epochs)
+    ds = ds.random_map(preprocess, seed=seed)
+    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=batch_fn)
+  else:
+    ds = ds.map(functools.partial(_eval_map, preprocess))
+    ds = ds.batch(batch_size, drop_remainder=False, batch_fn=batch_fn)
+  it = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
+  if worker_count:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags.
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return it

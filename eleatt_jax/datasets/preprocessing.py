@@ -1,0 +1,238 @@
+"""Skeleton preprocessing and augmentation: pure NumPy functions.
+
+Shapes: a skeleton sequence is <float32>[T, J, 3] (one body) or
+<float32>[T, M, J, 3] (M bodies, e.g. NTU's two actors). A body whose joints
+are all zero in a frame is *missing* there (an absent second actor, a frame the
+sensor lost); every function here keeps missing bodies at exactly zero. (A
+single joint at the origin, like the centre joint after `translate`, is not
+missing.)
+
+Randomness comes only from the `np.random.Generator` passed in (grain hands
+one to each element, derived from the pipeline seed), so every function is
+deterministic given its generator, and evaluation passes none.
+
+>>> x = np.zeros((4, 2, 25, 3), np.float32)
+>>> x[:, 0] = np.arange(1, 5, dtype=np.float32)[:, None, None]  # one actor
+>>> y = translate(x, center_joint=1)
+>>> float(y[0, 0, 1, 0]), float(y[3, 0, 1, 0]), float(abs(y[:, 1]).max())
+(0.0, 3.0, 0.0)
+>>> temporal_sample(y, length=4, num_frames=2).shape
+(2, 2, 25, 3)
+>>> flatten(y).shape
+(4, 150)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+#: 0-based joint indices shared by Kinect v2 (NTU, 25 joints) and Kinect v1
+#: (N-UCLA, SYSU-3D, 20 joints): 2 spine (middle), 5/9 left/right shoulder,
+#: 13/17 left/right hip (1-based in the datasets' documentation).
+SPINE = 1
+LEFT_SHOULDER, RIGHT_SHOULDER = 4, 8
+LEFT_HIP, RIGHT_HIP = 12, 16
+#: 0-based palm joint of the 22-joint DHG / SHREC'17 hand.
+PALM = 1
+
+
+def as_bodies(x: np.ndarray) -> np.ndarray:
+  """<f>[T, J, 3] -> <f>[T, 1, J, 3]; <f>[T, M, J, 3] is returned as is."""
+  if x.ndim == 3:
+    return x[:, None]
+  if x.ndim == 4:
+    return x
+  raise ValueError(f"expected a skeleton [T, J, 3] or [T, M, J, 3], got"
+                   f" shape {x.shape}")
+
+
+def _present(x: np.ndarray) -> np.ndarray:
+  """<bool>[..., 1, 1]: whether the body is present in the frame."""
+  return np.any(x != 0, axis=(-2, -1), keepdims=True)
+
+
+def first_valid_frame(x: np.ndarray) -> int:
+  """Index of the first frame in which body 0 has a non-missing joint."""
+  body0 = as_bodies(x)[:, 0]
+  valid = np.flatnonzero(np.any(body0 != 0, axis=(1, 2)))
+  return int(valid[0]) if valid.size else 0
+
+
+def translate(x: np.ndarray, center_joint: int = SPINE) -> np.ndarray:
+  """Moves the origin to a joint of body 0 in the first valid frame.
+
+  Args:
+    x: <f>[T, J, 3] or <f>[T, M, J, 3].
+    center_joint: 0-based joint index (1, spine middle, for NTU and Kinect v1).
+
+  Returns:
+    Same shape and dtype; missing bodies stay zero.
+  """
+  center = as_bodies(x)[first_valid_frame(x), 0, center_joint]
+  return np.where(_present(x), x - center, 0).astype(x.dtype, copy=False)
+
+
+def rotation_matrix(ax: float, ay: float, az: float) -> np.ndarray:
+  """<float32>[3, 3] rotation R = Rz(az) @ Ry(ay) @ Rx(ax), angles in rad."""
+  cx, sx, cy, sy, cz, sz = (np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay),
+                            np.cos(az), np.sin(az))
+  rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+  ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+  rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+  return (rz @ ry @ rx).astype(np.float32)
+
+
+def rotate(x: np.ndarray, rot: np.ndarray) -> np.ndarray:
+  """Applies a [3, 3] rotation to every joint (about the origin)."""
+  return (x @ rot.T.astype(x.dtype)).astype(x.dtype, copy=False)
+
+
+def align_view(
+    x: np.ndarray,
+    joints: tuple[int, int] = (LEFT_SHOULDER, RIGHT_SHOULDER),
+) -> np.ndarray:
+  """Rotates about the vertical (y) axis so a body line is parallel to x.
+
+  The vector from ``joints[0]`` to ``joints[1]`` of body 0 in the first valid
+  frame (left to right shoulder by default; use ``(LEFT_HIP, RIGHT_HIP)`` for
+  the hips) is turned onto the +x direction of the x-z plane. Apply after
+  `translate`, so that the rotation is about the centre joint.
+
+  Args:
+    x: <f>[T, J, 3] or <f>[T, M, J, 3].
+    joints: 0-based (from, to) joint indices.
+
+  Returns:
+    Same shape and dtype; missing bodies stay zero.
+  """
+  frame = as_bodies(x)[first_valid_frame(x), 0]
+  v = frame[joints[1]] - frame[joints[0]]
+  if not np.any(v[[0, 2]]):
+    return x
+  angle = np.arctan2(v[2], v[0])  # Rotating by +angle about y zeroes v_z.
+  return rotate(x, rotation_matrix(0.0, angle, 0.0))
+
+
+def temporal_indices(
+    length: int, num_frames: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+  """Frame indices that sample `num_frames` uniform segments of `length`.
+
+  [0, length) is cut into `num_frames` equal segments and one frame is taken
+  from each: at a random offset when `rng` is given (training), at the centre
+  otherwise (evaluation). Shorter sequences repeat frames.
+
+  >>> temporal_indices(10, 5).tolist()
+  [1, 3, 5, 7, 9]
+
+  Args:
+    length: Valid frames, >= 1.
+    num_frames: Output frames.
+    rng: Generator for the offsets; None for centred sampling.
+
+  Returns:
+    <int64>[num_frames], non-decreasing, in [0, length).
+  """
+  if length < 1:
+    raise ValueError(f"length must be >= 1, got {length}")
+  edges = np.linspace(0.0, float(length), num_frames + 1)
+  if rng is None:
+    offset = np.full(num_frames, 0.5)
+  else:
+    offset = rng.uniform(size=num_frames)
+  idx = np.floor(edges[:-1] + offset * (edges[1:] - edges[:-1]))
+  return np.clip(idx.astype(np.int64), 0, length - 1)
+
+
+def temporal_sample(
+    x: np.ndarray,
+    length: int,
+    num_frames: int,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+  """<f>[T, ...] -> <f>[num_frames, ...] by `temporal_indices`."""
+  return x[temporal_indices(length, num_frames, rng)]
+
+
+def pad_to(
+    x: np.ndarray,
+    length: int,
+    num_frames: int,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, int]:
+  """Zero-pads the first `length` frames of `x` to `num_frames`.
+
+  A sequence longer than `num_frames` is uniformly sampled down to it (by
+  `temporal_sample`), never cut.
+
+  Args:
+    x: <f>[T, ...] with T >= length.
+    length: Valid frames.
+    num_frames: Output frames.
+    rng: Only used when sampling down (random offsets).
+
+  Returns:
+    (<f>[num_frames, ...], the new valid length).
+  """
+  if length > num_frames:
+    return temporal_sample(x, length, num_frames, rng), num_frames
+  out = np.zeros((num_frames,) + x.shape[1:], x.dtype)
+  out[:length] = x[:length]
+  return out, length
+
+
+def flatten(x: np.ndarray) -> np.ndarray:
+  """<f>[T, M, J, 3] or <f>[T, J, 3] -> <f>[T, M*J*3] (C order)."""
+  return x.reshape(x.shape[0], -1)
+
+
+def random_rotate(
+    x: np.ndarray, rng: np.random.Generator, max_angle: float = 0.3
+) -> np.ndarray:
+  """Rotates about x, y and z by angles drawn uniformly in +-max_angle rad."""
+  ax, ay, az = rng.uniform(-max_angle, max_angle, size=3)
+  return rotate(x, rotation_matrix(ax, ay, az))
+
+
+def random_scale(
+    x: np.ndarray, rng: np.random.Generator, max_scale: float = 0.1
+) -> np.ndarray:
+  """Scales all coordinates by a factor drawn uniformly in 1 +- max_scale."""
+  return (x * rng.uniform(1.0 - max_scale, 1.0 + max_scale)).astype(
+      x.dtype, copy=False)
+
+
+def jitter(
+    x: np.ndarray, rng: np.random.Generator, sigma: float = 0.01
+) -> np.ndarray:
+  """Adds N(0, sigma^2) noise to the joints of present bodies only."""
+  noise = rng.standard_normal(size=x.shape, dtype=np.float32) * np.float32(
+      sigma)
+  return np.where(_present(x), x + noise, 0).astype(x.dtype, copy=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Augmentation for the "(aug.)" runs; zero disables a part.
+
+  Attributes:
+    max_angle: Rotation about each axis, uniform in +-max_angle rad.
+    max_scale: Isotropic scaling, uniform in 1 +- max_scale.
+    jitter_sigma: Std (metres) of Gaussian noise on present bodies.
+  """
+
+  max_angle: float = 0.3
+  max_scale: float = 0.1
+  jitter_sigma: float = 0.01
+
+  def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Applies rotation, scaling, then jitter (in that order)."""
+    if self.max_angle:
+      x = random_rotate(x, rng, self.max_angle)
+    if self.max_scale:
+      x = random_scale(x, rng, self.max_scale)
+    if self.jitter_sigma:
+      x = jitter(x, rng, self.jitter_sigma)
+    return x
