@@ -2,6 +2,7 @@ r"""Speed of EleAtt-GRU training and inference steps against stock Flax and PyTo
 
     python -m benchmarks.speed [--quick] [--cases skeleton,smnist_pixel]
         [--impls eleatt_gru,flax_gru,...] [--modes train,infer] [--repeats 7]
+        [--sweep]
 
 Prints one JSON object per line:
 ``{"case", "impl", "B", "T", "D", "H", "L", "mode", "ms_median", "ms_min",
@@ -27,7 +28,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,10 @@ QUICK_CASES = {
     'skeleton': dict(B=64, T=50, D=150, H=100, L=2, C=60),
     'smnist_pixel': dict(B=32, T=196, D=1, H=128, L=1, C=10),
 }
+# (split_gates, hoist_input_projection, fused_backward, unroll) tried by --sweep.
+SWEEP = [(True, False, False, 1), (True, True, False, 1), (True, False, False, 4),
+         (False, False, False, 1), (False, True, False, 1),
+         (False, False, True, 1), (False, True, True, 1)]
 JAX_IMPLS = ('eleatt_gru', 'eleatt_wrap_flax_gru', 'flax_gru', 'gru')
 TORCH_IMPLS = ('torch_eleatt_gru_loop', 'torch_gru')
 GATED = {'eleatt_gru', 'eleatt_wrap_flax_gru', 'torch_eleatt_gru_loop'}
@@ -88,14 +93,16 @@ class _Stack(nn.Module):
     return nn.Dense(self.num_classes)(x.mean(axis=1))
 
 
-def jax_layer(impl: str, features: int, unroll: int) -> Callable[[int], nn.Module]:
+def jax_layer(impl: str, features: int,
+              layout: dict[str, Any]) -> Callable[[int], nn.Module]:
+  """Layer ``i`` of an implementation; ``layout`` goes to our ``RNN``."""
   def make(i):
     name = f'layer_{i}'
     if impl == 'eleatt_gru':
-      return RNN(EleAttGRUCell(features, parent=None), unroll=unroll, name=name)
+      return RNN(EleAttGRUCell(features, parent=None), name=name, **layout)
     if impl == 'gru':
       return RNN(EleAttGRUCell(features, use_gate=False, parent=None),
-                 unroll=unroll, name=name)
+                 name=name, **layout)
     if impl == 'flax_gru':
       return nn.RNN(nn.GRUCell(features, parent=None), name=name)
     if impl == 'eleatt_wrap_flax_gru':
@@ -105,9 +112,9 @@ def jax_layer(impl: str, features: int, unroll: int) -> Callable[[int], nn.Modul
   return make
 
 
-def jax_steps(impl: str, case: dict, unroll: int):
-  """Compiled (train_step, infer_step, args) for a JAX implementation."""
-  model = _Stack(jax_layer(impl, case['H'], unroll), case['L'], case['C'])
+def jax_steps(impl: str, case: dict, layout: dict[str, Any]):
+  """Compiled train and infer steps of a JAX implementation."""
+  model = _Stack(jax_layer(impl, case['H'], layout), case['L'], case['C'])
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(case['B'], case['T'], case['D'])), jnp.float32)
   y = jnp.asarray(rng.integers(0, case['C'], size=case['B']))
@@ -222,12 +229,27 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--repeats', type=int, default=7)
   parser.add_argument('--unroll', type=int, default=1,
                       help='scan unroll of eleatt_jax.RNN (ours only)')
+  parser.add_argument('--sweep', action='store_true',
+                      help='time our layouts (split_gates, '
+                      'hoist_input_projection, fused_backward, unroll; see '
+                      'SWEEP) of eleatt_gru and gru against flax_gru, to '
+                      'choose the per-backend defaults')
   args = parser.parse_args(argv)
   if args.repeats < 5:
     parser.error('--repeats must be >= 5 (medians of at least 5)')
 
   impls = [i for i in args.impls.split(',') if i]
-  unknown = set(impls) - set(JAX_IMPLS + TORCH_IMPLS)
+  layouts = {i: {'unroll': args.unroll} for i in impls}
+  if args.sweep:
+    impls, layouts = ['flax_gru'], {'flax_gru': {}}
+    for base in ('eleatt_gru', 'gru'):
+      for split, hoist, vjp, unroll in SWEEP:
+        name = (f'{base}[split={split:d},hoist={hoist:d},vjp={vjp:d},'
+                f'unroll={unroll}]')
+        layouts[name] = {'split_gates': split, 'hoist_input_projection': hoist,
+                         'fused_backward': vjp, 'unroll': unroll}
+    impls = list(layouts)
+  unknown = {i.split('[')[0] for i in impls} - set(JAX_IMPLS + TORCH_IMPLS)
   if unknown:
     parser.error(f'unknown --impls {sorted(unknown)}')
   if not torch_available():
@@ -245,13 +267,14 @@ def main(argv: list[str] | None = None) -> None:
   for case_name in args.cases.split(','):
     case = cases[case_name]
     steps = {i: (torch_steps(i, case) if i in TORCH_IMPLS
-                 else jax_steps(i, case, args.unroll)) for i in impls}
+                 else jax_steps(i.split('[')[0], case, layouts[i]))
+             for i in impls}
     for mode in args.modes.split(','):
       times = time_round_robin({i: s[mode] for i, s in steps.items()},
                                args.repeats)
       medians = {i: statistics.median(t) for i, t in times.items()}
       for impl in impls:
-        flops = model_flops(case, impl in GATED, mode)
+        flops = model_flops(case, impl.split('[')[0] in GATED, mode)
         row = {'case': case_name, 'impl': impl,
                **{k: case[k] for k in 'BTDHL'}, 'mode': mode,
                'ms_median': round(medians[impl], 2),

@@ -106,14 +106,22 @@ class _FusedCell(nn.RNNCellBase):
 
   @nn.nowrap
   def prepare(self, params: dict[str, Any], inputs_dtype: Dtype,
-              hoist_input_projection: bool = False) -> dict[str, Any]:
+              hoist_input_projection: bool = False,
+              split_gates: bool = False) -> dict[str, Any]:
     """Casts to the compute dtype and fuses everything that multiplies h.
 
     Done once per sequence, outside the time loop. Returns the arrays that
-    :mod:`eleatt_jax.fused_scan` steps with: ``recurrent_kernel`` is
-    ``[W_ha | W_h] [H, D + G*H]`` when gated; the gate's ``W_xa``, ``b_a`` are
-    ``gate_input_kernel``, ``gate_bias``; plus ``dtype`` and ``hoist`` (compute
-    the input-only projection for all steps before the loop).
+    :mod:`eleatt_jax.fused_scan` steps with, plus ``dtype`` and ``hoist``
+    (compute the input-only projection for all steps before the loop):
+
+    * fused (default): ``recurrent_kernel`` is ``[W_ha | W_h] [H, D + G*H]``
+      when gated, one matmul per step for everything that multiplies h;
+    * ``split_gates``: tuples of per-gate ``[., H]`` kernels and biases
+      (``input_kernels``, ``recurrent_kernels``, ``biases``) and the gate's
+      ``gate_recurrent_kernel``: more, smaller matmuls and no slicing of their
+      results, which XLA:CPU runs faster (``benchmarks/speed.py --sweep``).
+
+    The gate's ``W_xa``, ``b_a`` are ``gate_input_kernel``, ``gate_bias``.
     """
     leaves = jax.tree_util.tree_leaves(params)
     dtype = self.dtype or jnp.result_type(inputs_dtype, *leaves)
@@ -121,16 +129,27 @@ class _FusedCell(nn.RNNCellBase):
     prepared = {k: cast(v) for k, v in params.items() if k != 'gate'}
     prepared['dtype'] = dtype
     prepared['hoist'] = hoist_input_projection
-    if self.use_gate:
-      gate = {k: cast(v) for k, v in params['gate'].items()}
+    gate = ({k: cast(v) for k, v in params['gate'].items()} if self.use_gate
+            else None)
+    if gate is not None:
       prepared['gate_input_kernel'] = gate['input_kernel']
       prepared['gate_bias'] = gate['bias']
+    if split_gates:
+      blocks = lambda a: tuple(jnp.split(a, self.num_blocks, axis=-1))
+      prepared['input_kernels'] = blocks(prepared.pop('input_kernel'))
+      prepared['recurrent_kernels'] = blocks(prepared.pop('recurrent_kernel'))
+      prepared['biases'] = blocks(prepared.pop('bias'))
+      if gate is not None:
+        prepared['gate_recurrent_kernel'] = gate['recurrent_kernel']
+    elif gate is not None:
       prepared['recurrent_kernel'] = jnp.concatenate(
           [gate['recurrent_kernel'], prepared['recurrent_kernel']], axis=-1)
     return prepared
 
   @nn.nowrap
   def _update(self, prepared, carry, x_proj, h_proj):
+    """The cell's equations: ``(new_carry, y)`` from the carry and, per gate
+    block, the input and recurrent pre-activations (tuples of G ``[B, H]``)."""
     raise NotImplementedError
 
   @nn.nowrap
@@ -147,7 +166,9 @@ class _FusedCell(nn.RNNCellBase):
     if inputs.ndim < 1:
       raise ValueError(f'{type(self).__name__} expects inputs [..., D], got a '
                        'scalar.')
-    prepared = self.prepare(self.kernels(inputs.shape[-1]), inputs.dtype)
+    prepared = self.prepare(
+        self.kernels(inputs.shape[-1]), inputs.dtype,
+        split_gates=fused_scan.default_layout('split_gates'))
     carry, y, attention, _ = fused_scan.step(self, prepared, carry, inputs)
     if attention is not None:
       self.sow('intermediates', 'attention', attention)
@@ -221,8 +242,8 @@ class EleAttGRUCell(_FusedCell):
 
   @nn.nowrap
   def _update(self, prepared, h, x_proj, h_proj):
-    x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
+    x_r, x_z, x_n = x_proj
+    h_r, h_z, h_n = h_proj
     r = self.gate_fn(x_r + h_r)
     z = self.gate_fn(x_z + h_z)
     n = self.activation_fn(x_n + r * add_bias(h_n, prepared['recurrent_bias']))
@@ -282,7 +303,7 @@ class EleAttLSTMCell(_FusedCell):
   @nn.nowrap
   def _update(self, prepared, carry, x_proj, h_proj):
     c, _ = carry
-    i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)
+    i, f, g, o = (x + h for x, h in zip(x_proj, h_proj))
     new_c = self.gate_fn(f) * c.astype(i.dtype) + self.gate_fn(
         i) * self.activation_fn(g)
     new_h = self.gate_fn(o) * self.activation_fn(new_c)
@@ -341,7 +362,7 @@ class EleAttSimpleCell(_FusedCell):
 
   @nn.nowrap
   def _update(self, prepared, h, x_proj, h_proj):
-    new_h = self.activation_fn(x_proj + h_proj)
+    new_h = self.activation_fn(x_proj[0] + h_proj[0])
     return new_h, new_h
 
 

@@ -28,6 +28,21 @@ from eleatt_jax.gate import add_bias
 Carry = Any
 
 
+# Per-backend defaults of the layout choices of `eleatt_jax.RNN`, set by
+# measurement: `python -m benchmarks.speed --sweep` (README, Speed). Backends
+# not measured yet use the CPU choices.
+DEFAULT_LAYOUT = {
+    'cpu': {'hoist_input_projection': False, 'split_gates': True,
+            'fused_backward': False},
+}
+
+
+def default_layout(name: str) -> bool:
+  """The default of layout choice ``name`` on the current backend."""
+  table = DEFAULT_LAYOUT.get(jax.default_backend(), DEFAULT_LAYOUT['cpu'])
+  return table[name]
+
+
 def _tree_add(a, b):
   return jax.tree_util.tree_map(jnp.add, a, b)
 
@@ -48,11 +63,27 @@ def input_only(cell, w, x):
   """The part of a step that depends on ``x`` alone, for any leading dims.
 
   Gated: the gate's ``x W_xa + b_a [..., D]``; ungated: the input projection
-  ``x W_x + b [..., G*H]``.
+  ``x W_x + b`` (``[..., G*H]``, or a tuple of G ``[..., H]`` if split).
   """
   if cell.use_gate:
-    return add_bias(x @ w['gate_input_kernel'], w['gate_bias'])
-  return add_bias(x @ w['input_kernel'], w['bias'])
+    return dense(x, w['gate_input_kernel'], w['gate_bias'])
+  return _input_projection(w, x)
+
+
+def dense(x, kernel, bias):
+  """``x @ kernel + bias`` for ``x [..., I]``, as one 2-D matmul.
+
+  XLA:CPU runs a rank-3 by rank-2 dot markedly slower than the same dot on
+  the flattened rank-2 operand (measured on [T, B, D] inputs).
+  """
+  y = x.reshape(-1, x.shape[-1]) @ kernel
+  return add_bias(y, bias).reshape(x.shape[:-1] + kernel.shape[-1:])
+
+
+def _input_projection(w, x):
+  if 'input_kernels' in w:
+    return tuple(dense(x, k, b) for k, b in zip(w['input_kernels'], w['biases']))
+  return dense(x, w['input_kernel'], w['bias'])
 
 
 def gate_inputs(cell, gx, hh_gate, x):
@@ -64,10 +95,14 @@ def gate_inputs(cell, gx, hh_gate, x):
 def update(cell, carry, xp, hh_cell, recurrent_bias, mask_B1=None):
   """The cell's own equations, then padding: ``(new_carry, y)``.
 
-  Past a sequence's end (``mask_B1`` False) the carry is kept and ``y`` is 0.
+  ``xp``, ``hh_cell``: the input and recurrent pre-activations, fused
+  ``[B, G*H]`` or per gate (tuples of G ``[B, H]``). Past a sequence's end
+  (``mask_B1`` False) the carry is kept and ``y`` is 0.
   """
-  new_carry, y = cell._update({'recurrent_bias': recurrent_bias}, carry, xp,  # pylint: disable=protected-access
-                              hh_cell)
+  blocks = lambda a: (a if isinstance(a, (tuple, list)) else
+                      tuple(jnp.split(a, cell.num_blocks, axis=-1)))
+  new_carry, y = cell._update({'recurrent_bias': recurrent_bias}, carry,  # pylint: disable=protected-access
+                              blocks(xp), blocks(hh_cell))
   new_carry = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype), new_carry,
                                      carry)
   return mask_padding(mask_B1, new_carry, carry, y)
@@ -87,33 +122,47 @@ def step(cell, w, carry, x, pre=None, mask_B1=None, dtype=None):
 
   Args:
     cell: the fused cell (for its equations and attributes).
-    w: prepared weights (``cell.prepare``), in the compute dtype.
+    w: prepared weights (``cell.prepare``), in the compute dtype, fused or
+      split per gate.
     carry: the carry, leaves ``[B, ...]``.
     x: ``[B, D]`` inputs.
     pre: ``input_only(cell, w, x)`` if computed before the loop, else None.
     mask_B1: bool ``[B, 1]`` valid-step mask, or None.
-    dtype: compute dtype (default: that of ``w['recurrent_kernel']``).
+    dtype: compute dtype (default: that of ``w['input_kernel(s)']``).
 
   Returns:
     The new carry (same dtypes as ``carry``), ``y [B, H]``, the attention
-    ``[B, D]`` (None if ungated) and what the backward pass needs:
-    ``(carry, hh, xp, gx)``.
+    ``[B, D]`` (None if ungated) and, for the fused layout, what the custom
+    backward pass needs: ``(carry, hh, xp, gx)``.
   """
-  dtype = dtype or w['recurrent_kernel'].dtype
+  split = 'recurrent_kernels' in w
+  dtype = dtype or jax.tree_util.tree_leaves(
+      w['input_kernels' if split else 'input_kernel'])[0].dtype
   x = x.astype(dtype)
   if pre is None:
     pre = input_only(cell, w, x)
-  hh = cell.hidden(carry).astype(dtype) @ w['recurrent_kernel']
+  h = cell.hidden(carry).astype(dtype)
   attention = gx = None
-  if cell.use_gate:
-    d = x.shape[-1]
-    gx = pre
-    x_gated, attention = gate_inputs(cell, gx, hh[..., :d], x)
-    xp = add_bias(x_gated @ w['input_kernel'], w['bias'])
-    hh_cell = hh[..., d:]
+  if split:
+    hh = hh_cell = tuple(h @ k for k in w['recurrent_kernels'])
+    if cell.use_gate:
+      gx = pre
+      x_gated, attention = gate_inputs(cell, gx, h @ w['gate_recurrent_kernel'],
+                                       x)
+      xp = _input_projection(w, x_gated)
+    else:
+      xp = pre
   else:
-    xp = pre
-    hh_cell = hh
+    hh = h @ w['recurrent_kernel']
+    if cell.use_gate:
+      d = x.shape[-1]
+      gx = pre
+      x_gated, attention = gate_inputs(cell, gx, hh[..., :d], x)
+      xp = _input_projection(w, x_gated)
+      hh_cell = hh[..., d:]
+    else:
+      xp = pre
+      hh_cell = hh
   new_carry, y = update(cell, carry, xp, hh_cell, w.get('recurrent_bias'),
                         mask_B1)
   return new_carry, y, attention, (carry, hh, xp, gx)
@@ -159,6 +208,9 @@ def fused_scan(cell, prepared: dict[str, Any], x_TBD, carry: Carry, mask_TB1,
 
   if not custom_backward:
     return forward(weights, x_TBD.astype(dtype), carry, save=False)[0]
+  if 'recurrent_kernels' in weights:
+    raise ValueError('fused_scan: custom_backward needs the fused layout '
+                     '(prepare(..., split_gates=False)).')
 
   @jax.custom_vjp
   def run(w, x_TBD, carry):

@@ -32,8 +32,8 @@ from flax.typing import Array, PRNGKey
 
 from eleatt_jax.cells import (EleAtt, _FusedCell, check_float_inputs,
                               gate_inputs)
-from eleatt_jax.fused_scan import fused_scan, mask_padding
-from eleatt_jax.gate import add_bias
+from eleatt_jax.fused_scan import (DEFAULT_LAYOUT, default_layout, dense,
+                                   fused_scan, mask_padding)
 
 Carry = Any
 
@@ -118,12 +118,15 @@ class RNN(nn.Module):
       gate's ``x W_xa + b_a``; for ungated fused cells ``x W_x + b``) for all
       steps in one matmul before the loop. Default None: per backend, from
       ``DEFAULT_LAYOUT`` (measured with ``benchmarks/speed.py --sweep``).
-    check_seq_lengths: check that lengths lie in ``[1, T]`` (at trace time when
-      they are concrete, else with a ``jax.debug.callback``).
+    split_gates: for fused cells, multiply by per-gate blocks of the kernels
+      (split once, outside the loop) instead of the whole fused kernels.
+      Default None: per backend, from ``DEFAULT_LAYOUT``.
     fused_backward: for fused cells, differentiate with the cuDNN-style VJP of
       :func:`eleatt_jax.fused_scan.fused_scan` (weight gradients as one matmul
       after the backward loop) instead of autodiff of ``lax.scan``. Default
       None: per backend, from ``DEFAULT_LAYOUT``.
+    check_seq_lengths: check that lengths lie in ``[1, T]`` (at trace time when
+      they are concrete, else with a ``jax.debug.callback``).
   """
 
   cell: nn.RNNCellBase
@@ -133,8 +136,9 @@ class RNN(nn.Module):
   keep_order: bool = False
   unroll: int = 1
   hoist_input_projection: bool | None = None
-  check_seq_lengths: bool = True
+  split_gates: bool | None = None
   fused_backward: bool | None = None
+  check_seq_lengths: bool = True
 
   @nn.compact
   def __call__(
@@ -229,18 +233,23 @@ class RNN(nn.Module):
 
   def _layout(self, name: str) -> bool:
     value = getattr(self, name)
-    if value is not None:
-      return value
-    return DEFAULT_LAYOUT.get(jax.default_backend(), DEFAULT_LAYOUT['cpu'])[name]
+    return default_layout(name) if value is None else value
 
   def _scan_fused(self, x_TBD, carry, mask_TB1):
     cell = self.cell
+    fused_backward = self._layout('fused_backward')
+    split_gates = self._layout('split_gates')
+    if fused_backward and split_gates:
+      if self.split_gates:
+        raise ValueError('RNN: fused_backward=True needs split_gates=False (the '
+                         'custom backward works on the fused layout).')
+      split_gates = False
     prepared = cell.prepare(
         cell.kernels(x_TBD.shape[-1]), x_TBD.dtype,
-        hoist_input_projection=self._layout('hoist_input_projection'))
+        hoist_input_projection=self._layout('hoist_input_projection'),
+        split_gates=split_gates)
     return fused_scan(cell, prepared, x_TBD, carry, mask_TB1,
-                      unroll=self.unroll,
-                      custom_backward=self._layout('fused_backward'))
+                      unroll=self.unroll, custom_backward=fused_backward)
 
   def _scan_wrapped(self, x_TBD, carry, mask_TB1):
     """EleAtt(any cell): the gate is computed here, the cell is scanned."""
@@ -250,8 +259,8 @@ class RNN(nn.Module):
     dtype = wrapper.gate.dtype or jnp.result_type(
         x_TBD, *jax.tree_util.tree_leaves(gate))
     gate = jax.tree_util.tree_map(lambda p: p.astype(dtype), gate)
-    input_only = lambda x: add_bias(x.astype(dtype) @ gate['input_kernel'],
-                                    gate['bias'])
+    input_only = lambda x: dense(x.astype(dtype), gate['input_kernel'],
+                                 gate['bias'])
     gate_x_TBD = (input_only(x_TBD) if self._layout('hoist_input_projection')
                   else None)
 
@@ -285,9 +294,4 @@ class RNN(nn.Module):
     return scan(self.cell, carry, (x_TBD, mask_TB1))
 
 
-# Per-backend defaults of the layout choices, set by measurement:
-# `python -m benchmarks.speed --sweep` (README, Speed). Backends not measured
-# use the CPU choices.
-DEFAULT_LAYOUT = {
-    'cpu': {'hoist_input_projection': False, 'fused_backward': False},
-}
+
