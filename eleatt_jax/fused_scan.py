@@ -194,7 +194,7 @@ def fused_scan(cell, prepared: dict[str, Any], x_TBD, carry: Carry, mask_TB1,
   update_fn = functools.partial(update, cell)
   hidden = lambda carry: cell.hidden(carry).astype(dtype)
 
-  def forward(w, x_TBD, carry, save: bool):
+  def forward(w, x_TBD, carry, mask_TB1, save: bool):
     pre_TB = input_only(cell, w, x_TBD) if hoist else None
 
     def step_fn(carry, xs):
@@ -207,21 +207,24 @@ def fused_scan(cell, prepared: dict[str, Any], x_TBD, carry: Carry, mask_TB1,
     return (carry, y, attention), saved
 
   if not custom_backward:
-    return forward(weights, x_TBD.astype(dtype), carry, save=False)[0]
+    return forward(weights, x_TBD.astype(dtype), carry, mask_TB1,
+                   save=False)[0]
   if 'recurrent_kernels' in weights:
     raise ValueError('fused_scan: custom_backward needs the fused layout '
                      '(prepare(..., split_gates=False)).')
 
+  # The mask is an argument, not a closure: a custom_vjp function must not
+  # close over tracers (e.g. of an enclosing jit under jax.grad(jax.jit(f))).
   @jax.custom_vjp
-  def run(w, x_TBD, carry):
-    return forward(w, x_TBD, carry, save=False)[0]
+  def run(w, x_TBD, carry, mask_TB1):
+    return forward(w, x_TBD, carry, mask_TB1, save=False)[0]
 
-  def run_fwd(w, x_TBD, carry):
-    outputs, saved = forward(w, x_TBD, carry, save=True)
-    return outputs, (w, x_TBD, saved)
+  def run_fwd(w, x_TBD, carry, mask_TB1):
+    outputs, saved = forward(w, x_TBD, carry, mask_TB1, save=True)
+    return outputs, (w, x_TBD, mask_TB1, saved)
 
   def run_bwd(residuals, cotangents):
-    w, x_TBD, (carries, hh_TB, xp_TB, gx_TB) = residuals
+    w, x_TBD, mask_TB1, (carries, hh_TB, xp_TB, gx_TB) = residuals
     d_carry, dy_TBH, d_attention_TBD = cotangents
     w_rec_T = w['recurrent_kernel'].T
     w_in_T = w['input_kernel'].T
@@ -275,7 +278,7 @@ def fused_scan(cell, prepared: dict[str, Any], x_TBD, carry: Carry, mask_TB1,
     else:
       dw['input_kernel'] = _matmul_sum(x_TBD, outs['xp'], dtype)
       dx_TBD = outs['xp'] @ w_in_T
-    return dw, dx_TBD.astype(x_TBD.dtype), d_carry0
+    return dw, dx_TBD.astype(x_TBD.dtype), d_carry0, None
 
   run.defvjp(run_fwd, run_bwd)
-  return run(weights, x_TBD.astype(dtype), carry)
+  return run(weights, x_TBD.astype(dtype), carry, mask_TB1)

@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import flax
 import numpy as np
 from flax import linen as nn
 from flax.linen.recurrent import flip_sequences
@@ -291,7 +292,13 @@ class RNN(nn.Module):
     scan = nn.scan(step, variable_broadcast='params',
                    split_rngs={'params': False}, in_axes=0, out_axes=0,
                    unroll=self.unroll)
-    return scan(self.cell, carry, (x_TBD, mask_TB1))
+    try:
+      return scan(self.cell, carry, (x_TBD, mask_TB1))
+    except flax.errors.ScopeParamShapeError as e:
+      raise ValueError(
+          f'RNN: the parameters of {type(self.cell).__name__} do not fit '
+          f'inputs with {x_TBD.shape[-1]} features (inputs [T, B, D] = '
+          f'{x_TBD.shape}): {e}') from e
 
 
 
