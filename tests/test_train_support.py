@@ -1,0 +1,180 @@
+"""Helpers of the train/ tests: tiny data sets, tiny configs, subprocesses.
+
+(No tests here; the name keeps the file with the other train tests.)
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NUM_CLASSES = 3
+
+
+def write_npz_split(path, n: int, seed: int, num_frames: int = 10,
+                    dim: int = 3) -> None:
+  """A learnable sequence-npz split: class c lights up feature c."""
+  rng = np.random.default_rng(seed)
+  y = np.arange(n) % NUM_CLASSES
+  rng.shuffle(y)
+  lengths = rng.integers(4, num_frames + 1, n).astype(np.int32)
+  x = np.zeros((n, num_frames, dim), np.float32)
+  for i in range(n):
+    t = lengths[i]
+    x[i, :t] = 0.3 * rng.standard_normal((t, dim))
+    x[i, :t, y[i] % dim] += 1.0
+  np.savez(path, x=x, lengths=lengths, y=y.astype(np.int64),
+           class_names=np.array(['up', 'down', 'flat']))
+
+
+def write_npz_dataset(root, n_train: int = 48, n_test: int = 21,
+                      validation: bool = False) -> pathlib.Path:
+  root = pathlib.Path(root)
+  root.mkdir(parents=True, exist_ok=True)
+  write_npz_split(root / 'train.npz', n_train, seed=1)
+  write_npz_split(root / 'test.npz', n_test, seed=2)
+  if validation:
+    write_npz_split(root / 'validation.npz', 12, seed=3)
+  return root
+
+
+def tiny_config(npz_dir, data_dir, **overrides):
+  """The npz experiment at toy size; `overrides` are 'a.b' -> value."""
+  from train.configs import npz  # pylint: disable=g-import-not-at-top
+  config = npz.get_config()
+  config.data.path = os.fspath(npz_dir)
+  config.data.data_dir = os.fspath(data_dir)
+  config.data.num_threads = 1
+  config.data.prefetch = 2
+  config.model.hidden_sizes = (8,)
+  config.model.dropout_rate = 0.1
+  config.optim.learning_rate = 0.01
+  config.batch_size = 8
+  config.eval_batch_size = 6  # 21 test examples: the last batch is padded
+  config.num_train_steps = 6
+  config.log_every_steps = 2
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 2
+  config.keep_best = 1
+  config.progress = 'lines'
+  config.tensorboard = False
+  config.plots = False
+  apply_overrides(config, overrides)
+  return config
+
+
+def apply_overrides(config, overrides):
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def flag_args(overrides) -> list[str]:
+  """``--config.KEY=VALUE`` flags for the CLI."""
+  out = []
+  for key, value in overrides.items():
+    if isinstance(value, (tuple, list)):
+      value = '(' + ','.join(str(v) for v in value) + (',)' if len(value) == 1
+                                                         else ')')
+    out.append(f'--config.{key}={value}')
+  return out
+
+
+def cli_overrides(npz_dir, data_dir, **overrides):
+  """The `tiny_config` values as CLI overrides of train/configs/npz.py."""
+  base = {
+      'data.path': os.fspath(npz_dir), 'data.data_dir': os.fspath(data_dir),
+      'data.num_threads': 1, 'data.prefetch': 2, 'model.hidden_sizes': (8,),
+      'model.dropout_rate': 0.1, 'optim.learning_rate': 0.01,
+      'batch_size': 8, 'eval_batch_size': 6, 'num_train_steps': 6,
+      'log_every_steps': 2, 'eval_every_steps': 3,
+      'checkpoint_every_steps': 2, 'keep_best': 1, 'progress': 'lines',
+      'tensorboard': False, 'plots': False,
+  }
+  base.update(overrides)
+  return base
+
+
+def subprocess_env(num_devices: int = 2, **extra) -> dict[str, str]:
+  env = dict(os.environ)
+  flags = [f for f in env.get('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
+  flags.append(f'--xla_force_host_platform_device_count={num_devices}')
+  env['XLA_FLAGS'] = ' '.join(flags)
+  env['JAX_PLATFORMS'] = 'cpu'
+  env['PYTHONPATH'] = os.pathsep.join(
+      [str(REPO)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep)
+                     if p])
+  env['PYTHONUNBUFFERED'] = '1'
+  if env.get(CACHE_ENV):
+    env['JAX_COMPILATION_CACHE_DIR'] = env[CACHE_ENV]
+    env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+def train_cmd(config_file: str, workdir, overrides) -> list[str]:
+  return [sys.executable, '-m', 'train.main', f'--config={config_file}',
+          f'--workdir={workdir}'] + flag_args(overrides)
+
+
+def run(cmd, env=None, timeout=120) -> subprocess.CompletedProcess:
+  return subprocess.run(cmd, cwd=REPO, env=env or subprocess_env(),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def final_params(workdir, checkpoint='latest'):
+  """The parameters (as NumPy) and step of a run's checkpoint."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from train import train  # pylint: disable=g-import-not-at-top
+  *_, state, step = train.load_run(workdir, checkpoint)
+  return jax.tree_util.tree_map(np.asarray, jax.device_get(state.params)), step
+
+
+CACHE_ENV = 'ELEATT_TEST_JAX_CACHE'
+
+
+def cache_dir(tmp_path_factory) -> pathlib.Path:
+  """The session's compilation cache, shared by pytest-xdist workers."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent  # .../pytest-N/popen-gwK -> .../pytest-N
+  return base / 'jax_compilation_cache'
+
+
+def compilation_cache(path):
+  """Generator for a fixture: jax's persistent compilation cache in `path`.
+
+  The train tests run the same tiny programs many times (a reference run, a
+  killed run, its resumption, subprocesses...): with the cache each compiles
+  once. Subprocesses started with `subprocess_env` use the same cache.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=g-import-not-at-top
+  previous = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs,
+              os.environ.get(CACHE_ENV))
+  jax.config.update('jax_compilation_cache_dir', os.fspath(path))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  os.environ[CACHE_ENV] = os.fspath(path)
+  cc.reset_cache()
+  try:
+    yield path
+  finally:
+    jax.config.update('jax_compilation_cache_dir', previous[0])
+    jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                      previous[1])
+    if previous[2] is None:
+      os.environ.pop(CACHE_ENV, None)
+    else:
+      os.environ[CACHE_ENV] = previous[2]
+    cc.reset_cache()

@@ -1,0 +1,173 @@
+r"""Plots the EleAtt gate values a_t of one example.
+
+  python -m train.attention --workdir=runs/demo --index=7 [--split=test]
+      [--layer=0] [--checkpoint=latest]
+
+a_t in [0, 1]^D is the attention the gate of a layer pays to each input
+feature at each step (``eleatt_jax`` sows it as ``intermediates``). The plot
+shows, for
+
+* sequential MNIST (row-wise): the digit, a_t as a 28 x 28 image (row t is
+  the gate over the pixels of row t) and the gated input a_t * x_t;
+* pixel / permuted MNIST: a_t of each pixel put back at its place in the image;
+* skeletons (x of J joints x 3 coordinates per body): a heat map of the mean
+  of a_t over x, y, z, per joint over time;
+* anything else: a_t as a [features x time] heat map.
+
+Writes ``WORKDIR/attention_<split>_<index>.png`` (and the values in
+``attention_<split>_<index>.npz``) and prints the path.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string('workdir', None, "The training run's --workdir.")
+  flags.DEFINE_integer('index', 0, 'Example index in the split.')
+  flags.DEFINE_string('split', None, "Split (default: the config's "
+                      'data.test_split).')
+  flags.DEFINE_integer('layer', 0, 'Recurrent layer whose gate is shown (0: the '
+                       'one that sees the input features).')
+  flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step.")
+  flags.DEFINE_string('output', None, 'PNG to write (default in WORKDIR).')
+  flags.mark_flag_as_required('workdir')
+
+
+def gate_values(model, params, batch, layer: int):
+  """a_t of `layer` for a batch: <float32>[B, T, D], and the logits."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  # pylint: enable=g-import-not-at-top
+  logits, state = model.apply(
+      {'params': params}, batch['x'], batch['length'], train=False,
+      mutable='intermediates')
+  inter = state.get('intermediates', {})
+  name = f'layer_{layer}'
+  if name not in inter:
+    gated = sorted(inter)
+    raise ValueError(
+        f'Layer {layer} has no EleAtt gate (cell={model.cell!r}, '
+        f'gate_layers={model.gate_layers!r}); layers with a gate: '
+        f'{gated or "none"}.')
+  leaves = [v for path, v in jax.tree_util.tree_flatten_with_path(
+      inter[name])[0] if 'attention' in jax.tree_util.keystr(path)]
+  # Bidirectional layers have two gates (forward first): show the forward.
+  return np.asarray(leaves[0]), np.asarray(logits)
+
+
+def _mnist_mode(name: str) -> str | None:
+  if not name.startswith('sequential_mnist/'):
+    return None
+  cfg = name.split('/', 1)[1]
+  for mode in ('pmnist', 'pixel', 'row'):
+    if cfg.endswith(mode):
+      return mode
+  return None
+
+
+def _to_image(seq, mode):
+  """<f>[T, D] MNIST sequence (or gate) -> <f>[28, 28] image."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from eleatt_jax.datasets import sequential_mnist as sm  # pylint: disable=g-import-not-at-top
+  if mode == 'row':
+    return seq.reshape(28, 28)
+  flat = seq.reshape(-1)
+  if mode == 'pmnist':
+    perm = np.random.default_rng(sm.PERMUTATION_SEED).permutation(flat.size)
+    image = np.empty_like(flat)
+    image[perm] = flat
+    flat = image
+  return flat.reshape(28, 28)
+
+
+def plot_attention(workdir: str, index: int, split: str | None = None,
+                   layer: int = 0, checkpoint: str = 'latest',
+                   output: str | None = None) -> str:
+  """Writes the attention plot of example `index`; returns its path."""
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from train import input_pipeline
+  from train import reporting
+  from train import train
+  # pylint: enable=g-import-not-at-top
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  config, builder, info, model, state, step = train.load_run(
+      workdir, checkpoint)
+  split = split or config.data.test_split
+  batch, _ = input_pipeline.get_example(config, builder, info, split, index)
+  a, logits = gate_values(model, state.params, batch, layer)
+  a = a[0]
+  x = batch['x'][0]
+  length = int(batch['length'][0])
+  label = int(batch['label'][0])
+  pred = int(logits[0].argmax())
+  names = info.class_names
+  title = (f'{info.name} {split} #{index}: true {names[label]}, predicted '
+           f'{names[pred]} (step {step}, layer {layer} gate)')
+  plt = reporting._pyplot()  # pylint: disable=protected-access
+  mode = _mnist_mode(info.name)
+  if mode is not None and layer == 0:
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    panels = (('input x', _to_image(x, mode), 'gray_r', (0, 1)),
+              ('gate a_t', _to_image(a, mode), 'viridis', (0, 1)),
+              ('gated input a_t * x_t', _to_image(a * x, mode), 'gray_r',
+               (0, 1)))
+    for ax, (name, image, cmap, (lo, hi)) in zip(axes, panels):
+      im = ax.imshow(image, cmap=cmap, vmin=lo, vmax=hi)
+      ax.set_title(name)
+      ax.set_xlabel('pixel in row' if mode == 'row' else 'x')
+      ax.set_ylabel('time step t (row)' if mode == 'row' else 'y')
+      fig.colorbar(im, ax=ax, fraction=0.046)
+  else:
+    a_valid = a[:length]
+    if (config.data.preprocess == 'skeleton' and layer == 0
+        and a_valid.shape[-1] % 3 == 0):
+      per_joint = a_valid.reshape(length, -1, 3).mean(-1)  # [T, M*J]
+      ylabel = 'joint (of body m: row m * J + j)'
+    else:
+      per_joint = a_valid
+      ylabel = 'input feature'
+    fig, ax = plt.subplots(figsize=(10, 6))
+    im = ax.imshow(per_joint.T, aspect='auto', cmap='viridis', vmin=0,
+                   vmax=1, interpolation='nearest')
+    ax.set_xlabel('time step t')
+    ax.set_ylabel(ylabel)
+    from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.colorbar(im, ax=ax, label='a_t (mean over x, y, z)' if per_joint is
+                 not a_valid else 'a_t')
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  output = output or os.path.join(workdir, f'attention_{split}_{index}.png')
+  fig.savefig(output, dpi=100)
+  plt.close(fig)
+  np.savez(os.path.splitext(output)[0] + '.npz', attention=a[:length],
+           x=x[:length], label=label, prediction=pred)
+  print(f'Attention of {split} example {index} (true {names[label]}, '
+        f'predicted {names[pred]}): {output}', flush=True)
+  return output
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.ERROR)
+  plot_attention(FLAGS.workdir, FLAGS.index, FLAGS.split, FLAGS.layer,
+                 FLAGS.checkpoint, FLAGS.output)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,153 @@
+"""The full set of configuration fields, with their defaults.
+
+Every experiment config in this folder starts from `get_config()` here and
+changes values only: a key that is not defined here does not exist, and
+setting it (``--config.model.cel=...``) is an error that lists the valid keys.
+Defaults are the skeleton settings of ``shared/DESIGN.md`` (3 x 100 EleAtt-GRU,
+dropout 0.5, Adam 0.005, clip 1, batch 256, reduce-on-plateau x0.1).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default (schema) config."""
+  config = ml_collections.ConfigDict()
+
+  # ------------------------------------------------------------------ data --
+  config.data = data = ml_collections.ConfigDict()
+  # tfds name '<builder>/<config>' of an eleatt_jax.datasets builder, e.g.
+  # 'sequential_mnist/mnist5k_row', 'ntu_rgbd60/xsub', 'sequence_npz'.
+  data.name = 'sequential_mnist/mnist5k_row'
+  # Where built datasets are kept (tfds data_dir). '' = tfds' default
+  # (~/tensorflow_datasets), except for sequence_npz: WORKDIR/tfds. The run
+  # builds the dataset there on first use.
+  data.data_dir = ''
+  # The user's download (tfds manual_dir) that the builder reads on first use.
+  data.manual_dir = ''
+  # sequence_npz only: the folder with train.npz / test.npz [/ validation.npz]
+  # (the same as manual_dir; either may be given).
+  data.path = ''
+  # Split trained on.
+  data.train_split = 'train'
+  # Split evaluated during training: model selection (best-k checkpoints) and
+  # the reduce-on-plateau signal.
+  data.eval_split = 'test'
+  # Split of the final evaluation written to WORKDIR/eval_results.json.
+  data.test_split = 'test'
+  # 'sequence' (MNIST, sequence-npz: x <f>[T, D]) or 'skeleton' (x <f>[T, J, 3]
+  # or [T, M, J, 3]: translation, view alignment, augmentation, flattening).
+  data.preprocess = 'sequence'
+  # Frames per example; 0 keeps the source's length (all examples equally
+  # long) for 'sequence' and is invalid for 'skeleton'.
+  data.num_frames = 0
+  # 'pad': zero-pad to num_frames and pass lengths to the RNN; 'sample': one
+  # frame from each of num_frames uniform segments (random offsets in
+  # training, centred in evaluation).
+  data.temporal = 'pad'
+  # Skeleton only: 0-based joint of body 0 in the first valid frame moved to
+  # the origin (1: spine; NTU, N-UCLA, SYSU; 1: palm for DHG/SHREC); -1: none.
+  data.center_joint = 1
+  # Skeleton only: rotate about the vertical axis so that the shoulders of the
+  # first frame are parallel to x (view alignment).
+  data.align_view = False
+  # Skeleton only: random augmentation in training (the "(aug.)" runs).
+  data.augment = False
+  # Augmentation: rotation about each axis, uniform in +-max_angle radians.
+  data.max_angle = 0.3
+  # Augmentation: isotropic scaling by a factor uniform in 1 +- max_scale.
+  data.max_scale = 0.0
+  # Augmentation: std (in metres) of Gaussian noise added to each joint.
+  data.jitter_sigma = 0.0
+  # Threads of the grain pipeline that read and preprocess examples.
+  data.num_threads = 4
+  # Elements those threads read ahead.
+  data.prefetch = 64
+
+  # ----------------------------------------------------------------- model --
+  config.model = model = ml_collections.ConfigDict()
+  # eleatt_gru | gru | eleatt_lstm | lstm | eleatt_rnn | rnn (the plain names
+  # have no gate: the paper's baselines are one flag apart).
+  model.cell = 'eleatt_gru'
+  # Features of each recurrent layer (the paper's skeleton models: 3 x 100).
+  model.hidden_sizes = (100, 100, 100)
+  # Layers that carry an EleAtt gate: 'all', 'none', or k for the first k
+  # (the paper's ablation).
+  model.gate_layers = 'all'
+  # Dropout on each layer's output, in training.
+  model.dropout_rate = 0.5
+  # 'mean': per-step logits averaged over valid frames; 'last': last valid.
+  model.readout = 'mean'
+  # Run each layer both ways and concatenate.
+  model.bidirectional = False
+  # Computation dtype: 'float32' or 'bfloat16' (parameters stay float32).
+  model.dtype = 'float32'
+  # lax.scan unroll of each recurrent layer.
+  model.unroll = 1
+
+  # ------------------------------------------------------------- optimizer --
+  config.optim = optim = ml_collections.ConfigDict()
+  # 'adam', 'adamw' (decoupled weight decay) or 'sgd' (with momentum).
+  optim.optimizer = 'adam'
+  # Peak learning rate.
+  optim.learning_rate = 0.005
+  # 'constant', 'cosine' (to 0 at the last step), 'step' (x decay_factor at
+  # each of decay_steps) or 'plateau' (x decay_factor when the eval_split
+  # loss has not improved for plateau_patience evaluations; optax.contrib).
+  optim.schedule = 'plateau'
+  # Linear warm-up steps from 0 (constant, cosine and step schedules).
+  optim.warmup_steps = 0
+  # 'step' schedule: the steps at which the rate is multiplied by decay_factor.
+  optim.decay_steps = ()
+  # Factor of the 'step' and 'plateau' schedules.
+  optim.decay_factor = 0.1
+  # 'plateau': evaluations without improvement before the rate is reduced.
+  optim.plateau_patience = 5
+  # 'plateau': evaluations to wait after a reduction.
+  optim.plateau_cooldown = 0
+  # 'plateau': the rate never falls below learning_rate * plateau_min_scale.
+  optim.plateau_min_scale = 1e-3
+  # Weight decay (decoupled for adamw; added to the gradient for adam/sgd).
+  optim.weight_decay = 0.0
+  # Momentum of 'sgd'.
+  optim.momentum = 0.9
+  # Gradients are clipped to this global norm; 0 disables clipping.
+  optim.grad_clip_norm = 1.0
+
+  # -------------------------------------------------------------- training --
+  # Global batch size (all hosts and devices together).
+  config.batch_size = 256
+  # Global batch size of evaluation (the last batch is padded and masked).
+  config.eval_batch_size = 256
+  # Training steps; 0 derives it from num_epochs.
+  config.num_train_steps = 0
+  # Epochs over train_split, used when num_train_steps is 0.
+  config.num_epochs = 100
+  # Steps between progress lines / metrics.jsonl lines / TensorBoard points.
+  config.log_every_steps = 50
+  # Steps between evaluations on eval_split; 0: once an epoch.
+  config.eval_every_steps = 0
+  # Steps between checkpoints (each one evaluated on eval_split first, for the
+  # best-k ranking); 0: at every evaluation. A last one is saved at the end.
+  config.checkpoint_every_steps = 0
+  # Checkpoints kept: the best keep_best by eval_split accuracy, plus the latest.
+  config.keep_best = 3
+  # Checkpoint evaluated at the end and written to eval_results.json:
+  # 'latest' (the final parameters) or 'best' (best eval_split accuracy).
+  config.final_checkpoint = 'latest'
+  # Seed of the parameters, dropout, shuffling and augmentation.
+  config.seed = 0
+  # Data parallelism: 'jit' (a Mesh over all devices, NamedSharding of the
+  # batch) or 'pmap' (pmap with pmean); both run the same train_step.
+  config.parallel = 'jit'
+  # Progress display: 'auto' (a bar on a terminal, lines otherwise), 'bar',
+  # 'lines' or 'none'.
+  config.progress = 'auto'
+  # Write TensorBoard event files to WORKDIR/tensorboard.
+  config.tensorboard = True
+  # Save curves.png and confusion_matrix.png in WORKDIR at the end.
+  config.plots = True
+  # Testing aid: make the batch of step N (1-based) NaN, to see the fail-fast;
+  # -1: off.
+  config.inject_nan_at_step = -1
+  return config

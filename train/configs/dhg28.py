@@ -1,0 +1,28 @@
+"""DHG-28, 28 classes (gesture x fingers), subject 01 held out (--config.data.name=dhg/28_loso_NN for the others).
+
+Build the dataset once (or let the first run build it from
+``--config.data.manual_dir``)::
+
+  python -m eleatt_jax.datasets build dhg/28_loso_01 --manual_dir=DIR --data_dir=DATA
+
+then ``python -m train.main --config=train/configs/dhg28.py --workdir=runs/dhg28
+--config.data.data_dir=DATA``. ``--config.model.cell=gru`` (or ``lstm``,
+``rnn``, ``eleatt_lstm``, ``eleatt_rnn``) gives the paper's comparisons;
+``--config.data.augment=False`` the runs without augmentation.
+"""
+
+from train.configs import _skeleton
+
+
+def get_config():
+  """dhg28 settings (shared/DESIGN.md skeleton defaults)."""
+  config = _skeleton.get_config(
+      'dhg/28_loso_01',  # tfds builder/config
+      num_frames=60,  # frames sampled uniformly from each sequence
+      augment=True,  # random rotation of +-0.3 rad about each axis
+      center_joint=1)  # palm joint of the 22-joint hand
+  config.data.train_split = 'train'
+  config.data.eval_split = 'test'  # no validation split: the test split, as in the literature
+  config.data.test_split = 'test'  # written to eval_results.json
+  config.num_epochs = 200  # reduce-on-plateau decides the rate
+  return config

@@ -1,0 +1,28 @@
+"""N-UCLA, train on views 1+2, test on view 3 (paper: 90.7% EleAtt-GRU aug.).
+
+Build the dataset once (or let the first run build it from
+``--config.data.manual_dir``)::
+
+  python -m eleatt_jax.datasets build nucla/xview --manual_dir=DIR --data_dir=DATA
+
+then ``python -m train.main --config=train/configs/nucla.py --workdir=runs/nucla
+--config.data.data_dir=DATA``. ``--config.model.cell=gru`` (or ``lstm``,
+``rnn``, ``eleatt_lstm``, ``eleatt_rnn``) gives the paper's comparisons;
+``--config.data.augment=False`` the runs without augmentation.
+"""
+
+from train.configs import _skeleton
+
+
+def get_config():
+  """nucla settings (shared/DESIGN.md skeleton defaults)."""
+  config = _skeleton.get_config(
+      'nucla/xview',  # tfds builder/config
+      num_frames=50,  # frames sampled uniformly from each sequence
+      augment=True,  # random rotation of +-0.3 rad about each axis
+      center_joint=1)  # spine joint (Kinect joint 2)
+  config.data.train_split = 'train'
+  config.data.eval_split = 'test'  # no validation split: the test split, as in the literature
+  config.data.test_split = 'test'  # written to eval_results.json
+  config.num_epochs = 300  # reduce-on-plateau decides the rate
+  return config

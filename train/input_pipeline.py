@@ -1,0 +1,394 @@
+"""Input pipeline of the trainer: tfds data sources batched with grain.
+
+Builds on `eleatt_jax.datasets` (the tfds builders and their preprocessing):
+
+* `prepare_dataset` finds (or builds, on first use, from ``manual_dir``) the
+  dataset named by ``config.data`` and describes it (`DatasetInfo`).
+* `train_iterator` is an endless, shuffled, augmented stream of batches with a
+  checkpointable state (``get_state()`` / ``set_state()``, saved with the
+  model by `grain.checkpoint.CheckpointSave`).
+* `eval_batches` is one ordered pass over a split; the last batch is padded
+  and its padding rows have ``mask`` False, so that no example is dropped or
+  counted twice.
+
+Batches are *global-batch consistent*: the stream of global batches (all
+hosts together) does not depend on the number of processes. Process ``p`` of
+``P`` reads rows ``[p * B/P, (p+1) * B/P)`` of each global batch of ``B`` rows
+(each host reads and preprocesses only its shard), and per-example
+augmentation is seeded by the example's position in the global stream. So a
+run on two hosts sees exactly the batches of a run on one.
+
+Each batch is a dict of NumPy arrays of this process's rows::
+
+  x       <float32>[b, T, D]
+  length  <int32>[b]     valid frames of each row
+  label   <int32>[b]
+  mask    <bool>[b]      False for padding rows (evaluation only)
+  index   <int32>[b]     the example's position in its split (-1: padding)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+
+BATCH_KEYS = ('x', 'length', 'label', 'mask', 'index')
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the trainer needs to know about a dataset.
+
+  Attributes:
+    name: tfds name ``builder/config``.
+    num_classes: C.
+    class_names: C names.
+    input_dim: D, features of each frame after preprocessing.
+    num_frames: T of every batch.
+    splits: split name -> number of examples.
+    data_dir: where the dataset is built.
+  """
+
+  name: str
+  num_classes: int
+  class_names: tuple[str, ...]
+  input_dim: int
+  num_frames: int
+  splits: Mapping[str, int]
+  data_dir: str
+
+
+def _data_dir(config, workdir: str) -> str | None:
+  if config.data.data_dir:
+    return os.path.expanduser(config.data.data_dir)
+  if config.data.name.split('/')[0] == 'sequence_npz':
+    return os.path.join(workdir, 'tfds')
+  return None
+
+
+def _manual_dir(config) -> str | None:
+  manual, path = config.data.manual_dir, config.data.path
+  if manual and path and os.path.abspath(manual) != os.path.abspath(path):
+    raise ValueError(
+        f'config.data.manual_dir={manual!r} and config.data.path={path!r} '
+        'differ; give one of them.')
+  chosen = manual or path
+  return os.path.expanduser(chosen) if chosen else None
+
+
+def get_builder(config, workdir: str):
+  """The tfds builder of ``config.data``, built on first use.
+
+  With several processes, process 0 builds first; the others then build only
+  if they do not see the result (a data_dir local to each host).
+
+  Args:
+    config: The experiment config.
+    workdir: The run's directory (the default data_dir of sequence_npz).
+
+  Returns:
+    A prepared `tfds.core.DatasetBuilder`.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import eleatt_jax.datasets  # pylint: disable=g-import-not-at-top,unused-import  # registers builders
+
+  name = config.data.name
+  data_dir = _data_dir(config, workdir)
+  manual_dir = _manual_dir(config)
+  if name.split('/')[0] == 'sequence_npz' and not manual_dir:
+    raise ValueError(
+        'config.data.path is empty: sequence_npz needs --config.data.path=DIR,'
+        ' the folder with train.npz and test.npz.')
+  if manual_dir and not os.path.isdir(manual_dir):
+    raise FileNotFoundError(
+        f'config.data.manual_dir / path {manual_dir!r} is not a directory.')
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    ours = ['ntu_rgbd60', 'ntu_rgbd120', 'nucla', 'sysu3d', 'dhg', 'shrec17',
+            'sequential_mnist', 'sequence_npz']
+    close = difflib.get_close_matches(name.split('/')[0], ours, n=1)
+    raise ValueError(
+        f'config.data.name={name!r} is not a known dataset'
+        + (f' (did you mean {close[0]!r}?)' if close else '')
+        + f'; the eleatt_jax.datasets builders are {ours} (tfds name '
+        "'builder/config', e.g. 'nucla/xview').") from None
+  except ValueError as err:  # an unknown builder config
+    raise ValueError(f'config.data.name={name!r}: {err}') from None
+
+  def build():
+    if builder.is_prepared():
+      return
+    where = builder.data_dir
+    print(f'Building {name} into {where} (first use)'
+          + (f' from {manual_dir}' if manual_dir else '') + ' ...', flush=True)
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except AssertionError as err:
+      if 'manual' in str(err).lower() and not manual_dir:
+        raise FileNotFoundError(
+            f'{name} is not built in {where} and needs your download: give '
+            '--config.data.manual_dir=DIR (or build it with `python -m '
+            f'eleatt_jax.datasets build {name} --manual_dir=DIR '
+            f'--data_dir=...`). {err}') from None
+      raise
+
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if jax.process_index() == 0:
+      build()
+    multihost_utils.sync_global_devices(f'dataset {name} built')
+    builder = tfds.builder(name, data_dir=data_dir)
+    build()
+  else:
+    build()
+  return builder
+
+
+def _feature_shape(builder, key: str) -> tuple[int | None, ...]:
+  return tuple(builder.info.features[key].shape)
+
+
+def prepare_dataset(config, workdir: str):
+  """Returns ``(builder, DatasetInfo)`` for ``config.data``."""
+  builder = get_builder(config, workdir)
+  features = builder.info.features
+  splits = {name: split.num_examples for name, split in builder.info.splits.items()}
+  for field in ('train_split', 'eval_split', 'test_split'):
+    split = config.data[field]
+    if split not in splits:
+      raise ValueError(
+          f'config.data.{field}={split!r}: {config.data.name} has the splits '
+          f'{sorted(splits)}.')
+  if 'label' not in features:
+    raise ValueError(f'{config.data.name} has no "label" feature.')
+  label = features['label']
+  num_classes = int(label.num_classes)
+  class_names = tuple(label.names)
+
+  kind = config.data.preprocess
+  if kind == 'sequence':
+    shape = _feature_shape(builder, 'x')
+    if config.data.num_frames:
+      num_frames = int(config.data.num_frames)
+    elif shape[0] is not None:
+      num_frames = int(shape[0])
+    else:  # Variable lengths: pad to the longest sequence of the data.
+      num_frames = max(
+          int(np.max([int(e['length']) for e in builder.as_data_source(s)]))
+          for s in {config.data.train_split, config.data.eval_split,
+                    config.data.test_split})
+    if shape[-1] is not None:
+      input_dim = int(shape[-1])
+    else:
+      first = builder.as_data_source(config.data.train_split)[0]
+      input_dim = int(np.asarray(first['x']).reshape(
+          int(first['length']), -1).shape[-1])
+  elif kind == 'skeleton':
+    if 'skeleton' not in features:
+      raise ValueError(f'config.data.preprocess=skeleton but '
+                       f'{config.data.name} has no "skeleton" feature; use '
+                       "'sequence'.")
+    if config.data.num_frames <= 0:
+      raise ValueError('config.data.num_frames must be > 0 for skeleton data, '
+                       f'got {config.data.num_frames}.')
+    num_frames = int(config.data.num_frames)
+    input_dim = int(np.prod(_feature_shape(builder, 'skeleton')[1:]))
+  else:
+    raise ValueError(f"config.data.preprocess must be 'sequence' or "
+                     f"'skeleton', got {kind!r}.")
+  info = DatasetInfo(
+      name=config.data.name, num_classes=num_classes, class_names=class_names,
+      input_dim=input_dim, num_frames=num_frames, splits=splits,
+      data_dir=os.fspath(builder.data_dir))
+  return builder, info
+
+
+def make_preprocess(config, info: DatasetInfo):
+  """The per-example preprocessing of ``config.data`` (eleatt_jax.datasets)."""
+  from eleatt_jax.datasets import pipeline  # pylint: disable=g-import-not-at-top
+  from eleatt_jax.datasets import preprocessing  # pylint: disable=g-import-not-at-top
+
+  if config.data.temporal not in ('pad', 'sample'):
+    raise ValueError("config.data.temporal must be 'pad' or 'sample', got "
+                     f'{config.data.temporal!r}.')
+  if config.data.preprocess == 'sequence':
+    return pipeline.SequencePreprocess(
+        num_frames=info.num_frames, key='x', temporal=config.data.temporal)
+  augment = None
+  if config.data.augment:
+    augment = preprocessing.Augment(
+        max_angle=float(config.data.max_angle),
+        max_scale=float(config.data.max_scale),
+        jitter_sigma=float(config.data.jitter_sigma))
+  align = ((preprocessing.LEFT_SHOULDER, preprocessing.RIGHT_SHOULDER)
+           if config.data.align_view else None)
+  center = int(config.data.center_joint)
+  return pipeline.SkeletonPreprocess(
+      num_frames=info.num_frames, key='skeleton',
+      center_joint=None if center < 0 else center, align_joints=align,
+      temporal=config.data.temporal, augment=augment)
+
+
+def _select(example: Mapping[str, Any], index: int, mask: bool):
+  """The fields of a batch row, with fixed dtypes."""
+  return {
+      'x': np.asarray(example['x'], np.float32),
+      'length': np.int32(example['length']),
+      'label': np.int32(example['label']),
+      'mask': np.bool_(mask),
+      'index': np.int32(index),
+  }
+
+
+def _stack(rows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {k: np.stack([r[k] for r in rows]) for k in BATCH_KEYS}
+
+
+class _HostRows(grain.MapDataset):
+  """Row ``i`` of this process -> its row of the global batch stream.
+
+  ``parent[g]`` is element ``g`` of the global stream; global batch ``k`` is
+  ``parent[k*B : (k+1)*B]`` and this process owns rows ``[p*b, (p+1)*b)`` of
+  each, with ``b = B / P``.
+  """
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int,
+               process_index: int, process_count: int):
+    super().__init__(parent)
+    self._global = global_batch
+    self._local = global_batch // process_count
+    self._offset = process_index * self._local
+    self._length = len(parent) // process_count
+
+  def __len__(self) -> int:
+    return self._length
+
+  def _global_index(self, index: int) -> int:
+    batch, row = divmod(index, self._local)
+    return batch * self._global + self._offset + row
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      raise TypeError('_HostRows does not support slicing.')
+    return self._parent[self._global_index(index)]
+
+  def __str__(self) -> str:
+    return (f'_HostRows(global_batch={self._global}, local={self._local}, '
+            f'offset={self._offset})')
+
+
+def _check_batch(batch_size: int, what: str, process_count: int) -> int:
+  if batch_size <= 0 or batch_size % process_count:
+    raise ValueError(f'{what}={batch_size} must be a positive multiple of the '
+                     f'number of processes ({process_count}).')
+  return batch_size // process_count
+
+
+def _train_element(preprocess, element, rng):
+  example, index = element
+  return _select(preprocess(example, rng), index, True)
+
+
+def train_iterator(config, builder, info: DatasetInfo, *,
+                   process_index: int | None = None,
+                   process_count: int | None = None):
+  """The endless, checkpointable stream of this process's training batches.
+
+  Epoch after epoch the split is reshuffled (grain's per-epoch shuffle seeded
+  by ``config.seed``) and augmented with per-example generators derived from
+  the seed and the example's position in the global stream.
+
+  Args:
+    config: The experiment config (``data``, ``batch_size``, ``seed``).
+    builder: The prepared tfds builder.
+    info: Its `DatasetInfo`.
+    process_index: This process (default `jax.process_index()`).
+    process_count: Processes (default `jax.process_count()`).
+
+  Returns:
+    A `grain.DatasetIterator` of batches of ``batch_size / process_count``
+    rows.
+  """
+  p = jax.process_index() if process_index is None else process_index
+  n = jax.process_count() if process_count is None else process_count
+  local = _check_batch(config.batch_size, 'config.batch_size', n)
+  split = config.data.train_split
+  source = builder.as_data_source(split)
+  if len(source) < config.batch_size:
+    raise ValueError(
+        f'config.batch_size={config.batch_size} is larger than the '
+        f'{len(source)} examples of {info.name}/{split}; lower it.')
+  preprocess = make_preprocess(config, info)
+  indexed = grain.MapDataset.range(len(source)).map(
+      lambda i: (source[i], i))
+  ds = indexed.shuffle(seed=config.seed).repeat(None)
+  ds = ds.random_map(functools.partial(_train_element, preprocess),
+                     seed=config.seed)
+  ds = _HostRows(ds, config.batch_size, p, n)
+  ds = ds.batch(local, drop_remainder=True, batch_fn=_stack)
+  it = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=int(config.data.num_threads),
+      prefetch_buffer_size=int(config.data.prefetch)))
+  return iter(it)
+
+
+def eval_batches(config, builder, info: DatasetInfo, split: str, *,
+                 process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict]:
+  """One ordered pass over `split`, in global batches of eval_batch_size.
+
+  The split is padded to a whole number of global batches; padding rows are
+  zeros with ``mask`` False and ``index`` -1.
+
+  Yields:
+    Batches of ``eval_batch_size / process_count`` rows of this process.
+  """
+  p = jax.process_index() if process_index is None else process_index
+  n = jax.process_count() if process_count is None else process_count
+  local = _check_batch(config.eval_batch_size, 'config.eval_batch_size', n)
+  source = builder.as_data_source(split)
+  num = len(source)
+  preprocess = make_preprocess(config, info)
+  total = math.ceil(num / config.eval_batch_size) * config.eval_batch_size
+  template = _select(preprocess(source[0], None), -1, False)
+  pad = {k: np.zeros_like(v) for k, v in template.items()}
+  pad['index'] = np.int32(-1)
+  pad['length'] = np.int32(1)  # a valid length for the padding rows
+
+  def row(g):
+    if g >= num:
+      return pad
+    return _select(preprocess(source[g], None), g, True)
+
+  ds = _HostRows(grain.MapDataset.range(total), config.eval_batch_size, p, n)
+  ds = ds.map(row).batch(local, drop_remainder=False, batch_fn=_stack)
+  it = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=int(config.data.num_threads),
+      prefetch_buffer_size=int(config.data.prefetch)))
+  return iter(it)
+
+
+def get_example(config, builder, info: DatasetInfo, split: str, index: int):
+  """Example `index` of `split`, preprocessed for evaluation.
+
+  Returns:
+    ``(batch of one row, raw example)``.
+  """
+  source = builder.as_data_source(split)
+  if not 0 <= index < len(source):
+    raise IndexError(f'--index {index} is out of range: {info.name}/{split} '
+                     f'has {len(source)} examples.')
+  raw = source[index]
+  row = _select(make_preprocess(config, info)(raw, None), index, True)
+  return {k: v[None] for k, v in row.items()}, raw
