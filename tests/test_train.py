@@ -470,11 +470,12 @@ def test_reporting_bar_lines_table_and_resumed_metrics(tmp_path, capsys):
 
 @pytest.mark.parametrize('mode', ['row', 'pixel', 'pmnist'])
 def test_attention_puts_mnist_sequences_back_into_images(mode):
+  from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
   from eleatt_jax.datasets import sequential_mnist  # pylint: disable=g-import-not-at-top
   from train import attention  # pylint: disable=g-import-not-at-top
   image = np.random.default_rng(0).integers(0, 256, (1, 28, 28), np.uint8)
   seq = sequential_mnist.to_sequence(image, mode)[0]
-  np.testing.assert_allclose(attention._to_image(seq, mode), image[0] / 255.0,
+  np.testing.assert_allclose(viz.mnist_image(seq, mode), image[0] / 255.0,
                              rtol=1e-6)
   assert attention._mnist_mode(f'sequential_mnist/mnist5k_{mode}') == mode
 

@@ -75,21 +75,6 @@ def _mnist_mode(name: str) -> str | None:
   return None
 
 
-def _to_image(seq, mode):
-  """<f>[T, D] MNIST sequence (or gate) -> <f>[28, 28] image."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from eleatt_jax.datasets import sequential_mnist as sm  # pylint: disable=g-import-not-at-top
-  if mode == 'row':
-    return seq.reshape(28, 28)
-  flat = seq.reshape(-1)
-  if mode == 'pmnist':
-    perm = np.random.default_rng(sm.PERMUTATION_SEED).permutation(flat.size)
-    image = np.empty_like(flat)
-    image[perm] = flat
-    flat = image
-  return flat.reshape(28, 28)
-
-
 def plot_attention(workdir: str, index: int, split: str | None = None,
                    layer: int = 0, checkpoint: str = 'latest',
                    output: str | None = None) -> str:
@@ -114,44 +99,23 @@ def plot_attention(workdir: str, index: int, split: str | None = None,
   names = info.class_names
   title = (f'{info.name} {split} #{index}: true {names[label]}, predicted '
            f'{names[pred]} (step {step}, layer {layer} gate)')
-  plt = reporting._pyplot()  # pylint: disable=protected-access
+  from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
+  reporting._pyplot()  # selects Agg  # pylint: disable=protected-access
   mode = _mnist_mode(info.name)
+  output = output or os.path.join(workdir, f'attention_{split}_{index}.png')
   if mode is not None and layer == 0:
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    panels = (('input x', _to_image(x, mode), 'gray_r', (0, 1)),
-              ('gate a_t', _to_image(a, mode), 'viridis', (0, 1)),
-              ('gated input a_t * x_t', _to_image(a * x, mode), 'gray_r',
-               (0, 1)))
-    for ax, (name, image, cmap, (lo, hi)) in zip(axes, panels):
-      im = ax.imshow(image, cmap=cmap, vmin=lo, vmax=hi)
-      ax.set_title(name)
-      ax.set_xlabel('pixel in row' if mode == 'row' else 'x')
-      ax.set_ylabel('time step t (row)' if mode == 'row' else 'y')
-      fig.colorbar(im, ax=ax, fraction=0.046)
+    fig = viz.plot_mnist_attention(x, a, mode=mode, title=title)
   else:
     a_valid = a[:length]
-    if (config.data.preprocess == 'skeleton' and layer == 0
-        and a_valid.shape[-1] % 3 == 0):
-      per_joint = a_valid.reshape(length, -1, 3).mean(-1)  # [T, M*J]
-      ylabel = 'joint (of body m: row m * J + j)'
-    else:
-      per_joint = a_valid
-      ylabel = 'input feature'
-    fig, ax = plt.subplots(figsize=(10, 6))
-    im = ax.imshow(per_joint.T, aspect='auto', cmap='viridis', vmin=0,
-                   vmax=1, interpolation='nearest')
-    ax.set_xlabel('time step t')
-    ax.set_ylabel(ylabel)
-    from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.colorbar(im, ax=ax, label='a_t (mean over x, y, z)' if per_joint is
-                 not a_valid else 'a_t')
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  output = output or os.path.join(workdir, f'attention_{split}_{index}.png')
-  fig.savefig(output, dpi=100)
-  plt.close(fig)
+    skeleton = (config.data.preprocess == 'skeleton' and layer == 0
+                and a_valid.shape[-1] % 3 == 0)
+    fig = viz.plot_attention_heatmap(
+        viz.joint_attention(a_valid) if skeleton else a_valid,
+        ylabel='joint (of body m: row m * J + j)' if skeleton else
+        'input feature',
+        colorbar_label='a_t (mean over x, y, z)' if skeleton else 'a_t',
+        title=title, figsize=(10, 6))
+  viz.save_figure(fig, output, dpi=100, close=True)
   np.savez(os.path.splitext(output)[0] + '.npz', attention=a[:length],
            x=x[:length], label=label, prediction=pred)
   print(f'Attention of {split} example {index} (true {names[label]}, '

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from eleatt_jax import viz
+
 
 class Logger:
   """Prints on the primary process only (flushed, to stdout)."""
@@ -167,63 +169,16 @@ def plot_curves(metrics_path: str, out_path: str) -> str | None:
   records = read_metrics(metrics_path)
   if not records:
     return None
-  plt = _pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  series: dict[str, list[tuple[int, float]]] = {}
-  for r in records:
-    for k, v in r.items():
-      if k != 'step' and (k.endswith('/loss') or k.endswith('/accuracy')):
-        series.setdefault(k, []).append((r['step'], v))
-  prefixes = sorted({k.split('/')[0] for k in series
-                     if not k.startswith('final_')},
-                    key=lambda p: (p != 'train', p))
-  colors = {p: f'C{i}' for i, p in enumerate(prefixes)}
-  for ax, metric in zip(axes, ('loss', 'accuracy')):
-    for k, points in sorted(series.items()):
-      if not k.endswith('/' + metric):
-        continue
-      prefix = k.split('/')[0]
-      steps, values = zip(*points)
-      if prefix.startswith('final_'):
-        split = prefix[len('final_'):]
-        ax.plot(steps, values, marker='*', markersize=14, linestyle='none',
-                color=colors.get(split, 'k'), label=f'final {split}')
-      else:
-        ax.plot(steps, values, marker='o' if len(points) < 30 else None,
-                color=colors[prefix], label=prefix)
-    ax.set_xlabel('step')
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend()
-  fig.tight_layout()
-  fig.savefig(out_path, dpi=100)
-  plt.close(fig)
-  return out_path
+  _pyplot()  # selects the Agg backend
+  fig = viz.plot_training_curves(
+      viz.curves_from_records(records),
+      styles={'final_test': dict(marker='*', markersize=14, linestyle='none')})
+  return viz.save_figure(fig, out_path, close=True)
 
 
 def plot_confusion(out_path: str, confusion: np.ndarray, class_names,
                    title: str) -> str:
   """The confusion matrix (rows: true class) as a PNG."""
-  plt = _pyplot()
-  c = len(class_names)
-  size = min(4 + 0.35 * c, 30)
-  fig, ax = plt.subplots(figsize=(size, size))
-  rows = confusion.sum(axis=1, keepdims=True)
-  norm = np.divide(confusion, np.maximum(rows, 1))
-  ax.imshow(norm, cmap='Blues', vmin=0, vmax=1)
-  if c <= 30:
-    ax.set_xticks(range(c), class_names, rotation=90)
-    ax.set_yticks(range(c), class_names)
-    for i in range(c):
-      for j in range(c):
-        if confusion[i, j]:
-          ax.text(j, i, str(int(confusion[i, j])), ha='center', va='center',
-                  fontsize=7, color='white' if norm[i, j] > 0.5 else 'black')
-  ax.set_xlabel('predicted')
-  ax.set_ylabel('true')
-  ax.set_title(title)
-  fig.tight_layout()
-  fig.savefig(out_path, dpi=100)
-  plt.close(fig)
-  return out_path
+  _pyplot()
+  fig = viz.plot_confusion_matrix(confusion, class_names, title=title)
+  return viz.save_figure(fig, out_path, close=True)

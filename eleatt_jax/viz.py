@@ -1,0 +1,734 @@
+"""Plots for EleAtt models: skeletons, attention, training curves, confusion.
+
+Install the plotting extra (``pip install "eleatt-jax[notebooks]"``, or just
+``matplotlib``). ``import eleatt_jax`` never imports this module, and this
+module imports matplotlib only inside the functions that draw, so it can be
+imported (and its NumPy helpers used) without matplotlib.
+
+Every ``plot_*`` function returns a ``matplotlib.figure.Figure`` made with
+``pyplot`` (so it shows inline in a notebook); write it with
+:func:`save_figure`. The figures and what their axes are:
+
+==============================  ==============================================
+:func:`plot_skeleton`           one axis per frame ("frame t"), bones drawn
+                                from the joint topology; with ``joint_values``
+                                the joints are coloured by them (+ a colorbar)
+:func:`plot_skeleton_attention` the same with joints coloured by the EleAtt
+                                gate (mean over x, y, z per joint)
+:func:`animate_skeleton`        an animated GIF of a sequence (optionally with
+                                attention colours)
+:func:`plot_attention_heatmap`  a_t as [feature or joint x time] (+ colorbar)
+:func:`plot_mnist_attention`    digit | gate a_t as an image | gated input
+:func:`plot_training_curves`    one axis per metric (loss, accuracy), one line
+                                per run
+:func:`plot_confusion_matrix`   rows true class, columns predicted (+ colorbar)
+==============================  ==============================================
+
+The gate of the first layer of a skeleton model has D = bodies x joints x 3
+values per frame (the input is flattened ``[T, M, J, 3] -> [T, M*J*3]``, as
+``eleatt_jax.datasets.preprocessing.flatten`` does). :func:`joint_attention`
+reduces it to one value per joint by averaging the x, y and z gates of the
+joint (``reduce='max'`` takes the largest instead):
+
+>>> import numpy as np
+>>> a = np.zeros((4, 2 * 20 * 3), np.float32)      # T=4, 2 bodies, 20 joints
+>>> a[:, 3:6] = [0.3, 0.6, 0.9]                     # body 0, joint 1: x, y, z
+>>> per_joint = joint_attention(a)
+>>> per_joint.shape, round(float(per_joint[0, 1]), 3)
+((4, 40), 0.6)
+>>> skeleton_topology(25)[1][:3]                     # NTU: Kinect v2 bones
+((0, 1), (1, 20), (20, 2))
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+# -----------------------------------------------------------------------------
+# Skeleton topologies (0-based joint indices).
+#
+# Kinect v2, 25 joints: NTU RGB+D and NTU RGB+D 120. Joint order is the
+# Kinect for Windows SDK 2.0 `JointType` enumeration, which is the order of the
+# joints in NTU's `.skeleton` files (Shahroudy et al., "NTU RGB+D: A Large Scale
+# Dataset for 3D Human Activity Analysis", CVPR 2016, Fig. 1 / the dataset's
+# README, 1-based there). Bones are those the SDK's BodyBasics sample draws
+# (torso, arms with hand tip and thumb, legs); ST-GCN's 'ntu-rgb+d' graph
+# (github.com/yysijie/st-gcn, net/utils/graph.py) uses the same 24 edges except
+# that it hangs the thumb on the hand tip instead of the hand.
+NTU_JOINT_NAMES = (
+    'spine_base', 'spine_mid', 'neck', 'head',                       # 1-4
+    'shoulder_left', 'elbow_left', 'wrist_left', 'hand_left',        # 5-8
+    'shoulder_right', 'elbow_right', 'wrist_right', 'hand_right',    # 9-12
+    'hip_left', 'knee_left', 'ankle_left', 'foot_left',              # 13-16
+    'hip_right', 'knee_right', 'ankle_right', 'foot_right',          # 17-20
+    'spine_shoulder', 'hand_tip_left', 'thumb_left',                 # 21-23
+    'hand_tip_right', 'thumb_right')                                 # 24-25
+NTU_BONES = (
+    # Torso: spine_base-spine_mid-spine_shoulder-neck-head.
+    (0, 1), (1, 20), (20, 2), (2, 3),
+    # Left arm: spine_shoulder-shoulder-elbow-wrist-hand-hand_tip; wrist-thumb.
+    (20, 4), (4, 5), (5, 6), (6, 7), (7, 21), (6, 22),
+    # Right arm.
+    (20, 8), (8, 9), (9, 10), (10, 11), (11, 23), (10, 24),
+    # Legs: spine_base-hip-knee-ankle-foot.
+    (0, 12), (12, 13), (13, 14), (14, 15),
+    (0, 16), (16, 17), (17, 18), (18, 19))
+
+# Kinect v1, 20 joints: Northwestern-UCLA Multiview Action3D and SYSU-3D. Joint
+# order is the Kinect for Windows SDK 1.x `NUI_SKELETON_POSITION_INDEX`
+# enumeration (hip_center, spine, shoulder_center, head, then left arm, right
+# arm, left leg, right leg), the order of N-UCLA's per-sample joint lists (Wang
+# et al., CVPR 2014) and of SYSU-3D's `sklWorld.mat` (Hu et al., CVPR 2015);
+# the first 20 Kinect v2 joints use the same positions. Bones are those the SDK
+# 1.x SkeletonBasics sample draws (19 edges).
+KINECT_V1_JOINT_NAMES = (
+    'hip_center', 'spine', 'shoulder_center', 'head',                # 1-4
+    'shoulder_left', 'elbow_left', 'wrist_left', 'hand_left',        # 5-8
+    'shoulder_right', 'elbow_right', 'wrist_right', 'hand_right',    # 9-12
+    'hip_left', 'knee_left', 'ankle_left', 'foot_left',              # 13-16
+    'hip_right', 'knee_right', 'ankle_right', 'foot_right')          # 17-20
+KINECT_V1_BONES = (
+    (0, 1), (1, 2), (2, 3),                                  # torso, head
+    (2, 4), (4, 5), (5, 6), (6, 7),                          # left arm
+    (2, 8), (8, 9), (9, 10), (10, 11),                       # right arm
+    (0, 12), (12, 13), (13, 14), (14, 15),                   # left leg
+    (0, 16), (16, 17), (17, 18), (18, 19))                   # right leg
+
+# 22-joint hand of DHG-14/28 and SHREC'17 (De Smedt et al., "SHREC'17 Track:
+# 3D Hand Gesture Recognition Using a Depth and Skeletal Dataset", 2017):
+# wrist, palm, then thumb, index, middle, ring, pinky from base to tip. The
+# thumb hangs on the wrist, the fingers on the palm.
+HAND_JOINT_NAMES = ('wrist', 'palm') + tuple(
+    f'{finger}_{part}' for finger in ('thumb', 'index', 'middle', 'ring',
+                                      'pinky')
+    for part in ('base', 'joint1', 'joint2', 'tip'))
+HAND_BONES = ((0, 1), (0, 2), (2, 3), (3, 4), (4, 5)) + tuple(
+    bone for first in (6, 10, 14, 18)
+    for bone in ((1, first), (first, first + 1), (first + 1, first + 2),
+                 (first + 2, first + 3)))
+
+_TOPOLOGIES = {
+    25: (NTU_JOINT_NAMES, NTU_BONES),
+    20: (KINECT_V1_JOINT_NAMES, KINECT_V1_BONES),
+    22: (HAND_JOINT_NAMES, HAND_BONES),
+}
+
+
+def skeleton_topology(
+    num_joints: int) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+  """(joint names, bones) for 25 (NTU, Kinect v2), 20 (Kinect v1) or 22 joints.
+
+  Raises:
+    ValueError: for another joint count (pass ``bones=`` to the plots then).
+  """
+  if num_joints not in _TOPOLOGIES:
+    raise ValueError(
+        f'no built-in skeleton topology for {num_joints} joints (known: 25 '
+        'Kinect v2 / NTU, 20 Kinect v1 / N-UCLA / SYSU-3D, 22 hand / DHG / '
+        "SHREC'17); pass bones=[(i, j), ...] and joint_names=...")
+  return _TOPOLOGIES[num_joints]
+
+
+def joint_attention(attention: Any, coords: int = 3,
+                    reduce: str = 'mean') -> np.ndarray:
+  """Per-joint attention from gate values over flattened joint coordinates.
+
+  Args:
+    attention: ``<f>[..., D]`` gate values a_t with D = joints x ``coords``
+      (bodies x joints x coords for several bodies), in the C order of
+      ``[..., M, J, coords]``.
+    coords: coordinates per joint (3: x, y, z).
+    reduce: ``'mean'`` (average of the joint's x, y, z gates) or ``'max'``.
+
+  Returns:
+    ``<float32>[..., D // coords]``: one value per joint (body-major: body m,
+    joint j at m * J + j).
+  """
+  a = np.asarray(attention, np.float32)
+  if a.shape[-1] % coords:
+    raise ValueError(f'the last axis ({a.shape[-1]}) is not joints x {coords}'
+                     ' coordinates')
+  a = a.reshape(a.shape[:-1] + (a.shape[-1] // coords, coords))
+  if reduce == 'mean':
+    return a.mean(-1)
+  if reduce == 'max':
+    return a.max(-1)
+  raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+
+
+# -----------------------------------------------------------------------------
+# Matplotlib helpers.
+
+
+def _pyplot():
+  """matplotlib.pyplot, imported on first use (it is an optional extra)."""
+  try:
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError as err:  # pragma: no cover - depends on the install
+    raise ImportError(
+        'eleatt_jax.viz needs matplotlib: pip install "eleatt-jax[notebooks]" '
+        '(or pip install matplotlib)') from err
+  return plt
+
+
+def save_figure(fig, path: str | os.PathLike[str], dpi: int = 100,
+                close: bool = False) -> str:
+  """Writes ``fig`` to ``path`` (parent folders created); returns the path."""
+  path = os.fspath(path)
+  parent = os.path.dirname(path)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  fig.savefig(path, dpi=dpi, bbox_inches='tight')
+  if close:
+    _pyplot().close(fig)
+  return path
+
+
+def _as_bodies(skeleton: Any) -> np.ndarray:
+  """<f>[T, J, C] or <f>[T, M, J, C] -> <float32>[T, M, J, C]."""
+  x = np.asarray(skeleton, np.float32)
+  if x.ndim == 3:
+    x = x[:, None]
+  if x.ndim != 4 or x.shape[-1] < 2:
+    raise ValueError('expected a skeleton sequence [T, J, 3] or [T, M, J, 3],'
+                     f' got shape {x.shape}')
+  return x
+
+
+def _joint_values_per_body(joint_values: Any, shape: tuple[int, ...]
+                           ) -> np.ndarray | None:
+  """[T, M*J] or [T, J] or [T, M, J] -> [T, M, J] (or None)."""
+  if joint_values is None:
+    return None
+  v = np.asarray(joint_values, np.float32)
+  t, m, j = shape[:3]
+  if v.ndim == 2 and v.shape == (t, m * j):
+    return v.reshape(t, m, j)
+  if v.ndim == 2 and v.shape == (t, j):
+    return np.repeat(v[:, None], m, axis=1)
+  if v.shape == (t, m, j):
+    return v
+  raise ValueError(f'joint_values must be [T, M*J], [T, J] or [T, M, J] for a '
+                   f'skeleton of {t} frames, {m} bodies, {j} joints; got '
+                   f'shape {v.shape}')
+
+
+def _limits(x: np.ndarray, dims: tuple[int, int], pad: float = 0.08):
+  """Common axis limits over the present bodies of all frames."""
+  present = np.any(x != 0, axis=(-2, -1))  # [T, M]
+  pts = x[present] if present.any() else x.reshape(-1, *x.shape[-2:])
+  pts = pts.reshape(-1, x.shape[-1])
+  lo = pts[:, list(dims)].min(0)
+  hi = pts[:, list(dims)].max(0)
+  span = float(max((hi - lo).max(), 1e-6))
+  center = (lo + hi) / 2
+  half = span / 2 * (1 + pad)
+  return ((center[0] - half, center[0] + half),
+          (center[1] - half, center[1] + half))
+
+
+def _draw_frame(ax, frame: np.ndarray, bones, dims, values, norm, cmap,
+                joint_size: float, colors: Sequence[str]):
+  """Draws the bodies of one frame [M, J, C] on ``ax``; returns the scatter."""
+  scatter = None
+  i, j = dims
+  for m, body in enumerate(frame):
+    if not np.any(body != 0):
+      continue  # A missing body (e.g. no second actor) stays zero.
+    color = colors[m % len(colors)]
+    for a, b in bones:
+      ax.plot([body[a, i], body[b, i]], [body[a, j], body[b, j]], '-',
+              color=color if values is None else '0.55', lw=2,
+              solid_capstyle='round', zorder=1)
+    if values is None:
+      ax.scatter(body[:, i], body[:, j], s=joint_size, color=color,
+                 zorder=2, edgecolors='white', linewidths=0.5)
+    else:
+      v = values[m]
+      # Size grows with the value as well, so it reads without colour too.
+      sizes = joint_size * (0.6 + 2.4 * norm(v).clip(0, 1))
+      scatter = ax.scatter(body[:, i], body[:, j], s=sizes, c=v, cmap=cmap,
+                           norm=norm, zorder=2, edgecolors='black',
+                           linewidths=0.5)
+  return scatter
+
+
+def _default_frames(num_frames: int, count: int = 4) -> list[int]:
+  count = min(count, num_frames)
+  return [int(round(f)) for f in np.linspace(0, num_frames - 1, count)]
+
+
+
+def plot_skeleton(
+    skeleton: Any,
+    frames: Sequence[int] | None = None,
+    *,
+    bones: Sequence[tuple[int, int]] | None = None,
+    dims: tuple[int, int] = (0, 1),
+    joint_values: Any = None,
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    cmap: str = 'inferno',
+    colorbar_label: str = 'value',
+    joint_size: float = 18.0,
+    panel_size: float = 2.4,
+    title: str | None = None,
+    colors: Sequence[str] = ('tab:blue', 'tab:orange'),
+):
+  """Draws a few frames of a skeleton sequence side by side.
+
+  Args:
+    skeleton: ``<f>[T, J, 3]`` or ``<f>[T, M, J, 3]`` joint coordinates (a
+      body whose joints are all 0 in a frame is missing there and not drawn).
+    frames: frame indices to draw (default: 4 evenly spaced).
+    bones: ``(i, j)`` joint pairs; default from :func:`skeleton_topology`.
+    dims: the two coordinates to draw (``(0, 1)``: x right, y up, the camera's
+      front view for Kinect data; ``(2, 1)`` a side view).
+    joint_values: ``<f>[T, M*J]``, ``[T, J]`` or ``[T, M, J]`` values to colour
+      the joints with (e.g. attention); adds a colorbar.
+    vmin, vmax: colour range of ``joint_values`` (None: the data's range).
+    cmap: colormap of ``joint_values``.
+    colorbar_label: its label.
+    joint_size: marker area of a joint.
+    panel_size: inches per frame panel.
+    title: figure title.
+    colors: body colours when ``joint_values`` is None.
+
+  Returns:
+    The figure: one axis per frame titled ``frame t`` (then the colorbar).
+  """
+  plt = _pyplot()
+  from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
+  x = _as_bodies(skeleton)
+  num_frames, _, num_joints = x.shape[:3]
+  if bones is None:
+    bones = skeleton_topology(num_joints)[1]
+  frames = _default_frames(num_frames) if frames is None else list(frames)
+  if not frames or min(frames) < 0 or max(frames) >= num_frames:
+    raise ValueError(f'frames must be non-empty indices in [0, {num_frames}),'
+                     f' got {frames}')
+  values = _joint_values_per_body(joint_values, x.shape)
+  norm = None
+  if values is not None:
+    shown = values[frames]
+    norm = mcolors.Normalize(
+        vmin=float(shown.min()) if vmin is None else vmin,
+        vmax=float(shown.max()) if vmax is None else vmax)
+  extra = 0.6 if values is not None else 0.0
+  fig, axes = plt.subplots(
+      1, len(frames), figsize=(panel_size * len(frames) + extra,
+                               panel_size + (0.4 if title else 0.1)),
+      squeeze=False)
+  axes = axes[0]
+  (xlo, xhi), (ylo, yhi) = _limits(x, dims)
+  scatter = None
+  for ax, t in zip(axes, frames):
+    s = _draw_frame(ax, x[t], bones, dims,
+                    None if values is None else values[t], norm, cmap,
+                    joint_size, colors)
+    scatter = s if s is not None else scatter
+    ax.set_xlim(xlo, xhi)
+    ax.set_ylim(ylo, yhi)
+    ax.set_aspect('equal')
+    ax.set_title(f'frame {t}', fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  if values is not None:
+    mappable = scatter or plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(mappable, ax=list(axes), label=colorbar_label, shrink=0.85,
+                 fraction=0.03, pad=0.02)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def plot_skeleton_attention(
+    skeleton: Any,
+    attention: Any,
+    frames: Sequence[int] | None = None,
+    *,
+    reduce: str = 'mean',
+    vmin: float | None = None,
+    vmax: float | None = None,
+    title: str | None = None,
+    **kwargs,
+):
+  """Joints coloured (and sized) by the EleAtt gate, at a few frames.
+
+  Args:
+    skeleton: ``<f>[T, J, 3]`` or ``<f>[T, M, J, 3]``, the frames the model saw
+      (before flattening).
+    attention: ``<f>[T, M*J*3]`` gate values of the layer that sees the joints
+      (the first), or already per joint ``[T, M*J]`` / ``[T, J]``.
+    frames: frame indices (default: 4 evenly spaced).
+    reduce: how the x, y, z gates of a joint become one value (``'mean'``, the
+      default, or ``'max'``; see :func:`joint_attention`).
+    vmin, vmax: colour range (default: the range over the frames shown, so
+      that differences between joints are visible; a_t itself is in [0, 1]).
+    title: figure title.
+    **kwargs: passed to :func:`plot_skeleton` (``bones``, ``dims``, ...).
+
+  Returns:
+    The figure: one axis per frame, then the colorbar (``a_t, mean over x, y,
+    z``).
+  """
+  x = _as_bodies(skeleton)
+  a = np.asarray(attention, np.float32)
+  num_points = x.shape[1] * x.shape[2]
+  if a.shape[-1] == num_points * x.shape[3]:
+    a = joint_attention(a, coords=x.shape[3], reduce=reduce)
+  return plot_skeleton(
+      x, frames, joint_values=a, vmin=vmin, vmax=vmax,
+      colorbar_label=f'a_t ({reduce} over x, y, z)', title=title, **kwargs)
+
+
+def animate_skeleton(
+    skeleton: Any,
+    path: str | os.PathLike[str],
+    *,
+    fps: int = 10,
+    bones: Sequence[tuple[int, int]] | None = None,
+    dims: tuple[int, int] = (0, 1),
+    joint_values: Any = None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = 'inferno',
+    size: float = 3.0,
+    dpi: int = 60,
+    title: str | None = None,
+) -> str:
+  """Writes an animated GIF of a skeleton sequence; returns its path.
+
+  Show it in a notebook with ``IPython.display.Image(filename=path)``.
+
+  Args:
+    skeleton: ``<f>[T, J, 3]`` or ``<f>[T, M, J, 3]``.
+    path: the ``.gif`` to write (parent folders created).
+    fps: frames per second.
+    bones: joint pairs (default from :func:`skeleton_topology`).
+    dims: the two coordinates drawn.
+    joint_values: optional per-joint values (``[T, M*J]``, ``[T, J]`` or
+      ``[T, M, J]``) to colour the joints, e.g. :func:`joint_attention`.
+    vmin, vmax, cmap: their colour scale.
+    size: figure size in inches (square).
+    dpi: resolution (keep it small: every frame is stored).
+    title: shown above the frame counter.
+  """
+  plt = _pyplot()
+  # pylint: disable=g-import-not-at-top
+  from matplotlib import animation
+  from matplotlib import colors as mcolors
+  # pylint: enable=g-import-not-at-top
+  x = _as_bodies(skeleton)
+  if bones is None:
+    bones = skeleton_topology(x.shape[2])[1]
+  values = _joint_values_per_body(joint_values, x.shape)
+  norm = mcolors.Normalize(vmin=vmin, vmax=vmax)
+  (xlo, xhi), (ylo, yhi) = _limits(x, dims)
+  fig, ax = plt.subplots(figsize=(size, size))
+
+  def draw(t):
+    ax.clear()
+    _draw_frame(ax, x[t], bones, dims, None if values is None else values[t],
+                norm, cmap, 18.0, ('tab:blue', 'tab:orange'))
+    ax.set_xlim(xlo, xhi)
+    ax.set_ylim(ylo, yhi)
+    ax.set_aspect('equal')
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title((f'{title}\n' if title else '') + f'frame {t}', fontsize=8)
+    return []
+
+  anim = animation.FuncAnimation(fig, draw, frames=len(x), blit=False)
+  path = os.fspath(path)
+  if os.path.dirname(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+  anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=dpi)
+  plt.close(fig)
+  return path
+
+
+def plot_attention_heatmap(
+    attention: Any,
+    *,
+    length: int | None = None,
+    feature_labels: Sequence[str] | None = None,
+    ylabel: str = 'input feature',
+    xlabel: str = 'time step t',
+    title: str | None = None,
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    cmap: str = 'viridis',
+    colorbar_label: str = 'a_t',
+    figsize: tuple[float, float] | None = None,
+):
+  """The gate values a_t of one sequence as a [feature x time] heat map.
+
+  Args:
+    attention: ``<f>[T, F]``: a_t over F features (or per joint, from
+      :func:`joint_attention`).
+    length: valid steps; later steps (padding) are not shown.
+    feature_labels: one label per feature (e.g. joint names) for the y ticks.
+    ylabel, xlabel, title: axis labels and title.
+    vmin, vmax: colour range (None: the data's).
+    cmap: the colormap.
+    colorbar_label: the colorbar's label.
+    figsize: inches (default from the shape).
+
+  Returns:
+    The figure: the heat map axis, then its colorbar.
+  """
+  plt = _pyplot()
+  a = np.asarray(attention, np.float32)
+  if a.ndim != 2:
+    raise ValueError(f'attention must be [T, F], got shape {a.shape}')
+  if length is not None:
+    a = a[:int(length)]
+  num_steps, num_features = a.shape
+  if figsize is None:
+    figsize = (min(3.0 + 0.12 * num_steps, 12.0),
+               min(1.5 + 0.16 * num_features, 9.0))
+  fig, ax = plt.subplots(figsize=figsize)
+  im = ax.imshow(a.T, aspect='auto', cmap=cmap, vmin=vmin, vmax=vmax,
+                 interpolation='nearest', origin='upper')
+  if feature_labels is not None:
+    if len(feature_labels) != num_features:
+      raise ValueError(f'{len(feature_labels)} feature_labels for '
+                       f'{num_features} features')
+    ax.set_yticks(range(num_features), list(feature_labels), fontsize=7)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title, fontsize=10)
+  fig.colorbar(im, ax=ax, label=colorbar_label, fraction=0.046, pad=0.02)
+  return fig
+
+
+def mnist_image(seq: np.ndarray, mode: str) -> np.ndarray:
+  """<f>[T, D] sequential-MNIST input or gate -> <f>[28, 28] image.
+
+  The inverse of ``eleatt_jax.datasets.sequential_mnist.to_sequence`` (up to
+  its scaling to [0, 1]); ``pmnist`` undoes the fixed permutation.
+  """
+  if mode == 'row':
+    return np.asarray(seq).reshape(28, 28)
+  flat = np.asarray(seq).reshape(-1)
+  if mode == 'pmnist':
+    # pylint: disable-next=g-import-not-at-top
+    from eleatt_jax.datasets.sequential_mnist import PERMUTATION_SEED
+    perm = np.random.default_rng(PERMUTATION_SEED).permutation(flat.size)
+    image = np.empty_like(flat)
+    image[perm] = flat
+    flat = image
+  elif mode != 'pixel':
+    raise ValueError(f"mode must be 'row', 'pixel' or 'pmnist', got {mode!r}")
+  return flat.reshape(28, 28)
+
+
+def plot_mnist_attention(
+    x: Any,
+    attention: Any,
+    *,
+    mode: str = 'row',
+    title: str | None = None,
+):
+  """A digit, the gate a_t as an image, and the gated input a_t * x_t.
+
+  Args:
+    x: the input sequence, ``<f>[28, 28]`` (row-wise: row t is step t) or
+      ``[784, 1]`` (pixel-wise).
+    attention: the first layer's gate values, same shape as ``x``.
+    mode: ``'row'``, ``'pixel'`` or ``'pmnist'`` (pixels in the permuted order
+      of ``eleatt_jax.datasets.sequential_mnist``); maps both back to 28 x 28.
+    title: figure title.
+
+  Returns:
+    The figure: axes ``input x``, ``gate a_t``, ``gated input a_t * x_t``, then
+    the gate's colorbar.
+  """
+  plt = _pyplot()
+  x = np.asarray(x, np.float32)
+  a = np.asarray(attention, np.float32)
+  if x.size != 784 or a.size != 784:
+    raise ValueError('expected a 28 x 28 digit and its gate values (784 each),'
+                     f' got {x.shape} and {a.shape}')
+  xi, ai = mnist_image(x, mode), mnist_image(a, mode)
+  fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6), layout='constrained')
+  row = mode == 'row'
+  panels = (('input x', xi, 'gray_r'), ('gate a_t', ai, 'viridis'),
+            ('gated input a_t * x_t', ai * xi, 'gray_r'))
+  for k, (ax, (name, image, cmap)) in enumerate(zip(axes, panels)):
+    im = ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation='nearest')
+    if k == 1:
+      fig.colorbar(im, ax=ax, label='a_t', fraction=0.046, pad=0.03)
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel('pixel in row' if row else 'x')
+    if k == 0:
+      ax.set_ylabel('time step t (row)' if row else 'y')
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def curves_from_records(
+    records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list]]:
+  """Turns metric records into :func:`plot_training_curves` runs.
+
+  Records are dicts such as ``{'step': 100, 'train/loss': 0.5,
+  'test/accuracy': 0.9}`` (one line of ``train/``'s ``metrics.jsonl``); each
+  prefix (``train``, ``test``, ...) becomes a run with a ``step`` list and one
+  list per metric (NaN at a step where the prefix's other metrics were
+  recorded but not this one).
+
+  >>> runs = curves_from_records([{'step': 1, 'train/loss': 2.0},
+  ...                             {'step': 2, 'train/loss': 1.0,
+  ...                              'test/accuracy': 0.5}])
+  >>> runs['train'], runs['test']
+  ({'step': [1, 2], 'loss': [2.0, 1.0]}, {'step': [2], 'accuracy': [0.5]})
+  """
+  values: dict[str, dict[str, dict[Any, float]]] = {}  # prefix/metric/step
+  for r in records:
+    for key, value in r.items():
+      if key != 'step' and '/' in key:
+        prefix, metric = key.split('/', 1)
+        values.setdefault(prefix, {}).setdefault(metric, {})[r['step']] = (
+            float(value))
+  runs = {}
+  for prefix, metrics in values.items():
+    steps = sorted({s for by_step in metrics.values() for s in by_step})
+    runs[prefix] = {'step': steps}
+    for metric, by_step in metrics.items():
+      # NaN where a metric was not recorded (skipped by the plot).
+      runs[prefix][metric] = [by_step.get(s, float('nan')) for s in steps]
+  return runs
+
+
+def plot_training_curves(
+    runs: Mapping[str, Mapping[str, Sequence[float]]],
+    metrics: Sequence[str] = ('loss', 'accuracy'),
+    *,
+    xlabel: str = 'step',
+    title: str | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+    panel_size: tuple[float, float] = (5.0, 3.6),
+):
+  """Training curves of several runs on the same axes, one axis per metric.
+
+  Args:
+    runs: label -> ``{'step': [...], 'loss': [...], 'accuracy': [...]}``
+      (e.g. ``{'EleAtt-GRU test': ..., 'GRU test': ...}``); a run without a
+      metric is left out of that axis; NaN values are skipped.
+    metrics: the metrics to plot, one axis each (titled and labelled by name).
+    xlabel: the x axis label (the ``'step'`` key holds the x values).
+    title: figure title.
+    styles: label -> extra ``Axes.plot`` keywords (``color``, ``linestyle``).
+    panel_size: inches per axis.
+
+  Returns:
+    The figure, one axis per metric.
+  """
+  plt = _pyplot()
+  styles = styles or {}
+  fig, axes = plt.subplots(1, len(metrics), squeeze=False,
+                           figsize=(panel_size[0] * len(metrics),
+                                    panel_size[1]))
+  axes = axes[0]
+  for ax, metric in zip(axes, metrics):
+    for i, (label, run) in enumerate(runs.items()):
+      if metric not in run:
+        continue
+      y = np.asarray(run[metric], np.float64)
+      x = np.asarray(run.get('step', np.arange(len(y))), np.float64)
+      ok = np.isfinite(y)
+      kw = {'color': f'C{i}', 'marker': 'o' if ok.sum() < 30 else None,
+            'markersize': 3}
+      kw.update(styles.get(label, {}))
+      ax.plot(x[ok], y[ok], label=label, **kw)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    ax.set_title(metric, fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def plot_confusion_matrix(
+    confusion: Any,
+    class_names: Sequence[str] | None = None,
+    *,
+    normalize: bool = True,
+    title: str | None = None,
+    annotate: bool | None = None,
+    cmap: str = 'Blues',
+):
+  """A confusion matrix (rows: true class, columns: predicted class).
+
+  Args:
+    confusion: ``<int>[C, C]`` counts, ``confusion[true, predicted]``.
+    class_names: C names (default ``0..C-1``).
+    normalize: colour by the fraction of each true class (row); the cells'
+      text stays the counts.
+    title: axis title (default ``accuracy x.x% (n)``).
+    annotate: write the counts in the cells (default: when C <= 30).
+    cmap: the colormap.
+
+  Returns:
+    The figure: the matrix axis (x ``predicted``, y ``true``), then its
+    colorbar.
+  """
+  plt = _pyplot()
+  c = np.asarray(confusion)
+  if c.ndim != 2 or c.shape[0] != c.shape[1]:
+    raise ValueError(f'confusion must be [C, C], got shape {c.shape}')
+  n = c.shape[0]
+  names = [str(i) for i in range(n)] if class_names is None else [
+      str(s) for s in class_names]
+  if len(names) != n:
+    raise ValueError(f'{len(names)} class_names for a {n} x {n} matrix')
+  rows = c.sum(axis=1, keepdims=True)
+  shown = c / np.maximum(rows, 1) if normalize else c
+  size = min(3.0 + 0.4 * n, 30.0)
+  fig, ax = plt.subplots(figsize=(size + 1.0, size))
+  im = ax.imshow(shown, cmap=cmap, vmin=0, vmax=1 if normalize else None)
+  if n <= 30:
+    ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+  if annotate if annotate is not None else n <= 30:
+    top = float(shown.max()) or 1.0
+    for i in range(n):
+      for j in range(n):
+        if c[i, j]:
+          ax.text(j, i, str(int(c[i, j])), ha='center', va='center',
+                  fontsize=7,
+                  color='white' if shown[i, j] > 0.5 * top else 'black')
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  total = int(c.sum())
+  if title is None:
+    title = f'accuracy {100.0 * np.trace(c) / max(total, 1):.1f}% ({total})'
+  ax.set_title(title, fontsize=10)
+  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
+               label='fraction of true class' if normalize else 'count')
+  fig.tight_layout()
+  return fig
+
+
+def confusion_matrix(labels: Any, predictions: Any,
+                     num_classes: int) -> np.ndarray:
+  """``<int64>[C, C]`` counts, rows true class, columns predicted.
+
+  >>> confusion_matrix([0, 1, 1], [0, 1, 0], 2).tolist()
+  [[1, 0], [1, 1]]
+  """
+  labels = np.asarray(labels).reshape(-1)
+  predictions = np.asarray(predictions).reshape(-1)
+  out = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(out, (labels, predictions), 1)
+  return out
