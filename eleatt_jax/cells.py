@@ -3,12 +3,16 @@
 Two ways to get a gated cell:
 
 * the fused cells ``EleAttGRUCell``, ``EleAttLSTMCell`` and ``EleAttSimpleCell``,
-  whose kernels are stored per kind (input, recurrent) with the gates side by side,
-  so that a step is two matmuls: ``h_{t-1} @ [W_ha | W_h]`` and ``x~_t @ W_x``;
+  whose kernels are stored per kind (input, recurrent) with the gates side by
+  side. A step can then multiply by the whole kernels (``h_{t-1} @ [W_ha | W_h]``
+  and ``x~_t @ W_x``: two matmuls) or by per-gate blocks of them, split once
+  outside the loop; which is faster depends on the backend
+  (:data:`eleatt_jax.fused_scan.DEFAULT_LAYOUT`, chosen by measurement);
 * ``EleAtt(cell)``, which puts a gate in front of any Flax cell.
 
-Both run under ``nn.RNN`` and ``nn.Bidirectional``; :class:`eleatt_jax.RNN` runs
-the fused cells faster (input-only work hoisted out of the time loop).
+Both run under ``nn.RNN`` and ``nn.Bidirectional``; :class:`eleatt_jax.RNN` is
+a drop-in for ``nn.RNN`` with the same parameters, padding handled in the loop
+and the attention returned in one piece.
 """
 
 from __future__ import annotations

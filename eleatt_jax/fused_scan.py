@@ -1,18 +1,24 @@
-"""The time loop of the fused cells, with a cuDNN-style backward pass.
+"""One step and the time loop of the fused cells, and their layouts.
 
-Forward, per step (``K = G*H``; gated cells)::
+Forward, per step, fused layout (``K = G*H``; gated cells)::
 
     hh  = h_{t-1} @ [W_ha | W_h]                  [B, D+K]   one matmul
     a   = gate_fn(gx_t + hh[:, :D]),  x~ = a * x   gx_t = x_t W_xa + b_a
     xp  = x~ @ W_x + b                            [B, K]     one matmul
     carry_t, y_t = update(carry_{t-1}, xp, hh[:, D:])
 
-Autodiff of ``lax.scan`` would accumulate every weight gradient inside the
-backward loop (``dW += h_t^T dhh_t`` per step). Here the backward loop carries
-only ``d carry`` and emits the per-step pre-activation gradients; the weight
-gradients are then one ``[T*B]``-deep matmul each, as cuDNN's RNN backward
-does. Elementwise parts are differentiated by ``jax.vjp`` of the same functions
-the forward pass uses, so there is one definition of each cell's equations.
+The split layout multiplies by per-gate blocks of the same kernels instead (no
+slicing of matmul results); ``gx`` (or an ungated cell's ``xp``) can be
+computed for all steps before the loop. ``DEFAULT_LAYOUT`` holds the measured
+choice per backend.
+
+Backward: autodiff of ``lax.scan``, which accumulates every weight gradient
+inside the backward loop (``dW += h_t^T dhh_t`` per step); or, with
+``custom_backward`` (fused layout), a cuDNN-style VJP whose backward loop carries
+only ``d carry`` and emits the per-step pre-activation gradients, the weight
+gradients then being one ``[T*B]``-deep matmul each. Elementwise parts are
+differentiated by ``jax.vjp`` of the same functions the forward pass uses, so
+each cell's equations are written once (``cell._update``).
 """
 
 from __future__ import annotations

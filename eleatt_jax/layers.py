@@ -4,11 +4,11 @@
 numbers with the same parameter tree, so a checkpoint trained with one loads into
 the other. What it adds:
 
-* the input-only part of each step (``W_xa x_t + b_a``, or the whole input
-  projection of an ungated cell) can be one matmul over all time steps, outside
-  the ``lax.scan`` (``hoist_input_projection``; chosen per backend by measurement);
-* for the fused cells, everything that multiplies ``h_{t-1}`` is one matmul per
-  step (``h @ [W_ha | W_h]``);
+* a choice of loop layouts for the fused cells, made per backend by measurement
+  (``DEFAULT_LAYOUT``): per-gate or fused matmuls (``split_gates``), the
+  input-only part of each step (``W_xa x_t + b_a``, or an ungated cell's input
+  projection) as one matmul over all steps before the ``lax.scan``
+  (``hoist_input_projection``), and a cuDNN-style backward (``fused_backward``);
 * ``seq_lengths`` masks inside the loop: outputs past a sequence's end are zero
   and the final carry is the carry at each sequence's last valid step;
 * the gate values are returned through ``intermediates`` at the same path as
