@@ -1,0 +1,54 @@
+"""The benchmark scripts run and print the rows their docstrings promise.
+
+Smoke tests at the smallest settings: they check the output format, not speed
+(speed lives in the scripts' own output, never in a test).
+"""
+
+import json
+
+from benchmarks import input_pipeline
+from benchmarks import speed
+
+SPEED_KEYS = {'case', 'impl', 'B', 'T', 'D', 'H', 'L', 'mode', 'ms_median',
+              'ms_min', 'ms_max', 'gflops_model', 'ratio_vs_flax_gru'}
+
+
+def _json_lines(text):
+  """The JSON rows of a benchmark's stdout (builders may log other lines)."""
+  return [json.loads(line) for line in text.splitlines()
+          if line.startswith('{')]
+
+
+def test_speed_prints_one_row_per_impl_with_every_field(capsys):
+  speed.main(['--quick', '--cases', 'smnist_pixel', '--modes', 'infer',
+              '--impls', 'eleatt_gru,flax_gru,gru', '--repeats', '5'])
+  rows = _json_lines(capsys.readouterr().out)
+  header, rows = rows[0], [r for r in rows if 'impl' in r]
+  assert header['matmul_gflops'] > 0
+  assert [r['impl'] for r in rows] == ['eleatt_gru', 'flax_gru', 'gru']
+  for row in rows:
+    assert set(row) == SPEED_KEYS
+    assert row['case'] == 'smnist_pixel' and row['mode'] == 'infer'
+    assert 0 < row['ms_min'] <= row['ms_median'] <= row['ms_max']
+    assert row['gflops_model'] > 0
+  assert rows[1]['ratio_vs_flax_gru'] == 1.0
+
+
+def test_speed_model_flops_counts_the_gate():
+  case = speed.CASES['skeleton']
+  gated = speed.model_flops(case, gated=True, mode='infer')
+  plain = speed.model_flops(case, gated=False, mode='infer')
+  # 3 layers: D=150 then 100, H=100; gate adds D*(D+H) per step and layer.
+  assert plain == 2 * 256 * 100 * (3 * 100 * 250 + 2 * 3 * 100 * 200)
+  assert gated - plain == 2 * 256 * 100 * (150 * 250 + 2 * 100 * 200)
+  assert speed.model_flops(case, gated=True, mode='train') == 3 * gated
+
+
+def test_input_pipeline_benchmark_reports_every_source(capsys):
+  input_pipeline.main(['--batches', '2', '--ntu_files', '260',
+                       '--no_train_step'])
+  rows = _json_lines(capsys.readouterr().out)
+  assert rows[0]['build'] == 'ntu_rgbd60/xsub' and rows[0]['files'] == 260
+  sources = {r['source']: r for r in rows[1:]}
+  assert set(sources) == {'skeleton', 'smnist_pixel', 'smnist_row'}
+  assert all(r['examples_per_s'] > 0 for r in sources.values())
