@@ -92,7 +92,7 @@ def _input_projection(w, x):
   return dense(x, w['input_kernel'], w['bias'])
 
 
-def gate_inputs(cell, gx, hh_gate, x):
+def apply_gate(cell, gx, hh_gate, x):
   """``(a * x, a)`` with ``a = gate_fn(gx + h W_ha)``."""
   attention = cell.gate_fn(gx + hh_gate)
   return attention * x, attention
@@ -153,7 +153,7 @@ def step(cell, w, carry, x, pre=None, mask_B1=None, dtype=None):
     hh = hh_cell = tuple(h @ k for k in w['recurrent_kernels'])
     if cell.use_gate:
       gx = pre
-      x_gated, attention = gate_inputs(cell, gx, h @ w['gate_recurrent_kernel'],
+      x_gated, attention = apply_gate(cell, gx, h @ w['gate_recurrent_kernel'],
                                        x)
       xp = _input_projection(w, x_gated)
     else:
@@ -163,7 +163,7 @@ def step(cell, w, carry, x, pre=None, mask_B1=None, dtype=None):
     if cell.use_gate:
       d = x.shape[-1]
       gx = pre
-      x_gated, attention = gate_inputs(cell, gx, hh[..., :d], x)
+      x_gated, attention = apply_gate(cell, gx, hh[..., :d], x)
       xp = _input_projection(w, x_gated)
       hh_cell = hh[..., d:]
     else:
@@ -196,7 +196,7 @@ def fused_scan(cell, prepared: dict[str, Any], x_TBD, carry: Carry, mask_TB1,
   hoist = prepared['hoist']
   weights = {k: v for k, v in prepared.items() if k not in ('dtype', 'hoist')}
   d = x_TBD.shape[-1]
-  gate_fn = functools.partial(gate_inputs, cell)
+  gate_fn = functools.partial(apply_gate, cell)
   update_fn = functools.partial(update, cell)
   hidden = lambda carry: cell.hidden(carry).astype(dtype)
 

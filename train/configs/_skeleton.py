@@ -9,11 +9,15 @@ rotation of +-0.3 rad about each axis for the "(aug.)" configs.
 from train.configs import default
 
 
-def get_config(name: str, num_frames: int, augment: bool = True,
-               center_joint: int = 1):
+def get_config(name: str, num_frames: int, num_epochs: int,
+               augment: bool = True, center_joint: int = 1):
   """A skeleton config for tfds dataset `name`."""
   config = default.get_config()
   config.data.name = name
+  config.data.train_split = 'train'
+  config.data.eval_split = 'test'  # no validation split: the test split, as in the literature
+  config.data.test_split = 'test'  # written to eval_results.json
+  config.num_epochs = num_epochs  # reduce-on-plateau decides the rate
   config.data.preprocess = 'skeleton'
   config.data.num_frames = num_frames  # uniform temporal sampling to this
   config.data.temporal = 'sample'

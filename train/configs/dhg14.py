@@ -18,11 +18,8 @@ def get_config():
   """dhg14 settings (shared/DESIGN.md skeleton defaults)."""
   config = _skeleton.get_config(
       'dhg/14_loso_01',  # tfds builder/config
+      num_epochs=200,  # reduce-on-plateau decides the rate
       num_frames=60,  # frames sampled uniformly from each sequence
       augment=True,  # random rotation of +-0.3 rad about each axis
       center_joint=1)  # palm joint of the 22-joint hand
-  config.data.train_split = 'train'
-  config.data.eval_split = 'test'  # no validation split: the test split, as in the literature
-  config.data.test_split = 'test'  # written to eval_results.json
-  config.num_epochs = 200  # reduce-on-plateau decides the rate
   return config

@@ -18,11 +18,8 @@ def get_config():
   """ntu60_xview settings (shared/DESIGN.md skeleton defaults)."""
   config = _skeleton.get_config(
       'ntu_rgbd60/xview',  # tfds builder/config
+      num_epochs=100,  # reduce-on-plateau decides the rate
       num_frames=100,  # frames sampled uniformly from each sequence
       augment=True,  # random rotation of +-0.3 rad about each axis
       center_joint=1)  # spine joint (Kinect joint 2)
-  config.data.train_split = 'train'
-  config.data.eval_split = 'test'  # no validation split: the test split, as in the literature
-  config.data.test_split = 'test'  # written to eval_results.json
-  config.num_epochs = 100  # reduce-on-plateau decides the rate
   return config
