@@ -32,22 +32,8 @@ ISSUE_CONFIGS = {
     'dhg28', 'shrec14', 'shrec28', 'npz'}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _jax_cache(tmp_path_factory):
-  yield from sup.compilation_cache(sup.cache_dir(tmp_path_factory))
-
-
-@pytest.fixture(scope='module')
-def npz_dir(tmp_path_factory):
-  return sup.write_npz_dataset(tmp_path_factory.mktemp('npz'))
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory, npz_dir):
-  """A tfds data_dir with the npz fixture built once for the module."""
-  d = tmp_path_factory.mktemp('tfds')
-  input_pipeline.prepare_dataset(sup.tiny_config(npz_dir, d), str(d))
-  return d
+# Module-scoped fixtures shared by the train test modules.
+from test_train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
 
 
 # ---------------------------------------------------------------- configs --

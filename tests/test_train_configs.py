@@ -29,9 +29,8 @@ NTU_NAMES = (
     'S003C001P007R001A060', 'S002C001P001R001A004', 'S004C002P003R001A005')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _jax_cache(tmp_path_factory):
-  yield from sup.compilation_cache(sup.cache_dir(tmp_path_factory))
+# The compilation cache shared by the train test modules.
+from test_train_support import _jax_cache  # pylint: disable=unused-import
 
 
 def write_ntu(root: pathlib.Path) -> pathlib.Path:

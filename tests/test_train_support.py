@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
@@ -178,3 +179,26 @@ def compilation_cache(path):
     else:
       os.environ[CACHE_ENV] = previous[2]
     cc.reset_cache()
+
+
+# Fixtures, imported by the test modules that use them (module scope: each
+# module builds its own tiny data set once).
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _jax_cache(tmp_path_factory):
+  yield from compilation_cache(cache_dir(tmp_path_factory))
+
+
+@pytest.fixture(scope='module')
+def npz_dir(tmp_path_factory):
+  return write_npz_dataset(tmp_path_factory.mktemp('npz'))
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory, npz_dir):  # pylint: disable=redefined-outer-name
+  """A tfds data_dir with the npz fixture built once for the module."""
+  from train import input_pipeline  # pylint: disable=g-import-not-at-top
+  d = tmp_path_factory.mktemp('tfds')
+  input_pipeline.prepare_dataset(tiny_config(npz_dir, d), str(d))
+  return d
