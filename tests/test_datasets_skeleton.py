@@ -302,17 +302,22 @@ def test_ntu_real_files_build_with_cli(tmp_path):
 def test_nucla_real_files_counts_per_view_and_class(tmp_path):
   manual = fx.require_shared("nucla")
   ds = build(nucla.Nucla, "dev", manual, tmp_path).as_data_source()
-  assert {k: len(v) for k, v in ds.items()} == {"train": 516,
-                                                "validation": 504}
+  assert {k: len(v) for k, v in ds.items()} == {"train": 473, "validation": 43,
+                                                "test": 504}
   train, val = read_all(ds["train"]), read_all(ds["validation"])
-  assert {e["view"] for e in train} == {1} and {e["view"] for e in val} == {2}
-  per_class = collections.Counter(e["label"] for e in train)
+  test = read_all(ds["test"])
+  assert {e["view"] for e in train + val} == {1}
+  assert {e["view"] for e in test} == {2}
+  # validation: the held-out subject, carved from the training view.
+  assert {e["subject"] for e in val} == set(nucla.VALIDATION_SUBJECTS)
+  assert not {e["subject"] for e in train} & set(nucla.VALIDATION_SUBJECTS)
+  per_class = collections.Counter(e["label"] for e in train + val)
   assert [per_class[c] for c in range(10)] == [53, 52, 51, 64, 50, 52, 49, 50,
                                                49, 46]
-  per_class = collections.Counter(e["label"] for e in val)
+  per_class = collections.Counter(e["label"] for e in test)
   assert [per_class[c] for c in range(10)] == [49, 50, 45, 60, 51, 50, 50, 49,
                                                49, 51]
-  for e in train + val:  # Every sample readable and consistent.
+  for e in train + val + test:  # Every sample readable and consistent.
     assert e["skeleton"].shape == (e["length"], 20, 3)
     assert e["length"] >= 1 and np.isfinite(e["skeleton"]).all()
     action, subject, episode, view = nucla.parse_name(
@@ -333,15 +338,22 @@ def test_nucla_real_files_lack_view3_for_xview(tmp_path):
     build(nucla.Nucla, "xview", manual, tmp_path)
 
 
+def test_nucla_validation_subjects_are_the_seeded_choice():
+  assert nucla.VALIDATION_SUBJECTS == _common.held_out_subjects(
+      range(1, nucla.NUM_SUBJECTS + 1), 1, seed=0)
+
+
 def test_nucla_xview_on_full_layout(tmp_path):
   manual = tmp_path / "all_sqe"
   for view in (1, 2, 3):
     for action in (1, 12):
-      for subject in (1, 2):
+      for subject in (1, 2, 9):
         fx.write_nucla_json(manual, action, subject, 0, view,
                             num_frames=3 + view)
   ds = build(nucla.Nucla, "xview", tmp_path, tmp_path / "d").as_data_source()
-  assert len(ds["train"]) == 8 and len(ds["test"]) == 4
+  assert len(ds["train"]) == 8 and len(ds["test"]) == 6
+  val = read_all(ds["validation"])
+  assert {(e["subject"], e["view"]) for e in val} == {(9, 1), (9, 2)}
   assert {e["view"] for e in read_all(ds["test"])} == {3}
   assert {e["label"] for e in read_all(ds["test"])} == {0, 9}
   assert all(e["length"] == 6 for e in read_all(ds["test"]))
@@ -372,11 +384,12 @@ def test_nucla_skip_corrupt(tmp_path, capsys):
   for view in (1, 2):
     fx.write_nucla_json(manual, 1, 1, 0, view)
     fx.write_nucla_json(manual, 2, 1, 0, view)
+  fx.write_nucla_json(manual, 1, 9, 0, 1)
   bad = manual / "a02_s01_e00_v02.json"
   bad.write_text(bad.read_text()[:50])
   b = build(nucla.Nucla, "dev", manual, tmp_path / "d", skip_corrupt=True)
   assert {k: len(v) for k, v in b.as_data_source().items()} == {
-      "train": 2, "validation": 1}
+      "train": 2, "validation": 1, "test": 1}
   assert "nucla: skipped 1 corrupt file(s)" in capsys.readouterr().err
 
 

@@ -43,7 +43,7 @@ def write_ntu(root: pathlib.Path) -> pathlib.Path:
 def write_nucla(root: pathlib.Path) -> pathlib.Path:
   for action in (1, 2):
     for view in (1, 2, 3):
-      for subject in (1, 2):
+      for subject in (1, 2, 9):  # 9: the validation subject
         fx.write_nucla_json(root / 'all_sqe', action, subject, 0, view,
                             num_frames=6)
   return root

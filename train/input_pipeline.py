@@ -227,16 +227,28 @@ def make_preprocess(config, info: DatasetInfo):
         num_frames=info.num_frames, key='x', temporal=config.data.temporal)
   augment = None
   if config.data.augment:
+    max_yaw = float(config.data.max_yaw)
     augment = preprocessing.Augment(
         max_angle=float(config.data.max_angle),
         max_scale=float(config.data.max_scale),
-        jitter_sigma=float(config.data.jitter_sigma))
-  align = ((preprocessing.LEFT_SHOULDER, preprocessing.RIGHT_SHOULDER)
-           if config.data.align_view else None)
+        jitter_sigma=float(config.data.jitter_sigma),
+        max_yaw=max_yaw if max_yaw >= 0 else None)
+  alignments = {
+      'none': None,
+      'shoulders': (preprocessing.LEFT_SHOULDER, preprocessing.RIGHT_SHOULDER),
+      'hips': (preprocessing.LEFT_HIP, preprocessing.RIGHT_HIP),
+      'body': None,
+  }
+  align = config.data.align_view
+  if align not in alignments:
+    raise ValueError(f'config.data.align_view must be one of '
+                     f'{sorted(alignments)}, got {align!r}.')
   center = int(config.data.center_joint)
   return pipeline.SkeletonPreprocess(
       num_frames=info.num_frames, key='skeleton',
-      center_joint=None if center < 0 else center, align_joints=align,
+      center_joint=None if center < 0 else center,
+      align_joints=alignments[align], body_frame=align == 'body',
+      normalize_scale=bool(config.data.normalize_scale),
       temporal=config.data.temporal, augment=augment)
 
 

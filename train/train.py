@@ -187,12 +187,20 @@ def make_optimizer(config, num_steps: int) -> optax.GradientTransformation:
   return optax.chain(*parts)
 
 
-def make_plateau(config) -> optax.GradientTransformationExtraArgs:
-  """reduce_on_plateau, stepped once per evaluation with the eval loss."""
+def make_plateau(config, info) -> optax.GradientTransformationExtraArgs:
+  """reduce_on_plateau, stepped once per evaluation with the eval loss.
+
+  Patience and cooldown are given in epochs and converted to evaluations
+  here, so that they mean the same whatever ``eval_every_steps`` is.
+  """
   o = config.optim
+  _, steps_per_epoch = num_train_steps(config, info)
+  eval_every = int(config.eval_every_steps) or steps_per_epoch
+  evals_per_epoch = steps_per_epoch / eval_every
   return optax.contrib.reduce_on_plateau(
-      factor=float(o.decay_factor), patience=int(o.plateau_patience),
-      cooldown=int(o.plateau_cooldown),
+      factor=float(o.decay_factor),
+      patience=max(1, math.ceil(float(o.plateau_patience) * evals_per_epoch)),
+      cooldown=math.ceil(float(o.plateau_cooldown) * evals_per_epoch),
       min_scale=float(o.plateau_min_scale))
 
 
@@ -215,7 +223,7 @@ def build(config, info, num_steps: int):
   model = create_model(config, info.num_classes)
   schedule = make_schedule(config, num_steps)
   tx = make_optimizer(config, num_steps)
-  plateau_tx = make_plateau(config)
+  plateau_tx = make_plateau(config, info)
   init_rng = jax.random.split(jax.random.key(config.seed))[0]
   x0 = jnp.zeros((1, info.num_frames, info.input_dim), jnp.float32)
   l0 = jnp.full((1,), info.num_frames, jnp.int32)
@@ -511,11 +519,17 @@ def evaluate(par: Parallel, state, batches, num_classes: int) -> dict:
 
 
 def write_eval_results(path: str, results: Mapping[str, Any], *, step: int,
-                       split: str, config, class_names) -> dict:
-  """Writes ``{"step", "split", "accuracy", ..., "config"}`` as JSON."""
+                       split: str, config, class_names,
+                       checkpoint: Mapping[str, Any] | None = None) -> dict:
+  """Writes ``{"step", "split", "accuracy", ..., "config"}`` as JSON.
+
+  ``checkpoint`` says which parameters were evaluated and why (``chosen_by``,
+  the ``selection_split`` that chose them and its accuracy there).
+  """
   out = {
       'step': int(step),
       'split': split,
+      'checkpoint': dict(checkpoint or {}),
       'accuracy': results['accuracy'],
       'per_class_accuracy': results['per_class_accuracy'],
       'num_examples': results['num_examples'],
@@ -870,13 +884,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     mngr.close()
     return {'preempted': True, 'step': step}
 
-  # Final evaluation on the test split.
+  # Final evaluation on the test split: its only use in the run.
   final_step = step
+  chosen = {'step': step, 'chosen_by': 'latest: the final parameters'}
   if config.final_checkpoint == 'best' and mngr.best_step() is not None:
     final_step = mngr.best_step()
     restored = mngr.restore(final_step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))
     dstate = par.device_state(restored['state'])
+    chosen = {'step': final_step,
+              'chosen_by': f'best: highest {config.data.eval_split} accuracy '
+                           f'among the kept checkpoints'}
+  chosen['selection_split'] = config.data.eval_split
+  if final_step in last_eval:
+    chosen['selection_accuracy'] = last_eval[final_step]['accuracy']
   split = config.data.test_split
   res = evaluate(par, dstate, input_pipeline.eval_batches(
       config, builder, info, split), info.num_classes)
@@ -884,7 +905,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   if primary:
     out.update(write_eval_results(
         os.path.join(workdir, 'eval_results.json'), res, step=final_step,
-        split=split, config=config, class_names=info.class_names))
+        split=split, config=config, class_names=info.class_names,
+        checkpoint=chosen))
     writer.write(final_step, {f'final_{split}/accuracy': res['accuracy']})
   else:
     out.update(res, step=final_step, split=split)

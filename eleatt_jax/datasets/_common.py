@@ -174,6 +174,21 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder):
     return out
 
 
+def held_out_subjects(subjects: Iterable[int], num: int,
+                      seed: int = 0) -> tuple[int, ...]:
+  """`num` of `subjects`, drawn without replacement by a seeded generator.
+
+  The builders fix the result in their code (so that a split never depends
+  on the NumPy version); their tests check it against this function.
+
+  >>> held_out_subjects(range(1, 11), 1)
+  (9,)
+  """
+  rng = np.random.default_rng(seed)
+  picked = rng.choice(sorted(subjects), num, replace=False)
+  return tuple(sorted(int(s) for s in picked))
+
+
 def list_files(root: os.PathLike[str] | str, suffix: str) -> list[epath.Path]:
   """All files below `root` whose name ends with `suffix`, sorted.
 

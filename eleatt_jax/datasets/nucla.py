@@ -11,12 +11,19 @@ files ``aXX_sYY_eZZ_vVV.json`` (``{"file_name", "skeletons": [T][20][3],
   * ``subject`` (``sYY``), ``view`` (``vVV``, 1..3), ``episode`` (``eZZ``),
     ``sample_name``.
 
-Configs:
+Configs (each has ``train``, ``validation`` and ``test``):
 
   * ``xview`` (the standard protocol): ``train`` is views 1 and 2, ``test`` is
     view 3.
-  * ``dev``: ``train`` is view 1, ``validation`` is view 2 (for model
-    selection without touching view 3).
+  * ``dev`` (the development protocol, for tuning without touching view 3):
+    ``train`` is view 1, ``test`` is view 2.
+
+``validation`` is carved from the training views by subject: the samples of
+subject `VALIDATION_SUBJECTS` (chosen once by
+``_common.held_out_subjects(range(1, 11), 1, seed=0)`` and fixed here, so the
+same on every machine) go to ``validation`` instead of ``train``. Learning-rate
+schedules, early stopping and checkpoint choice see ``validation`` only; the
+``test`` split is evaluated once, at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ CLASS_NAMES = (
     "walk_around", "sit_down", "stand_up", "donning", "doffing", "throw",
     "carry")
 
+#: Subjects (``sYY``) of the training views that form ``validation``.
+VALIDATION_SUBJECTS = (9,)
+NUM_SUBJECTS = 10
+
 _NAME_RE = re.compile(r"^a(\d+)_s(\d+)_e(\d+)_v(\d+)$")
 
 _CITATION = """\
@@ -58,10 +69,24 @@ class NuclaConfig(tfds.core.BuilderConfig):
   """An N-UCLA protocol.
 
   Attributes:
-    split_views: Split name -> the views (1..3) it holds.
+    train_views: The views (1..3) of ``train`` and ``validation``.
+    test_views: The views of ``test``.
+    validation_subjects: The subjects of the training views that go to
+      ``validation`` instead of ``train``.
   """
 
-  split_views: tuple[tuple[str, tuple[int, ...]], ...] = ()
+  train_views: tuple[int, ...] = ()
+  test_views: tuple[int, ...] = ()
+  validation_subjects: tuple[int, ...] = VALIDATION_SUBJECTS
+
+  def split_of(self, subject: int, view: int) -> str | None:
+    """The split of a sample (None: in no split of this protocol)."""
+    if view in self.test_views:
+      return "test"
+    if view in self.train_views:
+      return ("validation" if subject in self.validation_subjects
+              else "train")
+    return None
 
 
 def parse_name(name: str) -> tuple[int, int, int, int]:
@@ -155,8 +180,12 @@ class Nucla(_common.ManualBuilder):
   """N-UCLA Multiview Action3D (1,494 samples, 10 actions, 3 views)."""
 
   name = "nucla"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Every config has train, validation (subject 9 of the training"
+               " views) and test; dev tests on view 2.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Get the per-sample N-UCLA skeleton JSON files (the `all_sqe` folder widely
 redistributed with skeleton action recognition code, one
@@ -165,9 +194,10 @@ for example `<manual_dir>/all_sqe/a01_s01_e00_v01.json`.
 """
   BUILDER_CONFIGS = [
       NuclaConfig(name="xview", description="Train on views 1 and 2, test on"
-                  " view 3.", split_views=(("train", (1, 2)), ("test", (3,)))),
-      NuclaConfig(name="dev", description="Train on view 1, validate on view"
-                  " 2.", split_views=(("train", (1,)), ("validation", (2,)))),
+                  " view 3.", train_views=(1, 2), test_views=(3,)),
+      NuclaConfig(name="dev", description="Train on view 1, test on view 2"
+                  " (development protocol).", train_views=(1,),
+                  test_views=(2,)),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -194,16 +224,21 @@ for example `<manual_dir>/all_sqe/a01_s01_e00_v01.json`.
     _common.check_manual_dir(
         dl_manager.manual_dir, "N-UCLA JSON files aXX_sYY_eZZ_vVV.json",
         bool(files), self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    by_view: dict[int, list[epath.Path]] = {}
+    cfg = self.builder_config
+    split_files: dict[str, list[epath.Path]] = {
+        "train": [], "validation": [], "test": []}
     for p in files:
-      by_view.setdefault(parse_name(p.name[:-len(".json")])[3], []).append(p)
-    split_files = {
-        split: [p for v in views for p in by_view.get(v, [])]
-        for split, views in self.builder_config.split_views
-    }
+      _, subject, _, view = parse_name(p.name[:-len(".json")])
+      split = cfg.split_of(subject, view)
+      if split is not None:
+        split_files[split].append(p)
+    train_views = f"view(s) {list(cfg.train_views)} (*_vVV.json)"
     self._require_nonempty(dl_manager.manual_dir, split_files, {
-        split: f"files of view(s) {list(views)} (*_vVV.json)"
-        for split, views in self.builder_config.split_views
+        "train": f"files of {train_views} of subjects other than"
+                 f" {list(cfg.validation_subjects)}",
+        "validation": f"files of {train_views} of subject(s)"
+                      f" {list(cfg.validation_subjects)} (*_sYY_*)",
+        "test": f"files of view(s) {list(cfg.test_views)} (*_vVV.json)",
     })
     return {
         split: self._examples(

@@ -58,7 +58,8 @@ class SkeletonPreprocess:
   """Example -> fixed-shape skeleton features, with optional augmentation.
 
   Steps: translate (centre joint of body 0 in the first valid frame), optional
-  view alignment, fixed-length sampling (``temporal="sample"``: uniform
+  view alignment (about the vertical axis, or into the body's own frame),
+  optional scale normalisation, fixed-length sampling (``temporal="sample"``: uniform
   segments, random offsets in training, centred in evaluation; ``"pad"``: zero
   padding with ``length``), augmentation (training only; padding frames stay
   zero), then flattening to <float32>[num_frames, M*J*3].
@@ -68,6 +69,9 @@ class SkeletonPreprocess:
     key: Skeleton field of the source, <f>[T0, J, 3] or <f>[T0, M, J, 3].
     center_joint: 0-based joint moved to the origin (None: no translation).
     align_joints: (from, to) joints for `preprocessing.align_view`, or None.
+    body_frame: Rotate into the body-centred frame of
+      `preprocessing.body_frame` (hips and spine) instead.
+    normalize_scale: Scale to a torso of 0.5 m (`preprocessing.normalize_scale`).
     temporal: ``"sample"`` or ``"pad"``.
     augment: Augmentation applied in training; None for none.
   """
@@ -76,6 +80,8 @@ class SkeletonPreprocess:
   key: str = "skeleton"
   center_joint: int | None = pp.SPINE
   align_joints: tuple[int, int] | None = None
+  body_frame: bool = False
+  normalize_scale: bool = False
   temporal: str = "sample"
   augment: pp.Augment | None = None
 
@@ -93,8 +99,12 @@ class SkeletonPreprocess:
     x = x[:length]
     if self.center_joint is not None:
       x = pp.translate(x, self.center_joint)
-    if self.align_joints is not None:
+    if self.body_frame:
+      x = pp.body_frame(x)
+    elif self.align_joints is not None:
       x = pp.align_view(x, self.align_joints)
+    if self.normalize_scale:
+      x = pp.normalize_scale(x)
     if self.temporal == "sample":
       x = pp.temporal_sample(x, length, self.num_frames, rng)
       length = self.num_frames

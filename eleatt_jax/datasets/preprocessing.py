@@ -115,6 +115,71 @@ def align_view(
   return rotate(x, rotation_matrix(0.0, angle, 0.0))
 
 
+def body_frame(
+    x: np.ndarray,
+    hips: tuple[int, int] = (LEFT_HIP, RIGHT_HIP),
+    spine: int = SPINE,
+) -> np.ndarray:
+  """Rotates into a body-centred frame of the first valid frame (3-D).
+
+  x points from the left to the right hip, y from the hips' midpoint to the
+  `spine` joint (made orthogonal to x), z = x cross y. The camera's view point
+  is then gone entirely (not only about the vertical axis, as in
+  `align_view`). Apply after `translate`.
+
+  Args:
+    x: <f>[T, J, 3] or <f>[T, M, J, 3].
+    hips: 0-based (left, right) hip joints.
+    spine: 0-based joint above the hips.
+
+  Returns:
+    Same shape and dtype; missing bodies stay zero; unchanged when the hips
+    coincide or the spine lies on the hip line.
+  """
+  frame = as_bodies(x)[first_valid_frame(x), 0].astype(np.float64)
+  ex = frame[hips[1]] - frame[hips[0]]
+  up = frame[spine] - 0.5 * (frame[hips[0]] + frame[hips[1]])
+  nx = np.linalg.norm(ex)
+  if nx < 1e-6:
+    return x
+  ex = ex / nx
+  ey = up - np.dot(up, ex) * ex
+  ny = np.linalg.norm(ey)
+  if ny < 1e-6:
+    return x
+  ey = ey / ny
+  rot = np.stack([ex, ey, np.cross(ex, ey)])  # rows: the new axes
+  return rotate(x, rot.astype(np.float32))
+
+
+def body_size(x: np.ndarray, top: tuple[int, int] = (LEFT_SHOULDER,
+                                                     RIGHT_SHOULDER),
+              bottom: tuple[int, int] = (LEFT_HIP, RIGHT_HIP)) -> float:
+  """Median torso length of body 0: shoulders' to hips' midpoint (metres).
+
+  Frames where body 0 is missing do not count; 0 when it is never present.
+  """
+  body = as_bodies(x)[:, 0]
+  present = np.any(body != 0, axis=(1, 2))
+  if not present.any():
+    return 0.0
+  body = body[present]
+  torso = 0.5 * (body[:, top[0]] + body[:, top[1]]) - 0.5 * (
+      body[:, bottom[0]] + body[:, bottom[1]])
+  return float(np.median(np.linalg.norm(torso, axis=-1)))
+
+
+def normalize_scale(x: np.ndarray, size: float = 0.5) -> np.ndarray:
+  """Scales so that the torso (`body_size`) is `size` metres long.
+
+  A sequence with no measurable torso is returned unchanged.
+  """
+  current = body_size(x)
+  if current < 1e-6:
+    return x
+  return (x * np.float32(size / current)).astype(x.dtype, copy=False)
+
+
 def temporal_indices(
     length: int, num_frames: int, rng: np.random.Generator | None = None
 ) -> np.ndarray:
@@ -189,10 +254,17 @@ def flatten(x: np.ndarray) -> np.ndarray:
 
 
 def random_rotate(
-    x: np.ndarray, rng: np.random.Generator, max_angle: float = 0.3
+    x: np.ndarray, rng: np.random.Generator, max_angle: float = 0.3,
+    max_yaw: float | None = None,
 ) -> np.ndarray:
-  """Rotates about x, y and z by angles drawn uniformly in +-max_angle rad."""
+  """Rotates about x, y and z by angles drawn uniformly in +-max_angle rad.
+
+  `max_yaw`, when given, is the range about the vertical (y) axis instead: a
+  wide one (say pi/2) simulates unseen camera positions.
+  """
   ax, ay, az = rng.uniform(-max_angle, max_angle, size=3)
+  if max_yaw is not None:
+    ay = rng.uniform(-max_yaw, max_yaw)
   return rotate(x, rotation_matrix(ax, ay, az))
 
 
@@ -221,16 +293,19 @@ class Augment:
     max_angle: Rotation about each axis, uniform in +-max_angle rad.
     max_scale: Isotropic scaling, uniform in 1 +- max_scale.
     jitter_sigma: Std (metres) of Gaussian noise on present bodies.
+    max_yaw: Rotation about the vertical axis, uniform in +-max_yaw rad,
+      instead of +-max_angle; None: +-max_angle.
   """
 
   max_angle: float = 0.3
   max_scale: float = 0.1
   jitter_sigma: float = 0.01
+  max_yaw: float | None = None
 
   def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Applies rotation, scaling, then jitter (in that order)."""
-    if self.max_angle:
-      x = random_rotate(x, rng, self.max_angle)
+    if self.max_angle or self.max_yaw:
+      x = random_rotate(x, rng, self.max_angle, self.max_yaw)
     if self.max_scale:
       x = random_scale(x, rng, self.max_scale)
     if self.jitter_sigma:

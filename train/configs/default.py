@@ -48,13 +48,20 @@ def get_config() -> ml_collections.ConfigDict:
   # Skeleton only: 0-based joint of body 0 in the first valid frame moved to
   # the origin (1: spine; NTU, N-UCLA, SYSU; 1: palm for DHG/SHREC); -1: none.
   data.center_joint = 1
-  # Skeleton only: rotate about the vertical axis so that the shoulders of the
-  # first frame are parallel to x (view alignment).
-  data.align_view = False
+  # Skeleton only, view alignment of each sequence by its first frame:
+  # 'none'; 'shoulders' or 'hips' (rotate about the vertical axis so that
+  # that joint pair is parallel to x); 'body' (rotate into the body's own 3-D
+  # frame: x along the hips, y up the spine).
+  data.align_view = 'none'
+  # Skeleton only: scale each sequence so that its torso is 0.5 m long.
+  data.normalize_scale = False
   # Skeleton only: random augmentation in training (the "(aug.)" runs).
   data.augment = False
   # Augmentation: rotation about each axis, uniform in +-max_angle radians.
   data.max_angle = 0.3
+  # Augmentation: rotation about the vertical axis, uniform in +-max_yaw
+  # radians, instead of +-max_angle; < 0: use max_angle.
+  data.max_yaw = -1.0
   # Augmentation: isotropic scaling by a factor uniform in 1 +- max_scale.
   data.max_scale = 0.0
   # Augmentation: std (in metres) of Gaussian noise added to each joint.
@@ -101,10 +108,12 @@ def get_config() -> ml_collections.ConfigDict:
   optim.decay_steps = ()
   # Factor of the 'step' and 'plateau' schedules.
   optim.decay_factor = 0.1
-  # 'plateau': evaluations without improvement before the rate is reduced.
-  optim.plateau_patience = 5
-  # 'plateau': evaluations to wait after a reduction.
-  optim.plateau_cooldown = 0
+  # 'plateau': epochs without improvement of the eval_split loss before the
+  # rate is reduced (counted in epochs, not evaluations, so that a tiny data
+  # set evaluated every few steps does not decay in its first epochs).
+  optim.plateau_patience = 10.0
+  # 'plateau': epochs to wait after a reduction.
+  optim.plateau_cooldown = 0.0
   # 'plateau': the rate never falls below learning_rate * plateau_min_scale.
   optim.plateau_min_scale = 1e-3
   # Weight decay (decoupled for adamw; added to the gradient for adam/sgd).

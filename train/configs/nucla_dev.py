@@ -1,4 +1,4 @@
-"""N-UCLA development protocol: train on view 1, validate on view 2 (view 3 untouched).
+"""N-UCLA development protocol: train on view 1, test on view 2 (view 3 untouched).
 
 Build the dataset once (or let the first run build it from
 ``--config.data.manual_dir``)::
@@ -22,6 +22,4 @@ def get_config():
       num_frames=50,  # frames sampled uniformly from each sequence
       augment=True,  # random rotation of +-0.3 rad about each axis
       center_joint=1)  # spine joint (Kinect joint 2)
-  config.data.eval_split = 'validation'  # view 2: model selection and plateau signal
-  config.data.test_split = 'validation'  # written to eval_results.json
   return config
