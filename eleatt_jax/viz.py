@@ -48,88 +48,44 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 # -----------------------------------------------------------------------------
-# Skeleton topologies (0-based joint indices).
-#
-# Kinect v2, 25 joints: NTU RGB+D and NTU RGB+D 120. Joint order is the
-# Kinect for Windows SDK 2.0 `JointType` enumeration, which is the order of the
-# joints in NTU's `.skeleton` files (Shahroudy et al., "NTU RGB+D: A Large Scale
-# Dataset for 3D Human Activity Analysis", CVPR 2016, Fig. 1 / the dataset's
-# README, 1-based there). Bones are those the SDK's BodyBasics sample draws
-# (torso, arms with hand tip and thumb, legs); ST-GCN's 'ntu-rgb+d' graph
-# (github.com/yysijie/st-gcn, net/utils/graph.py) uses the same 24 edges except
-# that it hangs the thumb on the hand tip instead of the hand.
-NTU_JOINT_NAMES = (
-    'spine_base', 'spine_mid', 'neck', 'head',                       # 1-4
-    'shoulder_left', 'elbow_left', 'wrist_left', 'hand_left',        # 5-8
-    'shoulder_right', 'elbow_right', 'wrist_right', 'hand_right',    # 9-12
-    'hip_left', 'knee_left', 'ankle_left', 'foot_left',              # 13-16
-    'hip_right', 'knee_right', 'ankle_right', 'foot_right',          # 17-20
-    'spine_shoulder', 'hand_tip_left', 'thumb_left',                 # 21-23
-    'hand_tip_right', 'thumb_right')                                 # 24-25
-NTU_BONES = (
-    # Torso: spine_base-spine_mid-spine_shoulder-neck-head.
-    (0, 1), (1, 20), (20, 2), (2, 3),
-    # Left arm: spine_shoulder-shoulder-elbow-wrist-hand-hand_tip; wrist-thumb.
-    (20, 4), (4, 5), (5, 6), (6, 7), (7, 21), (6, 22),
-    # Right arm.
-    (20, 8), (8, 9), (9, 10), (10, 11), (11, 23), (10, 24),
-    # Legs: spine_base-hip-knee-ankle-foot.
-    (0, 12), (12, 13), (13, 14), (14, 15),
-    (0, 16), (16, 17), (17, 18), (18, 19))
+# Skeleton topologies (0-based joint indices) live in
+# `eleatt_jax.datasets.skeletons`, beside the builders that read those joints.
+# They are re-exported here under their old names (`viz.NTU_BONES`,
+# `viz.KINECT_V1_JOINT_NAMES`, ...), imported on first use: importing
+# `eleatt_jax.datasets` registers the tfds builders, which `import
+# eleatt_jax.viz` should not pay for.
+_TOPOLOGY_NAMES = (
+    'NTU_JOINT_NAMES', 'NTU_BONES', 'KINECT_V1_JOINT_NAMES', 'KINECT_V1_BONES',
+    'HAND_JOINT_NAMES', 'HAND_BONES')
 
-# Kinect v1, 20 joints: Northwestern-UCLA Multiview Action3D and SYSU-3D. Joint
-# order is the Kinect for Windows SDK 1.x `NUI_SKELETON_POSITION_INDEX`
-# enumeration (hip_center, spine, shoulder_center, head, then left arm, right
-# arm, left leg, right leg), the order of N-UCLA's per-sample joint lists (Wang
-# et al., CVPR 2014) and of SYSU-3D's `sklWorld.mat` (Hu et al., CVPR 2015);
-# the first 20 Kinect v2 joints use the same positions. Bones are those the SDK
-# 1.x SkeletonBasics sample draws (19 edges).
-KINECT_V1_JOINT_NAMES = (
-    'hip_center', 'spine', 'shoulder_center', 'head',                # 1-4
-    'shoulder_left', 'elbow_left', 'wrist_left', 'hand_left',        # 5-8
-    'shoulder_right', 'elbow_right', 'wrist_right', 'hand_right',    # 9-12
-    'hip_left', 'knee_left', 'ankle_left', 'foot_left',              # 13-16
-    'hip_right', 'knee_right', 'ankle_right', 'foot_right')          # 17-20
-KINECT_V1_BONES = (
-    (0, 1), (1, 2), (2, 3),                                  # torso, head
-    (2, 4), (4, 5), (5, 6), (6, 7),                          # left arm
-    (2, 8), (8, 9), (9, 10), (10, 11),                       # right arm
-    (0, 12), (12, 13), (13, 14), (14, 15),                   # left leg
-    (0, 16), (16, 17), (17, 18), (18, 19))                   # right leg
 
-# 22-joint hand of DHG-14/28 and SHREC'17 (De Smedt et al., "SHREC'17 Track:
-# 3D Hand Gesture Recognition Using a Depth and Skeletal Dataset", 2017):
-# wrist, palm, then thumb, index, middle, ring, pinky from base to tip. The
-# thumb hangs on the wrist, the fingers on the palm.
-HAND_JOINT_NAMES = ('wrist', 'palm') + tuple(
-    f'{finger}_{part}' for finger in ('thumb', 'index', 'middle', 'ring',
-                                      'pinky')
-    for part in ('base', 'joint1', 'joint2', 'tip'))
-HAND_BONES = ((0, 1), (0, 2), (2, 3), (3, 4), (4, 5)) + tuple(
-    bone for first in (6, 10, 14, 18)
-    for bone in ((1, first), (first, first + 1), (first + 1, first + 2),
-                 (first + 2, first + 3)))
+def _skeletons():
+  """`eleatt_jax.datasets.skeletons`, imported on first use."""
+  from eleatt_jax.datasets import skeletons  # pylint: disable=g-import-not-at-top
+  return skeletons
 
-_TOPOLOGIES = {
-    25: (NTU_JOINT_NAMES, NTU_BONES),
-    20: (KINECT_V1_JOINT_NAMES, KINECT_V1_BONES),
-    22: (HAND_JOINT_NAMES, HAND_BONES),
-}
+
+def __getattr__(name: str) -> Any:
+  """The topology constants of `eleatt_jax.datasets.skeletons` (PEP 562)."""
+  if name in _TOPOLOGY_NAMES:
+    return getattr(_skeletons(), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__() -> list[str]:
+  return sorted(list(globals()) + list(_TOPOLOGY_NAMES))
 
 
 def skeleton_topology(
     num_joints: int) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
   """(joint names, bones) for 25 (NTU, Kinect v2), 20 (Kinect v1) or 22 joints.
 
+  See `eleatt_jax.datasets.skeletons.skeleton_topology`.
+
   Raises:
     ValueError: for another joint count (pass ``bones=`` to the plots then).
   """
-  if num_joints not in _TOPOLOGIES:
-    raise ValueError(
-        f'no built-in skeleton topology for {num_joints} joints (known: 25 '
-        'Kinect v2 / NTU, 20 Kinect v1 / N-UCLA / SYSU-3D, 22 hand / DHG / '
-        "SHREC'17); pass bones=[(i, j), ...] and joint_names=...")
-  return _TOPOLOGIES[num_joints]
+  return _skeletons().skeleton_topology(num_joints)
 
 
 def joint_attention(attention: Any, coords: int = 3,

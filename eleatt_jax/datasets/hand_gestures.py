@@ -32,11 +32,12 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from eleatt_jax.datasets import _common
+from eleatt_jax.datasets import skeletons
 
-NUM_JOINTS = 22
+NUM_JOINTS = skeletons.HAND_NUM_JOINTS  # 22 hand joints
 NUM_DHG_SUBJECTS = 20
 #: 0-based index of the palm joint, the usual translation centre.
-PALM_JOINT = 1
+PALM_JOINT = skeletons.PALM
 GESTURES = (
     "grab", "tap", "expand", "pinch", "rotation_clockwise",
     "rotation_counter_clockwise", "swipe_right", "swipe_left", "swipe_up",

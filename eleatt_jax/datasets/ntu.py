@@ -31,11 +31,12 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from eleatt_jax.datasets import _common
+from eleatt_jax.datasets import skeletons
 
-NUM_JOINTS = 25
+NUM_JOINTS = skeletons.NTU_NUM_JOINTS  # 25 Kinect v2 joints
 MAX_BODIES = 2
 #: 0-based index of joint 2 (spine middle), the usual translation centre.
-SPINE_JOINT = 1
+SPINE_JOINT = skeletons.SPINE
 
 #: NTU60 cross-subject training performers (also used by NTU120).
 NTU60_XSUB_TRAIN = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28,

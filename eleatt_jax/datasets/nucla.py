@@ -38,10 +38,11 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from eleatt_jax.datasets import _common
+from eleatt_jax.datasets import skeletons
 
-NUM_JOINTS = 20
+NUM_JOINTS = skeletons.KINECT_V1_NUM_JOINTS  # 20 Kinect v1 joints
 #: 0-based index of Kinect v1 joint 2 (spine), the translation centre.
-SPINE_JOINT = 1
+SPINE_JOINT = skeletons.SPINE
 #: Action codes (``aXX``) in label order.
 ACTIONS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
 CLASS_NAMES = (

@@ -28,14 +28,15 @@ import dataclasses
 
 import numpy as np
 
-#: 0-based joint indices shared by Kinect v2 (NTU, 25 joints) and Kinect v1
-#: (N-UCLA, SYSU-3D, 20 joints): 2 spine (middle), 5/9 left/right shoulder,
-#: 13/17 left/right hip (1-based in the datasets' documentation).
-SPINE = 1
-LEFT_SHOULDER, RIGHT_SHOULDER = 4, 8
-LEFT_HIP, RIGHT_HIP = 12, 16
-#: 0-based palm joint of the 22-joint DHG / SHREC'17 hand.
-PALM = 1
+from eleatt_jax.datasets import skeletons
+
+# 0-based joint indices shared by Kinect v2 (NTU, 25 joints) and Kinect v1
+# (N-UCLA, SYSU-3D, 20 joints), and the palm of the 22-joint hand: defined
+# once, with the topologies, in `skeletons`; named here for the callers.
+SPINE = skeletons.SPINE
+LEFT_SHOULDER, RIGHT_SHOULDER = skeletons.LEFT_SHOULDER, skeletons.RIGHT_SHOULDER
+LEFT_HIP, RIGHT_HIP = skeletons.LEFT_HIP, skeletons.RIGHT_HIP
+PALM = skeletons.PALM
 
 
 def as_bodies(x: np.ndarray) -> np.ndarray:

@@ -25,8 +25,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from eleatt_jax.datasets import _common
+from eleatt_jax.datasets import skeletons
 
-NUM_JOINTS = 20
+NUM_JOINTS = skeletons.KINECT_V1_NUM_JOINTS  # 20 Kinect v1 joints
 NUM_SPLITS = 30
 CLASS_NAMES = (
     "drinking", "pouring", "calling_phone", "playing_phone",
