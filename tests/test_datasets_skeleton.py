@@ -165,6 +165,88 @@ def test_ntu_malformed_line_names_line(tmp_path):
     ntu.read_skeleton_file(path)
 
 
+def test_ntu_huge_frame_count_is_corrupt_not_memory_error(tmp_path):
+  path = fx.write_ntu_skeleton(tmp_path / "S001C001P001R001A001.skeleton",
+                               fx.one_person_frames(3))
+  lines = path.read_text().splitlines()
+  lines[0] = "999999999999"  # Used to allocate 3.64 TiB (MemoryError).
+  path.write_text("\n".join(lines) + "\n")
+  with pytest.raises(_common.CorruptFileError,
+                     match=r"S001C001P001R001A001.skeleton: line 86: the body"
+                     r" count of frame 4, but the file ends after 85 lines"
+                     r" \(truncated\?; or is the frame count on line 1"
+                     r" \(999999999999\) wrong\? Only 84 lines follow it\)"):
+    ntu.read_skeleton_file(path)
+
+
+def test_ntu_frame_count_smaller_than_the_file_names_the_line(tmp_path):
+  path = fx.write_ntu_skeleton(tmp_path / "S001C001P001R001A001.skeleton",
+                               fx.one_person_frames(103))
+  lines = path.read_text().splitlines()
+  lines[0] = "53"  # 103 frames follow; 53 used to be kept silently.
+  path.write_text("\n".join(lines) + "\n\n")
+  with pytest.raises(_common.CorruptFileError) as err:
+    ntu.read_skeleton_file(path)
+  msg = str(err.value)
+  # Each frame of one body takes 28 lines: frame 54 starts at 1 + 53 * 28 + 1.
+  assert f"{path}: line 1486: the end of the file after the 53 frames" in msg
+  assert "1400 more lines follow" in msg
+
+
+def test_ntu_real_file_with_wrong_frame_count(tmp_path):
+  real = fx.require_shared("ntu", "samples", f"{ONE}.skeleton")
+  lines = real.read_bytes().decode("ascii").splitlines()
+  assert lines[0].strip() == "103"
+  path = tmp_path / f"{ONE}.skeleton"
+  path.write_text("\r\n".join(["53"] + lines[1:]) + "\r\n")
+  with pytest.raises(_common.CorruptFileError,
+                     match=r"line 1486: the end of the file after the 53"):
+    ntu.read_skeleton_file(path)
+  assert ntu.read_skeleton_file(real).num_frames == 103  # The intact file.
+
+
+def test_ntu_stray_file_name_is_corrupt_and_skippable(ntu_manual_dir, tmp_path,
+                                                      capsys):
+  manual = tmp_path / "manual"
+  shutil.copytree(ntu_manual_dir, manual)
+  (manual / "foo.skeleton").write_text("1\n0\n")
+  with pytest.raises(_common.CorruptFileError,
+                     match=r"foo.skeleton: file name: an NTU sample name"):
+    build(ntu.NtuRgbd60, "xsub", manual, tmp_path / "a")
+  b = build(ntu.NtuRgbd60, "xsub", manual, tmp_path / "b", skip_corrupt=True)
+  assert b.corrupt.count == 1
+  assert {k: len(v) for k, v in b.as_data_source().items()} == {
+      "train": 2, "validation": 1, "test": 3}
+  err = capsys.readouterr().err
+  assert "[unassigned]" in err and "foo.skeleton: file name" in err
+
+
+def test_ntu_validation_subjects_are_the_seeded_choice():
+  drawn = {
+      ("ntu_rgbd60", "xsub"): _common.held_out_subjects(
+          ntu.NTU60_XSUB_TRAIN, 2),
+      ("ntu_rgbd60", "xview"): _common.held_out_subjects(
+          range(1, ntu.NTU60_NUM_SUBJECTS + 1), 4),
+      ("ntu_rgbd120", "xsub"): _common.held_out_subjects(
+          ntu.NTU120_XSUB_TRAIN, 5),
+      ("ntu_rgbd120", "xset"): _common.held_out_subjects(
+          range(1, ntu.NTU120_NUM_SUBJECTS + 1), 11),
+  }
+  assert ntu.VALIDATION_SUBJECTS == drawn
+  for cls in (ntu.NtuRgbd60, ntu.NtuRgbd120):
+    for cfg in cls.BUILDER_CONFIGS:
+      val = cfg.validation_subjects
+      assert val == ntu.VALIDATION_SUBJECTS[cls.name, cfg.name]
+      if cfg.split_by == "subject":  # Drawn from the training performers.
+        assert set(val) <= set(cfg.train_ids)
+        assert len(val) == round(0.1 * len(cfg.train_ids))
+  # Splits of a sample: validation only ever takes protocol-train samples.
+  xview = ntu.NtuRgbd60.builder_configs["xview"]
+  assert xview.split_of(ntu.SampleId(1, 2, 11, 1, 1)) == "validation"
+  assert xview.split_of(ntu.SampleId(1, 1, 11, 1, 1)) == "test"
+  assert xview.split_of(ntu.SampleId(1, 3, 12, 1, 1)) == "train"
+
+
 def test_ntu_missing_lists_are_shipped():
   m60, m120 = ntu.missing_samples(60), ntu.missing_samples(120)
   assert len(m60) == 302 and len(m120) == 535
@@ -189,6 +271,8 @@ NTU_FIXTURE = [
     "S001C002P005R002A008",  # in the missing list: skipped
     "S018C001P045R001A061",  # NTU120 only: xsub train, xset train
     "S019C002P044R001A120",  # NTU120 only: xsub test, xset test
+    "S001C001P031R001A005",  # xsub validation (60 and 120), xview/xset test
+    "S001C002P011R001A006",  # xsub test, xview validation, xset test
 ]
 
 
@@ -208,9 +292,11 @@ def _ids(source):
 def test_ntu60_builders_split_by_protocol(ntu_manual_dir, tmp_path):
   b = build(ntu.NtuRgbd60, "xsub", ntu_manual_dir, tmp_path)
   ds = b.as_data_source()
-  assert set(ds) == {"train", "test"}
+  assert set(ds) == {"train", "validation", "test"}
   assert _ids(ds["train"]) == ["S001C001P001R001A001", "S002C003P002R002A003"]
-  assert _ids(ds["test"]) == ["S001C002P003R001A002", "S003C001P007R001A060"]
+  assert _ids(ds["validation"]) == ["S001C001P031R001A005"]  # performer 31
+  assert _ids(ds["test"]) == ["S001C002P003R001A002", "S001C002P011R001A006",
+                              "S003C001P007R001A060"]
   ex = {e["sample_name"].decode(): e for e in read_all(ds["test"])}
   e = ex["S003C001P007R001A060"]
   assert e["label"] == 59 and e["subject"] == 7 and e["camera"] == 1
@@ -224,7 +310,9 @@ def test_ntu60_builders_split_by_protocol(ntu_manual_dir, tmp_path):
   ds = b.as_data_source()
   assert {e["camera"] for e in read_all(ds["train"])} == {2, 3}
   assert {e["camera"] for e in read_all(ds["test"])} == {1}
-  assert len(ds["train"]) == 2 and len(ds["test"]) == 2
+  # Performer 11's training-camera sample validates; test keeps camera 1.
+  assert _ids(ds["validation"]) == ["S001C002P011R001A006"]
+  assert len(ds["train"]) == 2 and len(ds["test"]) == 3
 
 
 def test_ntu120_builders_split_by_protocol(ntu_manual_dir, tmp_path):
@@ -232,10 +320,13 @@ def test_ntu120_builders_split_by_protocol(ntu_manual_dir, tmp_path):
              tmp_path).as_data_source()
   assert _ids(ds["train"]) == ["S001C001P001R001A001", "S002C003P002R002A003",
                                "S018C001P045R001A061"]
-  assert len(ds["test"]) == 3
+  assert _ids(ds["validation"]) == ["S001C001P031R001A005"]
+  assert len(ds["test"]) == 4
   ds = build(ntu.NtuRgbd120, "xset", ntu_manual_dir,
              tmp_path).as_data_source()
-  assert {e["setup"] for e in read_all(ds["train"])} == {2, 18}
+  assert {e["setup"] for e in read_all(ds["train"])} == {18}
+  # Performer 2 is an xset validation performer: its even-setup sample.
+  assert _ids(ds["validation"]) == ["S002C003P002R002A003"]
   assert {e["setup"] for e in read_all(ds["test"])} == {1, 3, 19}
   assert max(e["label"] for e in read_all(ds["test"])) == 119
 
@@ -273,6 +364,8 @@ def test_ntu_real_files_build_with_cli(tmp_path):
   shutil.copytree(samples, manual / "real")
   fx.write_ntu_skeleton(manual / "S001C002P003R001A002.skeleton",
                         fx.one_person_frames(4))
+  fx.write_ntu_skeleton(manual / "S001C002P019R001A002.skeleton",
+                        fx.one_person_frames(4))  # validation performer 19
   (manual / "S001C002P004R001A003.skeleton").write_text("2\n1\n")  # corrupt
   data_dir = tmp_path / "data"
   proc = subprocess.run(
@@ -290,7 +383,7 @@ def test_ntu_real_files_build_with_cli(tmp_path):
   np.testing.assert_array_equal(
       train[ONE]["skeleton"][0, 0, 1],
       np.float32([0.2323292, 0.4326636, 3.714767]))
-  assert len(ds["test"]) == 1
+  assert len(ds["test"]) == 1 and len(ds["validation"]) == 1
   assert "ntu_rgbd60: skipped 1 corrupt file(s)" in proc.stderr
   assert "S001C002P004R001A003.skeleton: line 3: the info line" in proc.stderr
   assert "tensorflow" not in proc.stderr.lower().replace(
@@ -377,6 +470,33 @@ def test_nucla_bad_json(tmp_path):
   path.write_text('{"file_name": "x", "label": 3}')
   with pytest.raises(_common.CorruptFileError, match="key 'skeletons'"):
     nucla.read_json_sample(path)
+
+
+def test_nucla_deeply_nested_json_names_the_file(tmp_path):
+  path = fx.write_nucla_json(tmp_path, 1, 1, 0, 1)
+  depth = 200_000  # Used to raise RecursionError, naming no file.
+  path.write_text('{"skeletons": ' + "[" * depth + "]" * depth +
+                  ', "label": 1}')
+  with pytest.raises(_common.CorruptFileError,
+                     match=r"a01_s01_e00_v01.json: byte offset 77: JSON nested"
+                     r" at most 64 levels deep"):
+    nucla.read_json_sample(path)
+
+
+def test_nucla_same_sample_in_two_folders_names_both_files(tmp_path):
+  manual = tmp_path / "m"
+  for view in (1, 2):
+    fx.write_nucla_json(manual / "a", 1, 1, 0, view)
+  fx.write_nucla_json(manual / "a", 1, 9, 0, 1)
+  first = manual / "a" / "a01_s01_e00_v01.json"
+  second = fx.write_nucla_json(manual / "b", 1, 1, 0, 1)
+  for skip in (False, True):  # Neither file is damaged: never skipped.
+    with pytest.raises(_common.DuplicateKeyError) as err:
+      build(nucla.Nucla, "dev", manual, tmp_path / f"d{skip}",
+            skip_corrupt=skip)
+    msg = str(err.value)
+    assert str(first) in msg and str(second) in msg
+    assert "example key 'a01_s01_e00_v01'" in msg
 
 
 def test_nucla_skip_corrupt(tmp_path, capsys):

@@ -45,6 +45,24 @@ class CorruptFileError(ValueError):
     super().__init__(f"{self.path}: {where}: {expected}")
 
 
+class DuplicateKeyError(CorruptFileError):
+  """Two source files give the same example key (the same sample twice).
+
+  Neither file is damaged, so ``skip_corrupt=True`` does not skip them: the
+  user must remove one (for example an N-UCLA sample unpacked into two
+  folders). `path` is the second file; the message names both.
+  """
+
+  def __init__(self, key: str, first: os.PathLike[str] | str,
+               second: os.PathLike[str] | str):
+    self.key = key
+    self.first = os.fspath(first)
+    super().__init__(
+        second, f"example key {key!r}",
+        f"one source file per sample, but {os.fspath(first)} gives the same"
+        " key: remove one of the two files")
+
+
 class ManualDirError(FileNotFoundError):
   """The manual directory does not hold what a builder needs."""
 
@@ -122,6 +140,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder):
     """
     self.skip_corrupt = bool(skip_corrupt)
     self.corrupt = CorruptCounter()
+    # Split -> example key -> the source item that gave it (see `_examples`).
+    self._seen_keys: dict[str, dict[str, Any]] = {}
     super().__init__(file_format=file_format or DEFAULT_FILE_FORMAT, **kwargs)
 
   def _examples(
@@ -137,13 +157,34 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder):
       items: Inputs for `read_fn` (usually paths).
       read_fn: ``item -> (key, example)``; raises `CorruptFileError`.
     """
+    seen = self._seen_keys.setdefault(split, {})
     for item in items:
       try:
-        yield read_fn(item)
+        key, example = read_fn(item)
+      except DuplicateKeyError:
+        raise
       except CorruptFileError as err:
-        if not self.skip_corrupt:
-          raise
-        self.corrupt.add(split, err)
+        self.reject(split, err)
+        continue
+      if key in seen:
+        raise DuplicateKeyError(key, seen[key], item)
+      seen[key] = item
+      yield key, example
+
+  def reject(self, split: str, err: CorruptFileError) -> None:
+    """Raises `err`, or counts it when the builder skips corrupt files.
+
+    For the files a builder rejects before reading them (a file name that is
+    not a sample name, say), so that ``skip_corrupt=True`` skips those too.
+
+    Args:
+      split: The split the file was meant for (``"unassigned"`` when the
+        file name does not say).
+      err: What is wrong with the file.
+    """
+    if not self.skip_corrupt or isinstance(err, DuplicateKeyError):
+      raise err
+    self.corrupt.add(split, err)
 
   def _require_nonempty(
       self, manual_dir, split_files: dict[str, list[Any]], what: dict[str, str]
@@ -169,6 +210,7 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder):
   def _download_and_prepare(self, dl_manager, download_config):
     """Generates the splits, then reports the files skipped as corrupt."""
     self.corrupt = CorruptCounter()
+    self._seen_keys = {}
     out = super()._download_and_prepare(dl_manager, download_config)
     self.corrupt.report(self.name)
     return out
@@ -187,6 +229,42 @@ def held_out_subjects(subjects: Iterable[int], num: int,
   rng = np.random.default_rng(seed)
   picked = rng.choice(sorted(subjects), num, replace=False)
   return tuple(sorted(int(s) for s in picked))
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Splits indices into (kept, held out), `fraction` of each class held out.
+
+  Each class holds out ``round(fraction * n_c)`` of its ``n_c`` examples, and
+  at least one when it has two or more (so that a tiny data set still gets a
+  non-empty held-out part), drawn by ``np.random.default_rng(seed)``.
+
+  Args:
+    labels: <int>[N] class labels.
+    fraction: In (0, 1), e.g. 0.1.
+    seed: Seed of the draw.
+
+  Returns:
+    Two sorted <int64> index arrays into `labels`, disjoint, covering 0..N-1.
+
+  >>> labels = np.array([0] * 10 + [1] * 20)
+  >>> kept, held = stratified_holdout(labels, 0.1, seed=0)
+  >>> len(kept), len(held), labels[held].tolist()
+  (27, 3, [0, 1, 1])
+  """
+  if not 0 < fraction < 1:
+    raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+  labels = np.asarray(labels)
+  rng = np.random.default_rng(seed)
+  kept, held = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+  for c in np.unique(labels):
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    k = int(round(fraction * len(idx)))
+    if k == 0 and len(idx) >= 2:
+      k = 1
+    held.append(idx[:k])
+    kept.append(idx[k:])
+  return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
 def list_files(root: os.PathLike[str] | str, suffix: str) -> list[epath.Path]:

@@ -17,6 +17,23 @@ is tracked, bodies whose x/y spread is implausible for a person (width above
 two bodies with the largest motion (sum over joints and axes of the variance
 over time) are kept, the larger motion in slot 0. The samples in the authors'
 missing-skeleton lists (shipped with this package) are skipped.
+
+Every config has ``train``, ``validation`` and ``test``. ``test`` is the
+protocol's test split. ``validation`` is carved from the protocol's training
+samples by performer, about 10% of them, so that learning-rate schedules,
+early stopping and checkpoint choice never see ``test``: the training samples
+of the performers in `VALIDATION_SUBJECTS` go to ``validation`` instead of
+``train``. For ``xsub`` the performers are drawn from the training performers;
+for ``xview`` / ``xset`` (whose test split is by camera / setup) from all
+performers, and their samples of the training cameras / setups go to
+``validation`` (their test-camera / test-setup samples stay in ``test``). Each
+choice was made once by ``_common.held_out_subjects(candidates, k, seed=0)``
+and is fixed here, so it is the same on every machine:
+
+  * ``ntu_rgbd60/xsub``: 2 of the 20 training performers;
+  * ``ntu_rgbd60/xview``: 4 of the 40 performers;
+  * ``ntu_rgbd120/xsub``: 5 of the 53 training performers;
+  * ``ntu_rgbd120/xset``: 11 of the 106 performers.
 """
 
 from __future__ import annotations
@@ -47,6 +64,18 @@ NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN + (
     83, 84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103)
 #: NTU60 cross-view training cameras.
 NTU60_XVIEW_TRAIN = (2, 3)
+NTU60_NUM_SUBJECTS = 40
+NTU120_NUM_SUBJECTS = 106
+
+#: Performers whose training samples form ``validation``, per (dataset,
+#: config): ``_common.held_out_subjects(candidates, k, seed=0)`` with the
+#: candidates and k of the module docstring.
+VALIDATION_SUBJECTS = {
+    ("ntu_rgbd60", "xsub"): (19, 31),
+    ("ntu_rgbd60", "xview"): (11, 20, 25, 32),
+    ("ntu_rgbd120", "xsub"): (27, 31, 53, 58, 85),
+    ("ntu_rgbd120", "xset"): (2, 5, 8, 19, 27, 31, 51, 62, 69, 82, 86),
+}
 
 _NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 
@@ -171,14 +200,21 @@ def read_skeleton_file(path: os.PathLike[str] | str) -> SkeletonFile:
   path = os.fspath(path)
   with open(path, "rb") as f:
     lines = f.read().decode("ascii", errors="replace").splitlines()
+  while lines and not lines[-1].strip():
+    lines.pop()  # Trailing blank lines are not content.
   pos = 0
+  num_frames = 0
 
   def next_line(expected: str) -> str:
     nonlocal pos
     if pos >= len(lines):
+      hint = ""
+      if num_frames > len(lines) - 1:  # A frame takes at least a line.
+        hint = (f"; or is the frame count on line 1 ({num_frames}) wrong?"
+                f" Only {len(lines) - 1} lines follow it")
       raise _common.CorruptFileError(
           path, f"line {pos + 1}", f"{expected}, but the file ends after"
-          f" {len(lines)} lines (truncated?)")
+          f" {len(lines)} lines (truncated?{hint})")
     pos += 1
     return lines[pos - 1]
 
@@ -195,12 +231,14 @@ def read_skeleton_file(path: os.PathLike[str] | str) -> SkeletonFile:
     return value
 
   num_frames = read_int("the frame count (an integer)")
+  # Nothing is allocated from the header's count (999999999999 would need
+  # terabytes): frames are read until the count or the file ends.
   per_body_frames: dict[str, list[int]] = {}
   per_body_joints: dict[str, list[np.ndarray]] = {}
-  bodies_per_frame = np.zeros(num_frames, np.int32)
+  bodies_per_frame = []
   for t in range(num_frames):
     num_bodies = read_int(f"the body count of frame {t + 1}")
-    bodies_per_frame[t] = num_bodies
+    bodies_per_frame.append(num_bodies)
     for b in range(num_bodies):
       info = next_line(f"the info line of body {b + 1} of frame {t + 1}"
                        " (10 values)").split()
@@ -242,12 +280,18 @@ def read_skeleton_file(path: os.PathLike[str] | str) -> SkeletonFile:
         continue  # The same body listed twice in a frame: keep the first.
       per_body_frames[tracking_id].append(t)
       per_body_joints[tracking_id].append(xyz)
+  if pos < len(lines):
+    raise _common.CorruptFileError(
+        path, f"line {pos + 1}", f"the end of the file after the {num_frames}"
+        f" frames that line 1 announces, but {len(lines) - pos} more lines"
+        " follow (is the frame count on line 1 wrong?)")
   bodies = [
       Body(tid, np.asarray(per_body_frames[tid], np.int32),
            np.stack(per_body_joints[tid]))
       for tid in per_body_frames
   ]
-  return SkeletonFile(path, num_frames, bodies_per_frame, bodies)
+  return SkeletonFile(path, num_frames, np.asarray(bodies_per_frame, np.int32),
+                      bodies)
 
 
 def select_bodies(
@@ -304,12 +348,15 @@ class NtuConfig(tfds.core.BuilderConfig):
 
   Attributes:
     split_by: ``"subject"``, ``"camera"`` or ``"setup"``.
-    train_ids: The ids (of `split_by`) that go to `train`; the rest is `test`.
-      For ``"setup"`` an empty tuple means "even setups".
+    train_ids: The ids (of `split_by`) of the protocol's training samples;
+      the rest is `test`. For ``"setup"`` an empty tuple means "even setups".
+    validation_subjects: Performers whose training samples go to
+      ``validation`` instead of ``train``.
   """
 
   split_by: str = "subject"
   train_ids: tuple[int, ...] = ()
+  validation_subjects: tuple[int, ...] = ()
 
   def is_train(self, sid: SampleId) -> bool:
     if self.split_by == "subject":
@@ -320,14 +367,28 @@ class NtuConfig(tfds.core.BuilderConfig):
       return sid.setup % 2 == 0
     raise ValueError(f"unknown split_by {self.split_by!r}")
 
+  def split_of(self, sid: SampleId) -> str:
+    """``"train"``, ``"validation"`` or ``"test"`` for a sample."""
+    if not self.is_train(sid):
+      return "test"
+    return ("validation" if sid.subject in self.validation_subjects
+            else "train")
+
 
 class _NtuBase(_common.ManualBuilder):
   """Shared code of the NTU builders."""
 
   NUM_CLASSES = 60
   MAX_SETUP = 17
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Every config has train, validation (the training samples of"
+               " fixed, seeded performers, about 10%) and test. A frame count"
+               " that disagrees with the file, or a file name that is not a"
+               " sample name, is a CorruptFileError (skipped with"
+               " skip_corrupt=True).",
+  }
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -355,24 +416,29 @@ class _NtuBase(_common.ManualBuilder):
         dl_manager.manual_dir, "NTU `.skeleton` files (searched recursively)",
         bool(files), self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     missing = missing_samples(self.NUM_CLASSES)
-    split_files: dict[str, list[epath.Path]] = {"train": [], "test": []}
+    cfg = self.builder_config
+    split_files: dict[str, list[epath.Path]] = {
+        "train": [], "validation": [], "test": []}
     for path in files:
       name = path.name[:-len(".skeleton")]
-      try:
-        sid = SampleId.parse(name)
-      except ValueError:
-        raise _common.CorruptFileError(
+      if not _NAME_RE.fullmatch(name):
+        self.reject("unassigned", _common.CorruptFileError(
             path, "file name",
-            "an NTU sample name SsssCcccPpppRrrrAaaa.skeleton") from None
+            "an NTU sample name SsssCcccPpppRrrrAaaa.skeleton"))
+        continue
+      sid = SampleId.parse(name)
       if sid.setup > self.MAX_SETUP or sid.action > self.NUM_CLASSES:
         continue
       if name in missing:
         continue
-      split = "train" if self.builder_config.is_train(sid) else "test"
-      split_files[split].append(path)
+      split_files[cfg.split_of(sid)].append(path)
+    val = list(cfg.validation_subjects)
     self._require_nonempty(dl_manager.manual_dir, split_files, {
-        "train": f"training samples of protocol {self.builder_config.name}",
-        "test": f"test samples of protocol {self.builder_config.name}",
+        "train": f"training samples of protocol {cfg.name} of performers"
+                 f" other than {val}",
+        "validation": f"training samples of protocol {cfg.name} of"
+                      f" performer(s) {val} (Pppp)",
+        "test": f"test samples of protocol {cfg.name}",
     })
     return {
         split: self._examples(split, paths, self._read)
@@ -409,11 +475,14 @@ class NtuRgbd60(_NtuBase):
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_60
   BUILDER_CONFIGS = [
       NtuConfig(name="xsub", description="Cross-subject: 20 training"
-                " performers.", split_by="subject",
-                train_ids=NTU60_XSUB_TRAIN),
-      NtuConfig(name="xview", description="Cross-view: cameras 2 and 3 train,"
-                " camera 1 tests.", split_by="camera",
-                train_ids=NTU60_XVIEW_TRAIN),
+                " performers (2 of them validation).", split_by="subject",
+                train_ids=NTU60_XSUB_TRAIN,
+                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd60", "xsub"]),
+      NtuConfig(name="xview", description="Cross-view: cameras 2 and 3 train"
+                " (4 performers' samples validation), camera 1 tests.",
+                split_by="camera", train_ids=NTU60_XVIEW_TRAIN,
+                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd60",
+                                                        "xview"]),
   ]
 
 
@@ -426,9 +495,14 @@ class NtuRgbd120(_NtuBase):
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_120
   BUILDER_CONFIGS = [
       NtuConfig(name="xsub", description="Cross-subject: 53 training"
-                " performers.", split_by="subject",
-                train_ids=NTU120_XSUB_TRAIN),
-      NtuConfig(name="xset", description="Cross-setup: even setups train, odd"
-                " setups test.", split_by="setup"),
+                " performers (5 of them validation).", split_by="subject",
+                train_ids=NTU120_XSUB_TRAIN,
+                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd120",
+                                                        "xsub"]),
+      NtuConfig(name="xset", description="Cross-setup: even setups train"
+                " (11 performers' samples validation), odd setups test.",
+                split_by="setup",
+                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd120",
+                                                        "xset"]),
   ]
 

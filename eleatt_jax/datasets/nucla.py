@@ -102,6 +102,23 @@ def parse_name(name: str) -> tuple[int, int, int, int]:
   return tuple(int(g) for g in m.groups())  # pytype: disable=bad-return-type
 
 
+# A sample is {"skeletons": [T][20][3]}: 4 levels. Deeper nesting is damage.
+_MAX_JSON_DEPTH = 64
+
+
+def _too_deep_offset(raw: bytes) -> int:
+  """Byte offset where JSON brackets first nest deeper than _MAX_JSON_DEPTH.
+
+  Brackets inside strings count too: this only locates the damage for the
+  error message (-1 when no such offset is found).
+  """
+  b = np.frombuffer(raw, np.uint8)
+  step = (np.isin(b, (ord("["), ord("{"))).astype(np.int64)
+          - np.isin(b, (ord("]"), ord("}"))))
+  deep = np.flatnonzero(np.cumsum(step) > _MAX_JSON_DEPTH)
+  return int(deep[0]) if deep.size else -1
+
+
 def read_json_sample(path: os.PathLike[str] | str) -> dict:
   """Reads and checks one N-UCLA JSON sample.
 
@@ -127,6 +144,11 @@ def read_json_sample(path: os.PathLike[str] | str) -> dict:
     raw = f.read()
   try:
     data = json.loads(raw)
+  except RecursionError:
+    raise _common.CorruptFileError(
+        path, f"byte offset {_too_deep_offset(raw)}",
+        f"JSON nested at most {_MAX_JSON_DEPTH} levels deep (a sample is an"
+        " object holding [T][20][3]), found deeper nesting") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as err:
     if isinstance(err, json.JSONDecodeError):
       where = f"line {err.lineno} column {err.colno} (byte offset {err.pos})"
