@@ -127,7 +127,9 @@ def test_sequence_npz_real_basicmotions(tmp_path):
   manual = fx.require_shared("basicmotions")
   b = build_npz(manual, tmp_path)
   ds = b.as_data_source()
-  assert {k: len(v) for k, v in ds.items()} == {"train": 40, "test": 40}
+  # No validation.npz: one of the 10 training examples of each class validates.
+  assert {k: len(v) for k, v in ds.items()} == {"train": 36, "validation": 4,
+                                                "test": 40}
   assert b.info.features["label"].names == ["running", "walking", "standing",
                                             "badminton"]
   with np.load(manual / "test.npz") as raw:
@@ -138,6 +140,14 @@ def test_sequence_npz_real_basicmotions(tmp_path):
     assert e["label"] == y[j] and e["length"] == lengths[j]
     np.testing.assert_array_equal(e["x"], x[j, :lengths[j]])
   assert sorted(ds["test"][i]["index"] for i in range(40)) == list(range(40))
+  with np.load(manual / "train.npz") as raw:
+    y_train = raw["y"]
+  val = [ds["validation"][i] for i in range(4)]
+  assert sorted(int(e["label"]) for e in val) == [0, 1, 2, 3]
+  assert all(e["label"] == y_train[e["index"]] for e in val)
+  rows = sorted(int(ds[s][i]["index"]) for s in ("train", "validation")
+                for i in range(len(ds[s])))
+  assert rows == list(range(40))  # Disjoint, and together all of train.npz.
   # Read back by name, as user code does.
   src = tfds.data_source("sequence_npz", data_dir=tmp_path)["train"]
   assert src[0]["x"].shape == (100, 6) and src[0]["x"].dtype == np.float32
@@ -187,6 +197,47 @@ def test_sequence_npz_bad_files_name_key_and_row(tmp_path, override, match):
   with pytest.raises(_common.CorruptFileError, match=match) as err:
     sequence_npz.load_sequence_npz(path)
   assert str(path) in str(err.value)
+
+
+def test_sequence_npz_carves_a_seeded_stratified_validation(tmp_path):
+  write_npz(tmp_path / "train.npz", n=30)  # 10 of each of 3 classes
+  write_npz(tmp_path / "test.npz", n=4)
+  ds = build_npz(tmp_path, tmp_path / "d").as_data_source()
+  assert {k: len(v) for k, v in ds.items()} == {"train": 27, "validation": 3,
+                                                "test": 4}
+  val = sorted(int(ds["validation"][i]["index"]) for i in range(3))
+  _, held = _common.stratified_holdout(np.arange(30) % 3,
+                                       sequence_npz.VALIDATION_FRACTION,
+                                       sequence_npz.VALIDATION_SEED)
+  assert val == held.tolist()
+  assert sorted(int(i) % 3 for i in val) == [0, 1, 2]  # One of each class.
+  again = build_npz(tmp_path, tmp_path / "e").as_data_source()
+  assert sorted(int(again["validation"][i]["index"]) for i in range(3)) == val
+
+
+def test_sequence_npz_npy_renamed_npz(tmp_path):
+  np.save(tmp_path / "train.npy", np.zeros((6, 5, 2), np.float32))
+  (tmp_path / "train.npy").rename(tmp_path / "train.npz")
+  with pytest.raises(_common.CorruptFileError,
+                     match=r"train.npz: whole file: a .npz archive .*found a"
+                     r" single .npy array float32\[6, 5, 2\]"):
+    sequence_npz.load_sequence_npz(tmp_path / "train.npz")
+
+
+def test_sequence_npz_class_names_as_bytes_are_decoded(tmp_path):
+  path = write_npz(tmp_path / "train.npz",
+                   class_names=np.array([b"running", b"walking", b"sitting"]))
+  assert sequence_npz.load_sequence_npz(path)["class_names"] == (
+      "running", "walking", "sitting")
+  write_npz(tmp_path / "test.npz", n=4,  # The same names, as str.
+            classes=("running", "walking", "sitting"))
+  b = build_npz(tmp_path, tmp_path / "d")
+  assert b.info.features["label"].names == ["running", "walking", "sitting"]
+  path = write_npz(tmp_path / "bad.npz",
+                   class_names=np.array([b"a", b"\xff", b"c"]))
+  with pytest.raises(_common.CorruptFileError,
+                     match=r"bad.npz: key 'class_names', row 1: UTF-8 text"):
+    sequence_npz.load_sequence_npz(path)
 
 
 def test_sequence_npz_mismatched_class_names_and_missing_split(tmp_path):

@@ -12,6 +12,14 @@ Each example holds ``x`` <float32>[length, D] (the padding is cut off),
 ``length``, ``label`` (a `ClassLabel` named by ``class_names``) and ``index``
 (the row in its file). `load_sequence_npz` checks a file and says which key
 and which row is wrong.
+
+Splits: ``train``, ``validation`` and ``test``. With ``validation.npz`` the
+``validation`` split is that file. Without it, ``validation`` is carved from
+``train.npz``: a stratified `VALIDATION_FRACTION` (10%) of each class, at least
+one example of each class with two or more, drawn with seed
+`VALIDATION_SEED` (``_common.stratified_holdout``), so the same rows on every
+machine; those rows leave ``train``, and their ``index`` is their row in
+``train.npz``. Model selection then never looks at ``test``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ import tensorflow_datasets as tfds
 from eleatt_jax.datasets import _common
 
 SPLITS = ("train", "validation", "test")
+#: Without validation.npz: the part of train.npz (per class) that becomes
+#: ``validation``, and the seed of the draw.
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 0
 REQUIRED_KEYS = ("x", "lengths", "y", "class_names")
 
 
@@ -47,7 +59,13 @@ def load_sequence_npz(
   """
   path = os.fspath(path)
   try:
-    with np.load(path, allow_pickle=False) as npz:
+    npz = np.load(path, allow_pickle=False)
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # A .npy file, renamed.
+      raise _common.CorruptFileError(
+          path, "whole file", "a .npz archive (a zip of arrays x, lengths, y,"
+          f" class_names), found a single .npy array {npz.dtype}"
+          f"{list(npz.shape)}")
+    with npz:
       missing = [k for k in REQUIRED_KEYS if k not in npz.files]
       if missing:
         raise _common.CorruptFileError(
@@ -77,7 +95,18 @@ def load_sequence_npz(
     raise _common.CorruptFileError(
         path, "key 'class_names'", f"a non-empty str array [C], got"
         f" {names.dtype}{list(names.shape)}")
-  names = tuple(str(c) for c in names)
+  if names.dtype.kind == "S":  # Saved as bytes: decode, not "b'running'".
+    decoded = []
+    for i, c in enumerate(names):
+      try:
+        decoded.append(c.decode("utf-8"))
+      except UnicodeDecodeError:
+        raise _common.CorruptFileError(
+            path, f"key 'class_names', row {i}",
+            f"UTF-8 text, got {bytes(c)!r}") from None
+    names = tuple(decoded)
+  else:
+    names = tuple(str(c) for c in names)
   if class_names is not None and names != tuple(class_names):
     raise _common.CorruptFileError(
         path, "key 'class_names'", f"the class_names of the other splits"
@@ -120,13 +149,19 @@ class SequenceNpz(_common.ManualBuilder):
   """Labelled sequences of the user's own, from sequence-npz files."""
 
   name = "sequence_npz"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Always a validation split: validation.npz, or else a seeded"
+               " stratified 10% of train.npz. class_names saved as bytes are"
+               " decoded.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put `train.npz` and `test.npz` (and optionally `validation.npz`) directly in
 `manual_dir`. Each holds `x` float32 (N, T_max, D) zero-padded after each
 sequence's end, `lengths` int32 (N,), `y` int64 (N,) in 0..C-1 and
-`class_names` str (C,), the same in every split.
+`class_names` str (C,), the same in every split. Without `validation.npz`, a
+seeded stratified 10% of `train.npz` becomes the validation split.
 """
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -165,12 +200,26 @@ sequence's end, `lengths` int32 (N,), `y` int64 (N,) in 0..C-1 and
           manual_dir / f"{present[-1]}.npz", "key 'x'",
           f"the same feature size D in every split, got {dims}")
     self.info.features["label"].names = list(class_names)
-    return {s: self._generate_split(d) for s, d in data.items()}
+    rows = {s: np.arange(len(d["y"])) for s, d in data.items()}
+    if "validation" not in data:
+      kept, held = _common.stratified_holdout(
+          data["train"]["y"], VALIDATION_FRACTION, VALIDATION_SEED)
+      if not len(held) or not len(kept):
+        raise _common.CorruptFileError(
+            manual_dir / "train.npz", "key 'y'",
+            "a class with two or more examples, to carve a validation split"
+            " from (or give validation.npz)")
+      data["validation"] = data["train"]
+      rows["train"], rows["validation"] = kept, held
+    return {s: self._generate_split(data[s], rows[s]) for s in SPLITS}
 
-  def _generate_split(self, data):
-    for i, (x, length, y) in enumerate(
-        zip(data["x"], data["lengths"], data["y"])):
-      yield i, {"x": x[:length], "length": length, "label": y, "index": i}
+  def _generate_split(self, data, rows):
+    """Yields the examples of `rows` (indices into the file's arrays)."""
+    for i in rows:
+      i = int(i)
+      length = data["lengths"][i]
+      yield i, {"x": data["x"][i, :length], "length": length,
+                "label": data["y"][i], "index": i}
 
   def _generate_examples(self, **kwargs):  # Unused: see _split_generators.
     raise NotImplementedError
