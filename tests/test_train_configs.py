@@ -24,9 +24,13 @@ from train import train
 # config -> features D of its gate a_t (row MNIST image, permuted pixels put
 # back in place, skeleton joints over time).
 ATTENTION_PLOTS = {'smnist': 28, 'pmnist': 1, 'nucla': 60}
+# Every NTU config gets non-empty train, validation and test splits: P031 is
+# an xsub validation performer (NTU60 and NTU120), P011 an xview one (camera
+# 2: validation), P002 an xset one (even setup 2: validation).
 NTU_NAMES = (
     'S001C001P001R001A001', 'S001C002P003R001A002', 'S002C003P002R002A003',
-    'S003C001P007R001A060', 'S002C001P001R001A004', 'S004C002P003R001A005')
+    'S003C001P007R001A060', 'S002C001P001R001A004', 'S004C002P003R001A005',
+    'S001C001P031R001A006', 'S002C002P011R001A007')
 
 
 # The compilation cache shared by the train test modules.
@@ -51,7 +55,7 @@ def write_nucla(root: pathlib.Path) -> pathlib.Path:
 
 def write_sysu(root: pathlib.Path) -> pathlib.Path:
   import scipy.io  # pylint: disable=g-import-not-at-top
-  for s in range(4):
+  for s in range(6):  # 3 train half (2 of them validation), 3 test
     for action in (1, 5):
       d = root / '3DvideoNorm' / f'subj{s:02d}' / f'video{action}'
       d.mkdir(parents=True)
@@ -73,7 +77,7 @@ def write_dhg(root: pathlib.Path) -> pathlib.Path:
   rows = []
   for g in (1, 14):
     for f in (1, 2):
-      for s in (1, 2, 3):
+      for s in (1, 2, 3):  # 14_loso_01: 1 test, 2 (the next) validation
         _hand_file(base / f'gesture_{g}' / f'finger_{f}' / f'subject_{s}' /
                    'essai_1' / 'skeleton_world.txt', 10, g * 100 + f * 10 + s)
         rows.append(f'{g} {f} {s} 1 1 8')
@@ -87,7 +91,7 @@ def write_shrec(root: pathlib.Path) -> pathlib.Path:
   tables = {'train': [], 'test': []}
   for g in (2, 7):
     for f in (1, 2):
-      for s in (1, 2):
+      for s in (1, 2, 15):  # 2: test table; 15: a validation subject
         n = 6 + g + f
         _hand_file(base / f'gesture_{g}' / f'finger_{f}' / f'subject_{s}' /
                    'essai_1' / 'skeletons_world.txt', n, g * 100 + f * 10 + s)
@@ -100,7 +104,7 @@ def write_shrec(root: pathlib.Path) -> pathlib.Path:
 
 def write_idx(root: pathlib.Path) -> pathlib.Path:
   rng = np.random.default_rng(0)
-  for split, n in (('train', 8), ('t10k', 6)):
+  for split, n in (('train', 20), ('t10k', 6)):  # 2 a class: 1 validates
     fx.write_idx(root / f'{split}-images-idx3-ubyte.gz',
                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
     fx.write_idx(root / f'{split}-labels-idx1-ubyte.gz',
@@ -133,6 +137,18 @@ def test_every_experiment_config_is_covered_here():
              if not p.stem.startswith('_') and p.stem not in ('__init__',
                                                                'default')}
   assert configs == set(SOURCES)
+
+
+def test_no_config_selects_on_the_test_split():
+  """Schedules, early stopping and best checkpoints never see test (issue 9)."""
+  names = sorted(p.stem for p in (sup.REPO / 'train' / 'configs').glob('*.py')
+                 if not p.stem.startswith('_'))
+  assert 'default' in names and len(names) == len(SOURCES) + 1
+  for name in names:
+    config = importlib.import_module(f'train.configs.{name}').get_config()
+    assert config.data.eval_split != config.data.test_split, name
+    assert config.data.eval_split == 'validation', name
+    assert config.data.test_split == 'test', name
 
 
 @pytest.fixture(scope='module')

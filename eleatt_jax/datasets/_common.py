@@ -53,14 +53,27 @@ class DuplicateKeyError(CorruptFileError):
   folders). `path` is the second file; the message names both.
   """
 
-  def __init__(self, key: str, first: os.PathLike[str] | str,
-               second: os.PathLike[str] | str):
+  def __init__(self, key: str, first: Any, second: Any):
+    """Creates the error.
+
+    Args:
+      key: The example key both give.
+      first: The source (a path, or a table row) that gave it first.
+      second: The source that gave it again.
+    """
     self.key = key
-    self.first = os.fspath(first)
+    self.first = _describe(first)
     super().__init__(
-        second, f"example key {key!r}",
-        f"one source file per sample, but {os.fspath(first)} gives the same"
-        " key: remove one of the two files")
+        _describe(second), f"example key {key!r}",
+        f"one source per sample, but {self.first} gives the same key: remove"
+        " one of the two")
+
+
+def _describe(item: Any) -> str:
+  """A path as a string; any other source item (a table row) as its repr."""
+  if isinstance(item, (str, os.PathLike)):
+    return os.fspath(item)
+  return repr(item)
 
 
 class ManualDirError(FileNotFoundError):

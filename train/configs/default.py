@@ -31,8 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Split trained on.
   data.train_split = 'train'
   # Split evaluated during training: model selection (best-k checkpoints) and
-  # the reduce-on-plateau signal.
-  data.eval_split = 'test'
+  # the reduce-on-plateau signal. Never the test split: every builder has a
+  # 'validation' split carved from its training data (or shipped with it).
+  data.eval_split = 'validation'
   # Split of the final evaluation written to WORKDIR/eval_results.json.
   data.test_split = 'test'
   # 'sequence' (MNIST, sequence-npz: x <f>[T, D]) or 'skeleton' (x <f>[T, J, 3]

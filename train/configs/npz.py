@@ -10,8 +10,9 @@
 
 The dataset is built into WORKDIR/tfds on first use (``--config.data.data_dir``
 to keep it elsewhere; a different DIR needs a different data_dir, since the
-builder's name is the same). With ``validation.npz`` add
-``--config.data.eval_split=validation``.
+builder's name is the same). Schedules and checkpoint choice see the
+``validation`` split: ``validation.npz`` when it exists, else a seeded
+stratified 10% of ``train.npz`` that the builder carves out.
 """
 
 from train.configs import default
@@ -22,7 +23,8 @@ def get_config():
   config = default.get_config()
   config.data.name = 'sequence_npz'
   config.data.path = ''  # required: the folder with train.npz / test.npz
-  config.data.eval_split = 'test'  # 'validation' when validation.npz exists
+  # validation.npz, or a seeded stratified 10% of train.npz without it.
+  config.data.eval_split = 'validation'
   config.data.test_split = 'test'
   config.data.preprocess = 'sequence'  # x is used as it is
   config.data.num_frames = 0  # pad to the longest sequence of the data

@@ -22,6 +22,4 @@ def get_config():
       num_frames=100,  # frames sampled uniformly from each sequence
       augment=True,  # random rotation of +-0.3 rad about each axis
       center_joint=1)  # spine joint (Kinect joint 2)
-  # Until its builder carves a validation split (issue 9), the test split.
-  config.data.eval_split = 'test'
   return config

@@ -12,7 +12,7 @@ def get_config():
   """Pixel-MNIST settings (a long-range memory task)."""
   config = default.get_config()
   config.data.name = 'sequential_mnist/pixel'  # IDX files in manual_dir
-  config.data.eval_split = 'test'  # MNIST has no validation split
+  config.data.eval_split = 'validation'  # a stratified 10% of train
   config.data.test_split = 'test'
   config.data.preprocess = 'sequence'
   config.data.num_frames = 0  # all 784 pixels
