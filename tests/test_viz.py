@@ -215,3 +215,22 @@ def test_matplotlib_is_optional_and_lazy():
   code = ('import sys, eleatt_jax; assert "matplotlib" not in sys.modules; '
           'import eleatt_jax.viz; assert "matplotlib" not in sys.modules')
   subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
+
+
+def test_topologies_live_once_in_the_datasets_package():
+  """viz re-exports `eleatt_jax.datasets.skeletons`; importing it loads no tfds."""
+  code = (
+      'import sys, eleatt_jax.viz as viz; '
+      'assert "tensorflow_datasets" not in sys.modules; '
+      'from eleatt_jax.viz import NTU_BONES; '
+      'from eleatt_jax.datasets import skeletons as sk, preprocessing as pp; '
+      'assert NTU_BONES is sk.NTU_BONES; '
+      'assert viz.HAND_JOINT_NAMES is sk.HAND_JOINT_NAMES; '
+      'assert viz.KINECT_V1_BONES is sk.KINECT_V1_BONES; '
+      'assert viz.skeleton_topology(20) == sk.skeleton_topology(20); '
+      'assert (pp.SPINE, pp.LEFT_HIP, pp.PALM) == (sk.SPINE, sk.LEFT_HIP, '
+      'sk.PALM); '
+      'assert "matplotlib" not in sys.modules')
+  subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
+  with pytest.raises(AttributeError, match='NO_SUCH_NAME'):
+    viz.NO_SUCH_NAME  # pylint: disable=pointless-statement

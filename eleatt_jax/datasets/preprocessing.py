@@ -34,7 +34,8 @@ from eleatt_jax.datasets import skeletons
 # (N-UCLA, SYSU-3D, 20 joints), and the palm of the 22-joint hand: defined
 # once, with the topologies, in `skeletons`; named here for the callers.
 SPINE = skeletons.SPINE
-LEFT_SHOULDER, RIGHT_SHOULDER = skeletons.LEFT_SHOULDER, skeletons.RIGHT_SHOULDER
+LEFT_SHOULDER = skeletons.LEFT_SHOULDER
+RIGHT_SHOULDER = skeletons.RIGHT_SHOULDER
 LEFT_HIP, RIGHT_HIP = skeletons.LEFT_HIP, skeletons.RIGHT_HIP
 PALM = skeletons.PALM
 
