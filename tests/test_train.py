@@ -327,7 +327,7 @@ def test_train_and_evaluate_writes_everything(npz_dir, data_dir, tmp_path,
   # Parameter table, progress lines, evaluations, final line.
   assert 'total' in log and 'layer_0/cell/gate/input_kernel' in log
   assert 'step 2/8  loss' in log and 'examples/s' in log
-  assert 'step 3: test accuracy' in log and 'Final test accuracy' in log
+  assert 'step 3: validation accuracy' in log and 'Final test accuracy' in log
   results = json.loads((workdir / 'eval_results.json').read_text())
   assert {'step', 'split', 'accuracy', 'per_class_accuracy', 'num_examples',
           'config'} <= set(results)
@@ -341,18 +341,19 @@ def test_train_and_evaluate_writes_everything(npz_dir, data_dir, tmp_path,
            (workdir / 'metrics.jsonl').read_text().splitlines()]
   train_steps = [l['step'] for l in lines if 'train/loss' in l]
   assert train_steps == [2, 3, 4, 6, 8]  # and before each evaluation
-  assert [l['step'] for l in lines if 'test/accuracy' in l] == [2, 3, 4, 6, 8]
+  assert [l['step'] for l in lines
+          if 'validation/accuracy' in l] == [2, 3, 4, 6, 8]
   assert all(np.isfinite(l['train/loss']) for l in lines if 'train/loss' in l)
   assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
   for png in ('curves.png', 'confusion_matrix.png'):
     assert (workdir / png).read_bytes()[:4] == b'\x89PNG'
-  # Best 1 by test accuracy plus the latest: at most two checkpoints remain,
+  # Best 1 by validation accuracy plus the latest: at most two checkpoints remain,
   # and the latest (8) is one of them.
   steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
                  if p.name.isdigit())
   assert 8 in steps and len(steps) <= 2
-  best = max((l['test/accuracy'], l['step']) for l in lines
-             if 'test/accuracy' in l and l['step'] % 2 == 0)
+  best = max((l['validation/accuracy'], l['step']) for l in lines
+             if 'validation/accuracy' in l and l['step'] % 2 == 0)
   assert best[1] in steps
 
   # Resume: the same workdir with more steps continues from step 8.
@@ -375,7 +376,7 @@ def test_train_and_evaluate_writes_everything(npz_dir, data_dir, tmp_path,
   assert again['confusion_matrix'] == final['confusion_matrix']
   train_eval.evaluate_checkpoint(str(workdir), split='train')
   other = json.loads((workdir / 'eval_results_train.json').read_text())
-  assert other['split'] == 'train' and other['num_examples'] == 48
+  assert other['split'] == 'train' and other['num_examples'] == 42
   png = attention.plot_attention(str(workdir), index=4)
   assert pathlib.Path(png).read_bytes()[:4] == b'\x89PNG'
   values = np.load(os.path.splitext(png)[0] + '.npz')
@@ -490,11 +491,11 @@ def test_bad_split_and_batch_size_errors_name_the_key(npz_dir, data_dir,
                                                      tmp_path):
   config = sup.tiny_config(npz_dir, data_dir, **{'data.eval_split': 'valid'})
   with pytest.raises(ValueError, match=r"config.data.eval_split='valid'.*"
-                     r"\['test', 'train'\]"):
+                     r"\['test', 'train', 'validation'\]"):
     input_pipeline.prepare_dataset(config, str(data_dir))
   config = sup.tiny_config(npz_dir, data_dir, batch_size=64)
   builder, info = input_pipeline.prepare_dataset(config, str(data_dir))
-  with pytest.raises(ValueError, match='batch_size=64 is larger than the 48'):
+  with pytest.raises(ValueError, match='batch_size=64 is larger than the 42'):
     input_pipeline.train_iterator(config, builder, info)
   config = sup.tiny_config(npz_dir, data_dir, batch_size=7)
   with pytest.raises(ValueError, match=r'batch_size=7 gives 7 rows, not '
