@@ -1,7 +1,8 @@
 """Reproduction studies: gated against plain cells on real data, same budget.
 
   python -m benchmarks.reproduce --study nucla_dev [--seeds 3] [--quick]
-      [--workdir runs/reproduce] [--docs docs] [--override KEY=VALUE ...]
+      [--jobs 2] [--workdir runs/reproduce] [--docs docs]
+      [--override KEY=VALUE ...]
 
 Studies (`STUDIES`):
 
@@ -19,7 +20,9 @@ budget; a variant changes only the keys it names (the cell, the gate layers,
 the augmentation). Each run is ``train.train_and_evaluate`` in
 ``WORKDIR/STUDY/VARIANT/seed_N`` (a finished run is read back, not re-run);
 its checkpoint is the last one (fixed schedule), so the test split is touched
-once, at the end. Prints one JSON line per run and one per variant (mean and
+once, at the end. ``--jobs N`` trains N runs at a time in separate processes
+(small recurrent models use a CPU core poorly; two runs on two cores take
+about the time of one). Prints one JSON line per run and one per variant (mean and
 std over seeds of the test accuracy, wall time, parameters). With ``--docs``
 it also writes ``DOCS/results/STUDY/*.json`` (each run's eval_results.json
 without its confusion matrix), ``DOCS/results/STUDY.md`` (the table) and
@@ -34,10 +37,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import concurrent.futures
 import dataclasses
 import datetime
 import importlib
 import json
+import multiprocessing
 import os
 import pathlib
 import platform
@@ -184,13 +189,13 @@ def count_params(config, workdir: str) -> int:
   return int(sum(np.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes)))
 
 
-def run_one(study: Study, variant: str, seed: int, workdir: pathlib.Path, *,
+def run_one(name: str, variant: str, seed: int, workdir: pathlib.Path, *,
             quick: bool, data_dir: str, overrides: Mapping[str, Any]) -> dict:
-  """Trains (or reads back) one run; returns its row."""
+  """Trains (or reads back) one run of study `name`; returns its row."""
   from train import train  # pylint: disable=g-import-not-at-top
 
-  config = make_config(study, variant, seed, quick=quick, data_dir=data_dir,
-                       overrides=overrides)
+  config = make_config(STUDIES[name], variant, seed, quick=quick,
+                       data_dir=data_dir, overrides=overrides)
   results_path = workdir / 'eval_results.json'
   timing_path = workdir / 'wall_seconds.json'
   if results_path.exists() and timing_path.exists():
@@ -288,7 +293,7 @@ def write_docs(name: str, rows, summary, docs: pathlib.Path, command: str):
 def run_study(name: str, *, seeds: int = 3, quick: bool = False,
               workdir: str = 'runs/reproduce', data_dir: str = '',
               overrides: Mapping[str, Any] | None = None,
-              variants: Sequence[str] | None = None,
+              variants: Sequence[str] | None = None, jobs: int = 1,
               docs: str | None = None, command: str = '') -> list[dict]:
   """Runs every variant and seed of study `name`; returns the summary."""
   if name not in STUDIES:
@@ -305,15 +310,23 @@ def run_study(name: str, *, seeds: int = 3, quick: bool = False,
                      f'{list(study.variants)}.')
   root = pathlib.Path(workdir).expanduser().resolve() / name
   data_dir = data_dir or os.fspath(root / 'tfds')
-  rows = []
-  for variant in variants or study.variants:
-    for seed in range(seeds):
-      row = run_one(study, variant, seed, root / variant / f'seed_{seed}',
-                    quick=quick, data_dir=data_dir,
-                    overrides=dict(overrides or {}))
-      rows.append(row)
-      print(json.dumps({k: v for k, v in row.items() if k != 'results'}),
-            flush=True)
+  runs = [(variant, seed) for variant in variants or study.variants
+          for seed in range(seeds)]
+  kwargs = dict(quick=quick, data_dir=data_dir, overrides=dict(overrides or {}))
+  if jobs > 1:
+    # The first run builds the dataset; the others then only read it.
+    first = run_one(name, *runs[0], root / runs[0][0] / 'seed_0', **kwargs)
+    context = multiprocessing.get_context('spawn')  # no forked jax state
+    with concurrent.futures.ProcessPoolExecutor(jobs, context) as pool:
+      futures = [pool.submit(run_one, name, v, s, root / v / f'seed_{s}',
+                             **kwargs) for v, s in runs[1:]]
+      rows = [first] + [f.result() for f in futures]
+  else:
+    rows = [run_one(name, v, s, root / v / f'seed_{s}', **kwargs)
+            for v, s in runs]
+  for row in rows:
+    print(json.dumps({k: v for k, v in row.items() if k != 'results'}),
+          flush=True)
   summary = summarize(rows, study)
   for s in summary:
     print(json.dumps({'study': name, **s}), flush=True)
@@ -329,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--quick', action='store_true',
                       help='a short budget, for a look in minutes')
+  parser.add_argument('--jobs', type=int, default=1,
+                      help='runs trained at a time, in separate processes')
   parser.add_argument('--workdir', default='runs/reproduce')
   parser.add_argument('--data_dir', default='',
                       help='tfds data_dir (default WORKDIR/STUDY/tfds)')
@@ -339,8 +354,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   parser.add_argument('--override', action='append', default=[],
                       help='KEY=VALUE config override for every run')
   args = parser.parse_args(argv)
-  if args.seeds < 1:
-    parser.error(f'--seeds must be >= 1, got {args.seeds}')
+  if args.seeds < 1 or args.jobs < 1:
+    parser.error(f'--seeds and --jobs must be >= 1, got {args.seeds} and '
+                 f'{args.jobs}')
   command = 'python -m benchmarks.reproduce ' + ' '.join(
       argv if argv is not None else __import__('sys').argv[1:])
   return run_study(
@@ -348,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
       data_dir=args.data_dir,
       overrides=dict(parse_override(o) for o in args.override),
       variants=[v for v in args.variants.split(',') if v] or None,
-      docs=args.docs or None, command=command)
+      jobs=args.jobs, docs=args.docs or None, command=command)
 
 
 if __name__ == '__main__':

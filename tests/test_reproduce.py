@@ -55,6 +55,7 @@ def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
   summary = reproduce.run_study(
       name, seeds=1, workdir=str(tmp_path / 'runs'), data_dir=str(data_dir),
       overrides={**TINY, **extra}, variants=variants,
+      jobs=2 if name == 'basicmotions' else 1,  # the process-pool path too
       docs=str(tmp_path / 'docs'), command='test')
   assert sorted(s['variant'] for s in summary) == sorted(variants)
   for s in summary:
