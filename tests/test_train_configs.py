@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import datasets_fixtures as fx
-import test_train_support as sup
+import train_support as sup
 from train import train
 
 # config -> features D of its gate a_t (row MNIST image, permuted pixels put
@@ -34,7 +34,7 @@ NTU_NAMES = (
 
 
 # The compilation cache shared by the train test modules.
-from test_train_support import _jax_cache  # pylint: disable=unused-import
+from train_support import _jax_cache  # pylint: disable=unused-import
 
 
 def write_ntu(root: pathlib.Path) -> pathlib.Path:

@@ -17,14 +17,15 @@ import jax
 import numpy as np
 import pytest
 
-import test_train_support as sup
+import train_support as sup
+from train import reporting
 from train import train
 
 NPZ_CONFIG = 'train/configs/npz.py'
 
 
 # Module-scoped fixtures shared by the train test modules.
-from test_train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
+from train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
 
 
 def _bitwise_equal(a, b):
@@ -52,27 +53,11 @@ def test_kill9_at_a_random_step_then_resume_is_bitwise_equal(
   train.train_and_evaluate(config, str(ref_dir))
 
   workdir = tmp_path / 'killed'
-  proc = subprocess.Popen(
-      sup.train_cmd(NPZ_CONFIG, workdir, overrides), cwd=sup.REPO,
-      env=sup.subprocess_env(), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
-  seen, killed_at = [], None
-  try:
-    for line in proc.stdout:
-      seen.append(line)
-      m = re.match(r'step (\d+)/', line)
-      ckpts = workdir / 'checkpoints'
-      # Kill once past kill_at and once a checkpoint is complete (orbax
-      # renames it to its step number when it is), so that a resume happens.
-      if m and int(m.group(1)) >= kill_at and ckpts.is_dir() and any(
-          p.name.isdigit() for p in ckpts.iterdir()):
-        os.kill(proc.pid, signal.SIGKILL)
-        killed_at = int(m.group(1))
-        break
-  finally:
-    proc.wait(timeout=60)
-  assert proc.returncode == -signal.SIGKILL, (
-      f'seed {seed}: the run ended before step {kill_at}:\n' + ''.join(seen))
+  rc, text, killed_at = sup.run_and_signal(
+      sup.train_cmd(NPZ_CONFIG, workdir, overrides), workdir, kill_at,
+      signal.SIGKILL)
+  assert rc == -signal.SIGKILL, (
+      f'seed {seed}: the run ended before step {kill_at}:\n' + text)
   rerun = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, overrides))
   assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
   resumed = re.search(r'Resuming from checkpoint step (\d+)', rerun.stdout)
@@ -131,7 +116,7 @@ def test_nan_batch_stops_with_message_and_writes_no_nan_checkpoint(
                            keep_best=5, inject_nan_at_step=5,
                            log_every_steps=4, eval_every_steps=4,
                            checkpoint_every_steps=2)
-  with pytest.raises(train.NonFiniteLossError) as err:
+  with pytest.raises(reporting.NonFiniteLossError) as err:
     train.train_and_evaluate(config, str(workdir))
   msg = str(err.value)
   assert 'at step 5' in msg, msg

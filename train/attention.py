@@ -81,13 +81,14 @@ def plot_attention(workdir: str, index: int, split: str | None = None,
   """Writes the attention plot of example `index`; returns its path."""
   # pylint: disable=g-import-not-at-top
   import numpy as np
+  from train import checkpoints
   from train import input_pipeline
   from train import reporting
-  from train import train
   # pylint: enable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  config, builder, info, model, state, step = train.load_run(
-      workdir, checkpoint)
+  run = checkpoints.load_run(workdir, checkpoint)
+  config, builder, info, step = run.config, run.builder, run.info, run.step
+  model, state = run.model, run.state
   split = split or config.data.test_split
   batch, _ = input_pipeline.get_example(config, builder, info, split, index)
   a, logits = gate_values(model, state.params, batch, layer)

@@ -12,6 +12,7 @@ with ``confusion_matrix[_<split>].png`` beside it.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -34,44 +35,54 @@ def define_flags() -> None:
 def evaluate_checkpoint(workdir: str, split: str | None = None,
                         checkpoint: str = 'latest',
                         output: str | None = None) -> dict:
-  """Evaluates a checkpoint of the run in `workdir`; returns the results."""
+  """Evaluates a checkpoint of the run in `workdir`; returns the results.
+
+  An unreadable checkpoint is reported in one line and the next one (older
+  for 'latest', next best for 'best') is evaluated instead.
+  """
   # pylint: disable=g-import-not-at-top
   import jax
   import numpy as np
+  from train import checkpoints
   from train import input_pipeline
+  from train import parallel
   from train import reporting
-  from train import train
+  from train import steps
   # pylint: enable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  config, builder, info, model, state, step = train.load_run(
-      workdir, checkpoint)
+  run = checkpoints.load_run(workdir, checkpoint, log=_warn)
+  config, info = run.config, run.info
   split = split or config.data.test_split
   if split not in info.splits:
     raise ValueError(f'--split={split!r}: {info.name} has the splits '
                      f'{sorted(info.splits)}.')
-  config.unlock()
-  config.parallel = 'jit'
-  num_steps, _ = train.num_train_steps(config, info)
-  _, tx, schedule, plateau_tx, _ = train.build(config, info, num_steps)
-  par = train.Parallel('jit', model, tx, schedule, plateau_tx,
-                       info.num_classes)
+  par = parallel.create('jit', run.experiment, info.num_classes)
   # Evaluation batches must split evenly over the devices.
   n = par.num_shards
   config.eval_batch_size = -(-config.eval_batch_size // n) * n
-  state = jax.device_put(state, par.replicated)
-  res = train.evaluate(par, state, input_pipeline.eval_batches(
-      config, builder, info, split), info.num_classes)
+  state = jax.device_put(run.state, par.replicated)
+  res = steps.evaluate(par, state, input_pipeline.eval_batches(
+      config, run.builder, info, split), info.num_classes)
   suffix = '' if split == config.data.test_split else f'_{split}'
   output = output or os.path.join(workdir, f'eval_results{suffix}.json')
-  out = train.write_eval_results(output, res, step=step, split=split,
-                                 config=config, class_names=info.class_names)
+  chosen = {'step': run.step, 'chosen_by': f'--checkpoint={checkpoint}',
+            'selection_split': config.data.eval_split}
+  if run.stored_accuracy is not None:
+    chosen['selection_accuracy'] = run.stored_accuracy
+  out = reporting.write_eval_results(
+      output, res, step=run.step, split=split, config=config,
+      class_names=info.class_names, checkpoint=chosen)
   png = os.path.join(os.path.dirname(output), f'confusion_matrix{suffix}.png')
   reporting.plot_confusion(png, np.asarray(res['confusion_matrix']),
                            info.class_names, f'{info.name} {split}')
-  print(f'{info.name} {split} at step {step}: accuracy '
+  print(f'{info.name} {split} at step {run.step}: accuracy '
         f'{100 * res["accuracy"]:.2f}% on {res["num_examples"]} examples, '
         f'loss {res["loss"]:.4f}.\nWrote {output} and {png}.', flush=True)
   return out
+
+
+def _warn(message: str) -> None:
+  print(f'WARNING: {message}', file=sys.stderr, flush=True)
 
 
 def main(argv):

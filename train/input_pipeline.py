@@ -11,14 +11,16 @@ Builds on `eleatt_jax.datasets` (the tfds builders and their preprocessing):
   and its padding rows have ``mask`` False, so that no example is dropped or
   counted twice.
 
-Batches are *global-batch consistent*: the stream of global batches (all
-hosts together) does not depend on the number of processes. Process ``p`` of
-``P`` reads rows ``[p * B/P, (p+1) * B/P)`` of each global batch of ``B`` rows
-(each host reads and preprocesses only its shard), and per-example
-augmentation is seeded by the example's position in the global stream. So a
-run on two hosts sees exactly the batches of a run on one.
+Both are `eleatt_jax.datasets.make_pipeline`, whose batches are *global-batch
+consistent*: the stream of global batches (all hosts together) does not depend
+on the number of processes. Process ``p`` of ``P`` reads rows
+``[p * B/P, (p+1) * B/P)`` of each global batch of ``B`` rows (each host reads
+and preprocesses only its shard), and per-example augmentation is seeded by
+the example's position in the global stream. So a run on two hosts sees
+exactly the batches of a run on one.
 
-Each batch is a dict of NumPy arrays of this process's rows::
+Each batch is a dict of NumPy arrays of this process's rows (and the source's
+integer ids, such as ``subject``)::
 
   x       <float32>[b, T, D]
   length  <int32>[b]     valid frames of each row
@@ -31,17 +33,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
-import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping
 
-import grain
 import jax
 import numpy as np
 
-BATCH_KEYS = ('x', 'length', 'label', 'mask', 'index')
+from eleatt_jax.datasets import pipeline
+from eleatt_jax.datasets import preprocessing
+
+
+class DatasetNotBuiltError(FileNotFoundError):
+  """The dataset is not built where the config says, and cannot be built."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,11 +139,13 @@ def get_builder(config, workdir: str):
           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     except AssertionError as err:
       if 'manual' in str(err).lower() and not manual_dir:
-        raise FileNotFoundError(
-            f'{name} is not built in {where} and needs your download: give '
-            '--config.data.manual_dir=DIR (or build it with `python -m '
-            f'eleatt_jax.datasets build {name} --manual_dir=DIR '
-            f'--data_dir=...`). {err}') from None
+        raise DatasetNotBuiltError(
+            f'{name} is not built in {where} (the data_dir looked in: '
+            f'{"--config.data.data_dir" if data_dir else "tfds default"}). '
+            'If you built it elsewhere (`python -m eleatt_jax.datasets build '
+            f'{name} --data_dir=D`), give --config.data.data_dir=D; otherwise '
+            'give --config.data.manual_dir=DIR, the folder of your download, '
+            'and it is built there on first use.') from None
       raise
 
   if jax.process_count() > 1:
@@ -216,8 +221,6 @@ def prepare_dataset(config, workdir: str):
 
 def make_preprocess(config, info: DatasetInfo):
   """The per-example preprocessing of ``config.data`` (eleatt_jax.datasets)."""
-  from eleatt_jax.datasets import pipeline  # pylint: disable=g-import-not-at-top
-  from eleatt_jax.datasets import preprocessing  # pylint: disable=g-import-not-at-top
 
   if config.data.temporal not in ('pad', 'sample'):
     raise ValueError("config.data.temporal must be 'pad' or 'sample', got "
@@ -252,54 +255,6 @@ def make_preprocess(config, info: DatasetInfo):
       temporal=config.data.temporal, augment=augment)
 
 
-def _select(example: Mapping[str, Any], index: int, mask: bool):
-  """The fields of a batch row, with fixed dtypes."""
-  return {
-      'x': np.asarray(example['x'], np.float32),
-      'length': np.int32(example['length']),
-      'label': np.int32(example['label']),
-      'mask': np.bool_(mask),
-      'index': np.int32(index),
-  }
-
-
-def _stack(rows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  return {k: np.stack([r[k] for r in rows]) for k in BATCH_KEYS}
-
-
-class _HostRows(grain.MapDataset):
-  """Row ``i`` of this process -> its row of the global batch stream.
-
-  ``parent[g]`` is element ``g`` of the global stream; global batch ``k`` is
-  ``parent[k*B : (k+1)*B]`` and this process owns rows ``[p*b, (p+1)*b)`` of
-  each, with ``b = B / P``.
-  """
-
-  def __init__(self, parent: grain.MapDataset, global_batch: int,
-               process_index: int, process_count: int):
-    super().__init__(parent)
-    self._global = global_batch
-    self._local = global_batch // process_count
-    self._offset = process_index * self._local
-    self._length = len(parent) // process_count
-
-  def __len__(self) -> int:
-    return self._length
-
-  def _global_index(self, index: int) -> int:
-    batch, row = divmod(index, self._local)
-    return batch * self._global + self._offset + row
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      raise TypeError('_HostRows does not support slicing.')
-    return self._parent[self._global_index(index)]
-
-  def __str__(self) -> str:
-    return (f'_HostRows(global_batch={self._global}, local={self._local}, '
-            f'offset={self._offset})')
-
-
 def _check_batch(batch_size: int, what: str, process_count: int) -> int:
   if batch_size <= 0 or batch_size % process_count:
     raise ValueError(f'{what}={batch_size} must be a positive multiple of the '
@@ -307,9 +262,23 @@ def _check_batch(batch_size: int, what: str, process_count: int) -> int:
   return batch_size // process_count
 
 
-def _train_element(preprocess, element, rng):
-  example, index = element
-  return _select(preprocess(example, rng), index, True)
+def _pipeline(config, builder, info: DatasetInfo, split: str, *, train: bool,
+              batch_size: int, what: str, process_index, process_count):
+  """`eleatt_jax.datasets.make_pipeline` over `split`, for this process."""
+  p = jax.process_index() if process_index is None else process_index
+  n = jax.process_count() if process_count is None else process_count
+  local = _check_batch(batch_size, what, n)
+  source = builder.as_data_source(split)
+  if train and len(source) < batch_size:
+    raise ValueError(
+        f'{what}={batch_size} is larger than the {len(source)} examples of '
+        f'{info.name}/{split}; lower it.')
+  ds = pipeline.make_pipeline(
+      source, make_preprocess(config, info), batch_size=local, train=train,
+      seed=config.seed, shard_index=p, shard_count=n,
+      num_threads=int(config.data.num_threads),
+      prefetch_buffer_size=int(config.data.prefetch), index_key='index')
+  return iter(ds)
 
 
 def train_iterator(config, builder, info: DatasetInfo, *,
@@ -332,27 +301,9 @@ def train_iterator(config, builder, info: DatasetInfo, *,
     A `grain.DatasetIterator` of batches of ``batch_size / process_count``
     rows.
   """
-  p = jax.process_index() if process_index is None else process_index
-  n = jax.process_count() if process_count is None else process_count
-  local = _check_batch(config.batch_size, 'config.batch_size', n)
-  split = config.data.train_split
-  source = builder.as_data_source(split)
-  if len(source) < config.batch_size:
-    raise ValueError(
-        f'config.batch_size={config.batch_size} is larger than the '
-        f'{len(source)} examples of {info.name}/{split}; lower it.')
-  preprocess = make_preprocess(config, info)
-  indexed = grain.MapDataset.range(len(source)).map(
-      lambda i: (source[i], i))
-  ds = indexed.shuffle(seed=config.seed).repeat(None)
-  ds = ds.random_map(functools.partial(_train_element, preprocess),
-                     seed=config.seed)
-  ds = _HostRows(ds, config.batch_size, p, n)
-  ds = ds.batch(local, drop_remainder=True, batch_fn=_stack)
-  it = ds.to_iter_dataset(grain.ReadOptions(
-      num_threads=int(config.data.num_threads),
-      prefetch_buffer_size=int(config.data.prefetch)))
-  return iter(it)
+  return _pipeline(config, builder, info, config.data.train_split, train=True,
+                   batch_size=config.batch_size, what='config.batch_size',
+                   process_index=process_index, process_count=process_count)
 
 
 def eval_batches(config, builder, info: DatasetInfo, split: str, *,
@@ -361,34 +312,15 @@ def eval_batches(config, builder, info: DatasetInfo, split: str, *,
   """One ordered pass over `split`, in global batches of eval_batch_size.
 
   The split is padded to a whole number of global batches; padding rows are
-  zeros with ``mask`` False and ``index`` -1.
+  zeros with ``mask`` False, ``length`` 1 and ``index`` -1.
 
   Yields:
     Batches of ``eval_batch_size / process_count`` rows of this process.
   """
-  p = jax.process_index() if process_index is None else process_index
-  n = jax.process_count() if process_count is None else process_count
-  local = _check_batch(config.eval_batch_size, 'config.eval_batch_size', n)
-  source = builder.as_data_source(split)
-  num = len(source)
-  preprocess = make_preprocess(config, info)
-  total = math.ceil(num / config.eval_batch_size) * config.eval_batch_size
-  template = _select(preprocess(source[0], None), -1, False)
-  pad = {k: np.zeros_like(v) for k, v in template.items()}
-  pad['index'] = np.int32(-1)
-  pad['length'] = np.int32(1)  # a valid length for the padding rows
-
-  def row(g):
-    if g >= num:
-      return pad
-    return _select(preprocess(source[g], None), g, True)
-
-  ds = _HostRows(grain.MapDataset.range(total), config.eval_batch_size, p, n)
-  ds = ds.map(row).batch(local, drop_remainder=False, batch_fn=_stack)
-  it = ds.to_iter_dataset(grain.ReadOptions(
-      num_threads=int(config.data.num_threads),
-      prefetch_buffer_size=int(config.data.prefetch)))
-  return iter(it)
+  return _pipeline(config, builder, info, split, train=False,
+                   batch_size=config.eval_batch_size,
+                   what='config.eval_batch_size', process_index=process_index,
+                   process_count=process_count)
 
 
 def get_example(config, builder, info: DatasetInfo, split: str, index: int):
@@ -402,5 +334,6 @@ def get_example(config, builder, info: DatasetInfo, split: str, index: int):
     raise IndexError(f'--index {index} is out of range: {info.name}/{split} '
                      f'has {len(source)} examples.')
   raw = source[index]
-  row = _select(make_preprocess(config, info)(raw, None), index, True)
-  return {k: v[None] for k, v in row.items()}, raw
+  row = dict(make_preprocess(config, info)(raw, None), mask=np.bool_(True),
+             index=np.int32(index))
+  return {k: np.asarray(v)[None] for k, v in row.items()}, raw

@@ -15,9 +15,6 @@ again resumes from the latest checkpoint in ``--workdir``. With
 
 from __future__ import annotations
 
-import difflib
-import os
-import runpy
 import sys
 
 from absl import app
@@ -30,48 +27,24 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and '
                     'results; a run resumes from it.')
 config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (train/configs/*.py).',
-    lock_config=True)
+    'config', None, 'Experiment config file (train/configs/*.py); its keys '
+    'and values are checked by train.config_lib.validate.',
+    lock_config=False)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _config_path(argv: list[str]) -> tuple[str | None, str | None]:
-  for i, arg in enumerate(argv):
-    value = None
-    if arg.startswith('--config='):
-      value = arg.split('=', 1)[1]
-    elif arg == '--config' and i + 1 < len(argv):
-      value = argv[i + 1]
-    if value:
-      path, _, param = value.partition(':')
-      return path, param or None
-  return None, None
-
-
 def unknown_config_keys(argv: list[str]) -> str | None:
-  """A message naming the first ``--config.KEY`` that is not a field."""
-  path, param = _config_path(argv)
-  if path is None or not os.path.exists(path):
-    return None
-  get_config = runpy.run_path(path)['get_config']
-  config = get_config(param) if param else get_config()
+  """A message naming the first ``--config.KEY`` that is not a field.
+
+  absl cannot parse an override of a field that does not exist, so this runs
+  first, with the schema's own message (`config_lib.unknown_key`).
+  """
+  from train import config_lib  # pylint: disable=g-import-not-at-top
   for arg in argv:
-    if not arg.startswith('--config.'):
-      continue
-    key = arg[len('--config.'):].split('=', 1)[0]
-    node, walked = config, []
-    for part in key.split('.'):
-      children = list(node.keys()) if hasattr(node, 'keys') else []
-      if part not in children:
-        where = '.'.join(walked)
-        close = difflib.get_close_matches(part, children, n=1)
-        return (f'Unknown config key {key!r} in {path}'
-                + (f' (did you mean {".".join(walked + close)!r}?)'
-                   if close else '') + '. Valid keys'
-                + (f' under {where!r}' if where else '') + ': '
-                + ', '.join(sorted(children)))
-      walked.append(part)
-      node = node[part]
+    if arg.startswith('--config.'):
+      message = config_lib.unknown_key(arg[len('--config.'):].split('=', 1)[0])
+      if message:
+        return message
   return None
 
 
@@ -90,10 +63,20 @@ def main(argv):
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   # pylint: disable=g-import-not-at-top
+  from train import config_lib
+  from train import distributed
+  from train import input_pipeline
   from train import train
+  from train import workdir
   # pylint: enable=g-import-not-at-top
-  train.initialize_distributed()
-  result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  distributed.initialize()
+  try:
+    result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (config_lib.ConfigError, workdir.WorkdirError,
+          input_pipeline.DatasetNotBuiltError) as err:
+    # A one-screen message (no traceback): what is wrong and what to do.
+    print(f'FATAL: {err}', file=sys.stderr, flush=True)
+    sys.exit(2 if isinstance(err, config_lib.ConfigError) else 1)
   if result.get('preempted'):
     sys.exit(143)  # 128 + SIGTERM: the job did not finish; rerun to resume
 

@@ -1,9 +1,12 @@
 """What the trainer shows and writes: progress, metrics files, tables, plots.
 
+* `Reporter`: the run's step metrics (fetched in groups, checked finite),
+  evaluations and progress, in one object.
 * `Progress`: a tqdm bar (step, loss, accuracy, examples/s) on a terminal,
-  plain lines otherwise.
+  plain lines with the elapsed time and an ETA otherwise.
 * `MetricWriter`: ``WORKDIR/metrics.jsonl`` (one JSON object per logged step)
   and TensorBoard event files in ``WORKDIR/tensorboard`` (tensorboardX).
+* `write_eval_results`: ``eval_results.json``.
 * `param_table`: parameter shapes and counts.
 * `plot_curves`, `plot_confusion`: PNG files (matplotlib, Agg backend).
 """
@@ -11,9 +14,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -57,6 +63,8 @@ class Progress:
       mode = 'bar' if sys.stdout.isatty() else 'lines'
     self.mode = mode if primary else 'none'
     self.total = total
+    self.initial = initial
+    self.start = time.time()
     self.bar = None
     if self.mode == 'bar':
       try:
@@ -80,7 +88,15 @@ class Progress:
       print(f'step {step}/{self.total}  loss {metrics["loss"]:.4f}  '
             f'accuracy {metrics["accuracy"]:.4f}  '
             f'lr {metrics["learning_rate"]:.3g}  '
-            f'{metrics["examples_per_sec"]:.0f} examples/s', flush=True)
+            f'{metrics["examples_per_sec"]:.0f} examples/s  '
+            f'{self.timing(step)}', flush=True)
+
+  def timing(self, step: int, now: float | None = None) -> str:
+    """``elapsed H:MM:SS  eta H:MM:SS`` (steps of this process so far)."""
+    elapsed = (time.time() if now is None else now) - self.start
+    done = step - self.initial
+    eta = (self.total - step) * elapsed / done if done > 0 else math.nan
+    return f'elapsed {_clock(elapsed)}  eta {_clock(eta)}'
 
   def message(self, text: str) -> None:
     if self.mode == 'bar' and self.bar is not None:
@@ -92,6 +108,112 @@ class Progress:
     if self.bar is not None:
       self.bar.close()
       self.bar = None
+
+
+def _clock(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  s = int(round(seconds))
+  return f'{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}'
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+class Reporter:
+  """Step metrics, evaluations and progress of a run.
+
+  Step metrics stay on the device until `flush` (every ``log_every_steps``
+  and before each evaluation and checkpoint) fetches them together, stops
+  the run on a non-finite loss or parameters, and writes their mean.
+  """
+
+  def __init__(self, config, workdir: str, *, num_steps: int,
+               start_step: int, primary: bool,
+               last_checkpoint: Callable[[], str]):
+    """`last_checkpoint()` describes the last checkpoint, for errors."""
+    self.writer = MetricWriter(workdir, primary, config.tensorboard,
+                               truncate_after=start_step)
+    self.progress = Progress(config.progress, num_steps, start_step, primary)
+    self._batch_size = config.batch_size
+    self._last_checkpoint = last_checkpoint
+    self._pending: list[tuple[int, Any]] = []
+    self.restart_clock()
+
+  def restart_clock(self) -> None:
+    """examples/s counts training time only: restarted after evaluations."""
+    self._time, self._steps = time.time(), 0
+
+  def step(self, step: int, metrics) -> None:
+    """Records the (device) metrics of `step`."""
+    self._pending.append((step, metrics))
+    self._steps += 1
+    self.progress.tick(step)
+
+  def flush(self, step: int) -> None:
+    """Fetches the pending metrics; fails fast on a non-finite loss."""
+    if not self._pending:
+      return
+    steps = [s for s, _ in self._pending]
+    fetched = jax.device_get([m for _, m in self._pending])
+    self._pending = []
+    for s, m in zip(steps, fetched):
+      loss_ok = math.isfinite(float(m['loss']))
+      if not loss_ok or not bool(m['params_finite']):
+        what = (f'training loss ({float(m["loss"])})' if not loss_ok else
+                'parameters (the loss was still finite)')
+        self.progress.close()
+        raise NonFiniteLossError(
+            f'Non-finite {what} at step {s}; stopping without saving them. '
+            f'{self._last_checkpoint()}. Resuming would restart from there.')
+    now = time.time()
+    mean = {k: float(np.mean([float(m[k]) for m in fetched]))
+            for k in fetched[0] if k != 'params_finite'}
+    mean['learning_rate'] = float(fetched[-1]['learning_rate'])
+    mean['examples_per_sec'] = self._steps * self._batch_size / max(
+        now - self._time, 1e-9)
+    self._time, self._steps = now, 0
+    self.writer.write(step, {f'train/{k}': v for k, v in mean.items()})
+    self.progress.update(step, mean)
+
+  def evaluation(self, step: int, split: str, res: Mapping[str, Any]) -> None:
+    self.writer.write(step, {f'{split}/accuracy': res['accuracy'],
+                             f'{split}/loss': res['loss']})
+    self.progress.message(
+        f'step {step}: {split} accuracy {res["accuracy"]:.4f} loss '
+        f'{res["loss"]:.4f} ({res["num_examples"]} examples)')
+
+  def close(self) -> None:
+    self.progress.close()
+    self.writer.close()
+
+
+def write_eval_results(path: str, results: Mapping[str, Any], *, step: int,
+                       split: str, config, class_names,
+                       checkpoint: Mapping[str, Any] | None = None) -> dict:
+  """Writes ``{"step", "split", "accuracy", ..., "config"}`` as JSON.
+
+  ``checkpoint`` says which parameters were evaluated and why (``chosen_by``,
+  the ``selection_split`` that chose them and its accuracy there).
+  """
+  out = {
+      'step': int(step),
+      'split': split,
+      'checkpoint': dict(checkpoint or {}),
+      'accuracy': results['accuracy'],
+      'per_class_accuracy': results['per_class_accuracy'],
+      'num_examples': results['num_examples'],
+      'loss': results['loss'],
+      'class_names': list(class_names),
+      'confusion_matrix': results['confusion_matrix'],
+      'config': json.loads(config.to_json_best_effort()),
+  }
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(out, f, indent=2)
+  os.replace(tmp, path)
+  return out
 
 
 class MetricWriter:

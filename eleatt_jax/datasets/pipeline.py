@@ -2,9 +2,10 @@
 
 A pipeline reads examples by index from a random-access source (what
 `tfds.data_source` returns for our array_record builders, or any sequence of
-dicts), shards the indices by `jax.process_index()`, shuffles with a seed and
-repeats for training, preprocesses each example (with per-example random
-augmentation derived from the seed), and batches to fixed shapes:
+dicts), shuffles with a seed and repeats for training, preprocesses each
+example (with per-example random augmentation derived from the seed), gives
+each process (`jax.process_index()`) its rows of every global batch, and
+batches to fixed shapes:
 
   * ``x``: <float32>[batch, num_frames, features]
   * ``length``: <int32>[batch], valid frames of each row
@@ -152,33 +153,75 @@ class SequencePreprocess:
     return out
 
 
-def stack_and_pad(
-    elements: Sequence[dict[str, np.ndarray]], batch_size: int
-) -> dict[str, np.ndarray]:
-  """Stacks elements into a batch of `batch_size` rows, zero-padded.
+def _stack(rows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """Stacks equal-structure rows on a new leading (batch) axis."""
+  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
-  Args:
-    elements: 1..batch_size preprocessed elements of equal structure.
-    batch_size: Rows of the output.
 
-  Returns:
-    Each field stacked on a new leading axis of size `batch_size`, plus
-    ``mask`` <bool>[batch_size] telling the real rows.
+class _HostRows(grain.MapDataset):
+  """Row ``i`` of this process -> its row of the global stream.
+
+  ``parent[g]`` is element ``g`` of the global stream; global batch ``k`` is
+  ``parent[k*B : (k+1)*B]`` and shard ``p`` of ``P`` owns its rows
+  ``[p*b, (p+1)*b)``, with ``b = B / P``. So the global batches (all shards
+  together) do not depend on the number of shards.
   """
-  n = len(elements)
-  out = {}
-  for k in elements[0]:
-    rows = np.stack([e[k] for e in elements])
-    if n < batch_size:
-      pad = np.zeros((batch_size - n,) + rows.shape[1:], rows.dtype)
-      rows = np.concatenate([rows, pad])
-    out[k] = rows
-  out["mask"] = np.arange(batch_size) < n
+
+  def __init__(self, parent: grain.MapDataset, local_batch: int,
+               shard_index: int, shard_count: int):
+    super().__init__(parent)
+    self._local = local_batch
+    self._global = local_batch * shard_count
+    self._offset = shard_index * local_batch
+    self._length = len(parent) // shard_count
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      raise TypeError("_HostRows does not support slicing.")
+    batch, row = divmod(index, self._local)
+    return self._parent[batch * self._global + self._offset + row]
+
+  def __str__(self) -> str:
+    return (f"_HostRows(global_batch={self._global}, local={self._local}, "
+            f"offset={self._offset})")
+
+
+def _read(source, index_key, index):
+  element = source[index]
+  return element, (np.int32(index) if index_key else None)
+
+
+def _row(preprocess, index_key, element, rng=None):
+  """A preprocessed example as a batch row: ``mask`` True (and its index)."""
+  example, index = element
+  out = preprocess(example, rng)
+  out["mask"] = np.bool_(True)
+  if index_key:
+    out[index_key] = index
   return out
 
 
-def _eval_map(preprocess, element):
-  return preprocess(element, None)
+def _eval_row(preprocess, index_key, source, pad, g):
+  if g >= len(source):
+    return pad
+  return _row(preprocess, index_key, _read(source, index_key, g))
+
+
+def _padding_row(preprocess, index_key, source) -> dict[str, np.ndarray]:
+  """Zeros shaped like a row, ``mask`` False, ``length`` 1, index -1.
+
+  The length is a valid one (>= 1), so that a model that trusts its lengths
+  (no per-call check) computes finite values on padding rows too.
+  """
+  row = _row(preprocess, index_key, _read(source, index_key, 0))
+  pad = {k: np.zeros_like(v) for k, v in row.items()}
+  pad["length"] = np.ones_like(row["length"])
+  if index_key:
+    pad[index_key] = np.int32(-1)
+  return pad
 
 
 def make_pipeline(
@@ -194,8 +237,15 @@ def make_pipeline(
     num_threads: int = 4,
     prefetch_buffer_size: int = 64,
     worker_count: int = 0,
+    index_key: str | None = None,
 ) -> grain.IterDataset:
-  """Builds the grain pipeline of one process.
+  """Builds the grain pipeline of one process (shard).
+
+  The global batches (all shards together, ``batch_size * shard_count`` rows)
+  are the same whatever the number of shards: shard ``p`` reads rows
+  ``[p * batch_size, (p+1) * batch_size)`` of each, and the augmentation of an
+  example is seeded by its position in the global stream. So a run on two
+  hosts sees exactly the batches of a run on one.
 
   Args:
     source: Random-access examples, e.g. ``tfds.data_source(...)["train"]``.
@@ -203,8 +253,9 @@ def make_pipeline(
       `SkeletonPreprocess` or `SequencePreprocess`.
     batch_size: Rows per batch *of this process*.
     train: Shuffle, repeat for `num_epochs`, augment with per-example
-      generators, and drop the last partial batch. Otherwise one ordered pass,
-      no randomness, and a last batch padded with ``mask`` False.
+      generators, and drop the last partial global batch. Otherwise one
+      ordered pass, no randomness, the split padded to whole global batches
+      with rows of zeros that have ``mask`` False (and ``length`` 1).
     seed: Seed of the shuffle and of the augmentation (training only).
     num_epochs: Training epochs; None repeats forever.
     shard_index: This process's shard; defaults to `jax.process_index()`.
@@ -212,10 +263,12 @@ def make_pipeline(
     num_threads: Threads reading and preprocessing examples.
     prefetch_buffer_size: Elements read ahead by those threads.
     worker_count: Processes for preprocessing (0: none, in-process threads).
+    index_key: If given, each row also holds the example's position in
+      `source` under this key, <int32> (-1: padding).
 
   Returns:
-    A `grain.IterDataset`; ``iter()`` gives a checkpointable iterator
-    (``get_state()`` / ``set_state()``).
+    A `grain.IterDataset` of batches of `batch_size` rows; ``iter()`` gives a
+    checkpointable iterator (``get_state()`` / ``set_state()``).
   """
   if shard_index is None or shard_count is None:
     import jax  # pylint: disable=g-import-not-at-top
@@ -223,23 +276,25 @@ def make_pipeline(
     shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
-  ds = grain.MapDataset.source(source)
-  if shard_count > 1:
-    ds = ds[shard_index::shard_count]
-  if len(ds) == 0:
-    raise ValueError(f"shard {shard_index} of {shard_count} of a source of"
-                     f" {len(source)} examples is empty")
-  batch_fn = functools.partial(stack_and_pad, batch_size=batch_size)
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be > 0, got {batch_size}")
+  global_batch = batch_size * shard_count
   if train:
-    if len(ds) < batch_size:
-      raise ValueError(f"training needs at least batch_size={batch_size}"
-                       f" examples per shard, got {len(ds)}")
+    if len(source) < global_batch:
+      raise ValueError(f"training needs at least batch_size * shard_count ="
+                       f" {global_batch} examples, got {len(source)}")
+    ds = grain.MapDataset.range(len(source)).map(
+        functools.partial(_read, source, index_key))
     ds = ds.shuffle(seed=seed).repeat(num_epochs)
-    ds = ds.random_map(preprocess, seed=seed)
-    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=batch_fn)
+    ds = ds.random_map(functools.partial(_row, preprocess, index_key),
+                       seed=seed)
   else:
-    ds = ds.map(functools.partial(_eval_map, preprocess))
-    ds = ds.batch(batch_size, drop_remainder=False, batch_fn=batch_fn)
+    total = -(-len(source) // global_batch) * global_batch
+    pad = _padding_row(preprocess, index_key, source)
+    ds = grain.MapDataset.range(total).map(functools.partial(
+        _eval_row, preprocess, index_key, source, pad))
+  ds = _HostRows(ds, batch_size, shard_index, shard_count)
+  ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_stack)
   it = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
   if worker_count:

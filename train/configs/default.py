@@ -3,8 +3,9 @@
 Every experiment config in this folder starts from `get_config()` here and
 changes values only: a key that is not defined here does not exist, and
 setting it (``--config.model.cel=...``) is an error that lists the valid keys.
-Defaults are the skeleton settings of ``shared/DESIGN.md`` (3 x 100 EleAtt-GRU,
-dropout 0.5, Adam 0.005, clip 1, batch 256, reduce-on-plateau x0.1).
+Defaults are the paper's skeleton settings (3 x 100 EleAtt-GRU, dropout 0.5,
+Adam 0.005, clip 1, batch 256, reduce-on-plateau x0.1). Every value is checked
+at start-up by `train.config_lib.validate`.
 """
 
 import ml_collections
@@ -157,6 +158,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.tensorboard = True
   # Save curves.png and confusion_matrix.png in WORKDIR at the end.
   config.plots = True
+  # A rerun on a WORKDIR whose config.json differs in the model or data is
+  # refused; True moves the old run into WORKDIR/replaced/N first (nothing is
+  # deleted).
+  config.overwrite = False
   # Testing aid: make the batch of step N (1-based) NaN, to see the fail-fast;
   # -1: off.
   config.inject_nan_at_step = -1

@@ -1,12 +1,13 @@
 """Helpers of the train/ tests: tiny data sets, tiny configs, subprocesses.
 
-(No tests here; the name keeps the file with the other train tests.)
+(No tests here: a helper module, imported by the test_train*.py modules.)
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -133,12 +134,41 @@ def run(cmd, env=None, timeout=120) -> subprocess.CompletedProcess:
                         capture_output=True, text=True, timeout=timeout)
 
 
+def run_and_signal(cmd, workdir, at_step: int, sig):
+  """Starts the CLI; sends `sig` at the first progress line past `at_step`
+  once a checkpoint is complete in WORKDIR (orbax renames it to its step
+  number when it is), so that a rerun resumes.
+
+  Returns:
+    ``(return code, output, the step signalled at or None)``.
+  """
+  proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  out, at = [], None
+  try:
+    for line in proc.stdout:
+      out.append(line)
+      m = re.match(r'step (\d+)/', line)
+      ckpts = pathlib.Path(workdir) / 'checkpoints'
+      if m and int(m.group(1)) >= at_step and ckpts.is_dir() and any(
+          p.name.isdigit() for p in ckpts.iterdir()):
+        proc.send_signal(sig)
+        at = int(m.group(1))
+        break
+    out.append(proc.stdout.read())
+  finally:
+    proc.wait(timeout=60)
+  return proc.returncode, ''.join(out), at
+
+
 def final_params(workdir, checkpoint='latest'):
   """The parameters (as NumPy) and step of a run's checkpoint."""
   import jax  # pylint: disable=g-import-not-at-top
-  from train import train  # pylint: disable=g-import-not-at-top
-  *_, state, step = train.load_run(workdir, checkpoint)
-  return jax.tree_util.tree_map(np.asarray, jax.device_get(state.params)), step
+  from train import checkpoints  # pylint: disable=g-import-not-at-top
+  run = checkpoints.load_run(workdir, checkpoint)
+  params = jax.tree_util.tree_map(np.asarray, jax.device_get(run.state.params))
+  return params, run.step
 
 
 CACHE_ENV = 'ELEATT_TEST_JAX_CACHE'

@@ -1,0 +1,245 @@
+"""Faults of issue 10 (best-k across restarts, reruns that would destroy a
+run, a restart from scratch, two trainers on one workdir, bad config values,
+a corrupt checkpoint under train.eval, a dataset that is not built), each
+tried for real: orbax files on disk, subprocesses, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import train_support as sup
+from train import checkpoints
+from train import config_lib
+from train import eval as train_eval
+from train import train
+from train import workdir as workdir_lib
+
+# Module-scoped fixtures shared by the train test modules.
+from train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
+
+NPZ_CONFIG = 'train/configs/npz.py'
+
+
+def _steps(workdir):
+  return sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                if p.name.isdigit())
+
+
+def _same_params(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(
+      jax.tree_util.tree_leaves(sup.final_params(a)[0]),
+      jax.tree_util.tree_leaves(sup.final_params(b)[0])))
+
+
+def _history(workdir):
+  """metrics.jsonl without the timings."""
+  return [{k: v for k, v in json.loads(line).items() if 'per_sec' not in k}
+          for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+def _truncate_state(step_dir):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir / 'state')
+           for f in fs]
+  victim = max(files, key=os.path.getsize)
+  with open(victim, 'r+b') as f:
+    f.truncate(os.path.getsize(victim) // 2)
+
+
+def test_best_k_survives_kill_and_sigterm_like_an_unbroken_run(
+    npz_dir, data_dir, tmp_path):
+  """Kept steps, the `best` evaluation and train.eval --checkpoint=best are
+  those of an unbroken run after kill -9 and SIGTERM restarts."""
+  overrides = sup.cli_overrides(
+      npz_dir, data_dir, num_train_steps=24, log_every_steps=1,
+      checkpoint_every_steps=2, eval_every_steps=2, keep_best=2,
+      final_checkpoint='best', **{'optim.learning_rate': 0.03})
+  ref = tmp_path / 'unbroken'
+  config = sup.tiny_config(npz_dir, data_dir, **{
+      k: v for k, v in overrides.items()
+      if k not in ('data.path', 'data.data_dir')})
+  train.train_and_evaluate(config, str(ref))
+
+  workdir = tmp_path / 'broken'
+  cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
+  rc, out, _ = sup.run_and_signal(cmd, workdir, 7, signal.SIGKILL)
+  assert rc == -signal.SIGKILL, out[-3000:]
+  rc, out, _ = sup.run_and_signal(cmd, workdir, 15, signal.SIGTERM)
+  assert rc == 143, out[-3000:]
+  rerun = sup.run(cmd)
+  assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+
+  assert _steps(workdir) == _steps(ref)
+  ours = json.loads((workdir / 'eval_results.json').read_text())
+  theirs = json.loads((ref / 'eval_results.json').read_text())
+  assert ours['checkpoint'] == theirs['checkpoint']
+  assert ours['accuracy'] == theirs['accuracy']
+  # The true best: the highest eval accuracy logged at a checkpoint step.
+  logged = {r['step']: r['test/accuracy'] for r in map(json.loads, (
+      ref / 'metrics.jsonl').read_text().splitlines()) if 'test/accuracy' in r}
+  best = max(logged.values())
+  assert ours['checkpoint']['selection_accuracy'] == best
+  assert logged[ours['checkpoint']['step']] == best
+  # Each checkpoint carries the metrics it is ranked by.
+  ckpt = checkpoints.Checkpointer(str(workdir), 2, read_only=True)
+  assert [ckpt.stored_accuracy(s) for s in _steps(workdir)] == [
+      logged[s] for s in _steps(workdir)]
+  ckpt.close()
+  again = train_eval.evaluate_checkpoint(str(workdir), checkpoint='best',
+                                         output=str(tmp_path / 'best.json'))
+  assert again['step'] == ours['checkpoint']['step']
+  assert again['accuracy'] == ours['accuracy']
+
+
+def test_rerun_with_another_model_is_refused_and_overwrite_keeps_the_old(
+    npz_dir, data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir), str(workdir))
+  before = _steps(workdir)
+  metrics = (workdir / 'metrics.jsonl').read_text()
+  other = sup.tiny_config(npz_dir, data_dir, seed=3,
+                          **{'model.hidden_sizes': (6,)})
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=r'differs in model.hidden_sizes, seed;.*'
+                     r'--config.overwrite=True'):
+    train.train_and_evaluate(other, str(workdir))
+  assert _steps(workdir) == before  # nothing moved, nothing rewritten
+  assert (workdir / 'metrics.jsonl').read_text() == metrics
+  assert not (workdir / 'corrupt_checkpoints').exists()
+  # More steps is a resumption, not another run.
+  longer = sup.tiny_config(npz_dir, data_dir, num_train_steps=8)
+  train.train_and_evaluate(longer, str(workdir))
+  kept = _steps(workdir)
+  for n, seed in ((1, 3), (2, 4)):  # the first replaced run stays
+    other = sup.tiny_config(npz_dir, data_dir, seed=seed, overwrite=True)
+    train.train_and_evaluate(other, str(workdir))
+    old = workdir / 'replaced' / str(n)
+    assert (old / 'config.json').exists() and (old / 'metrics.jsonl').exists()
+  assert _steps(workdir / 'replaced' / '1') == kept
+  assert json.loads((workdir / 'replaced' / '2' / 'config.json').read_text()
+                    )['seed'] == 3
+  assert json.loads((workdir / 'config.json').read_text())['seed'] == 4
+
+
+def test_twice_corrupt_checkpoint_is_kept_under_a_fresh_name(
+    npz_dir, data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  config = sup.tiny_config(npz_dir, data_dir, keep_best=3)
+  for _ in range(2):
+    train.train_and_evaluate(config, str(workdir))
+    _truncate_state(workdir / 'checkpoints' / '6')
+  train.train_and_evaluate(config, str(workdir))
+  corrupt = workdir / 'corrupt_checkpoints'
+  assert sorted(p.name for p in corrupt.iterdir()) == ['6', '6.1']
+  assert all((corrupt / n / 'state').is_dir() for n in ('6', '6.1'))
+
+
+def test_when_no_checkpoint_is_readable_the_data_restarts_too(
+    npz_dir, data_dir, tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  config = sup.tiny_config(npz_dir, data_dir, keep_best=3)
+  train.train_and_evaluate(config, str(workdir))
+  for step in _steps(workdir):
+    _truncate_state(workdir / 'checkpoints' / str(step))
+  capsys.readouterr()
+  train.train_and_evaluate(config, str(workdir))
+  assert 'starting from scratch' in capsys.readouterr().out
+  fresh = tmp_path / 'fresh'
+  train.train_and_evaluate(config, str(fresh))
+  assert _same_params(workdir, fresh)
+  assert _history(workdir) == _history(fresh)
+  assert (workdir / 'corrupt_checkpoints' / 'metrics.jsonl').exists()
+
+
+def test_second_trainer_exits_naming_the_holder_and_stale_lock_is_no_block(
+    npz_dir, data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=100000,
+                                log_every_steps=1, checkpoint_every_steps=0,
+                                eval_every_steps=100000)
+  holder = subprocess.Popen(
+      sup.train_cmd(NPZ_CONFIG, workdir, overrides), cwd=sup.REPO,
+      env=sup.subprocess_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+  try:
+    for line in holder.stdout:
+      if line.startswith('step 1/'):
+        break
+    second = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, overrides),
+                     timeout=60)
+  finally:
+    holder.kill()
+    holder.wait(timeout=60)
+  assert second.returncode == 1, second.stderr[-3000:]
+  assert f'pid {holder.pid} on host {socket.gethostname()}' in second.stderr
+  assert 'Traceback' not in second.stderr
+  # The killed holder left its lock file: it does not block a rerun.
+  assert (workdir / 'train.lock').exists()
+  rerun = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, dict(
+      overrides, num_train_steps=2)))
+  assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+
+
+@pytest.mark.parametrize('key,value,allowed', [
+    ('batch_size', 0, 'an integer >= 1'),
+    ('log_every_steps', 0, 'an integer >= 1'),
+    ('model.dropout_rate', 1.5, 'a number >= 0 and < 1'),
+    ('num_train_steps', -5, 'an integer >= 0'),
+    ('eval_every_steps', -1, 'an integer >= 0'),
+    ('keep_best', 0, 'an integer >= 1'),
+])
+def test_config_values_out_of_range_are_refused_at_start(
+    npz_dir, data_dir, tmp_path, key, value, allowed):
+  config = sup.tiny_config(npz_dir, data_dir, **{key: value})
+  with pytest.raises(config_lib.ConfigError,
+                     match=re.escape(f'config.{key} must be {allowed}, got '
+                                     f'{value!r}')):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_bad_value_on_the_command_line_is_one_line(npz_dir, data_dir,
+                                                   tmp_path):
+  proc = sup.run(sup.train_cmd(NPZ_CONFIG, tmp_path / 'run', sup.cli_overrides(
+      npz_dir, data_dir, batch_size=0)))
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == ('FATAL: config.batch_size must be an integer '
+                                 '>= 1, got 0.')
+
+
+def test_eval_of_a_corrupt_latest_checkpoint_falls_back(npz_dir, data_dir,
+                                                        tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  config = sup.tiny_config(npz_dir, data_dir, keep_best=3)
+  train.train_and_evaluate(config, str(workdir))
+  _truncate_state(workdir / 'checkpoints' / '6')
+  capsys.readouterr()
+  out = train_eval.evaluate_checkpoint(str(workdir))
+  err = capsys.readouterr().err
+  assert out['step'] == 4
+  assert len(err.strip().splitlines()) == 1
+  assert re.match(r'WARNING: Checkpoint at step 6 .* is unreadable', err)
+  assert _steps(workdir) == [2, 4, 6]  # evaluation moves nothing
+
+
+def test_dataset_not_built_names_data_dir_in_one_screen(tmp_path):
+  proc = sup.run([sys.executable, '-m', 'train.main',
+                  '--config=train/configs/nucla_dev.py',
+                  f'--workdir={tmp_path / "run"}',
+                  f'--config.data.data_dir={tmp_path / "tfds"}'])
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr
+  assert 'nucla/dev is not built in' in proc.stderr
+  assert str(tmp_path / 'tfds') in proc.stderr
+  assert '--config.data.data_dir=D' in proc.stderr
+  assert '--config.data.manual_dir=DIR' in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) <= 5

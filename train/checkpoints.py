@@ -1,0 +1,288 @@
+"""Checkpoints: orbax manager, best-k, restore with fallback, preemption.
+
+* `Checkpointer` wraps an orbax `CheckpointManager` of ``WORKDIR/checkpoints``
+  that keeps the latest checkpoint and the best ``keep_best`` by the
+  eval_split accuracy each was saved with. The accuracy and loss are stored
+  in the checkpoint (orbax's ``metrics`` item), so the ranking survives any
+  number of restarts. The grain iterator's state is saved with the model.
+* `Checkpointer.restore_latest` resumes from the newest readable checkpoint;
+  unreadable ones are moved to ``WORKDIR/corrupt_checkpoints`` (under a fresh
+  name: nothing is ever deleted) and the previous one is tried.
+* `Preemption` records SIGTERM so that the loop saves and exits cleanly.
+* `load_run` restores a run's checkpoint for `train.eval` / `train.attention`
+  ('latest', 'best' or a step), falling back to the next readable one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from train import config_lib
+from train import distributed
+from train import input_pipeline
+from train import state as state_lib
+from train import workdir as workdir_lib
+
+CORRUPT = 'corrupt_checkpoints'
+
+
+def _accuracy(metrics) -> float:
+  return float(metrics['accuracy'])
+
+
+def _short(err: BaseException) -> str:
+  return f'{type(err).__name__}: {str(err).splitlines()[0][:300]}' if str(
+      err) else type(err).__name__
+
+
+class Checkpointer:
+  """The run's checkpoints (see the module docstring)."""
+
+  def __init__(self, workdir: str, keep_best: int, read_only: bool = False):
+    self.workdir = workdir
+    self._keep_best = keep_best
+    self._read_only = read_only
+    self.mngr = self._manager()
+
+  def _manager(self) -> ocp.CheckpointManager:
+    policies = ocp.checkpoint_managers
+    options = ocp.CheckpointManagerOptions(
+        # best_fn makes orbax store each checkpoint's metrics and rank by them.
+        best_fn=_accuracy, best_mode='max',
+        preservation_policy=policies.AnyPreservationPolicy([
+            policies.LatestN(n=1),
+            policies.BestN(get_metric_fn=_accuracy, n=self._keep_best,
+                           keep_checkpoints_without_metrics=False),
+        ]),
+        cleanup_tmp_directories=True, create=not self._read_only,
+        read_only=self._read_only)
+    return ocp.CheckpointManager(
+        os.path.join(self.workdir, 'checkpoints'), options=options)
+
+  @property
+  def directory(self) -> str:
+    return os.fspath(self.mngr.directory)
+
+  def latest_step(self) -> int | None:
+    return self.mngr.latest_step()
+
+  def best_step(self) -> int | None:
+    """The kept step of highest accuracy (the latest among equals)."""
+    return self.mngr.best_step()
+
+  def stored_accuracy(self, step: int) -> float | None:
+    """The eval_split accuracy `step` was saved with (None: none)."""
+    metrics = self.mngr.metrics(step)
+    return None if metrics is None else _accuracy(metrics)
+
+  def ranked_steps(self, checkpoint: str) -> list[int]:
+    """Steps to try for 'latest', 'best' or a step, the preferred first."""
+    steps = sorted(self.mngr.all_steps(), reverse=True)
+    if checkpoint == 'latest':
+      return steps
+    if checkpoint == 'best':
+      scored = [(self.stored_accuracy(s), s) for s in steps]
+      ranked = sorted((a, s) for a, s in scored if a is not None)[::-1]
+      return [s for _, s in ranked] + [s for a, s in scored if a is None]
+    if int(checkpoint) not in steps:
+      raise ValueError(f'No checkpoint at step {checkpoint} in '
+                       f'{self.directory}; there are {sorted(steps)}.')
+    return [int(checkpoint)]
+
+  def save(self, step: int, state, data_iterator, metrics) -> None:
+    """Saves `state` and the iterator; `metrics` (accuracy, loss) or None."""
+    self.mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator)),
+                   metrics=metrics, force=True)
+
+  def restore_state(self, step: int, abstract):
+    """The state saved at `step` (`abstract`: shapes and shardings)."""
+    return self._restore(step, abstract)[0]
+
+  def _restore(self, step: int, abstract, iterator=None):
+    args = {'state': ocp.args.StandardRestore(abstract)}
+    if iterator is not None:
+      args['data'] = grain.checkpoint.CheckpointRestore(iterator)
+    restored = self.mngr.restore(step, args=ocp.args.Composite(**args))
+    state = restored['state']
+    if int(jax.device_get(state.step)) != step:
+      raise ValueError(f'it holds step {int(jax.device_get(state.step))}')
+    return state, restored['data'] if iterator is not None else None
+
+  def restore_latest(self, abstract, new_iterator: Callable[[], Any],
+                     log: Callable[[str], None]):
+    """Restores the newest readable checkpoint.
+
+    Args:
+      abstract: The state's shapes, dtypes and shardings.
+      new_iterator: ``() -> a fresh training iterator`` (each attempt gets
+        its own, so that a failed restore never moves the one returned).
+      log: Prints a line (on process 0).
+
+    Returns:
+      ``(state or None, iterator)``: None and a fresh iterator when there is
+      no readable checkpoint.
+    """
+    failed = []
+    for step in sorted(self.mngr.all_steps(), reverse=True):
+      try:
+        state, iterator = self._restore(step, abstract, new_iterator())
+      except Exception as err:  # pylint: disable=broad-except
+        log(f'Checkpoint at step {step} in {self.directory} is unreadable '
+            f'({_short(err)}); trying an older one.')
+        failed.append(step)
+        continue
+      if failed:
+        log(f'Resuming from step {step} (the newer checkpoint(s) {failed} '
+            'could not be read and were moved to '
+            f'{os.path.join(self.workdir, CORRUPT)}).')
+        self._move_aside(failed)
+      else:
+        log(f'Resuming from checkpoint step {step} in {self.directory}.')
+      return state, iterator
+    if failed:
+      log(f'No checkpoint in {self.directory} could be read ({failed}); '
+          f'they and metrics.jsonl were moved to '
+          f'{os.path.join(self.workdir, CORRUPT)}; starting from scratch.')
+      self._move_aside(failed, also=('metrics.jsonl',))
+    return None, new_iterator()
+
+  def _move_aside(self, steps, also=()) -> None:
+    """Moves checkpoints (and `also`, workdir files) to corrupt_checkpoints."""
+    self.mngr.close()
+    if distributed.is_primary():
+      dest = os.path.join(self.workdir, CORRUPT)
+      for step in steps:
+        src = os.path.join(self.directory, str(step))
+        if os.path.exists(src):
+          workdir_lib.move_aside(src, dest)
+      for name in also:
+        if os.path.exists(os.path.join(self.workdir, name)):
+          workdir_lib.move_aside(os.path.join(self.workdir, name), dest)
+    distributed.sync('moved corrupt checkpoints')
+    self.mngr = self._manager()
+
+  def reached_preemption(self, step: int) -> bool:
+    """jax's preemption notice (several processes: all stop together)."""
+    return jax.process_count() > 1 and self.mngr.reached_preemption(step)
+
+  def wait_until_finished(self) -> None:
+    self.mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self.mngr.close()
+
+
+class Preemption:
+  """Records SIGTERM so that the loop can save and exit cleanly.
+
+  With several processes jax's own preemption notifier (installed by
+  `jax.distributed.initialize`) is used instead, through
+  `Checkpointer.reached_preemption`, so that all processes stop at the same
+  step.
+  """
+
+  def __init__(self, enabled: bool = True):
+    self.requested = False
+    self.enabled = enabled
+    self._previous = None
+
+  def __enter__(self):
+    if not self.enabled:
+      return self
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+  """A run's config, data, model and one restored checkpoint.
+
+  Attributes:
+    config: The run's config (config.json).
+    builder: The prepared tfds builder.
+    info: Its `DatasetInfo`.
+    experiment: The `state.Experiment` (model, optimizer...).
+    state: The restored `TrainState`, on the first local device.
+    step: Its step.
+    stored_accuracy: The eval_split accuracy it was saved with (or None).
+  """
+
+  config: Any
+  builder: Any
+  info: input_pipeline.DatasetInfo
+  experiment: state_lib.Experiment
+  state: state_lib.TrainState
+  step: int
+  stored_accuracy: float | None
+
+  @property
+  def model(self):
+    return self.experiment.model
+
+
+def load_run(workdir: str, checkpoint: str = 'latest',
+             log: Callable[[str], None] = print) -> LoadedRun:
+  """Restores a checkpoint ('latest', 'best' or a step) of a run.
+
+  An unreadable checkpoint is skipped with a one-line message (`log`) and the
+  next one in the same order is tried (older for 'latest', next best for
+  'best'); nothing is moved or written.
+
+  Raises:
+    FileNotFoundError: `workdir` holds no run or no checkpoint.
+    ValueError: No such step, or no checkpoint could be read.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: is {workdir!r} the '
+                            '--workdir of a training run?')
+  with open(path) as f:
+    config = config_lib.from_json(json.load(f))
+  config_lib.validate(config)
+  builder, info = input_pipeline.prepare_dataset(config, workdir)
+  num_steps, _ = state_lib.num_train_steps(config, info)
+  exp = state_lib.build(config, info, num_steps)
+  ckpt = Checkpointer(workdir, config.keep_best, read_only=True)
+  candidates = ckpt.ranked_steps(checkpoint)
+  if not candidates:
+    raise FileNotFoundError(f'No checkpoint in {ckpt.directory}.')
+  abstract = exp.abstract_state(jax.sharding.SingleDeviceSharding(
+      jax.local_devices()[0]))
+  try:
+    for step in candidates:
+      try:
+        state = ckpt.restore_state(step, abstract)
+      except Exception as err:  # pylint: disable=broad-except
+        log(f'Checkpoint at step {step} in {ckpt.directory} is unreadable '
+            f'({_short(err)}); trying the next one.')
+        continue
+      return LoadedRun(config, builder, info, exp, state, step,
+                       ckpt.stored_accuracy(step))
+  finally:
+    ckpt.close()
+  raise ValueError(f'No checkpoint of {candidates} in {ckpt.directory} could '
+                   'be read.')

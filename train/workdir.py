@@ -1,0 +1,131 @@
+"""The run's directory: one trainer at a time, and never a run destroyed.
+
+* `WorkdirLock`: an exclusive `fcntl.flock` on ``WORKDIR/train.lock``, which
+  holds the holder's pid and host. A second trainer exits at once naming
+  them; the kernel drops the lock of a killed process, so a stale lock file
+  never blocks a rerun.
+* `check_previous_run`: a rerun whose config differs from the saved
+  config.json in what changes the model or data is refused, naming the keys;
+  with ``config.overwrite`` the old run is moved to ``WORKDIR/replaced/N``.
+* `move_aside`: moves a path into a folder under a fresh name; nothing is
+  ever deleted or replaced.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+
+from train import config_lib
+from train import distributed
+
+LOCK_FILE = 'train.lock'
+REPLACED = 'replaced'
+# What a run writes in WORKDIR (the tfds data_dir of sequence_npz stays).
+RUN_OUTPUTS = ('checkpoints', 'corrupt_checkpoints', 'config.json',
+               'metrics.jsonl', 'eval_results.json', 'tensorboard',
+               'confusion_matrix.png', 'curves.png')
+
+
+class WorkdirError(RuntimeError):
+  """The workdir is in use, or holds another run."""
+
+
+def fresh_name(directory: str, name: str) -> str:
+  """``directory/name``, or ``name.1``, ``name.2``... if that exists."""
+  path, n = os.path.join(directory, name), 0
+  while os.path.lexists(path):
+    n += 1
+    path = os.path.join(directory, f'{name}.{n}')
+  return path
+
+
+def move_aside(src: str, directory: str, name: str | None = None) -> str:
+  """Moves `src` into `directory` under a name not yet taken there."""
+  os.makedirs(directory, exist_ok=True)
+  target = fresh_name(directory, name or os.path.basename(src))
+  shutil.move(src, target)
+  return target
+
+
+class WorkdirLock:
+  """Holds ``WORKDIR/train.lock`` (process 0) while the run lasts."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self._fd = None
+
+  def __enter__(self):
+    held = None
+    if distributed.is_primary():
+      os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
+        held = os.read(fd, 1000).decode(errors='replace').strip()
+        os.close(fd)
+      else:
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f'pid {os.getpid()} on host {socket.gethostname()} '
+                     f'since {time.strftime("%Y-%m-%d %H:%M:%S")}\n'.encode())
+    if not distributed.agree(held is None):
+      raise WorkdirError(
+          f'{os.path.dirname(self.path)} is in use by another trainer '
+          f'({held or "see " + self.path}); wait for it to end or give '
+          'another --workdir.')
+    return self
+
+  def __exit__(self, *exc):
+    if self._fd is not None:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+    return False
+
+
+def check_previous_run(config, workdir: str) -> None:
+  """Refuses a config that differs from the run already in `workdir`.
+
+  Raises:
+    WorkdirError: config.json differs in keys that change the model or data
+      (named in the message) and ``config.overwrite`` is False.
+  """
+  path = os.path.join(workdir, 'config.json')
+  differing = []
+  if distributed.is_primary() and os.path.exists(path):
+    with open(path) as f:
+      try:
+        saved = json.load(f)
+      except ValueError:
+        saved = {'unreadable config.json': True}
+    differing = config_lib.run_defining_diff(saved, config) or (
+        ['config.json (unreadable)'] if 'unreadable config.json' in saved
+        else [])
+  if not distributed.agree(bool(differing)):
+    return
+  if not config.overwrite:
+    if differing:  # process 0 explains; the others just stop
+      raise WorkdirError(
+          f'{workdir} holds a run whose config differs in '
+          + ', '.join(differing) + '; resuming it with this config would mix '
+          'two runs. Give another --workdir, or --config.overwrite=True to '
+          f'move the old run into {os.path.join(workdir, REPLACED)}/.')
+    raise WorkdirError(f'{workdir} holds a run with another config.')
+  if distributed.is_primary():
+    n = 1
+    while os.path.lexists(os.path.join(workdir, REPLACED, str(n))):
+      n += 1
+    target = os.path.join(workdir, REPLACED, str(n))
+    os.makedirs(target)
+    for name in RUN_OUTPUTS:
+      if os.path.lexists(os.path.join(workdir, name)):
+        shutil.move(os.path.join(workdir, name), os.path.join(target, name))
+    print(f'The previous run in {workdir} (config differing in '
+          f'{", ".join(differing)}) was moved to {target}.', flush=True)
+  distributed.sync('previous run moved aside')
