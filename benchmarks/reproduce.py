@@ -179,10 +179,10 @@ def count_params(config, workdir: str) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from train import input_pipeline  # pylint: disable=g-import-not-at-top
-  from train import train  # pylint: disable=g-import-not-at-top
+  from train import state  # pylint: disable=g-import-not-at-top
 
   _, info = input_pipeline.prepare_dataset(config, workdir)
-  model = train.create_model(config, info.num_classes)
+  model = state.create_model(config, info.num_classes)
   x = jnp.zeros((1, info.num_frames, info.input_dim), jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.key(0), x,
                           jnp.ones((1,), jnp.int32))
