@@ -31,7 +31,7 @@ def get_config():
   config.data.temporal = 'pad'  # the RNN sees each sequence's length
   config.model.hidden_sizes = (100, 100)
   config.model.dropout_rate = 0.2
-  config.optim.schedule = 'plateau'
+  config.optim.schedule = 'cosine'  # fixed: no decision from a split
   config.batch_size = 32
   config.eval_batch_size = 256
   config.num_epochs = 100
