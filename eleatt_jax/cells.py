@@ -68,6 +68,20 @@ class FusedCellBase(nn.RNNCellBase):
   A subclass sets ``num_blocks`` and ``update_fn`` (one of
   :mod:`eleatt_jax.equations`' pure functions), and ``hidden_fn`` if its carry
   is not ``h``. It then implements :class:`eleatt_jax.equations.FusedCell`.
+
+  Attributes:
+    features: number of output features H.
+    use_gate: whether the EleAttG gate is present (default: True).
+    gate_fn: activation of the gates, the attention gate included (sigmoid).
+    activation_fn: activation of the candidate state (tanh).
+    kernel_init: initializer of kernels that multiply the input, per gate
+      (lecun_normal).
+    recurrent_kernel_init: initializer of kernels that multiply h, per gate
+      (orthogonal).
+    bias_init: initializer of the biases (zeros).
+    dtype: the dtype of the computation (default: infer from inputs and params).
+    param_dtype: the dtype passed to parameter initializers (float32).
+    carry_init: initializer of the carry (zeros).
   """
 
   features: int
@@ -197,15 +211,9 @@ class EleAttGRUCell(FusedCellBase):
     features: number of output features H.
     use_gate: whether the EleAttG gate is present (default: True).
     gate_fn: activation of the gates, the attention gate included (sigmoid).
-    activation_fn: activation of the candidate state (tanh).
-    kernel_init: initializer of kernels that multiply the input, per gate
-      (lecun_normal).
-    recurrent_kernel_init: initializer of kernels that multiply h, per gate
-      (orthogonal).
-    bias_init: initializer of the biases (zeros).
-    dtype: the dtype of the computation (default: infer from inputs and params).
-    param_dtype: the dtype passed to parameter initializers (float32).
-    carry_init: initializer of the carry (zeros).
+    activation_fn: activation of the candidate state ``n`` (tanh).
+    kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
+      param_dtype: as in :class:`FusedCellBase`.
   """
 
   num_blocks: ClassVar[int] = 3
@@ -251,14 +259,8 @@ class EleAttLSTMCell(FusedCellBase):
     use_gate: whether the EleAttG gate is present (default: True).
     gate_fn: activation of the gates, the attention gate included (sigmoid).
     activation_fn: activation of the candidate and the output (tanh).
-    kernel_init: initializer of kernels that multiply the input, per gate
-      (lecun_normal).
-    recurrent_kernel_init: initializer of kernels that multiply h, per gate
-      (orthogonal).
-    bias_init: initializer of the biases (zeros).
-    dtype: the dtype of the computation (default: infer from inputs and params).
-    param_dtype: the dtype passed to parameter initializers (float32).
-    carry_init: initializer of the carry (zeros).
+    kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
+      param_dtype: as in :class:`FusedCellBase`.
   """
 
   num_blocks: ClassVar[int] = 4
@@ -291,25 +293,22 @@ class EleAttSimpleCell(FusedCellBase):
 
     >>> import jax, jax.numpy as jnp
     >>> from eleatt_jax import EleAttSimpleCell
-    >>> x = jax.random.normal(jax.random.key(0), (2, 3))
-    >>> cell = EleAttSimpleCell(features=4)
-    >>> carry = cell.initialize_carry(jax.random.key(1), x.shape)
-    >>> variables = cell.init(jax.random.key(2), carry, x)
-    >>> new_carry, out = cell.apply(variables, carry, x)
-    >>> out.shape
-    (2, 4)
+    >>> x = jnp.ones((2, 3))                       # [batch, features]
+    >>> h = jnp.zeros((2, 4))                      # the carry is h
+    >>> plain = EleAttSimpleCell(4, use_gate=False)  # the paper's sRNN baseline
+    >>> sorted(plain.init(jax.random.key(0), h, x)['params'])
+    ['bias', 'input_kernel', 'recurrent_kernel']
+    >>> params = EleAttSimpleCell(4).init(jax.random.key(0), h, x)['params']
+    >>> params['gate']['input_kernel'].shape      # W_xa [D, D]
+    (3, 3)
 
   Attributes:
     features: number of output features H.
     use_gate: whether the EleAttG gate is present (default: True).
     gate_fn: activation of the attention gate (sigmoid).
     activation_fn: activation of the state (tanh).
-    kernel_init: initializer of the input kernels (lecun_normal).
-    recurrent_kernel_init: initializer of the recurrent kernels (orthogonal).
-    bias_init: initializer of the biases (zeros).
-    dtype: the dtype of the computation (default: infer from inputs and params).
-    param_dtype: the dtype passed to parameter initializers (float32).
-    carry_init: initializer of the carry (zeros).
+    kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
+      param_dtype: as in :class:`FusedCellBase`.
   """
 
   num_blocks: ClassVar[int] = 1

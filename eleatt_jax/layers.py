@@ -85,9 +85,10 @@ class RNN(nn.Module):
 
   Any Flax cell runs (through ``nn.scan``, with ``seq_lengths`` masking); the
   fused cells (:class:`~eleatt_jax.EleAttGRUCell`, ``EleAttLSTMCell``,
-  ``EleAttSimpleCell``) run as a plain ``lax.scan`` with the input-only work
-  hoisted, and :class:`~eleatt_jax.EleAtt` around any cell has its gate's input
-  projection hoisted.
+  ``EleAttSimpleCell``) run as a plain ``lax.scan`` of their pure equations
+  (:func:`eleatt_jax.fused_scan.run`) in the backend's
+  :class:`~eleatt_jax.Layout`, and :class:`~eleatt_jax.EleAtt` around any cell
+  is scanned itself, its gate's input projection hoisted if the layout says so.
 
   Example usage::
 

@@ -56,7 +56,7 @@ class Layout:
 
   def __post_init__(self):
     if self.fused_backward and self.split_gates:
-      raise ValueError('RNN: fused_backward=True needs split_gates=False (the '
+      raise ValueError('Layout: fused_backward=True needs split_gates=False (the '
                        'custom backward works on the fused layout).')
 
   @classmethod
