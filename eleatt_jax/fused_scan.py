@@ -116,13 +116,15 @@ def _matmul_sum(a_TBI, b_TBO, dtype):
                              preferred_element_type=jnp.float32).astype(dtype)
 
 
-def _backward_step(equations: CellEquations, w: StepWeights, d: int, state,
-                   xs):
+def _backward_step(equations: CellEquations, w: StepWeights, kernels_T,
+                   d: int, state, xs):
   """One step back: ``d carry_t -> d carry_{t-1}`` and the step's gradients.
 
+  ``kernels_T``: ``(W_x^T, [W_ha | W_h]^T)``, transposed once before the loop.
   Returns ``(d carry_{t-1}, d params)`` and the per-step gradients of the
   pre-activations (``xp``, ``hh``, and when gated ``gx`` and ``x``).
   """
+  input_kernel_T, recurrent_kernel_T = kernels_T
   d_carry, d_params = state
   dy, d_attention, carry, hh, xp, x, gx, mask = xs
   gated = equations.gate_fn is not None
@@ -136,14 +138,14 @@ def _backward_step(equations: CellEquations, w: StepWeights, d: int, state,
     _, pull_gate = jax.vjp(
         lambda gx, hh_gate, x: attend(x, gx, hh_gate, equations.gate_fn), gx,
         hh[:, :d], x)
-    d_gx, d_hh_gate, d_x = pull_gate((d_xp @ w.input_kernel.T, d_attention))
+    d_gx, d_hh_gate, d_x = pull_gate((d_xp @ input_kernel_T, d_attention))
     d_hh = jnp.concatenate([d_hh_gate, d_hh_cell], axis=-1)
     outs.update(gx=d_gx, x=d_x)
   else:
     d_hh = d_hh_cell
   outs['hh'] = d_hh
   _, pull_hidden = jax.vjp(hidden, carry)
-  (d_carry_h,) = pull_hidden(d_hh @ w.recurrent_kernel.T)
+  (d_carry_h,) = pull_hidden(d_hh @ recurrent_kernel_T)
   return ((_tree_add(d_carry_direct, d_carry_h),
            _tree_add(d_params, d_step_params)), outs)
 
@@ -157,8 +159,10 @@ def _backward(equations: CellEquations, unroll: int, residuals, cotangents):
   if not gated:
     d_attention_TBD = None
   d_params0 = jax.tree_util.tree_map(jnp.zeros_like, w.params)
+  kernels_T = (w.input_kernel.T, w.recurrent_kernel.T)
   (d_carry0, d_params), outs = jax.lax.scan(
-      functools.partial(_backward_step, equations, w, d), (d_carry, d_params0),
+      functools.partial(_backward_step, equations, w, kernels_T, d),
+      (d_carry, d_params0),
       (dy_TBH, d_attention_TBD, carries, hh_TB, xp_TB, x_TBD, gx_TB, mask_TB1),
       reverse=True, unroll=unroll)
 
@@ -175,5 +179,5 @@ def _backward(equations: CellEquations, unroll: int, residuals, cotangents):
     dx_TBD = outs['x'] + outs['gx'] @ w.gate_input_kernel.T
   else:
     dw = dw.replace(input_kernel=_matmul_sum(x_TBD, outs['xp'], w.dtype))
-    dx_TBD = outs['xp'] @ w.input_kernel.T
+    dx_TBD = outs['xp'] @ kernels_T[0]
   return dw, dx_TBD.astype(x_TBD.dtype), d_carry0, None
