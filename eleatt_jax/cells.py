@@ -7,16 +7,20 @@ Two ways to get a gated cell:
   side. A step can then multiply by the whole kernels (``h_{t-1} @ [W_ha | W_h]``
   and ``x~_t @ W_x``: two matmuls) or by per-gate blocks of them, split once
   outside the loop; which is faster depends on the backend
-  (:data:`eleatt_jax.fused_scan.DEFAULT_LAYOUT`, chosen by measurement);
+  (:meth:`eleatt_jax.layout.Layout.default`, chosen by measurement);
 * ``EleAtt(cell)``, which puts a gate in front of any Flax cell.
 
 Both run under ``nn.RNN`` and ``nn.Bidirectional``; :class:`eleatt_jax.RNN` is
 a drop-in for ``nn.RNN`` with the same parameters, padding handled in the loop
-and the attention returned in one piece.
+and the attention returned in one piece. A fused cell's ``__call__`` is one
+:func:`eleatt_jax.equations.step` of its pure equations
+(:func:`~eleatt_jax.equations.gru` etc.), the step the loop runs;
+``EleAtt`` computes its gate with the same :func:`eleatt_jax.gate.attend`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -25,11 +29,10 @@ from flax import linen as nn
 from flax.linen import initializers
 from flax.typing import Array, Dtype, Initializer, PRNGKey
 
-from eleatt_jax import fused_scan
-from eleatt_jax.gate import (EleAttG, add_bias, check_param_shape,
-                             default_kernel_init)
-
-Carry = Any
+from eleatt_jax import equations as eqs
+from eleatt_jax.equations import Carry, CellEquations
+from eleatt_jax.gate import EleAttG, check_param_shape, default_kernel_init
+from eleatt_jax.layout import Layout
 
 
 def stacked_init(init: Initializer, num_blocks: int) -> Initializer:
@@ -59,8 +62,27 @@ def check_float_inputs(inputs: Array, where: str) -> None:
                      '.astype(jnp.float32).')
 
 
-class _FusedCell(nn.RNNCellBase):
-  """Shared machinery of the fused cells; subclasses define ``_update``."""
+class FusedCellBase(nn.RNNCellBase):
+  """Parameters and step of the fused cells; subclasses name their equations.
+
+  A subclass sets ``num_blocks`` and ``update_fn`` (one of
+  :mod:`eleatt_jax.equations`' pure functions), and ``hidden_fn`` if its carry
+  is not ``h``. It then implements :class:`eleatt_jax.equations.FusedCell`.
+
+  Attributes:
+    features: number of output features H.
+    use_gate: whether the EleAttG gate is present (default: True).
+    gate_fn: activation of the gates, the attention gate included (sigmoid).
+    activation_fn: activation of the candidate state (tanh).
+    kernel_init: initializer of kernels that multiply the input, per gate
+      (lecun_normal).
+    recurrent_kernel_init: initializer of kernels that multiply h, per gate
+      (orthogonal).
+    bias_init: initializer of the biases (zeros).
+    dtype: the dtype of the computation (default: infer from inputs and params).
+    param_dtype: the dtype passed to parameter initializers (float32).
+    carry_init: initializer of the carry (zeros).
+  """
 
   features: int
   use_gate: bool = True
@@ -75,6 +97,9 @@ class _FusedCell(nn.RNNCellBase):
 
   num_blocks: ClassVar[int]  # G: gate pre-activations per hidden unit.
   has_recurrent_bias: ClassVar[bool] = False  # GRU's b_hn.
+  update_fn: ClassVar[Callable[..., tuple[Carry, Array]]]
+  hidden_fn: ClassVar[Callable[[Carry], Array]] = staticmethod(
+      eqs.hidden_is_carry)
 
   @nn.compact
   def kernels(self, input_features: int) -> dict[str, Any]:
@@ -109,57 +134,13 @@ class _FusedCell(nn.RNNCellBase):
     return params
 
   @nn.nowrap
-  def prepare(self, params: dict[str, Any], inputs_dtype: Dtype,
-              hoist_input_projection: bool = False,
-              split_gates: bool = False) -> dict[str, Any]:
-    """Casts to the compute dtype and fuses everything that multiplies h.
-
-    Done once per sequence, outside the time loop. Returns the arrays that
-    :mod:`eleatt_jax.fused_scan` steps with, plus ``dtype`` and ``hoist``
-    (compute the input-only projection for all steps before the loop):
-
-    * fused (default): ``recurrent_kernel`` is ``[W_ha | W_h] [H, D + G*H]``
-      when gated, one matmul per step for everything that multiplies h;
-    * ``split_gates``: tuples of per-gate ``[., H]`` kernels and biases
-      (``input_kernels``, ``recurrent_kernels``, ``biases``) and the gate's
-      ``gate_recurrent_kernel``: more, smaller matmuls and no slicing of their
-      results, which XLA:CPU runs faster (``benchmarks/speed.py --sweep``).
-
-    The gate's ``W_xa``, ``b_a`` are ``gate_input_kernel``, ``gate_bias``.
-    """
-    leaves = jax.tree_util.tree_leaves(params)
-    dtype = self.dtype or jnp.result_type(inputs_dtype, *leaves)
-    cast = lambda x: jnp.asarray(x, dtype)
-    prepared = {k: cast(v) for k, v in params.items() if k != 'gate'}
-    prepared['dtype'] = dtype
-    prepared['hoist'] = hoist_input_projection
-    gate = ({k: cast(v) for k, v in params['gate'].items()} if self.use_gate
-            else None)
-    if gate is not None:
-      prepared['gate_input_kernel'] = gate['input_kernel']
-      prepared['gate_bias'] = gate['bias']
-    if split_gates:
-      blocks = lambda a: tuple(jnp.split(a, self.num_blocks, axis=-1))
-      prepared['input_kernels'] = blocks(prepared.pop('input_kernel'))
-      prepared['recurrent_kernels'] = blocks(prepared.pop('recurrent_kernel'))
-      prepared['biases'] = blocks(prepared.pop('bias'))
-      if gate is not None:
-        prepared['gate_recurrent_kernel'] = gate['recurrent_kernel']
-    elif gate is not None:
-      prepared['recurrent_kernel'] = jnp.concatenate(
-          [gate['recurrent_kernel'], prepared['recurrent_kernel']], axis=-1)
-    return prepared
-
-  @nn.nowrap
-  def _update(self, prepared, carry, x_proj, h_proj):
-    """The cell's equations: ``(new_carry, y)`` from the carry and, per gate
-    block, the input and recurrent pre-activations (tuples of G ``[B, H]``)."""
-    raise NotImplementedError
-
-  @nn.nowrap
-  def hidden(self, carry: Carry) -> Array:
-    """The cell's output ``h`` as stored in ``carry``."""
-    return carry
+  def equations(self) -> CellEquations:
+    """The cell's step as plain values, for :mod:`eleatt_jax.fused_scan`."""
+    return CellEquations(
+        update=functools.partial(self.update_fn, gate_fn=self.gate_fn,
+                                 activation_fn=self.activation_fn),
+        hidden=self.hidden_fn, num_blocks=self.num_blocks,
+        gate_fn=self.gate_fn if self.use_gate else None, dtype=self.dtype)
 
   def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
     """One step: ``(carry, inputs [..., D]) -> (new_carry, h [..., H])``.
@@ -170,10 +151,10 @@ class _FusedCell(nn.RNNCellBase):
     if inputs.ndim < 1:
       raise ValueError(f'{type(self).__name__} expects inputs [..., D], got a '
                        'scalar.')
-    prepared = self.prepare(
-        self.kernels(inputs.shape[-1]), inputs.dtype,
-        split_gates=fused_scan.default_layout('split_gates'))
-    carry, y, attention, _ = fused_scan.step(self, prepared, carry, inputs)
+    equations = self.equations()
+    weights = eqs.step_weights(equations, self.kernels(inputs.shape[-1]),
+                               inputs, carry, Layout.default())
+    carry, y, attention, _ = eqs.step(equations, weights, carry, inputs)
     if attention is not None:
       self.sow('intermediates', 'attention', attention)
     return carry, y
@@ -189,7 +170,7 @@ class _FusedCell(nn.RNNCellBase):
     return 1
 
 
-class EleAttGRUCell(_FusedCell):
+class EleAttGRUCell(FusedCellBase):
   r"""GRU cell with an element-wise-attention gate on its input.
 
   With Flax's ``GRUCell`` convention (reset applied to ``W_hn h + b_hn``):
@@ -230,32 +211,18 @@ class EleAttGRUCell(_FusedCell):
     features: number of output features H.
     use_gate: whether the EleAttG gate is present (default: True).
     gate_fn: activation of the gates, the attention gate included (sigmoid).
-    activation_fn: activation of the candidate state (tanh).
-    kernel_init: initializer of kernels that multiply the input, per gate
-      (lecun_normal).
-    recurrent_kernel_init: initializer of kernels that multiply h, per gate
-      (orthogonal).
-    bias_init: initializer of the biases (zeros).
-    dtype: the dtype of the computation (default: infer from inputs and params).
-    param_dtype: the dtype passed to parameter initializers (float32).
-    carry_init: initializer of the carry (zeros).
+    activation_fn: activation of the candidate state ``n`` (tanh).
+    kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
+      param_dtype: as in :class:`FusedCellBase`.
   """
 
   num_blocks: ClassVar[int] = 3
   has_recurrent_bias: ClassVar[bool] = True
-
-  @nn.nowrap
-  def _update(self, prepared, h, x_proj, h_proj):
-    x_r, x_z, x_n = x_proj
-    h_r, h_z, h_n = h_proj
-    r = self.gate_fn(x_r + h_r)
-    z = self.gate_fn(x_z + h_z)
-    n = self.activation_fn(x_n + r * add_bias(h_n, prepared['recurrent_bias']))
-    new_h = (1.0 - z) * n + z * h.astype(n.dtype)
-    return new_h, new_h
+  update_fn: ClassVar[Callable[..., tuple[Carry, Array]]] = staticmethod(
+      eqs.gru)
 
 
-class EleAttLSTMCell(_FusedCell):
+class EleAttLSTMCell(FusedCellBase):
   r"""LSTM cell with an element-wise-attention gate on its input.
 
   With Flax's ``LSTMCell`` convention (gates i, f, g, o; carry ``(c, h)``; the
@@ -292,30 +259,15 @@ class EleAttLSTMCell(_FusedCell):
     use_gate: whether the EleAttG gate is present (default: True).
     gate_fn: activation of the gates, the attention gate included (sigmoid).
     activation_fn: activation of the candidate and the output (tanh).
-    kernel_init: initializer of kernels that multiply the input, per gate
-      (lecun_normal).
-    recurrent_kernel_init: initializer of kernels that multiply h, per gate
-      (orthogonal).
-    bias_init: initializer of the biases (zeros).
-    dtype: the dtype of the computation (default: infer from inputs and params).
-    param_dtype: the dtype passed to parameter initializers (float32).
-    carry_init: initializer of the carry (zeros).
+    kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
+      param_dtype: as in :class:`FusedCellBase`.
   """
 
   num_blocks: ClassVar[int] = 4
-
-  @nn.nowrap
-  def _update(self, prepared, carry, x_proj, h_proj):
-    c, _ = carry
-    i, f, g, o = (x + h for x, h in zip(x_proj, h_proj))
-    new_c = self.gate_fn(f) * c.astype(i.dtype) + self.gate_fn(
-        i) * self.activation_fn(g)
-    new_h = self.gate_fn(o) * self.activation_fn(new_c)
-    return (new_c, new_h), new_h
-
-  @nn.nowrap
-  def hidden(self, carry: Carry) -> Array:
-    return carry[1]
+  update_fn: ClassVar[Callable[..., tuple[Carry, Array]]] = staticmethod(
+      eqs.lstm)
+  hidden_fn: ClassVar[Callable[[Carry], Array]] = staticmethod(
+      eqs.hidden_of_c_h)
 
   @nn.nowrap
   def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> Carry:
@@ -326,7 +278,7 @@ class EleAttLSTMCell(_FusedCell):
             self.carry_init(key_h, shape, self.param_dtype))
 
 
-class EleAttSimpleCell(_FusedCell):
+class EleAttSimpleCell(FusedCellBase):
   r"""Standard RNN (the paper's sRNN) with an element-wise-attention gate.
 
   .. math::
@@ -341,38 +293,27 @@ class EleAttSimpleCell(_FusedCell):
 
     >>> import jax, jax.numpy as jnp
     >>> from eleatt_jax import EleAttSimpleCell
-    >>> x = jax.random.normal(jax.random.key(0), (2, 3))
-    >>> cell = EleAttSimpleCell(features=4)
-    >>> carry = cell.initialize_carry(jax.random.key(1), x.shape)
-    >>> variables = cell.init(jax.random.key(2), carry, x)
-    >>> new_carry, out = cell.apply(variables, carry, x)
-    >>> out.shape
-    (2, 4)
+    >>> x = jnp.ones((2, 3))                       # [batch, features]
+    >>> h = jnp.zeros((2, 4))                      # the carry is h
+    >>> plain = EleAttSimpleCell(4, use_gate=False)  # the paper's sRNN baseline
+    >>> sorted(plain.init(jax.random.key(0), h, x)['params'])
+    ['bias', 'input_kernel', 'recurrent_kernel']
+    >>> params = EleAttSimpleCell(4).init(jax.random.key(0), h, x)['params']
+    >>> params['gate']['input_kernel'].shape      # W_xa [D, D]
+    (3, 3)
 
   Attributes:
     features: number of output features H.
     use_gate: whether the EleAttG gate is present (default: True).
     gate_fn: activation of the attention gate (sigmoid).
     activation_fn: activation of the state (tanh).
-    kernel_init: initializer of the input kernels (lecun_normal).
-    recurrent_kernel_init: initializer of the recurrent kernels (orthogonal).
-    bias_init: initializer of the biases (zeros).
-    dtype: the dtype of the computation (default: infer from inputs and params).
-    param_dtype: the dtype passed to parameter initializers (float32).
-    carry_init: initializer of the carry (zeros).
+    kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
+      param_dtype: as in :class:`FusedCellBase`.
   """
 
   num_blocks: ClassVar[int] = 1
-
-  @nn.nowrap
-  def _update(self, prepared, h, x_proj, h_proj):
-    new_h = self.activation_fn(x_proj[0] + h_proj[0])
-    return new_h, new_h
-
-
-def gate_inputs(attention: Array, inputs: Array) -> Array:
-  """``a * x`` in the wider of the two dtypes."""
-  return (attention * inputs).astype(jnp.result_type(attention, inputs))
+  update_fn: ClassVar[Callable[..., tuple[Carry, Array]]] = staticmethod(
+      eqs.simple)
 
 
 def default_hidden(carry: Carry) -> Array:
@@ -448,14 +389,34 @@ class EleAtt(nn.RNNCellBase):
 
     Sows the attention ``[..., D]`` as ``intermediates/attention``.
     """
+    carry, y, attention = self.step(carry, inputs)
+    self.sow('intermediates', 'attention', attention)
+    return carry, y
+
+  def step(self, carry: Carry, inputs: Array,
+           input_projection: Array | None = None
+           ) -> tuple[Carry, Array, Array]:
+    """``(new_carry, y, attention)``: one step, without sowing.
+
+    Args:
+      carry: the wrapped cell's carry.
+      inputs: ``x_t [..., D]``.
+      input_projection: the gate's :meth:`input_projection` of ``inputs`` if
+        a loop computed it for all steps before it started, else None.
+    """
     check_float_inputs(inputs, 'EleAtt')
     if self.cell.num_feature_axes != 1:
       raise ValueError(
           f'EleAtt supports cells with one feature axis; {type(self.cell).__name__}'
           f' has {self.cell.num_feature_axes}.')
-    attention = self.gate(inputs, self.hidden(carry))
-    self.sow('intermediates', 'attention', attention)
-    return self.cell(carry, gate_inputs(attention, inputs))
+    x_gated, attention = self.gate.attend(inputs, self.hidden(carry),
+                                          input_projection)
+    carry, y = self.cell(carry, x_gated)
+    return carry, y, attention
+
+  def input_projection(self, inputs: Array, carry: Carry) -> Array:
+    """The gate's ``x W_xa + b_a`` for ``inputs [..., D]``, any leading dims."""
+    return self.gate.input_projection(inputs, self.hidden(carry))
 
   @nn.nowrap
   def hidden(self, carry: Carry) -> Array:

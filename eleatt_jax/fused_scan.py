@@ -1,52 +1,103 @@
-"""One step and the time loop of the fused cells, and their layouts.
+"""The time loop of the fused cells, and its optional cuDNN-style backward.
 
-Forward, per step, fused layout (``K = G*H``; gated cells)::
-
-    hh  = h_{t-1} @ [W_ha | W_h]                  [B, D+K]   one matmul
-    a   = gate_fn(gx_t + hh[:, :D]),  x~ = a * x   gx_t = x_t W_xa + b_a
-    xp  = x~ @ W_x + b                            [B, K]     one matmul
-    carry_t, y_t = update(carry_{t-1}, xp, hh[:, D:])
-
-The split layout multiplies by per-gate blocks of the same kernels instead (no
-slicing of matmul results); ``gx`` (or an ungated cell's ``xp``) can be
-computed for all steps before the loop. ``DEFAULT_LAYOUT`` holds the measured
-choice per backend.
+Forward: ``lax.scan`` of :func:`eleatt_jax.equations.step` over ``x [T, B, D]``,
+with the input-only part of each step (``gx_t = x_t W_xa + b_a``, or an ungated
+cell's input projection) computed for all steps before the loop if the layout
+hoists it.
 
 Backward: autodiff of ``lax.scan``, which accumulates every weight gradient
 inside the backward loop (``dW += h_t^T dhh_t`` per step); or, with
-``custom_backward`` (fused layout), a cuDNN-style VJP whose backward loop carries
-only ``d carry`` and emits the per-step pre-activation gradients, the weight
-gradients then being one ``[T*B]``-deep matmul each. Elementwise parts are
-differentiated by ``jax.vjp`` of the same functions the forward pass uses, so
-each cell's equations are written once (``cell._update``).
+``layout.fused_backward`` (fused kernels), a cuDNN-style VJP whose backward
+loop carries only ``d carry`` and emits the per-step pre-activation gradients,
+the weight gradients then being one ``[T*B]``-deep matmul each::
+
+    d carry_{t-1}, d xp_t, d hh_t  <-  vjp(update)(d carry_t, dy_t)
+    d x~_t = d xp_t W_x^T;  d gx_t, d hh_gate_t  <-  vjp(attend)
+    dW_x = sum_t x~_t^T d xp_t,  [dW_ha | dW_h] = sum_t h_{t-1}^T d hh_t, ...
+
+The elementwise parts are differentiated by ``jax.vjp`` of the same pure
+functions the forward pass runs (:func:`eleatt_jax.equations.update`,
+:func:`eleatt_jax.gate.attend`), so each equation is written once.
+
+Example usage::
+
+  >>> import jax, jax.numpy as jnp
+  >>> from eleatt_jax import EleAttGRUCell, equations, fused_scan
+  >>> from eleatt_jax.layout import Layout
+  >>> cell, x = EleAttGRUCell(4), jnp.ones((5, 2, 3))   # x [T, B, D]
+  >>> carry = cell.initialize_carry(jax.random.key(0), x.shape[1:])
+  >>> params = cell.init(jax.random.key(1), carry, x[0])['params']
+  >>> eq = cell.equations()
+  >>> w = equations.step_weights(eq, params, x, carry, Layout.default('cpu'))
+  >>> carry, y, attention = fused_scan.run(eq, w, x, carry, None)
+  >>> y.shape, attention.shape
+  ((5, 2, 4), (5, 2, 3))
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from eleatt_jax.gate import add_bias
-
-Carry = Any
-
-
-# Per-backend defaults of the layout choices of `eleatt_jax.RNN`, set by
-# measurement: `python -m benchmarks.speed --sweep` (README, Speed). Backends
-# not measured yet use the CPU choices.
-DEFAULT_LAYOUT = {
-    'cpu': {'hoist_input_projection': False, 'split_gates': True,
-            'fused_backward': False},
-}
+from eleatt_jax.equations import (Carry, CellEquations, StepWeights,
+                                  input_only, step, update)
+from eleatt_jax.gate import attend
 
 
-def default_layout(name: str) -> bool:
-  """The default of layout choice ``name`` on the current backend."""
-  table = DEFAULT_LAYOUT.get(jax.default_backend(), DEFAULT_LAYOUT['cpu'])
-  return table[name]
+def run(equations: CellEquations, w: StepWeights, x_TBD, carry: Carry,
+        mask_TB1, unroll: int = 1):
+  """Runs a fused cell over ``x [T, B, D]``.
+
+  Args:
+    equations: the cell's equations (``cell.equations()``).
+    w: its weights (:func:`eleatt_jax.equations.step_weights`); their layout
+      says whether to hoist the input-only projection and which backward to
+      use.
+    x_TBD: inputs, time-major.
+    carry: initial carry, leaves ``[B, ...]``.
+    mask_TB1: bool ``[T, B, 1]``, True on valid steps, or None.
+    unroll: scan unroll.
+
+  Returns:
+    ``(final_carry, y [T, B, H], attention [T, B, D] or None)``; past a
+    sequence's end, ``y`` is 0 and the carry stays at its last valid step.
+  """
+  x_TBD = x_TBD.astype(w.dtype)
+  if not w.layout.fused_backward:
+    return _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save=False)[0]
+  # The mask is an argument, not a closure: a custom_vjp function must not
+  # close over tracers (e.g. of an enclosing jit under jax.grad(jax.jit(f))).
+  fused = jax.custom_vjp(functools.partial(_outputs, equations, unroll))
+  fused.defvjp(functools.partial(_outputs_and_residuals, equations, unroll),
+               functools.partial(_backward, equations, unroll))
+  return fused(w, x_TBD, carry, mask_TB1)
+
+
+def _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save: bool):
+  """``((carry, y, attention), saved)``: the scan, keeping what backward needs."""
+  hoist = w.layout.hoist_input_projection
+  pre_TB = input_only(equations, w, x_TBD) if hoist else None
+
+  def step_fn(carry, xs):
+    x, pre, mask = xs
+    new_carry, y, attention, saved = step(equations, w, carry, x, pre, mask)
+    return new_carry, (y, attention, saved if save else None)
+
+  carry, (y, attention, saved) = jax.lax.scan(
+      step_fn, carry, (x_TBD, pre_TB, mask_TB1), unroll=unroll)
+  return (carry, y, attention), saved
+
+
+def _outputs(equations, unroll, w, x_TBD, carry, mask_TB1):
+  return _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save=False)[0]
+
+
+def _outputs_and_residuals(equations, unroll, w, x_TBD, carry, mask_TB1):
+  outputs, saved = _forward(equations, unroll, w, x_TBD, carry, mask_TB1,
+                            save=True)
+  return outputs, (w, x_TBD, mask_TB1, saved)
 
 
 def _tree_add(a, b):
@@ -65,226 +116,68 @@ def _matmul_sum(a_TBI, b_TBO, dtype):
                              preferred_element_type=jnp.float32).astype(dtype)
 
 
-def input_only(cell, w, x):
-  """The part of a step that depends on ``x`` alone, for any leading dims.
+def _backward_step(equations: CellEquations, w: StepWeights, kernels_T,
+                   d: int, state, xs):
+  """One step back: ``d carry_t -> d carry_{t-1}`` and the step's gradients.
 
-  Gated: the gate's ``x W_xa + b_a [..., D]``; ungated: the input projection
-  ``x W_x + b`` (``[..., G*H]``, or a tuple of G ``[..., H]`` if split).
+  ``kernels_T``: ``(W_x^T, [W_ha | W_h]^T)``, transposed once before the loop.
+  Returns ``(d carry_{t-1}, d params)`` and the per-step gradients of the
+  pre-activations (``xp``, ``hh``, and when gated ``gx`` and ``x``).
   """
-  if cell.use_gate:
-    return dense(x, w['gate_input_kernel'], w['gate_bias'])
-  return _input_projection(w, x)
-
-
-def dense(x, kernel, bias):
-  """``x @ kernel + bias`` for ``x [..., I]``, as one 2-D matmul.
-
-  XLA:CPU runs a rank-3 by rank-2 dot markedly slower than the same dot on
-  the flattened rank-2 operand (measured on [T, B, D] inputs).
-  """
-  y = x.reshape(-1, x.shape[-1]) @ kernel
-  return add_bias(y, bias).reshape(x.shape[:-1] + kernel.shape[-1:])
-
-
-def _input_projection(w, x):
-  if 'input_kernels' in w:
-    return tuple(dense(x, k, b) for k, b in zip(w['input_kernels'], w['biases']))
-  return dense(x, w['input_kernel'], w['bias'])
-
-
-def apply_gate(cell, gx, hh_gate, x):
-  """``(a * x, a)`` with ``a = gate_fn(gx + h W_ha)``."""
-  attention = cell.gate_fn(gx + hh_gate)
-  return attention * x, attention
-
-
-def update(cell, carry, xp, hh_cell, recurrent_bias, mask_B1=None):
-  """The cell's own equations, then padding: ``(new_carry, y)``.
-
-  ``xp``, ``hh_cell``: the input and recurrent pre-activations, fused
-  ``[B, G*H]`` or per gate (tuples of G ``[B, H]``). Past a sequence's end
-  (``mask_B1`` False) the carry is kept and ``y`` is 0.
-  """
-  blocks = lambda a: (a if isinstance(a, (tuple, list)) else
-                      tuple(jnp.split(a, cell.num_blocks, axis=-1)))
-  new_carry, y = cell._update({'recurrent_bias': recurrent_bias}, carry,  # pylint: disable=protected-access
-                              blocks(xp), blocks(hh_cell))
-  new_carry = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype), new_carry,
-                                     carry)
-  return mask_padding(mask_B1, new_carry, carry, y)
-
-
-def mask_padding(mask_B1, new_carry, carry, y):
-  """Past a sequence's end (``mask_B1`` False): keep the carry, output 0."""
-  if mask_B1 is None:
-    return new_carry, y
-  new_carry = jax.tree_util.tree_map(lambda n, o: jnp.where(mask_B1, n, o),
-                                     new_carry, carry)
-  return new_carry, jnp.where(mask_B1, y, 0)
-
-
-def step(cell, w, carry, x, pre=None, mask_B1=None, dtype=None):
-  """One step of a fused cell: ``(new_carry, y, attention, saved)``.
-
-  Args:
-    cell: the fused cell (for its equations and attributes).
-    w: prepared weights (``cell.prepare``), in the compute dtype, fused or
-      split per gate.
-    carry: the carry, leaves ``[B, ...]``.
-    x: ``[B, D]`` inputs.
-    pre: ``input_only(cell, w, x)`` if computed before the loop, else None.
-    mask_B1: bool ``[B, 1]`` valid-step mask, or None.
-    dtype: compute dtype (default: that of ``w['input_kernel(s)']``).
-
-  Returns:
-    The new carry (same dtypes as ``carry``), ``y [B, H]``, the attention
-    ``[B, D]`` (None if ungated) and, for the fused layout, what the custom
-    backward pass needs: ``(carry, hh, xp, gx)``.
-  """
-  split = 'recurrent_kernels' in w
-  dtype = dtype or jax.tree_util.tree_leaves(
-      w['input_kernels' if split else 'input_kernel'])[0].dtype
-  x = x.astype(dtype)
-  if pre is None:
-    pre = input_only(cell, w, x)
-  h = cell.hidden(carry).astype(dtype)
-  attention = gx = None
-  if split:
-    hh = hh_cell = tuple(h @ k for k in w['recurrent_kernels'])
-    if cell.use_gate:
-      gx = pre
-      x_gated, attention = apply_gate(cell, gx, h @ w['gate_recurrent_kernel'],
-                                       x)
-      xp = _input_projection(w, x_gated)
-    else:
-      xp = pre
+  input_kernel_T, recurrent_kernel_T = kernels_T
+  d_carry, d_params = state
+  dy, d_attention, carry, hh, xp, x, gx, mask = xs
+  gated = equations.gate_fn is not None
+  hidden = lambda carry: equations.hidden(carry).astype(w.dtype)
+  _, pull_update = jax.vjp(
+      lambda c, xp, hc, p: update(equations, c, xp, hc, p, mask), carry, xp,
+      hh[:, d:] if gated else hh, w.params)
+  d_carry_direct, d_xp, d_hh_cell, d_step_params = pull_update((d_carry, dy))
+  outs = {'xp': d_xp}
+  if gated:
+    _, pull_gate = jax.vjp(
+        lambda gx, hh_gate, x: attend(x, gx, hh_gate, equations.gate_fn), gx,
+        hh[:, :d], x)
+    d_gx, d_hh_gate, d_x = pull_gate((d_xp @ input_kernel_T, d_attention))
+    d_hh = jnp.concatenate([d_hh_gate, d_hh_cell], axis=-1)
+    outs.update(gx=d_gx, x=d_x)
   else:
-    hh = h @ w['recurrent_kernel']
-    if cell.use_gate:
-      d = x.shape[-1]
-      gx = pre
-      x_gated, attention = apply_gate(cell, gx, hh[..., :d], x)
-      xp = _input_projection(w, x_gated)
-      hh_cell = hh[..., d:]
-    else:
-      xp = pre
-      hh_cell = hh
-  new_carry, y = update(cell, carry, xp, hh_cell, w.get('recurrent_bias'),
-                        mask_B1)
-  return new_carry, y, attention, (carry, hh, xp, gx)
+    d_hh = d_hh_cell
+  outs['hh'] = d_hh
+  _, pull_hidden = jax.vjp(hidden, carry)
+  (d_carry_h,) = pull_hidden(d_hh @ recurrent_kernel_T)
+  return ((_tree_add(d_carry_direct, d_carry_h),
+           _tree_add(d_params, d_step_params)), outs)
 
 
-def fused_scan(cell, prepared: dict[str, Any], x_TBD, carry: Carry, mask_TB1,
-               unroll: int = 1, custom_backward: bool = True):
-  """Runs a fused cell over ``x [T, B, D]``.
-
-  Args:
-    cell: a fused cell (``EleAttGRUCell`` etc.), used for its equations only.
-    prepared: ``cell.prepare(...)`` output (compute-dtype, fused kernels).
-    x_TBD: inputs, time-major.
-    carry: initial carry, leaves ``[B, ...]``.
-    mask_TB1: bool ``[T, B, 1]``, True on valid steps, or None.
-    unroll: scan unroll.
-    custom_backward: use the cuDNN-style VJP (else autodiff of ``lax.scan``).
-
-  Returns:
-    ``(final_carry, y [T, B, H], attention [T, B, D] or None)``; past a
-    sequence's end, ``y`` is 0 and the carry stays at its last valid step.
-  """
-  dtype = prepared['dtype']
-  gated = cell.use_gate
-  hoist = prepared['hoist']
-  weights = {k: v for k, v in prepared.items() if k not in ('dtype', 'hoist')}
+def _backward(equations: CellEquations, unroll: int, residuals, cotangents):
+  """The custom VJP: the backward loop, then one matmul per weight gradient."""
+  w, x_TBD, mask_TB1, (carries, hh_TB, xp_TB, gx_TB) = residuals
+  d_carry, dy_TBH, d_attention_TBD = cotangents
+  gated = equations.gate_fn is not None
   d = x_TBD.shape[-1]
-  gate_fn = functools.partial(apply_gate, cell)
-  update_fn = functools.partial(update, cell)
-  hidden = lambda carry: cell.hidden(carry).astype(dtype)
+  if not gated:
+    d_attention_TBD = None
+  d_params0 = jax.tree_util.tree_map(jnp.zeros_like, w.params)
+  kernels_T = (w.input_kernel.T, w.recurrent_kernel.T)
+  (d_carry0, d_params), outs = jax.lax.scan(
+      functools.partial(_backward_step, equations, w, kernels_T, d),
+      (d_carry, d_params0),
+      (dy_TBH, d_attention_TBD, carries, hh_TB, xp_TB, x_TBD, gx_TB, mask_TB1),
+      reverse=True, unroll=unroll)
 
-  def forward(w, x_TBD, carry, mask_TB1, save: bool):
-    pre_TB = input_only(cell, w, x_TBD) if hoist else None
-
-    def step_fn(carry, xs):
-      x, pre, mask = xs
-      new_carry, y, attention, saved = step(cell, w, carry, x, pre, mask, dtype)
-      return new_carry, (y, attention, saved if save else None)
-
-    carry, (y, attention, saved) = jax.lax.scan(
-        step_fn, carry, (x_TBD, pre_TB, mask_TB1), unroll=unroll)
-    return (carry, y, attention), saved
-
-  if not custom_backward:
-    return forward(weights, x_TBD.astype(dtype), carry, mask_TB1,
-                   save=False)[0]
-  if 'recurrent_kernels' in weights:
-    raise ValueError('fused_scan: custom_backward needs the fused layout '
-                     '(prepare(..., split_gates=False)).')
-
-  # The mask is an argument, not a closure: a custom_vjp function must not
-  # close over tracers (e.g. of an enclosing jit under jax.grad(jax.jit(f))).
-  @jax.custom_vjp
-  def run(w, x_TBD, carry, mask_TB1):
-    return forward(w, x_TBD, carry, mask_TB1, save=False)[0]
-
-  def run_fwd(w, x_TBD, carry, mask_TB1):
-    outputs, saved = forward(w, x_TBD, carry, mask_TB1, save=True)
-    return outputs, (w, x_TBD, mask_TB1, saved)
-
-  def run_bwd(residuals, cotangents):
-    w, x_TBD, mask_TB1, (carries, hh_TB, xp_TB, gx_TB) = residuals
-    d_carry, dy_TBH, d_attention_TBD = cotangents
-    w_rec_T = w['recurrent_kernel'].T
-    w_in_T = w['input_kernel'].T
-    recurrent_bias = w.get('recurrent_bias')
-
-    def step(state, xs):
-      d_carry, d_recurrent_bias = state
-      dy, d_attention, carry, hh, xp, x, gx, mask = xs
-      hh_cell = hh[:, d:] if gated else hh
-      _, pull_update = jax.vjp(
-          lambda c, xp, hc, rb: update_fn(c, xp, hc, rb, mask), carry, xp,
-          hh_cell, recurrent_bias)
-      d_carry_direct, d_xp, d_hh_cell, d_rb = pull_update((d_carry, dy))
-      outs = {'xp': d_xp}
-      if gated:
-        d_x_gated = d_xp @ w_in_T
-        _, pull_gate = jax.vjp(gate_fn, gx, hh[:, :d], x)
-        d_gx, d_hh_gate, d_x = pull_gate((d_x_gated, d_attention))
-        d_hh = jnp.concatenate([d_hh_gate, d_hh_cell], axis=-1)
-        outs.update(gx=d_gx, x=d_x)
-      else:
-        d_hh = d_hh_cell
-      outs['hh'] = d_hh
-      _, pull_hidden = jax.vjp(hidden, carry)
-      (d_carry_h,) = pull_hidden(d_hh @ w_rec_T)
-      if d_rb is not None:
-        d_recurrent_bias = d_recurrent_bias + d_rb
-      return (_tree_add(d_carry_direct, d_carry_h), d_recurrent_bias), outs
-
-    if not gated:
-      d_attention_TBD = None
-    d_rb0 = None if recurrent_bias is None else jnp.zeros_like(recurrent_bias)
-    (d_carry0, d_recurrent_bias), outs = jax.lax.scan(
-        step, (d_carry, d_rb0),
-        (dy_TBH, d_attention_TBD, carries, hh_TB, xp_TB, x_TBD, gx_TB,
-         mask_TB1),
-        reverse=True, unroll=unroll)
-
-    # Weight gradients: one [T*B]-deep matmul each.
-    h_prev_TBH = hidden(carries)
-    dw = {'recurrent_kernel': _matmul_sum(h_prev_TBH, outs['hh'], dtype),
-          'bias': outs['xp'].sum(axis=(0, 1)).astype(dtype)}
-    if recurrent_bias is not None:
-      dw['recurrent_bias'] = d_recurrent_bias
-    if gated:
-      attention_TBD = cell.gate_fn(gx_TB + hh_TB[..., :d])
-      dw['input_kernel'] = _matmul_sum(attention_TBD * x_TBD, outs['xp'], dtype)
-      dw['gate_input_kernel'] = _matmul_sum(x_TBD, outs['gx'], dtype)
-      dw['gate_bias'] = outs['gx'].sum(axis=(0, 1)).astype(dtype)
-      dx_TBD = outs['x'] + outs['gx'] @ w['gate_input_kernel'].T
-    else:
-      dw['input_kernel'] = _matmul_sum(x_TBD, outs['xp'], dtype)
-      dx_TBD = outs['xp'] @ w_in_T
-    return dw, dx_TBD.astype(x_TBD.dtype), d_carry0, None
-
-  run.defvjp(run_fwd, run_bwd)
-  return run(weights, x_TBD.astype(dtype), carry, mask_TB1)
+  h_prev_TBH = equations.hidden(carries).astype(w.dtype)
+  dw = w.replace(
+      recurrent_kernel=_matmul_sum(h_prev_TBH, outs['hh'], w.dtype),
+      bias=outs['xp'].sum(axis=(0, 1)).astype(w.dtype), params=d_params)
+  if gated:
+    x_gated_TBD, _ = attend(x_TBD, gx_TB, hh_TB[..., :d], equations.gate_fn)
+    dw = dw.replace(
+        input_kernel=_matmul_sum(x_gated_TBD, outs['xp'], w.dtype),
+        gate_input_kernel=_matmul_sum(x_TBD, outs['gx'], w.dtype),
+        gate_bias=outs['gx'].sum(axis=(0, 1)).astype(w.dtype))
+    dx_TBD = outs['x'] + outs['gx'] @ w.gate_input_kernel.T
+  else:
+    dw = dw.replace(input_kernel=_matmul_sum(x_TBD, outs['xp'], w.dtype))
+    dx_TBD = outs['xp'] @ kernels_T[0]
+  return dw, dx_TBD.astype(x_TBD.dtype), d_carry0, None

@@ -5,7 +5,7 @@ numbers with the same parameter tree, so a checkpoint trained with one loads int
 the other. What it adds:
 
 * a choice of loop layouts for the fused cells, made per backend by measurement
-  (``DEFAULT_LAYOUT``): per-gate or fused matmuls (``split_gates``), the
+  (:meth:`eleatt_jax.layout.Layout.default`): per-gate or fused matmuls (``split_gates``), the
   input-only part of each step (``W_xa x_t + b_a``, or an ungated cell's input
   projection) as one matmul over all steps before the ``lax.scan``
   (``hoist_input_projection``), and a cuDNN-style backward (``fused_backward``);
@@ -16,12 +16,17 @@ the other. What it adds:
 
 Bidirectional: ``nn.Bidirectional(RNN(cell_f), RNN(cell_b))``; :class:`RNN`
 follows Flax's ``RNNBase`` protocol.
+
+Which loop runs: a cell that implements
+:class:`eleatt_jax.equations.FusedCell` runs in :func:`eleatt_jax.fused_scan.run`;
+:class:`~eleatt_jax.EleAtt` is scanned itself (``nn.scan``), its gate's input
+projection hoisted if the layout says so; any other cell is scanned as
+``nn.RNN`` would.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +36,10 @@ from flax import linen as nn
 from flax.linen.recurrent import flip_sequences
 from flax.typing import Array, PRNGKey
 
-from eleatt_jax.cells import (EleAtt, _FusedCell, check_float_inputs,
-                              gate_inputs)
-from eleatt_jax.fused_scan import (DEFAULT_LAYOUT, default_layout, dense,
-                                   fused_scan, mask_padding)
-
-Carry = Any
+from eleatt_jax import fused_scan
+from eleatt_jax.cells import EleAtt, check_float_inputs
+from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
+from eleatt_jax.layout import Layout
 
 
 def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
@@ -82,9 +85,10 @@ class RNN(nn.Module):
 
   Any Flax cell runs (through ``nn.scan``, with ``seq_lengths`` masking); the
   fused cells (:class:`~eleatt_jax.EleAttGRUCell`, ``EleAttLSTMCell``,
-  ``EleAttSimpleCell``) run as a plain ``lax.scan`` with the input-only work
-  hoisted, and :class:`~eleatt_jax.EleAtt` around any cell has its gate's input
-  projection hoisted.
+  ``EleAttSimpleCell``) run as a plain ``lax.scan`` of their pure equations
+  (:func:`eleatt_jax.fused_scan.run`) in the backend's
+  :class:`~eleatt_jax.Layout`, and :class:`~eleatt_jax.EleAtt` around any cell
+  is scanned itself, its gate's input projection hoisted if the layout says so.
 
   Example usage::
 
@@ -118,14 +122,15 @@ class RNN(nn.Module):
     hoist_input_projection: compute the input-only part of each step (the
       gate's ``x W_xa + b_a``; for ungated fused cells ``x W_x + b``) for all
       steps in one matmul before the loop. Default None: per backend, from
-      ``DEFAULT_LAYOUT`` (measured with ``benchmarks/speed.py --sweep``).
+      :meth:`Layout.default <eleatt_jax.layout.Layout.default>` (measured
+      with ``benchmarks/speed.py --sweep``).
     split_gates: for fused cells, multiply by per-gate blocks of the kernels
       (split once, outside the loop) instead of the whole fused kernels.
-      Default None: per backend, from ``DEFAULT_LAYOUT``.
+      Default None: per backend, from ``Layout.default``.
     fused_backward: for fused cells, differentiate with the cuDNN-style VJP of
-      :func:`eleatt_jax.fused_scan.fused_scan` (weight gradients as one matmul
+      :func:`eleatt_jax.fused_scan.run` (weight gradients as one matmul
       after the backward loop) instead of autodiff of ``lax.scan``. Default
-      None: per backend, from ``DEFAULT_LAYOUT``.
+      None: per backend, from ``Layout.default``.
     check_seq_lengths: check that lengths lie in ``[1, T]`` (at trace time when
       they are concrete, else with a ``jax.debug.callback``).
   """
@@ -171,37 +176,23 @@ class RNN(nn.Module):
     time_major = self.time_major if time_major is None else time_major
     reverse = self.reverse if reverse is None else reverse
     keep_order = self.keep_order if keep_order is None else keep_order
-
-    inputs = jnp.asarray(inputs)
-    check_float_inputs(inputs, 'RNN')
-    if self.cell.num_feature_axes != 1:
-      raise ValueError(f'RNN supports cells with one feature axis; '
-                       f'{type(self.cell).__name__} has '
-                       f'{self.cell.num_feature_axes}.')
-    if inputs.ndim < 2:
-      layout = '[time, *batch, features]' if time_major else (
-          '[*batch, time, features]')
-      raise ValueError(f'RNN expects inputs of rank >= 2, {layout}; got shape '
-                       f'{inputs.shape}.')
+    inputs = self._checked(inputs, time_major)
 
     # Work in [T, B, D] with the batch dims flattened.
     x_TBD = inputs if time_major else jnp.moveaxis(inputs, -2, 0)
-    num_steps, batch_shape, input_features = (x_TBD.shape[0], x_TBD.shape[1:-1],
-                                              x_TBD.shape[-1])
+    num_steps, batch_shape = x_TBD.shape[0], x_TBD.shape[1:-1]
     batch = math.prod(batch_shape)
-    x_TBD = x_TBD.reshape(num_steps, batch, input_features)
+    x_TBD = x_TBD.reshape(num_steps, batch, x_TBD.shape[-1])
     lengths = _check_seq_lengths(seq_lengths, batch_shape, num_steps,
                                  self.check_seq_lengths)
     lengths_B = None if lengths is None else lengths.reshape(batch)
-
     if initial_carry is None:
-      carry = self.cell.initialize_carry(
+      initial_carry = self.cell.initialize_carry(
           jax.random.key(0) if init_key is None else init_key,
-          tuple(batch_shape) + (input_features,))
-    else:
-      carry = initial_carry
+          tuple(batch_shape) + x_TBD.shape[-1:])
     carry = jax.tree_util.tree_map(
-        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]), carry)
+        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]),
+        initial_carry)
 
     flip = lambda a_TB: flip_sequences(a_TB, lengths_B, num_batch_dims=1,
                                        time_major=True)
@@ -210,14 +201,7 @@ class RNN(nn.Module):
     mask_TB1 = None
     if lengths_B is not None:
       mask_TB1 = (jnp.arange(num_steps)[:, None] < lengths_B[None, :])[..., None]
-
-    if isinstance(self.cell, _FusedCell):
-      carry, y_TBH, attention_TBD = self._scan_fused(x_TBD, carry, mask_TB1)
-    elif isinstance(self.cell, EleAtt):
-      carry, y_TBH, attention_TBD = self._scan_wrapped(x_TBD, carry, mask_TB1)
-    else:
-      carry, y_TBH = self._scan_any(x_TBD, carry, mask_TB1)
-      attention_TBD = None
+    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1)
 
     def to_output_layout(a_TB):
       if reverse and keep_order:
@@ -232,73 +216,71 @@ class RNN(nn.Module):
         lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry)
     return (carry, outputs) if return_carry else outputs
 
-  def _layout(self, name: str) -> bool:
-    value = getattr(self, name)
-    return default_layout(name) if value is None else value
+  def _checked(self, inputs, time_major: bool) -> Array:
+    """``inputs`` as an array, after checking its dtype, rank and the cell."""
+    inputs = jnp.asarray(inputs)
+    check_float_inputs(inputs, 'RNN')
+    if self.cell.num_feature_axes != 1:
+      raise ValueError(f'RNN supports cells with one feature axis; '
+                       f'{type(self.cell).__name__} has '
+                       f'{self.cell.num_feature_axes}.')
+    if inputs.ndim < 2:
+      layout = '[time, *batch, features]' if time_major else (
+          '[*batch, time, features]')
+      raise ValueError(f'RNN expects inputs of rank >= 2, {layout}; got shape '
+                       f'{inputs.shape}.')
+    return inputs
 
-  def _scan_fused(self, x_TBD, carry, mask_TB1):
-    cell = self.cell
-    fused_backward = self._layout('fused_backward')
-    split_gates = self._layout('split_gates')
-    if fused_backward and split_gates:
-      if self.split_gates:
-        raise ValueError('RNN: fused_backward=True needs split_gates=False (the '
-                         'custom backward works on the fused layout).')
-      split_gates = False
-    prepared = cell.prepare(
-        cell.kernels(x_TBD.shape[-1]), x_TBD.dtype,
-        hoist_input_projection=self._layout('hoist_input_projection'),
-        split_gates=split_gates)
-    return fused_scan(cell, prepared, x_TBD, carry, mask_TB1,
-                      unroll=self.unroll, custom_backward=fused_backward)
+  @property
+  def layout(self) -> Layout:
+    """This backend's default layout with the attributes that are set."""
+    return Layout.default().with_choices(
+        split_gates=self.split_gates,
+        hoist_input_projection=self.hoist_input_projection,
+        fused_backward=self.fused_backward)
 
-  def _scan_wrapped(self, x_TBD, carry, mask_TB1):
-    """EleAtt(any cell): the gate is computed here, the cell is scanned."""
-    wrapper = self.cell
-    hidden_features = wrapper.hidden(carry).shape[-1]
-    gate = wrapper.gate.kernels(x_TBD.shape[-1], hidden_features)
-    dtype = wrapper.gate.dtype or jnp.result_type(
-        x_TBD, *jax.tree_util.tree_leaves(gate))
-    gate = jax.tree_util.tree_map(lambda p: p.astype(dtype), gate)
-    input_only = lambda x: dense(x.astype(dtype), gate['input_kernel'],
-                                 gate['bias'])
-    gate_x_TBD = (input_only(x_TBD) if self._layout('hoist_input_projection')
-                  else None)
+  def _scan(self, x_TBD, carry, mask_TB1):
+    """Picks the loop: ``(carry, y [T, B, H], attention [T, B, D] or None)``."""
+    layout = self.layout
+    if isinstance(self.cell, FusedCell):
+      equations = self.cell.equations()
+      weights = step_weights(equations, self.cell.kernels(x_TBD.shape[-1]),
+                             x_TBD, carry, layout)
+      return fused_scan.run(equations, weights, x_TBD, carry, mask_TB1,
+                            unroll=self.unroll)
+    if isinstance(self.cell, EleAtt):
+      projection_TBD = (self.cell.input_projection(x_TBD, carry)
+                        if layout.hoist_input_projection else None)
+      carry, (y_TBH, attention_TBD) = self._scan_module(
+          _wrapped_step, carry, (x_TBD, projection_TBD, mask_TB1))
+      return carry, y_TBH, attention_TBD
+    carry, y_TBH = self._scan_module(_any_step, carry, (x_TBD, mask_TB1))
+    return carry, y_TBH, None
 
-    def step(inner_cell, carry, gate, xs):
-      x_BD, gate_x_BD, mask_B1 = xs
-      if gate_x_BD is None:
-        gate_x_BD = input_only(x_BD)
-      h = wrapper.hidden(carry).astype(dtype)
-      attention_BD = wrapper.gate_fn(gate_x_BD + h @ gate['recurrent_kernel'])
-      new_carry, y_BH = inner_cell(carry, gate_inputs(attention_BD, x_BD))
-      new_carry, y_BH = mask_padding(mask_B1, new_carry, carry, y_BH)
-      return new_carry, (y_BH, attention_BD)
-
-    scan = nn.scan(step, variable_broadcast='params',
-                   split_rngs={'params': False}, in_axes=(nn.broadcast, 0),
-                   out_axes=0, unroll=self.unroll)
-    carry, (y_TBH, attention_TBD) = scan(wrapper.cell, carry, gate,
-                                         (x_TBD, gate_x_TBD, mask_TB1))
-    return carry, y_TBH, attention_TBD
-
-  def _scan_any(self, x_TBD, carry, mask_TB1):
-
-    def step(cell, carry, xs):
-      x_BD, mask_B1 = xs
-      new_carry, y_BH = cell(carry, x_BD)
-      return mask_padding(mask_B1, new_carry, carry, y_BH)
-
+  def _scan_module(self, step, carry, xs):
+    """``nn.scan`` of ``step(cell, carry, xs_t)`` over the leading axis of xs."""
     scan = nn.scan(step, variable_broadcast='params',
                    split_rngs={'params': False}, in_axes=0, out_axes=0,
                    unroll=self.unroll)
     try:
-      return scan(self.cell, carry, (x_TBD, mask_TB1))
+      return scan(self.cell, carry, xs)
     except flax.errors.ScopeParamShapeError as e:
       raise ValueError(
           f'RNN: the parameters of {type(self.cell).__name__} do not fit '
-          f'inputs with {x_TBD.shape[-1]} features (inputs [T, B, D] = '
-          f'{x_TBD.shape}): {e}') from e
+          f'inputs with {xs[0].shape[-1]} features (inputs [T, B, D] = '
+          f'{xs[0].shape}): {e}') from e
 
 
+def _wrapped_step(cell: EleAtt, carry: Carry, xs):
+  """One step of ``EleAtt(cell)``, then padding: ``(carry, (y, attention))``."""
+  x_BD, projection_BD, mask_B1 = xs
+  new_carry, y_BH, attention_BD = cell.step(carry, x_BD, projection_BD)
+  new_carry, y_BH = mask_padding(mask_B1, new_carry, carry, y_BH)
+  return new_carry, (y_BH, attention_BD)
 
+
+def _any_step(cell: nn.RNNCellBase, carry: Carry, xs):
+  """One step of any cell, then padding: ``(carry, y)``."""
+  x_BD, mask_B1 = xs
+  new_carry, y_BH = cell(carry, x_BD)
+  return mask_padding(mask_B1, new_carry, carry, y_BH)
