@@ -1,4 +1,4 @@
-"""Plain NumPy (float64) EleAtt-RNN, written from the equations in DESIGN.md.
+"""Plain NumPy (float64) EleAtt-RNN, written from the equations of the paper (README).
 
 Nothing here imports eleatt_jax: the weights are taken out of a variables dict
 by the documented parameter layout (per-gate column blocks of the fused kernels,

@@ -15,11 +15,11 @@ from train.configs import _skeleton
 
 
 def get_config():
-  """ntu120_xsub settings (shared/DESIGN.md skeleton defaults)."""
+  """ntu120_xsub settings (the recipe of _skeleton.py)."""
   config = _skeleton.get_config(
       'ntu_rgbd120/xsub',  # tfds builder/config
-      num_epochs=100,  # reduce-on-plateau decides the rate
+      num_epochs=100,  # the cosine schedule spans them
       num_frames=100,  # frames sampled uniformly from each sequence
-      augment=True,  # random rotation of +-0.3 rad about each axis
+      augment=True,  # rotation: +-pi/2 about the vertical, +-0.3 rad about x, z
       center_joint=1)  # spine joint (Kinect joint 2)
   return config

@@ -15,11 +15,12 @@ from train.configs import _skeleton
 
 
 def get_config():
-  """shrec28 settings (shared/DESIGN.md skeleton defaults)."""
+  """shrec28 settings (the recipe of _skeleton.py)."""
   config = _skeleton.get_config(
       'shrec17/28',  # tfds builder/config
-      num_epochs=200,  # reduce-on-plateau decides the rate
+      num_epochs=200,  # the cosine schedule spans them
       num_frames=60,  # frames sampled uniformly from each sequence
       augment=True,  # random rotation of +-0.3 rad about each axis
-      center_joint=1)  # palm joint of the 22-joint hand
+      center_joint=1,  # palm joint of the 22-joint hand
+      hand=True)  # no shoulder alignment; +-0.3 rad about every axis
   return config
