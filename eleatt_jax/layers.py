@@ -35,6 +35,7 @@ import numpy as np
 from flax import linen as nn
 from flax.linen.recurrent import flip_sequences
 from flax.typing import Array, PRNGKey
+from jax.experimental import checkify
 
 from eleatt_jax import fused_scan
 from eleatt_jax.cells import EleAtt, check_float_inputs
@@ -42,11 +43,25 @@ from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
 from eleatt_jax.layout import Layout
 
 
+SEQ_LENGTH_CHECKS = (True, False, 'checkify', 'callback')
+
+
 def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
-                       num_steps: int, check_values: bool) -> Array:
-  """Validates ``seq_lengths`` (shape, dtype, values in [1, T])."""
+                       num_steps: int, check_values: bool | str) -> Array:
+  """Validates ``seq_lengths`` (shape, dtype, values in [1, T]).
+
+  Shape and dtype are checked always, concrete values always unless
+  ``check_values`` is False. Traced values (under ``jit``): ``True`` leaves
+  them unchecked (the default graph holds no host callback, so it exports);
+  ``'checkify'`` adds a ``checkify.check`` (run the caller under
+  ``jax.experimental.checkify.checkify``); ``'callback'`` adds the host
+  callback of earlier versions (not exportable).
+  """
   if seq_lengths is None:
     return None
+  if check_values not in SEQ_LENGTH_CHECKS:
+    raise ValueError(f'RNN: check_seq_lengths must be one of '
+                     f'{SEQ_LENGTH_CHECKS}, got {check_values!r}.')
   shape = tuple(np.shape(seq_lengths))
   if shape != tuple(batch_shape):
     raise ValueError(
@@ -56,19 +71,11 @@ def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
       seq_lengths, jax.core.Tracer) else seq_lengths.dtype
   if not jnp.issubdtype(dtype, jnp.integer):
     raise ValueError(f'RNN: seq_lengths must be integers, got dtype {dtype}.')
-  if not check_values:
+  if check_values is False:
     return jnp.asarray(seq_lengths)
   message = ('RNN: every seq_length must be in [1, {T}] (the time axis); got '
              '{bad} at batch index {index}.')
-  if not isinstance(seq_lengths, jax.core.Tracer):
-    values = np.asarray(seq_lengths).reshape(-1)
-    bad = np.flatnonzero((values < 1) | (values > num_steps))
-    if bad.size:
-      raise ValueError(message.format(T=num_steps, bad=values[bad[0]],
-                                      index=np.unravel_index(bad[0], shape)))
-    return jnp.asarray(seq_lengths)
 
-  # Under jit the values are unknown at trace time: check them when they are.
   def _raise_if_out_of_range(values):
     values = np.asarray(values).reshape(-1)
     bad = np.flatnonzero((values < 1) | (values > num_steps))
@@ -76,8 +83,44 @@ def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
       raise ValueError(message.format(T=num_steps, bad=values[bad[0]],
                                       index=np.unravel_index(bad[0], shape)))
 
-  jax.debug.callback(_raise_if_out_of_range, seq_lengths)
+  if not isinstance(seq_lengths, jax.core.Tracer):
+    _raise_if_out_of_range(seq_lengths)
+    return jnp.asarray(seq_lengths)
+  if check_values == 'checkify':
+    flat = seq_lengths.reshape(-1)
+    bad = (flat < 1) | (flat > num_steps)
+    first = jnp.argmax(bad)
+    checkify.check(~jnp.any(bad), message.format(
+        T=num_steps, bad='{bad}', index='{index} (flattened)'),
+                   bad=flat[first], index=first)
+  elif check_values == 'callback':
+    jax.debug.callback(_raise_if_out_of_range, seq_lengths)
   return seq_lengths
+
+
+def _check_initial_carry(cell: nn.RNNCellBase, initial_carry: Carry,
+                         input_shape: tuple[int, ...]) -> None:
+  """Raises a ValueError if ``initial_carry`` is not shaped as the cell's carry.
+
+  ``input_shape``: ``(*batch, D)``; the expected carry is
+  ``cell.initialize_carry(key, input_shape)``'s structure and shapes.
+  """
+  try:
+    expected = jax.eval_shape(
+        lambda: cell.initialize_carry(jax.random.key(0), input_shape))
+  except Exception:  # pylint: disable=broad-except
+    return  # A cell whose carry cannot be made abstractly: nothing to compare.
+  shapes = lambda tree: jax.tree_util.tree_map(lambda a: tuple(np.shape(a)),
+                                               tree)
+  leaves, treedef = jax.tree_util.tree_flatten(expected)
+  given_leaves, given_treedef = jax.tree_util.tree_flatten(initial_carry)
+  if treedef != given_treedef or any(
+      tuple(np.shape(g)) != tuple(e.shape)
+      for g, e in zip(given_leaves, leaves)):
+    raise ValueError(
+        f'RNN: initial_carry of {type(cell).__name__} for inputs (*batch, D) = '
+        f'{tuple(input_shape)} must have the shapes {shapes(expected)}, got '
+        f'{shapes(initial_carry)}.')
 
 
 class RNN(nn.Module):
@@ -131,8 +174,15 @@ class RNN(nn.Module):
       :func:`eleatt_jax.fused_scan.run` (weight gradients as one matmul
       after the backward loop) instead of autodiff of ``lax.scan``. Default
       None: per backend, from ``Layout.default``.
-    check_seq_lengths: check that lengths lie in ``[1, T]`` (at trace time when
-      they are concrete, else with a ``jax.debug.callback``).
+    check_seq_lengths: check that lengths lie in ``[1, T]``. ``True``
+      (default): concrete lengths at trace time, a ValueError; traced lengths
+      (under ``jit``) are not checked, so the traced graph has no host
+      callback and exports (check them at the data boundary, or with the
+      eager call). ``'checkify'``: traced lengths too, through
+      ``checkify.check`` (wrap the caller in
+      ``jax.experimental.checkify.checkify`` and ``err.throw()``).
+      ``'callback'``: a ``jax.debug.callback`` (not exportable). ``False``:
+      no value check.
   """
 
   cell: nn.RNNCellBase
@@ -144,7 +194,7 @@ class RNN(nn.Module):
   hoist_input_projection: bool | None = None
   split_gates: bool | None = None
   fused_backward: bool | None = None
-  check_seq_lengths: bool = True
+  check_seq_lengths: bool | str = True
 
   @nn.compact
   def __call__(
@@ -190,6 +240,9 @@ class RNN(nn.Module):
       initial_carry = self.cell.initialize_carry(
           jax.random.key(0) if init_key is None else init_key,
           tuple(batch_shape) + x_TBD.shape[-1:])
+    else:
+      _check_initial_carry(self.cell, initial_carry,
+                           tuple(batch_shape) + x_TBD.shape[-1:])
     carry = jax.tree_util.tree_map(
         lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]),
         initial_carry)
@@ -201,6 +254,9 @@ class RNN(nn.Module):
     mask_TB1 = None
     if lengths_B is not None:
       mask_TB1 = (jnp.arange(num_steps)[:, None] < lengths_B[None, :])[..., None]
+      # A select, so that NaN or Inf in the padding reaches neither the
+      # outputs nor (as 0 * NaN) the gradients.
+      x_TBD = jnp.where(mask_TB1, x_TBD, 0)
     carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1)
 
     def to_output_layout(a_TB):

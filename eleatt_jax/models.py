@@ -73,9 +73,10 @@ class StackedRNNClassifier(nn.Module):
     readout: ``'mean'`` or ``'last'``.
     bidirectional: run each layer both ways and concatenate.
     unroll: scan unroll of each layer.
-    check_seq_lengths: let each layer check that lengths lie in [1, T]; under
-      ``jit`` that is a host callback per call, which a training loop whose
-      input pipeline already guarantees the lengths can switch off.
+    check_seq_lengths: how each layer checks that lengths lie in [1, T]
+      (:class:`eleatt_jax.RNN`): ``True`` checks concrete lengths at trace
+      time and adds nothing to a traced graph (it exports); ``'checkify'`` or
+      ``'callback'`` check traced lengths too; ``False`` does not check.
     dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters stay
       ``param_dtype``; logits are float32.
     param_dtype: parameter dtype (float32).
@@ -89,7 +90,7 @@ class StackedRNNClassifier(nn.Module):
   readout: str = 'mean'
   bidirectional: bool = False
   unroll: int = 1
-  check_seq_lengths: bool = True
+  check_seq_lengths: bool | str = True
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
