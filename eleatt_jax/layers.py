@@ -40,6 +40,7 @@ from jax.experimental import checkify
 from eleatt_jax import fused_scan
 from eleatt_jax.cells import EleAtt, check_float_inputs
 from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
+from eleatt_jax.equations import step as eqs_step
 from eleatt_jax.layout import Layout
 
 
@@ -325,6 +326,116 @@ class RNN(nn.Module):
           f'RNN: the parameters of {type(self.cell).__name__} do not fit '
           f'inputs with {xs[0].shape[-1]} features (inputs [T, B, D] = '
           f'{xs[0].shape}): {e}') from e
+
+
+  # Streaming: the carry in, the carry out, one step or one chunk at a time.
+
+  def _check_streamable(self, where: str) -> None:
+    if self.reverse:
+      raise ValueError(f'RNN.{where}: a reverse=True layer reads the sequence '
+                       'from its end and cannot stream; run the whole sequence '
+                       'with __call__.')
+
+  @nn.nowrap
+  def initialize_carry(self, input_shape: tuple[int, ...],
+                       rng: PRNGKey | None = None) -> Carry:
+    """The carry at t=0 for steps ``x_t [*batch, D]``: ``input_shape = (*batch, D)``.
+
+    The same carry ``__call__`` starts from: ``cell.initialize_carry(rng or
+    key(0), input_shape)``.
+    """
+    return self.cell.initialize_carry(
+        jax.random.key(0) if rng is None else rng, tuple(input_shape))
+
+  def step(self, carry: Carry, x_t: Array, valid: Array | None = None
+           ) -> tuple[Carry, Array, Array | None]:
+    """One time step: ``(carry, x_t [*batch, D]) -> (carry, y_t [*batch, H], a_t)``.
+
+    The step :meth:`__call__` runs at each t (the cell's own step; for fused
+    cells :func:`eleatt_jax.equations.step`), so stepping through a sequence
+    from :meth:`initialize_carry` gives ``__call__``'s outputs and final carry.
+
+    Args:
+      carry: the carry after the previous step.
+      x_t: ``<float>[*batch, D]``, this step's inputs.
+      valid: ``<bool>[*batch]``, False past a sequence's end: the carry stays
+        and ``y_t`` is 0 there (default: all valid).
+
+    Returns:
+      The new carry, ``y_t`` and the attention ``a_t [*batch, D]`` (None for a
+      cell without a gate).
+    """
+    self._check_streamable('step')
+    x_t = jnp.asarray(x_t)
+    check_float_inputs(x_t, 'RNN.step')
+    if x_t.ndim < 1:
+      raise ValueError('RNN.step expects x_t [*batch, D], got a scalar.')
+    _check_initial_carry(self.cell, carry, x_t.shape)
+    mask = None if valid is None else jnp.asarray(valid, bool)[..., None]
+    if mask is not None:
+      x_t = jnp.where(mask, x_t, 0)
+    if isinstance(self.cell, FusedCell):
+      equations = self.cell.equations()
+      weights = step_weights(equations, self.cell.kernels(x_t.shape[-1]), x_t,
+                             carry, self.layout)
+      new_carry, y, attention, _ = eqs_step(equations, weights, carry, x_t,
+                                            mask_B1=mask)
+      return new_carry, y, attention
+    if isinstance(self.cell, EleAtt):
+      new_carry, y, attention = self.cell.step(carry, x_t)
+    else:
+      (new_carry, y), attention = self.cell(carry, x_t), None
+    new_carry, y = mask_padding(mask, new_carry, carry, y)
+    return new_carry, y, attention
+
+  def chunk(self, carry: Carry, inputs: Array, valid: Array | None = None
+            ) -> tuple[Carry, Array, Array | None]:
+    """A chunk of steps: ``(carry, x [*batch, c, D]) -> (carry, y [*batch, c, H], a)``.
+
+    The loop of :meth:`__call__` from a given carry (``[c, *batch, D]`` if
+    ``time_major``): splitting a sequence into chunks and passing the carry on
+    gives the outputs and final carry of one ``__call__`` on the whole.
+
+    Args:
+      carry: the carry after the previous chunk (:meth:`initialize_carry`).
+      inputs: ``<float>[*batch, c, D]``.
+      valid: ``<bool>[*batch, c]`` (``[c, *batch]`` if ``time_major``), False
+        past a sequence's end (default: all valid).
+
+    Returns:
+      The carry after the chunk, the outputs and the attention
+      ``[*batch, c, D]`` (None for a cell without a gate).
+    """
+    self._check_streamable('chunk')
+    inputs = self._checked(inputs, self.time_major)
+    x_TBD = inputs if self.time_major else jnp.moveaxis(inputs, -2, 0)
+    num_steps, batch_shape = x_TBD.shape[0], x_TBD.shape[1:-1]
+    batch = math.prod(batch_shape)
+    _check_initial_carry(self.cell, carry, tuple(batch_shape) + x_TBD.shape[-1:])
+    x_TBD = x_TBD.reshape(num_steps, batch, x_TBD.shape[-1])
+    mask_TB1 = None
+    if valid is not None:
+      valid = jnp.asarray(valid, bool)
+      expected = inputs.shape[:-1]
+      if valid.shape != expected:
+        raise ValueError(f'RNN.chunk: valid must have the shape {expected} of '
+                         f'the inputs without D, got {valid.shape}.')
+      valid_TB = valid if self.time_major else jnp.moveaxis(valid, -1, 0)
+      mask_TB1 = valid_TB.reshape(num_steps, batch, 1)
+      x_TBD = jnp.where(mask_TB1, x_TBD, 0)
+    carry = jax.tree_util.tree_map(
+        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]), carry)
+    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1)
+
+    def to_output_layout(a_TB):
+      a = a_TB.reshape((num_steps,) + tuple(batch_shape) + a_TB.shape[2:])
+      return a if self.time_major else jnp.moveaxis(a, 0, -2)
+
+    carry = jax.tree_util.tree_map(
+        lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry)
+    attention = (None if attention_TBD is None else
+                 to_output_layout(attention_TBD))
+    return carry, to_output_layout(y_TBH), attention
 
 
 def _wrapped_step(cell: EleAtt, carry: Carry, xs):
