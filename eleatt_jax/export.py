@@ -18,7 +18,8 @@ the caller adds: classes, preprocessing...). Loading needs JAX alone::
     import jax
     with open('export/step.jax_exported', 'rb') as f:
       step = jax.export.deserialize(bytearray(f.read()))
-    carry, logits_t, probabilities_t = step.call(carry, x_t)
+    step_fn = jax.jit(step.call)   # a bare .call is traced at every call
+    carry, logits_t, probabilities_t = step_fn(carry, x_t)
 
 :func:`load` does the same and checks the files against the card first (a
 clear ValueError for a damaged, missing or mismatched file).

@@ -169,3 +169,28 @@ def test_bidirectional_exports_the_sequence_function_only():
                                bidirectional=True)
   variables = model.init(jax.random.key(0), jnp.ones((1, 3, 3)))
   assert set(export_lib.export_classifier(model, variables, 3)) == {'sequence'}
+
+
+def test_stream_replays_through_the_exported_step(exported_run, tmp_path):
+  import io  # pylint: disable=g-import-not-at-top
+  from train import stream  # pylint: disable=g-import-not-at-top
+  workdir, _ = exported_run
+  out = io.StringIO()
+  png = tmp_path / 'p.png'
+  result = stream.replay(str(workdir), index=2, plot=str(png), out=out)
+  text = out.getvalue()
+  num_frames = len(result['top'])
+  assert text.count('\nframe ') == num_frames
+  assert f'at frame {result["settled_frame"]} of {num_frames}' in text
+  assert png.exists()
+  # The last frame's probabilities are the full-sequence model's.
+  model, variables = in_process_model(workdir)
+  from train import config_lib, input_pipeline  # pylint: disable=g-import-not-at-top
+  config = config_lib.from_json(json.loads((workdir / 'config.json').read_text()))
+  builder, info = input_pipeline.prepare_dataset(config, str(workdir))
+  batch, _ = input_pipeline.get_example(config, builder, info, 'test', 2)
+  logits = model.apply(variables, batch['x'], batch['length'])
+  np.testing.assert_allclose(result['probabilities'][-1],
+                             jax.nn.softmax(logits)[0], rtol=1e-5, atol=1e-6)
+  assert stream.settled_frame([0, 1, 1, 2, 2]) == 3
+  assert stream.settled_frame([2, 2]) == 0

@@ -52,8 +52,9 @@ def usage(directory: str) -> str:
   card = json.load(open(f'{{d}}/model_card.json'))
   sequence, init, step = load('sequence'), load('initialize_carry'), load('step')
   logits = sequence.call(x, lengths)          # x <f32>[B, T, D], lengths <i32>[B]
+  step_fn = jax.jit(step.call)                # jit: a bare .call retraces
   carry = init.call(x[:, 0])                  # streaming, frame by frame:
-  carry, logits_t, probs_t = step.call(carry, x[:, t])
+  carry, logits_t, probs_t = step_fn(carry, x[:, t])
   card['classes'][int(np.argmax(probs_t[0]))]
 
 Or `python -m train.stream --workdir=WORKDIR` to replay a test sequence.'''
