@@ -111,8 +111,11 @@ class FusedCellBase(nn.RNNCellBase):
     and for the GRU ``recurrent_bias [H]``.
     """
     d, h, g = input_features, self.features, self.num_blocks
+    stored_d = (self.get_variable('params', 'input_kernel').shape[0]
+                if self.has_variable('params', 'input_kernel') else d)
     check_param_shape(self, 'input_kernel', (d, g * h),
-                      f'{type(self).__name__} expects inputs of size D')
+                      f'{type(self).__name__} expects inputs of size '
+                      f'D={stored_d}, got D={d}')
     params = {}
     if self.use_gate:
       params['gate'] = EleAttG(

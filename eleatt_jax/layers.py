@@ -35,18 +35,34 @@ import numpy as np
 from flax import linen as nn
 from flax.linen.recurrent import flip_sequences
 from flax.typing import Array, PRNGKey
+from jax.experimental import checkify
 
 from eleatt_jax import fused_scan
 from eleatt_jax.cells import EleAtt, check_float_inputs
 from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
+from eleatt_jax.equations import step as eqs_step
 from eleatt_jax.layout import Layout
 
 
+SEQ_LENGTH_CHECKS = (True, False, 'checkify', 'callback')
+
+
 def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
-                       num_steps: int, check_values: bool) -> Array:
-  """Validates ``seq_lengths`` (shape, dtype, values in [1, T])."""
+                       num_steps: int, check_values: bool | str) -> Array:
+  """Validates ``seq_lengths`` (shape, dtype, values in [1, T]).
+
+  Shape and dtype are checked always, concrete values always unless
+  ``check_values`` is False. Traced values (under ``jit``): ``True`` leaves
+  them unchecked (the default graph holds no host callback, so it exports);
+  ``'checkify'`` adds a ``checkify.check`` (run the caller under
+  ``jax.experimental.checkify.checkify``); ``'callback'`` adds the host
+  callback of earlier versions (not exportable).
+  """
   if seq_lengths is None:
     return None
+  if check_values not in SEQ_LENGTH_CHECKS:
+    raise ValueError(f'RNN: check_seq_lengths must be one of '
+                     f'{SEQ_LENGTH_CHECKS}, got {check_values!r}.')
   shape = tuple(np.shape(seq_lengths))
   if shape != tuple(batch_shape):
     raise ValueError(
@@ -56,19 +72,11 @@ def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
       seq_lengths, jax.core.Tracer) else seq_lengths.dtype
   if not jnp.issubdtype(dtype, jnp.integer):
     raise ValueError(f'RNN: seq_lengths must be integers, got dtype {dtype}.')
-  if not check_values:
+  if check_values is False:
     return jnp.asarray(seq_lengths)
   message = ('RNN: every seq_length must be in [1, {T}] (the time axis); got '
              '{bad} at batch index {index}.')
-  if not isinstance(seq_lengths, jax.core.Tracer):
-    values = np.asarray(seq_lengths).reshape(-1)
-    bad = np.flatnonzero((values < 1) | (values > num_steps))
-    if bad.size:
-      raise ValueError(message.format(T=num_steps, bad=values[bad[0]],
-                                      index=np.unravel_index(bad[0], shape)))
-    return jnp.asarray(seq_lengths)
 
-  # Under jit the values are unknown at trace time: check them when they are.
   def _raise_if_out_of_range(values):
     values = np.asarray(values).reshape(-1)
     bad = np.flatnonzero((values < 1) | (values > num_steps))
@@ -76,8 +84,44 @@ def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
       raise ValueError(message.format(T=num_steps, bad=values[bad[0]],
                                       index=np.unravel_index(bad[0], shape)))
 
-  jax.debug.callback(_raise_if_out_of_range, seq_lengths)
+  if not isinstance(seq_lengths, jax.core.Tracer):
+    _raise_if_out_of_range(seq_lengths)
+    return jnp.asarray(seq_lengths)
+  if check_values == 'checkify':
+    flat = seq_lengths.reshape(-1)
+    bad = (flat < 1) | (flat > num_steps)
+    first = jnp.argmax(bad)
+    checkify.check(~jnp.any(bad), message.format(
+        T=num_steps, bad='{bad}', index='{index} (flattened)'),
+                   bad=flat[first], index=first)
+  elif check_values == 'callback':
+    jax.debug.callback(_raise_if_out_of_range, seq_lengths)
   return seq_lengths
+
+
+def _check_initial_carry(cell: nn.RNNCellBase, initial_carry: Carry,
+                         input_shape: tuple[int, ...]) -> None:
+  """Raises a ValueError if ``initial_carry`` is not shaped as the cell's carry.
+
+  ``input_shape``: ``(*batch, D)``; the expected carry is
+  ``cell.initialize_carry(key, input_shape)``'s structure and shapes.
+  """
+  try:
+    expected = jax.eval_shape(
+        lambda: cell.initialize_carry(jax.random.key(0), input_shape))
+  except Exception:  # pylint: disable=broad-except
+    return  # A cell whose carry cannot be made abstractly: nothing to compare.
+  shapes = lambda tree: jax.tree_util.tree_map(lambda a: tuple(np.shape(a)),
+                                               tree)
+  leaves, treedef = jax.tree_util.tree_flatten(expected)
+  given_leaves, given_treedef = jax.tree_util.tree_flatten(initial_carry)
+  if treedef != given_treedef or any(
+      tuple(np.shape(g)) != tuple(e.shape)
+      for g, e in zip(given_leaves, leaves)):
+    raise ValueError(
+        f'RNN: initial_carry of {type(cell).__name__} for inputs (*batch, D) = '
+        f'{tuple(input_shape)} must have the shapes {shapes(expected)}, got '
+        f'{shapes(initial_carry)}.')
 
 
 class RNN(nn.Module):
@@ -131,8 +175,15 @@ class RNN(nn.Module):
       :func:`eleatt_jax.fused_scan.run` (weight gradients as one matmul
       after the backward loop) instead of autodiff of ``lax.scan``. Default
       None: per backend, from ``Layout.default``.
-    check_seq_lengths: check that lengths lie in ``[1, T]`` (at trace time when
-      they are concrete, else with a ``jax.debug.callback``).
+    check_seq_lengths: check that lengths lie in ``[1, T]``. ``True``
+      (default): concrete lengths at trace time, a ValueError; traced lengths
+      (under ``jit``) are not checked, so the traced graph has no host
+      callback and exports (check them at the data boundary, or with the
+      eager call). ``'checkify'``: traced lengths too, through
+      ``checkify.check`` (wrap the caller in
+      ``jax.experimental.checkify.checkify`` and ``err.throw()``).
+      ``'callback'``: a ``jax.debug.callback`` (not exportable). ``False``:
+      no value check.
   """
 
   cell: nn.RNNCellBase
@@ -144,7 +195,7 @@ class RNN(nn.Module):
   hoist_input_projection: bool | None = None
   split_gates: bool | None = None
   fused_backward: bool | None = None
-  check_seq_lengths: bool = True
+  check_seq_lengths: bool | str = True
 
   @nn.compact
   def __call__(
@@ -190,6 +241,9 @@ class RNN(nn.Module):
       initial_carry = self.cell.initialize_carry(
           jax.random.key(0) if init_key is None else init_key,
           tuple(batch_shape) + x_TBD.shape[-1:])
+    else:
+      _check_initial_carry(self.cell, initial_carry,
+                           tuple(batch_shape) + x_TBD.shape[-1:])
     carry = jax.tree_util.tree_map(
         lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]),
         initial_carry)
@@ -201,6 +255,9 @@ class RNN(nn.Module):
     mask_TB1 = None
     if lengths_B is not None:
       mask_TB1 = (jnp.arange(num_steps)[:, None] < lengths_B[None, :])[..., None]
+      # A select, so that NaN or Inf in the padding reaches neither the
+      # outputs nor (as 0 * NaN) the gradients.
+      x_TBD = jnp.where(mask_TB1, x_TBD, 0)
     carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1)
 
     def to_output_layout(a_TB):
@@ -269,6 +326,116 @@ class RNN(nn.Module):
           f'RNN: the parameters of {type(self.cell).__name__} do not fit '
           f'inputs with {xs[0].shape[-1]} features (inputs [T, B, D] = '
           f'{xs[0].shape}): {e}') from e
+
+
+  # Streaming: the carry in, the carry out, one step or one chunk at a time.
+
+  def _check_streamable(self, where: str) -> None:
+    if self.reverse:
+      raise ValueError(f'RNN.{where}: a reverse=True layer reads the sequence '
+                       'from its end and cannot stream; run the whole sequence '
+                       'with __call__.')
+
+  @nn.nowrap
+  def initialize_carry(self, input_shape: tuple[int, ...],
+                       rng: PRNGKey | None = None) -> Carry:
+    """The carry at t=0 for steps ``x_t [*batch, D]``: ``input_shape = (*batch, D)``.
+
+    The same carry ``__call__`` starts from: ``cell.initialize_carry(rng or
+    key(0), input_shape)``.
+    """
+    return self.cell.initialize_carry(
+        jax.random.key(0) if rng is None else rng, tuple(input_shape))
+
+  def step(self, carry: Carry, x_t: Array, valid: Array | None = None
+           ) -> tuple[Carry, Array, Array | None]:
+    """One time step: ``(carry, x_t [*batch, D]) -> (carry, y_t [*batch, H], a_t)``.
+
+    The step :meth:`__call__` runs at each t (the cell's own step; for fused
+    cells :func:`eleatt_jax.equations.step`), so stepping through a sequence
+    from :meth:`initialize_carry` gives ``__call__``'s outputs and final carry.
+
+    Args:
+      carry: the carry after the previous step.
+      x_t: ``<float>[*batch, D]``, this step's inputs.
+      valid: ``<bool>[*batch]``, False past a sequence's end: the carry stays
+        and ``y_t`` is 0 there (default: all valid).
+
+    Returns:
+      The new carry, ``y_t`` and the attention ``a_t [*batch, D]`` (None for a
+      cell without a gate).
+    """
+    self._check_streamable('step')
+    x_t = jnp.asarray(x_t)
+    check_float_inputs(x_t, 'RNN.step')
+    if x_t.ndim < 1:
+      raise ValueError('RNN.step expects x_t [*batch, D], got a scalar.')
+    _check_initial_carry(self.cell, carry, x_t.shape)
+    mask = None if valid is None else jnp.asarray(valid, bool)[..., None]
+    if mask is not None:
+      x_t = jnp.where(mask, x_t, 0)
+    if isinstance(self.cell, FusedCell):
+      equations = self.cell.equations()
+      weights = step_weights(equations, self.cell.kernels(x_t.shape[-1]), x_t,
+                             carry, self.layout)
+      new_carry, y, attention, _ = eqs_step(equations, weights, carry, x_t,
+                                            mask_B1=mask)
+      return new_carry, y, attention
+    if isinstance(self.cell, EleAtt):
+      new_carry, y, attention = self.cell.step(carry, x_t)
+    else:
+      (new_carry, y), attention = self.cell(carry, x_t), None
+    new_carry, y = mask_padding(mask, new_carry, carry, y)
+    return new_carry, y, attention
+
+  def chunk(self, carry: Carry, inputs: Array, valid: Array | None = None
+            ) -> tuple[Carry, Array, Array | None]:
+    """A chunk of steps: ``(carry, x [*batch, c, D]) -> (carry, y [*batch, c, H], a)``.
+
+    The loop of :meth:`__call__` from a given carry (``[c, *batch, D]`` if
+    ``time_major``): splitting a sequence into chunks and passing the carry on
+    gives the outputs and final carry of one ``__call__`` on the whole.
+
+    Args:
+      carry: the carry after the previous chunk (:meth:`initialize_carry`).
+      inputs: ``<float>[*batch, c, D]``.
+      valid: ``<bool>[*batch, c]`` (``[c, *batch]`` if ``time_major``), False
+        past a sequence's end (default: all valid).
+
+    Returns:
+      The carry after the chunk, the outputs and the attention
+      ``[*batch, c, D]`` (None for a cell without a gate).
+    """
+    self._check_streamable('chunk')
+    inputs = self._checked(inputs, self.time_major)
+    x_TBD = inputs if self.time_major else jnp.moveaxis(inputs, -2, 0)
+    num_steps, batch_shape = x_TBD.shape[0], x_TBD.shape[1:-1]
+    batch = math.prod(batch_shape)
+    _check_initial_carry(self.cell, carry, tuple(batch_shape) + x_TBD.shape[-1:])
+    x_TBD = x_TBD.reshape(num_steps, batch, x_TBD.shape[-1])
+    mask_TB1 = None
+    if valid is not None:
+      valid = jnp.asarray(valid, bool)
+      expected = inputs.shape[:-1]
+      if valid.shape != expected:
+        raise ValueError(f'RNN.chunk: valid must have the shape {expected} of '
+                         f'the inputs without D, got {valid.shape}.')
+      valid_TB = valid if self.time_major else jnp.moveaxis(valid, -1, 0)
+      mask_TB1 = valid_TB.reshape(num_steps, batch, 1)
+      x_TBD = jnp.where(mask_TB1, x_TBD, 0)
+    carry = jax.tree_util.tree_map(
+        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]), carry)
+    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1)
+
+    def to_output_layout(a_TB):
+      a = a_TB.reshape((num_steps,) + tuple(batch_shape) + a_TB.shape[2:])
+      return a if self.time_major else jnp.moveaxis(a, 0, -2)
+
+    carry = jax.tree_util.tree_map(
+        lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry)
+    attention = (None if attention_TBD is None else
+                 to_output_layout(attention_TBD))
+    return carry, to_output_layout(y_TBH), attention
 
 
 def _wrapped_step(cell: EleAtt, carry: Carry, xs):

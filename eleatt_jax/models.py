@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax.typing import Array, Dtype
@@ -73,9 +74,10 @@ class StackedRNNClassifier(nn.Module):
     readout: ``'mean'`` or ``'last'``.
     bidirectional: run each layer both ways and concatenate.
     unroll: scan unroll of each layer.
-    check_seq_lengths: let each layer check that lengths lie in [1, T]; under
-      ``jit`` that is a host callback per call, which a training loop whose
-      input pipeline already guarantees the lengths can switch off.
+    check_seq_lengths: how each layer checks that lengths lie in [1, T]
+      (:class:`eleatt_jax.RNN`): ``True`` checks concrete lengths at trace
+      time and adds nothing to a traced graph (it exports); ``'checkify'`` or
+      ``'callback'`` check traced lengths too; ``False`` does not check.
     dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters stay
       ``param_dtype``; logits are float32.
     param_dtype: parameter dtype (float32).
@@ -89,11 +91,48 @@ class StackedRNNClassifier(nn.Module):
   readout: str = 'mean'
   bidirectional: bool = False
   unroll: int = 1
-  check_seq_lengths: bool = True
+  check_seq_lengths: bool | str = True
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    if self.cell not in CELL_TYPES:
+      raise ValueError(f'cell must be one of {sorted(CELL_TYPES)}, got '
+                       f'{self.cell!r}.')
+    if self.readout not in READOUTS:
+      raise ValueError(f'readout must be one of {READOUTS}, got {self.readout!r}.')
+    # The same names as the compact version of this module had (checkpoints
+    # and dropout rngs are unchanged): layer_i, Dropout_i, classifier.
+    for i, make_cell in enumerate(self._cell_makers()):
+      make_rnn = lambda **kw: RNN(
+          make_cell(), unroll=self.unroll,
+          check_seq_lengths=self.check_seq_lengths, **kw)
+      if self.bidirectional:
+        layer = nn.Bidirectional(make_rnn(parent=None), make_rnn(parent=None))
+      else:
+        layer = make_rnn()
+      setattr(self, f'layer_{i}', layer)
+      setattr(self, f'Dropout_{i}', nn.Dropout(self.dropout_rate))
+    self.classifier = nn.Dense(self.num_classes, dtype=jnp.float32,
+                               param_dtype=self.param_dtype)
+
+  @nn.nowrap
+  def _cell_makers(self):
+    """One ``() -> cell`` per layer (validates ``cell`` and ``gate_layers``)."""
+    if self.cell not in CELL_TYPES:
+      raise ValueError(f'cell must be one of {sorted(CELL_TYPES)}, got '
+                       f'{self.cell!r}.')
+    cell_cls, gateable = CELL_TYPES[self.cell]
+    gates = gated_layers(self.gate_layers, len(self.hidden_sizes))  # validates
+    if not gateable:
+      gates = (False,) * len(gates)
+    return [lambda f=features, g=use_gate: cell_cls(
+        f, use_gate=g, dtype=self.dtype, param_dtype=self.param_dtype,
+        parent=None) for features, use_gate in zip(self.hidden_sizes, gates)]
+
+  def _layers(self) -> list[nn.Module]:
+    return [getattr(self, f'layer_{i}') for i in range(len(self.hidden_sizes))]
+
   def __call__(self, inputs: Array, seq_lengths: Array | None = None, *,
                train: bool = False) -> Array:
     """Classifies each sequence.
@@ -106,32 +145,13 @@ class StackedRNNClassifier(nn.Module):
     Returns:
       ``<float32>[batch, num_classes]`` logits.
     """
-    if self.cell not in CELL_TYPES:
-      raise ValueError(f'cell must be one of {sorted(CELL_TYPES)}, got '
-                       f'{self.cell!r}.')
-    if self.readout not in READOUTS:
-      raise ValueError(f'readout must be one of {READOUTS}, got {self.readout!r}.')
     if jnp.ndim(inputs) != 3:
       raise ValueError('StackedRNNClassifier expects inputs [batch, time, '
                        f'features], got shape {jnp.shape(inputs)}.')
-    cell_cls, gateable = CELL_TYPES[self.cell]
-    gates = gated_layers(self.gate_layers, len(self.hidden_sizes))  # validates
-    if not gateable:
-      gates = (False,) * len(gates)
-
     x = inputs
-    for i, (features, use_gate) in enumerate(zip(self.hidden_sizes, gates)):
-      make_rnn = lambda **kw: RNN(
-          cell_cls(features, use_gate=use_gate, dtype=self.dtype,
-                   param_dtype=self.param_dtype, parent=None),
-          unroll=self.unroll, check_seq_lengths=self.check_seq_lengths, **kw)
-      if self.bidirectional:
-        layer = nn.Bidirectional(make_rnn(parent=None), make_rnn(parent=None),
-                                 name=f'layer_{i}')
-      else:
-        layer = make_rnn(name=f'layer_{i}')
+    for i, layer in enumerate(self._layers()):
       x = layer(x, seq_lengths=seq_lengths)
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = getattr(self, f'Dropout_{i}')(x, deterministic=not train)
 
     num_steps = x.shape[1]
     lengths = (jnp.full(x.shape[:1], num_steps) if seq_lengths is None
@@ -147,5 +167,177 @@ class StackedRNNClassifier(nn.Module):
         features = jnp.concatenate([last[:, :half], x[:, 0, half:]], axis=-1)
       else:
         features = last
-    return nn.Dense(self.num_classes, dtype=jnp.float32,
-                    param_dtype=self.param_dtype, name='classifier')(features)
+    return self.classifier(features)
+
+  # Streaming. The carry: {'layers': (each layer's carry, ...), 'count':
+  # <int32>[B] valid frames so far, and the readout's state: 'sum' [B, H_L]
+  # (mean) or 'logits' [B, C] (last)}.
+
+  @nn.nowrap
+  def _check_streamable(self, where: str) -> None:
+    if self.bidirectional:
+      raise ValueError(
+          f'StackedRNNClassifier.{where}: a bidirectional model reads each '
+          'sequence from its end too and cannot stream; run the whole '
+          'sequence with __call__, or train a unidirectional model.')
+
+  @nn.nowrap
+  def initialize_carry(self, batch_shape: int | Sequence[int]) -> dict[str, Any]:
+    """The streaming carry before the first frame, for ``x_t [B, D]``.
+
+    ``{'layers': (carry of layer 0, ...), 'count': <int32>[B] zeros}`` and
+    ``'sum': <float32>[B, H_L]`` zeros (``readout='mean'``) or ``'logits':
+    <float32>[B, C]`` zeros (``'last'``). A plain pytree of arrays: it
+    passes through ``jax.jit`` and ``jax.export`` as it is.
+
+    Args:
+      batch_shape: ``B`` or ``(B,)``.
+    """
+    self._check_streamable('initialize_carry')
+    batch = tuple(batch_shape) if isinstance(batch_shape, (tuple, list)) else (
+        batch_shape,)
+    if len(batch) != 1:
+      raise ValueError('StackedRNNClassifier.initialize_carry expects a batch '
+                       f'shape (B,), got {batch}.')
+    if self.readout not in READOUTS:
+      raise ValueError(f'readout must be one of {READOUTS}, got {self.readout!r}.')
+    layers = tuple(make().initialize_carry(jax.random.key(0), batch + (1,))
+                   for make in self._cell_makers())
+    carry = {'layers': layers, 'count': jnp.zeros(batch, jnp.int32)}
+    if self.readout == 'mean':
+      carry['sum'] = jnp.zeros(batch + (self.hidden_sizes[-1],), jnp.float32)
+    else:
+      carry['logits'] = jnp.zeros(batch + (self.num_classes,), jnp.float32)
+    return carry
+
+  def step(self, carry: dict[str, Any], x_t: Array, valid: Array | None = None
+           ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+    r"""One frame: ``(carry, x_t [B, D]) -> (carry, logits_t [B, C], attention_t)``.
+
+    ``logits_t`` are the logits of the prefix ``0..t``: what ``__call__``
+    returns for the sequence cut after frame t. Mean readout, with ``y_s`` the
+    last layer's output and ``n`` the valid frames so far:
+
+    .. math::  \text{logits}_t = W \big(\tfrac{1}{n} \sum_{s \le t} y_s\big) + b
+
+    (the running sum and ``n`` travel in the carry); last readout:
+    ``W y_t + b``. Dropout is off (inference).
+
+    Example usage::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from eleatt_jax import StackedRNNClassifier
+      >>> model = StackedRNNClassifier(num_classes=4, hidden_sizes=(8, 8))
+      >>> x = jax.random.normal(jax.random.key(1), (2, 5, 3))  # [B, T, D]
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> carry = model.initialize_carry(2)
+      >>> for t in range(5):
+      ...   carry, logits_t, attention_t = model.apply(
+      ...       variables, carry, x[:, t], method='step')
+      >>> bool(jnp.allclose(logits_t, model.apply(variables, x), atol=1e-5))
+      True
+      >>> [None if a is None else a.shape for a in attention_t]  # per layer
+      [(2, 3), (2, 8)]
+
+    Args:
+      carry: :meth:`initialize_carry`, or the carry of the previous frame.
+      x_t: ``<float>[B, D]``, this frame.
+      valid: ``<bool>[B]``: False for a sequence that has ended (its carry
+        and logits stay as they were); default all True.
+
+    Returns:
+      The new carry, ``<float32>[B, C]`` logits and the attention of each
+      layer, ``[B, D_l]`` (None for a layer without a gate).
+    """
+    self._check_streamable('step')
+    if jnp.ndim(x_t) != 2:
+      raise ValueError('StackedRNNClassifier.step expects x_t [batch, '
+                       f'features], got shape {jnp.shape(x_t)}.')
+    batch = jnp.shape(x_t)[0]
+    valid = (jnp.ones((batch,), bool) if valid is None
+             else jnp.asarray(valid, bool))
+    self._check_carry(carry, batch)
+    x, layer_carries, attention = x_t, [], []
+    for layer, layer_carry in zip(self._layers(), carry['layers']):
+      layer_carry, x, a = layer.step(layer_carry, x, valid)
+      layer_carries.append(layer_carry)
+      attention.append(a)
+    carry, logits = self._readout(carry, x[:, None].astype(jnp.float32),
+                                  valid[:, None])
+    carry['layers'] = tuple(layer_carries)
+    return carry, logits[:, 0], tuple(attention)
+
+  def chunk(self, carry: dict[str, Any], inputs: Array,
+            valid: Array | None = None
+            ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+    """A chunk of frames: ``(carry, x [B, c, D]) -> (carry, logits [B, c, C], attention)``.
+
+    The same as ``c`` calls of :meth:`step`, run as one loop per layer (the
+    loop of ``__call__``); ``logits[:, i]`` are the logits of the prefix that
+    ends at frame ``i`` of the chunk.
+
+    Args:
+      carry: :meth:`initialize_carry`, or the carry after the previous chunk.
+      inputs: ``<float>[B, c, D]``.
+      valid: ``<bool>[B, c]``, False past a sequence's end (default: all).
+
+    Returns:
+      The carry after the chunk, ``<float32>[B, c, C]`` logits, and the
+      attention of each layer ``[B, c, D_l]`` (None without a gate).
+    """
+    self._check_streamable('chunk')
+    if jnp.ndim(inputs) != 3:
+      raise ValueError('StackedRNNClassifier.chunk expects inputs [batch, '
+                       f'chunk, features], got shape {jnp.shape(inputs)}.')
+    batch, size = jnp.shape(inputs)[:2]
+    valid = (jnp.ones((batch, size), bool) if valid is None
+             else jnp.asarray(valid, bool))
+    if valid.shape != (batch, size):
+      raise ValueError(f'StackedRNNClassifier.chunk: valid must have the shape '
+                       f'{(batch, size)} of inputs [B, c], got {valid.shape}.')
+    self._check_carry(carry, batch)
+    x, layer_carries, attention = inputs, [], []
+    for layer, layer_carry in zip(self._layers(), carry['layers']):
+      layer_carry, x, a = layer.chunk(layer_carry, x, valid)
+      layer_carries.append(layer_carry)
+      attention.append(a)
+    carry, logits = self._readout(carry, x.astype(jnp.float32), valid)
+    carry['layers'] = tuple(layer_carries)
+    return carry, logits, tuple(attention)
+
+  @nn.nowrap
+  def _check_carry(self, carry, batch) -> None:
+    keys = {'layers', 'count', 'sum' if self.readout == 'mean' else 'logits'}
+    if not isinstance(carry, dict) or set(carry) != keys or len(
+        carry['layers']) != len(self.hidden_sizes):
+      got = sorted(carry) if isinstance(carry, dict) else type(carry).__name__
+      raise ValueError(
+          f'StackedRNNClassifier: the streaming carry must be a dict with the '
+          f'keys {sorted(keys)} and {len(self.hidden_sizes)} layer carries '
+          f'(initialize_carry); got {got}.')
+    if tuple(jnp.shape(carry['count'])) != (batch,):
+      raise ValueError(
+          f'StackedRNNClassifier: the carry is for batch '
+          f'{tuple(jnp.shape(carry["count"]))}, the inputs for ({batch},).')
+
+  def _readout(self, carry, y_BcH, valid_Bc):
+    """Logits of every prefix ending in the chunk, and the readout carry."""
+    count_Bc = carry['count'][:, None] + jnp.cumsum(valid_Bc, axis=1,
+                                                    dtype=jnp.int32)
+    new = {'count': count_Bc[:, -1]}
+    if self.readout == 'mean':
+      # y is 0 on invalid frames (the layers mask them).
+      sum_BcH = carry['sum'][:, None] + jnp.cumsum(y_BcH, axis=1)
+      count = jnp.maximum(count_Bc, 1)[..., None].astype(jnp.float32)
+      logits = self.classifier(sum_BcH / count)
+      new['sum'] = sum_BcH[:, -1]
+    else:
+      per_frame = self.classifier(y_BcH)
+      index = jnp.arange(y_BcH.shape[1])[None, :]
+      last_valid = jax.lax.cummax(jnp.where(valid_Bc, index, -1), axis=1)
+      taken = jnp.take_along_axis(
+          per_frame, jnp.maximum(last_valid, 0)[..., None], axis=1)
+      logits = jnp.where((last_valid >= 0)[..., None], taken,
+                         carry['logits'][:, None])
+      new['logits'] = logits[:, -1]
+    return new, logits

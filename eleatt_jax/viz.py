@@ -688,3 +688,78 @@ def confusion_matrix(labels: Any, predictions: Any,
   out = np.zeros((num_classes, num_classes), np.int64)
   np.add.at(out, (labels, predictions), 1)
   return out
+
+
+def plot_streaming_probabilities(
+    probabilities: Any,
+    class_names: Sequence[str] | None = None,
+    *,
+    true_class: int | None = None,
+    settled_frame: int | None = None,
+    top_k: int = 5,
+    title: str | None = None,
+    figsize: tuple[float, float] = (7.0, 3.6),
+):
+  """Class probabilities over time while a sequence streams in, frame by frame.
+
+  ``probabilities[t]`` are the softmax of the logits after frame ``t`` (e.g.
+  of :meth:`StackedRNNClassifier.step <eleatt_jax.StackedRNNClassifier.step>`
+  or the exported step of :mod:`eleatt_jax.export`). The ``top_k`` classes
+  with the highest probability at any frame are drawn, the true class thick.
+
+  Example usage::
+
+    >>> import numpy as np
+    >>> from eleatt_jax import viz
+    >>> p = np.full((20, 3), 1 / 3); p[8:] = [0.1, 0.8, 0.1]
+    >>> fig = viz.plot_streaming_probabilities(p, ['a', 'b', 'c'],
+    ...                                        true_class=1, settled_frame=8)
+    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:1]
+    ['b (true)']
+
+  Args:
+    probabilities: ``<float>[T, C]``.
+    class_names: C names (default ``0..C-1``).
+    true_class: the label, drawn thick and marked ``(true)``.
+    settled_frame: the frame from which the top class no longer changes,
+      marked by a vertical line.
+    top_k: the number of classes drawn.
+    title: axis title.
+    figsize: figure size in inches.
+
+  Returns:
+    The figure (one axis: x ``frame``, y ``probability``).
+  """
+  plt = _pyplot()
+  p = np.asarray(probabilities, np.float64)
+  if p.ndim != 2:
+    raise ValueError(f'plot_streaming_probabilities: probabilities must be '
+                     f'[T, C], got shape {p.shape}.')
+  num_frames, num_classes = p.shape
+  names = (list(class_names) if class_names is not None else
+           [str(c) for c in range(num_classes)])
+  if len(names) != num_classes:
+    raise ValueError(f'plot_streaming_probabilities: {len(names)} class names '
+                     f'for C={num_classes} classes.')
+  order = list(np.argsort(-p.max(axis=0))[:top_k])
+  if true_class is not None and true_class not in order:
+    order = [true_class] + order[:top_k - 1]
+  if true_class is not None:
+    order = [true_class] + [c for c in order if c != true_class]
+  fig, ax = plt.subplots(figsize=figsize)
+  frames = np.arange(num_frames)
+  for c in order:
+    is_true = c == true_class
+    ax.plot(frames, p[:, c], lw=2.6 if is_true else 1.4,
+            label=f'{names[c]} (true)' if is_true else names[c])
+  if settled_frame is not None:
+    ax.axvline(settled_frame, color='0.4', ls='--', lw=1)
+    ax.text(settled_frame, 1.02, f' settled at frame {settled_frame}',
+            color='0.3', fontsize=8, va='bottom')
+  ax.set(xlabel='frame', ylabel='probability', ylim=(0, 1.0),
+         xlim=(0, max(num_frames - 1, 1)))
+  ax.legend(loc='center right', fontsize=8, frameon=False)
+  if title:
+    ax.set_title(title, pad=14)
+  fig.tight_layout()
+  return fig

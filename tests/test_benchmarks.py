@@ -58,3 +58,21 @@ def test_input_pipeline_benchmark_reports_every_source(capsys):
     assert r['train_step_examples_per_s'] > 0
     assert r['ratio'] == round(r['examples_per_s'] /
                                r['train_step_examples_per_s'], 2)
+
+
+STREAMING_KEYS = {'impl', 'D', 'B', 'H', 'L', 'frames', 'us_median', 'us_p99',
+                  'total_ms', 'ratio_vs_step_jit'}
+
+
+def test_streaming_prints_one_row_per_impl_with_every_field(capsys):
+  from benchmarks import streaming  # pylint: disable=g-import-not-at-top
+  streaming.main(['--quick', '--frames', '3', '--rounds', '1'])
+  rows = _json_lines(capsys.readouterr().out)
+  header, rows = rows[0], rows[1:]
+  assert header['cpus'] > 0 and len(header['loadavg']) == 3
+  assert [r['impl'] for r in rows] == ['step_jit', 'step_exported',
+                                       'prefix_rerun']
+  for row in rows:
+    assert set(row) == STREAMING_KEYS
+    assert row['frames'] == 3 and 0 < row['us_median'] <= row['us_p99']
+  assert rows[0]['ratio_vs_step_jit'] == 1.0

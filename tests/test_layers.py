@@ -469,8 +469,10 @@ def test_integer_inputs_raise():
 
 
 def test_traced_out_of_range_lengths_raise_at_run_time():
-  """Under jit the range check runs on device values and names seq_length."""
-  layer = RNN(CELLS['eleatt_gru']())
+  """With check_seq_lengths='callback', under jit the range check runs on
+  device values and names seq_length (the default graph has no callback:
+  tests/test_layers_reliability.py)."""
+  layer = RNN(CELLS['eleatt_gru'](), check_seq_lengths='callback')
   variables = cell_variables('eleatt_gru')
   apply = jax.jit(lambda l: layer.apply(variables, inputs(), seq_lengths=l))
   apply(jnp.array(LENGTHS)).block_until_ready()  # in range: runs

@@ -1,0 +1,189 @@
+r"""Serialized StableHLO of a trained classifier: no Flax, no eleatt_jax to run it.
+
+:func:`export_classifier` exports three functions of a
+:class:`~eleatt_jax.StackedRNNClassifier` with its parameters embedded as
+constants (``jax.export``; ``b`` and ``t`` symbolic)::
+
+    sequence(x <f32>[b, t, D], lengths <i32>[b]) -> logits <f32>[b, C]
+    initialize_carry(x_t <f32>[b, D])            -> carry   (x_t: its shape only)
+    step(carry, x_t <f32>[b, D])                 -> (carry, logits_t <f32>[b, C],
+                                                     probabilities_t <f32>[b, C])
+
+``step`` is :meth:`StackedRNNClassifier.step <eleatt_jax.StackedRNNClassifier.step>`:
+``logits_t`` are the logits of the prefix ``0..t``. The carry is a dict of
+arrays. :func:`save` writes one ``<name>.jax_exported`` file per function and
+a ``model_card.json`` (the functions' shapes, SHA-256 of each file, and what
+the caller adds: classes, preprocessing...). Loading needs JAX alone::
+
+    import jax
+    with open('export/step.jax_exported', 'rb') as f:
+      step = jax.export.deserialize(bytearray(f.read()))
+    step_fn = jax.jit(step.call)   # a bare .call is traced at every call
+    carry, logits_t, probabilities_t = step_fn(carry, x_t)
+
+:func:`load` does the same and checks the files against the card first (a
+clear ValueError for a damaged, missing or mismatched file).
+
+Example usage::
+
+  >>> import jax, jax.numpy as jnp, tempfile
+  >>> from eleatt_jax import StackedRNNClassifier, export
+  >>> model = StackedRNNClassifier(num_classes=3, hidden_sizes=(8,))
+  >>> x = jnp.ones((2, 6, 4))                          # [B, T, D]
+  >>> variables = model.init(jax.random.key(0), x)
+  >>> functions = export.export_classifier(model, variables, input_features=4)
+  >>> directory = tempfile.mkdtemp()
+  >>> card = export.save(functions, directory)
+  >>> loaded = export.load(directory)
+  >>> logits = loaded['sequence'].call(jnp.ones((5, 9, 4)),
+  ...                                  jnp.full((5,), 9, jnp.int32))
+  >>> logits.shape
+  (5, 3)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+SUFFIX = '.jax_exported'
+CARD = 'model_card.json'
+FUNCTIONS = ('sequence', 'initialize_carry', 'step')
+
+
+def export_classifier(model, variables: Mapping[str, Any], input_features: int,
+                      *, platforms: tuple[str, ...] | None = None,
+                      dtype: Any = jnp.float32) -> dict[str, jax.export.Exported]:
+  """Exports the full-sequence, initial-carry and step functions of ``model``.
+
+  Args:
+    model: a unidirectional :class:`~eleatt_jax.StackedRNNClassifier` for the
+      step (a bidirectional one exports ``sequence`` alone).
+    variables: its variables, ``{'params': ...}``; embedded as constants.
+    input_features: D.
+    platforms: the platforms to lower for (default: JAX's default backend).
+    dtype: the inputs' dtype.
+
+  Returns:
+    ``{'sequence': Exported, 'initialize_carry': ..., 'step': ...}``.
+  """
+  variables = jax.tree_util.tree_map(jnp.asarray, dict(variables))
+  b, t = jax.export.symbolic_shape('b, t')
+  d = int(input_features)
+  export = lambda f, *specs: jax.export.export(
+      jax.jit(f), platforms=platforms)(*specs)
+
+  def sequence(x, lengths):
+    return model.apply(variables, x, lengths)
+
+  out = {'sequence': export(sequence, jax.ShapeDtypeStruct((b, t, d), dtype),
+                            jax.ShapeDtypeStruct((b,), jnp.int32))}
+  if getattr(model, 'bidirectional', False):
+    return out
+
+  def initialize_carry(x_t):
+    return model.initialize_carry(x_t.shape[0])
+
+  def step(carry, x_t):
+    carry, logits, _ = model.apply(variables, carry, x_t, method='step')
+    return carry, logits, jax.nn.softmax(logits, axis=-1)
+
+  x_spec = jax.ShapeDtypeStruct((b, d), dtype)
+  carry_spec = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct((b,) + a.shape[1:], a.dtype),
+      model.initialize_carry(1))
+  out['initialize_carry'] = export(initialize_carry, x_spec)
+  out['step'] = export(step, carry_spec, x_spec)
+  return out
+
+
+def _describe(exported: jax.export.Exported) -> dict[str, Any]:
+  spec = lambda avals: [{'shape': [str(s) for s in a.shape],
+                         'dtype': str(a.dtype)} for a in avals]
+  return {'inputs': spec(exported.in_avals), 'outputs': spec(exported.out_avals),
+          'platforms': list(exported.platforms)}
+
+
+def save(functions: Mapping[str, jax.export.Exported], directory: str,
+         card: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Writes ``<name>.jax_exported`` per function and ``model_card.json``.
+
+  ``card`` (classes, preprocessing, accuracy...) is merged into the card,
+  which also lists each file with its SHA-256, inputs and outputs. Returns
+  the card.
+  """
+  os.makedirs(directory, exist_ok=True)
+  artifacts = {}
+  for name, exported in functions.items():
+    data = exported.serialize()
+    path = os.path.join(directory, name + SUFFIX)
+    with open(path + '.tmp', 'wb') as f:
+      f.write(data)
+    os.replace(path + '.tmp', path)
+    artifacts[name] = {'file': name + SUFFIX,
+                       'sha256': hashlib.sha256(data).hexdigest(),
+                       **_describe(exported)}
+  out = dict(card or {})
+  out['artifacts'] = artifacts
+  out.setdefault('versions', {})
+  out['versions'].setdefault('jax', jax.__version__)
+  with open(os.path.join(directory, CARD + '.tmp'), 'w') as f:
+    json.dump(out, f, indent=2)
+  os.replace(os.path.join(directory, CARD + '.tmp'),
+             os.path.join(directory, CARD))
+  return out
+
+
+def load(directory: str, names: tuple[str, ...] | None = None
+         ) -> dict[str, jax.export.Exported]:
+  """Reads the functions of a :func:`save` directory (``jax.export.deserialize``).
+
+  Raises:
+    FileNotFoundError: no ``model_card.json`` or a listed file is missing.
+    ValueError: a file does not match its SHA-256 in the card (damaged or
+      from another export), or does not deserialize, or its inputs differ
+      from the card's.
+  """
+  card_path = os.path.join(directory, CARD)
+  if not os.path.exists(card_path):
+    raise FileNotFoundError(f'{card_path} does not exist: is {directory!r} a '
+                            'directory written by eleatt_jax.export.save '
+                            '(python -m train.export)?')
+  with open(card_path) as f:
+    try:
+      card = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{card_path} is not valid JSON: {e}') from e
+  artifacts = card.get('artifacts')
+  if not isinstance(artifacts, dict):
+    raise ValueError(f'{card_path} has no "artifacts" entry.')
+  out = {}
+  for name in names or tuple(artifacts):
+    if name not in artifacts:
+      raise ValueError(f'{card_path} lists the functions {sorted(artifacts)}, '
+                       f'not {name!r}.')
+    entry = artifacts[name]
+    path = os.path.join(directory, entry['file'])
+    with open(path, 'rb') as f:
+      data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry['sha256']:
+      raise ValueError(
+          f'{path}: SHA-256 {digest[:12]}... differs from the '
+          f'{entry["sha256"][:12]}... in {CARD}: the file is damaged or comes '
+          'from another export.')
+    try:
+      exported = jax.export.deserialize(bytearray(data))
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'{path} is not a serialized jax.export function '
+                       f'({type(e).__name__}: {e}).') from e
+    if _describe(exported)['inputs'] != entry['inputs']:
+      raise ValueError(f'{path}: inputs {_describe(exported)["inputs"]} differ '
+                       f'from {entry["inputs"]} in {CARD}.')
+    out[name] = exported
+  return out

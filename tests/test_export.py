@@ -1,0 +1,196 @@
+"""eleatt_jax.export and python -m train.export: StableHLO that runs alone.
+
+A tiny trained run is exported; a fresh subprocess that imports neither flax
+nor eleatt_jax deserializes it and runs the sequence and step functions on
+shapes other than the traced ones; its outputs equal the in-process model's.
+Damaged or mismatched artifacts give clear errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import train_support as sup
+from train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
+
+pytest.importorskip('flatbuffers', reason='jax.export serialization needs it')
+
+from eleatt_jax import StackedRNNClassifier  # pylint: disable=g-import-not-at-top
+from eleatt_jax import export as export_lib  # pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture(scope='module')
+def exported_run(npz_dir, data_dir, tmp_path_factory):
+  from train import export as train_export  # pylint: disable=g-import-not-at-top
+  from train import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('run')
+  train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir), str(workdir))
+  card = train_export.export_run(str(workdir), 'best')
+  return workdir, card
+
+
+def in_process_model(workdir):
+  from train import checkpoints  # pylint: disable=g-import-not-at-top
+  run = checkpoints.load_run(str(workdir), 'best')
+  return run.model, {'params': run.state.params}
+
+
+SUBPROCESS = textwrap.dedent('''
+    import json, sys
+    import jax, numpy as np
+    d = sys.argv[1]
+    load = lambda n: jax.export.deserialize(
+        bytearray(open(f'{d}/{n}.jax_exported', 'rb').read()))
+    inputs = np.load(sys.argv[2])
+    x, lengths = inputs['x'], inputs['lengths']
+    sequence, init, step = load('sequence'), load('initialize_carry'), load('step')
+    logits = sequence.call(x, lengths)
+    carry = init.call(x[:, 0])
+    steps = []
+    for t in range(x.shape[1]):
+      carry, logits_t, probs_t = step.call(carry, x[:, t])
+      steps.append(np.asarray(logits_t))
+    assert 'flax' not in sys.modules and 'eleatt_jax' not in sys.modules, [
+        m for m in sys.modules if 'flax' in m or 'eleatt' in m]
+    np.savez(sys.argv[3], logits=logits, steps=np.stack(steps, 1),
+             probs=probs_t)
+''')
+
+
+def test_card_describes_the_run(exported_run):
+  workdir, card = exported_run
+  export_dir = workdir / 'export'
+  with open(export_dir / 'model_card.json') as f:
+    assert json.load(f) == card
+  assert card['classes'] == ['up', 'down', 'flat']
+  assert card['input']['D'] == 3 and card['input']['T'] == 10
+  assert card['preprocessing']['preprocess'] == 'sequence'
+  assert 'path' not in card['preprocessing']
+  results = json.loads((workdir / 'eval_results.json').read_text())
+  assert card['accuracy']['value'] == results['accuracy']
+  assert {'jax', 'jaxlib', 'flax', 'eleatt_jax'} <= set(card['versions'])
+  assert set(card['artifacts']) == {'sequence', 'initialize_carry', 'step'}
+  assert card['artifacts']['sequence']['inputs'][0]['shape'] == ['b', 't', '3']
+  for entry in card['artifacts'].values():
+    assert (export_dir / entry['file']).exists()
+
+
+def test_round_trip_in_a_process_without_flax(exported_run, tmp_path):
+  workdir, _ = exported_run
+  # Shapes other than any traced one: B=5, T=13.
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((5, 13, 3)).astype(np.float32)
+  lengths = np.full((5,), 13, np.int32)
+  np.savez(tmp_path / 'in.npz', x=x, lengths=lengths)
+  script = tmp_path / 'load.py'
+  script.write_text(SUBPROCESS)
+  proc = subprocess.run(
+      [sys.executable, str(script), str(workdir / 'export'),
+       str(tmp_path / 'in.npz'), str(tmp_path / 'out.npz')],
+      cwd=tmp_path, env=sup.subprocess_env(1), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = np.load(tmp_path / 'out.npz')
+  model, variables = in_process_model(workdir)
+  expected = model.apply(variables, jnp.asarray(x), jnp.asarray(lengths))
+  np.testing.assert_allclose(out['logits'], expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out['steps'][:, -1], expected, rtol=1e-5,
+                             atol=1e-5)
+  prefix = model.apply(variables, jnp.asarray(x[:, :4]),
+                       jnp.full((5,), 4, jnp.int32))
+  np.testing.assert_allclose(out['steps'][:, 3], prefix, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out['probs'], jax.nn.softmax(expected),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_cli_prints_how_to_load(exported_run, tmp_path):
+  workdir, _ = exported_run
+  proc = sup.run([sys.executable, '-m', 'train.export',
+                  f'--workdir={workdir}', f'--output={tmp_path / "e"}'],
+                 timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'jax.export.deserialize' in proc.stdout
+  assert (tmp_path / 'e' / 'step.jax_exported').exists()
+
+
+def test_damaged_or_mismatched_artifacts_raise(exported_run, tmp_path):
+  workdir, _ = exported_run
+  directory = tmp_path / 'export'
+  shutil.copytree(workdir / 'export', directory)
+  assert set(export_lib.load(str(directory))) == {'sequence',
+                                                  'initialize_carry', 'step'}
+  step = directory / 'step.jax_exported'
+  good = step.read_bytes()
+  step.write_bytes(good[:len(good) // 2])
+  with pytest.raises(ValueError, match=r'step.jax_exported: SHA-256 .* damaged '
+                     'or comes from another export'):
+    export_lib.load(str(directory))
+  # A file that is not an export, with the card updated to match.
+  card = json.loads((directory / 'model_card.json').read_text())
+  step.write_bytes(b'not a flatbuffer')
+  import hashlib  # pylint: disable=g-import-not-at-top
+  card['artifacts']['step']['sha256'] = hashlib.sha256(
+      b'not a flatbuffer').hexdigest()
+  (directory / 'model_card.json').write_text(json.dumps(card))
+  with pytest.raises(ValueError, match='is not a serialized jax.export'):
+    export_lib.load(str(directory), ('step',))
+  # Another function's file under the step's name: the inputs differ.
+  sequence = (directory / 'sequence.jax_exported').read_bytes()
+  step.write_bytes(sequence)
+  card['artifacts']['step']['sha256'] = hashlib.sha256(sequence).hexdigest()
+  (directory / 'model_card.json').write_text(json.dumps(card))
+  with pytest.raises(ValueError, match=r'step.jax_exported: inputs .* differ'):
+    export_lib.load(str(directory), ('step',))
+  with pytest.raises(FileNotFoundError, match='model_card.json does not exist'):
+    export_lib.load(str(tmp_path))
+
+
+def test_wrong_feature_size_at_call_names_the_shapes():
+  model = StackedRNNClassifier(num_classes=2, hidden_sizes=(4,))
+  variables = model.init(jax.random.key(0), jnp.ones((1, 3, 3)))
+  functions = export_lib.export_classifier(model, variables, 3)
+  sequence = jax.export.deserialize(functions['sequence'].serialize())
+  with pytest.raises(ValueError, match=r'shape.*\(2, 5, 4\)|4.*3'):
+    sequence.call(jnp.ones((2, 5, 4)), jnp.full((2,), 5, jnp.int32))
+
+
+def test_bidirectional_exports_the_sequence_function_only():
+  model = StackedRNNClassifier(num_classes=2, hidden_sizes=(4,),
+                               bidirectional=True)
+  variables = model.init(jax.random.key(0), jnp.ones((1, 3, 3)))
+  assert set(export_lib.export_classifier(model, variables, 3)) == {'sequence'}
+
+
+def test_stream_replays_through_the_exported_step(exported_run, tmp_path):
+  import io  # pylint: disable=g-import-not-at-top
+  from train import stream  # pylint: disable=g-import-not-at-top
+  workdir, _ = exported_run
+  out = io.StringIO()
+  png = tmp_path / 'p.png'
+  result = stream.replay(str(workdir), index=2, plot=str(png), out=out)
+  text = out.getvalue()
+  num_frames = len(result['top'])
+  assert text.count('\nframe ') == num_frames
+  assert f'at frame {result["settled_frame"]} of {num_frames}' in text
+  assert png.exists()
+  # The last frame's probabilities are the full-sequence model's.
+  model, variables = in_process_model(workdir)
+  from train import config_lib, input_pipeline  # pylint: disable=g-import-not-at-top
+  config = config_lib.from_json(json.loads((workdir / 'config.json').read_text()))
+  builder, info = input_pipeline.prepare_dataset(config, str(workdir))
+  batch, _ = input_pipeline.get_example(config, builder, info, 'test', 2)
+  logits = model.apply(variables, batch['x'], batch['length'])
+  np.testing.assert_allclose(result['probabilities'][-1],
+                             jax.nn.softmax(logits)[0], rtol=1e-5, atol=1e-6)
+  assert stream.settled_frame([0, 1, 1, 2, 2]) == 3
+  assert stream.settled_frame([2, 2]) == 0

@@ -1,0 +1,127 @@
+r"""Replays a sequence frame by frame through the exported step function.
+
+  python -m train.stream --workdir=runs/demo [--split=test] [--index=0]
+      [--export_dir=WORKDIR/export] [--plot=PNG]
+
+Reads the export of ``python -m train.export`` (``WORKDIR/export``), takes
+example ``index`` of ``split`` (the config's test split by default),
+preprocessed as in evaluation, and feeds its valid frames one at a time to the
+exported ``step`` (``jax.export.deserialize``; the model's own code is not
+used). Prints, per frame, the top class and its probability, then the frame
+from which the prediction no longer changed ("settled") and whether the final
+prediction is the label. ``--plot`` also writes the class probabilities over
+time (:func:`eleatt_jax.viz.plot_streaming_probabilities`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'The training run\'s --workdir.')
+  flags.DEFINE_string('split', None, 'Split (default: the config\'s '
+                      'data.test_split).')
+  flags.DEFINE_integer('index', 0, 'Example of the split to replay.')
+  flags.DEFINE_string('export_dir', None, 'Export directory (default: '
+                      'WORKDIR/export).')
+  flags.DEFINE_string('plot', None, 'PNG of the probabilities over time.')
+  flags.mark_flag_as_required('workdir')
+
+
+def settled_frame(top) -> int:
+  """The first frame from which ``top[t]`` stays the same to the end."""
+  t = len(top) - 1
+  while t > 0 and top[t - 1] == top[-1]:
+    t -= 1
+  return t
+
+
+def replay(workdir: str, split: str | None = None, index: int = 0,
+           export_dir: str | None = None, plot: str | None = None,
+           out=sys.stdout) -> dict:
+  """Streams example ``index`` through the exported step; returns a summary.
+
+  Returns:
+    ``{'probabilities': [T, C], 'top': [T], 'settled_frame', 'label',
+    'prediction', 'classes'}``.
+  """
+  # pylint: disable=g-import-not-at-top
+  import json
+  import jax
+  import numpy as np
+  from eleatt_jax import export as export_lib
+  from train import config_lib
+  from train import input_pipeline
+  # pylint: enable=g-import-not-at-top
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  export_dir = export_dir or os.path.join(workdir, 'export')
+  if not os.path.exists(os.path.join(export_dir, export_lib.CARD)):
+    raise FileNotFoundError(
+        f'{export_dir} holds no export: run `python -m train.export '
+        f'--workdir={workdir}` first.')
+  functions = export_lib.load(export_dir, ('initialize_carry', 'step'))
+  with open(os.path.join(export_dir, export_lib.CARD)) as f:
+    card = json.load(f)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = config_lib.from_json(json.load(f))
+  builder, info = input_pipeline.prepare_dataset(config, workdir)
+  split = split or config.data.test_split
+  if split not in info.splits:
+    raise ValueError(f'--split={split!r}: {info.name} has the splits '
+                     f'{sorted(info.splits)}.')
+  batch, _ = input_pipeline.get_example(config, builder, info, split, index)
+  x = np.asarray(batch['x'], np.float32)
+  length = int(batch['length'][0])
+  label = int(batch['label'][0])
+  if x.shape[-1] != card['input']['D']:
+    raise ValueError(f'The data has D={x.shape[-1]} features, the export '
+                     f'expects D={card["input"]["D"]}.')
+  classes = card['classes']
+  carry = functions['initialize_carry'].call(x[:, 0])
+  step = jax.jit(functions['step'].call)  # a bare .call retraces each time
+  probabilities = []
+  print(f'{info.name} {split} #{index}: {length} frames, label '
+        f'{classes[label]!r}', file=out)
+  for t in range(length):
+    carry, _, probs = step(carry, x[:, t])
+    p = np.asarray(probs[0])
+    probabilities.append(p)
+    top = int(p.argmax())
+    print(f'frame {t:4d}: {classes[top]:<20s} {p[top]:.3f}', file=out)
+  probabilities = np.stack(probabilities)
+  top = probabilities.argmax(axis=1)
+  settled = settled_frame(top)
+  prediction = int(top[-1])
+  print(f'Settled on {classes[prediction]!r} at frame {settled} of {length} '
+        f'({"correct" if prediction == label else "wrong"}; label '
+        f'{classes[label]!r}).', file=out, flush=True)
+  if plot:
+    from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
+    fig = viz.plot_streaming_probabilities(
+        probabilities, classes, true_class=label, settled_frame=settled,
+        title=f'{info.name} {split} #{index}, streamed frame by frame')
+    viz.save_figure(fig, plot)
+    print(f'Wrote {plot}.', file=out)
+  return {'probabilities': probabilities, 'top': top, 'settled_frame': settled,
+          'label': label, 'prediction': prediction, 'classes': classes}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.ERROR)
+  replay(FLAGS.workdir, FLAGS.split, FLAGS.index, FLAGS.export_dir, FLAGS.plot)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
