@@ -40,7 +40,9 @@ def stacked_init(init: Initializer, num_blocks: int) -> Initializer:
 
   Each gate's ``[in, out]`` block gets its own draw of ``init``, so that e.g. an
   orthogonal recurrent kernel is orthogonal per gate, as in Flax's per-gate
-  ``Dense`` layers, and not across the concatenation.
+  ``Dense`` layers, and not across the concatenation. A boxed initializer
+  (``nn.with_partitioning(init, names)``) gives a kernel boxed the same way:
+  the concatenation keeps the blocks' partition names.
   """
 
   def _init(key, shape, dtype=jnp.float32):
@@ -49,8 +51,11 @@ def stacked_init(init: Initializer, num_blocks: int) -> Initializer:
       raise ValueError(f'stacked_init: last axis {total} is not a multiple of '
                        f'{num_blocks} blocks.')
     keys = jax.random.split(key, num_blocks)
-    return jnp.concatenate(
-        [init(k, (fan_in, total // num_blocks), dtype) for k in keys], axis=-1)
+    blocks = [init(k, (fan_in, total // num_blocks), dtype) for k in keys]
+    if isinstance(blocks[0], nn.meta.AxisMetadata):
+      return blocks[0].replace_boxed(
+          jnp.concatenate([b.unbox() for b in blocks], axis=-1))
+    return jnp.concatenate(blocks, axis=-1)
 
   return _init
 

@@ -37,6 +37,7 @@ Example usage::
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +48,14 @@ from eleatt_jax.gate import attend
 
 
 def run(equations: CellEquations, w: StepWeights, x_TBD, carry: Carry,
-        mask_TB1, unroll: int = 1):
+        mask_TB1, unroll: int = 1, remat: bool = False,
+        remat_policy: Callable[..., bool] | None = None):
   """Runs a fused cell over ``x [T, B, D]``.
+
+  With ``remat``, each step is a ``jax.checkpoint`` (``remat_policy``; None
+  saves nothing inside the step): the backward pass keeps only the carry of
+  every step, ``[T, B, H]`` (LSTM: ``(c, h)``), and recomputes the step's
+  pre-activations from it; with ``fused_backward`` the custom VJP does the same.
 
   Args:
     equations: the cell's equations (``cell.equations()``).
@@ -59,6 +66,9 @@ def run(equations: CellEquations, w: StepWeights, x_TBD, carry: Carry,
     carry: initial carry, leaves ``[B, ...]``.
     mask_TB1: bool ``[T, B, 1]``, True on valid steps, or None.
     unroll: scan unroll.
+    remat: rematerialise each step in the backward pass.
+    remat_policy: a ``jax.checkpoint_policies`` policy for ``remat`` (autodiff
+      backward only; the fused backward always recomputes all but the carry).
 
   Returns:
     ``(final_carry, y [T, B, H], attention [T, B, D] or None)``; past a
@@ -66,24 +76,38 @@ def run(equations: CellEquations, w: StepWeights, x_TBD, carry: Carry,
   """
   x_TBD = x_TBD.astype(w.dtype)
   if not w.layout.fused_backward:
-    return _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save=False)[0]
+    checkpoint = (functools.partial(jax.checkpoint, policy=remat_policy,
+                                    prevent_cse=False) if remat else None)
+    return _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save=False,
+                    checkpoint=checkpoint)[0]
   # The mask is an argument, not a closure: a custom_vjp function must not
   # close over tracers (e.g. of an enclosing jit under jax.grad(jax.jit(f))).
   fused = jax.custom_vjp(functools.partial(_outputs, equations, unroll))
-  fused.defvjp(functools.partial(_outputs_and_residuals, equations, unroll),
-               functools.partial(_backward, equations, unroll))
+  fused.defvjp(
+      functools.partial(_outputs_and_residuals, equations, unroll, remat),
+      functools.partial(_backward, equations, unroll))
   return fused(w, x_TBD, carry, mask_TB1)
 
 
-def _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save: bool):
-  """``((carry, y, attention), saved)``: the scan, keeping what backward needs."""
+def _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save: bool,
+             checkpoint=None, save_carry_only: bool = False):
+  """``((carry, y, attention), saved)``: the scan, keeping what backward needs.
+
+  ``checkpoint``: wraps the step (``jax.checkpoint``) if not None.
+  ``save_carry_only``: of what backward needs, keep only the carries.
+  """
   hoist = w.layout.hoist_input_projection
   pre_TB = input_only(equations, w, x_TBD) if hoist else None
 
   def step_fn(carry, xs):
     x, pre, mask = xs
     new_carry, y, attention, saved = step(equations, w, carry, x, pre, mask)
+    if save_carry_only:
+      saved = (saved[0], None, None, None)
     return new_carry, (y, attention, saved if save else None)
+
+  if checkpoint is not None:
+    step_fn = checkpoint(step_fn)
 
   carry, (y, attention, saved) = jax.lax.scan(
       step_fn, carry, (x_TBD, pre_TB, mask_TB1), unroll=unroll)
@@ -94,9 +118,10 @@ def _outputs(equations, unroll, w, x_TBD, carry, mask_TB1):
   return _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save=False)[0]
 
 
-def _outputs_and_residuals(equations, unroll, w, x_TBD, carry, mask_TB1):
+def _outputs_and_residuals(equations, unroll, remat, w, x_TBD, carry,
+                           mask_TB1):
   outputs, saved = _forward(equations, unroll, w, x_TBD, carry, mask_TB1,
-                            save=True)
+                            save=True, save_carry_only=remat)
   return outputs, (w, x_TBD, mask_TB1, saved)
 
 
@@ -130,12 +155,17 @@ def _backward_step(equations: CellEquations, w: StepWeights, kernels_T,
   d_carry, d_params = state
   dy, d_attention, carry, hh, xp, x, gx, mask = xs
   gated = equations.gate_fn is not None
+  outs = {}
+  if hh is None:  # remat: recompute the step's pre-activations from its carry.
+    _, _, _, (_, hh, xp, gx) = step(equations, w, carry, x, None, mask)
+    if gated:
+      outs['x_gated'] = attend(x, gx, hh[:, :d], equations.gate_fn)[0]
   hidden = lambda carry: equations.hidden(carry).astype(w.dtype)
   _, pull_update = jax.vjp(
       lambda c, xp, hc, p: update(equations, c, xp, hc, p, mask), carry, xp,
       hh[:, d:] if gated else hh, w.params)
   d_carry_direct, d_xp, d_hh_cell, d_step_params = pull_update((d_carry, dy))
-  outs = {'xp': d_xp}
+  outs['xp'] = d_xp
   if gated:
     _, pull_gate = jax.vjp(
         lambda gx, hh_gate, x: attend(x, gx, hh_gate, equations.gate_fn), gx,
@@ -173,7 +203,10 @@ def _backward(equations: CellEquations, unroll: int, residuals, cotangents):
       recurrent_kernel=_matmul_sum(h_prev_TBH, outs['hh'], w.dtype),
       bias=outs['xp'].sum(axis=(0, 1)).astype(w.dtype), params=d_params)
   if gated:
-    x_gated_TBD, _ = attend(x_TBD, gx_TB, hh_TB[..., :d], equations.gate_fn)
+    if 'x_gated' in outs:
+      x_gated_TBD = outs['x_gated']
+    else:
+      x_gated_TBD, _ = attend(x_TBD, gx_TB, hh_TB[..., :d], equations.gate_fn)
     dw = dw.replace(
         input_kernel=_matmul_sum(x_gated_TBD, outs['xp'], w.dtype),
         gate_input_kernel=_matmul_sum(x_TBD, outs['gx'], w.dtype),

@@ -40,7 +40,8 @@ def check_param_shape(module: nn.Module, name: str, expected: tuple[int, ...],
   input dimension was expected is easier to act on.
   """
   if module.has_variable('params', name):
-    shape = tuple(module.get_variable('params', name).shape)
+    # A boxed parameter (nn.with_partitioning) is checked by its value's shape.
+    shape = tuple(jnp.shape(nn.meta.unbox(module.get_variable('params', name))))
     if shape != tuple(expected):
       raise ValueError(
           f'{type(module).__name__} {module.name!r}: parameter {name!r} has shape'

@@ -26,7 +26,9 @@ projection hoisted if the layout says so; any other cell is scanned as
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -184,6 +186,18 @@ class RNN(nn.Module):
       ``jax.experimental.checkify.checkify`` and ``err.throw()``).
       ``'callback'``: a ``jax.debug.callback`` (not exportable). ``False``:
       no value check.
+    remat: rematerialise each step in the backward pass (``jax.checkpoint`` of
+      the step, as ``nn.RNN(nn.remat(cell))``): the backward keeps only the
+      carry of every step. ``RNN(nn.remat(cell))`` turns this on with the
+      remat's policy.
+    remat_policy: the ``jax.checkpoint_policies`` policy of ``remat`` (default
+      None: nothing inside the step is saved, only the carry between steps).
+    variable_axes, variable_broadcast, variable_carry, split_rngs: as in
+      ``nn.RNN``, forwarded to ``nn.scan`` for cells that are scanned as
+      modules (e.g. a cell that sows, ``{'intermediates': 1}``, or uses
+      dropout, ``split_rngs={'params': False, 'dropout': True}``). The fused
+      cells have only broadcast ``params``; their attention is sown in one
+      piece, at the time axis ``variable_axes['intermediates']`` if given.
   """
 
   cell: nn.RNNCellBase
@@ -196,6 +210,12 @@ class RNN(nn.Module):
   split_gates: bool | None = None
   fused_backward: bool | None = None
   check_seq_lengths: bool | str = True
+  remat: bool = False
+  remat_policy: Callable[..., bool] | None = None
+  variable_axes: Mapping[Any, Any] = flax.core.FrozenDict()
+  variable_broadcast: Any = 'params'
+  variable_carry: Any = False
+  split_rngs: Mapping[Any, bool] = flax.core.FrozenDict({'params': False})
 
   @nn.compact
   def __call__(
@@ -258,7 +278,8 @@ class RNN(nn.Module):
       # A select, so that NaN or Inf in the padding reaches neither the
       # outputs nor (as 0 * NaN) the gradients.
       x_TBD = jnp.where(mask_TB1, x_TBD, 0)
-    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1)
+    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1,
+                                             tuple(batch_shape))
 
     def to_output_layout(a_TB):
       if reverse and keep_order:
@@ -267,7 +288,12 @@ class RNN(nn.Module):
       return a if time_major else jnp.moveaxis(a, 0, -2)
 
     if attention_TBD is not None:
-      self.cell.sow('intermediates', 'attention', to_output_layout(attention_TBD))
+      attention = to_output_layout(attention_TBD)
+      axis = _intermediates_axis(self.variable_axes)
+      if axis is not None:  # As nn.RNN(..., variable_axes) stacks them.
+        time_axis = len(batch_shape) if not time_major else 0
+        attention = jnp.moveaxis(attention, time_axis, axis)
+      self.cell.sow('intermediates', 'attention', attention)
     outputs = to_output_layout(y_TBH)
     carry = jax.tree_util.tree_map(
         lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry)
@@ -296,28 +322,52 @@ class RNN(nn.Module):
         hoist_input_projection=self.hoist_input_projection,
         fused_backward=self.fused_backward)
 
-  def _scan(self, x_TBD, carry, mask_TB1):
+  def _scan(self, x_TBD, carry, mask_TB1, batch_shape: tuple[int, ...]):
     """Picks the loop: ``(carry, y [T, B, H], attention [T, B, D] or None)``."""
     layout = self.layout
-    if isinstance(self.cell, FusedCell):
+    fused, wrapped = isinstance(self.cell, FusedCell), isinstance(self.cell, EleAtt)
+    remat, policy = self.remat, self.remat_policy
+    if fused or wrapped:
+      # Our loops call the cell's methods, not its __call__: a lifted
+      # transform of the cell's class would be bypassed. Honour nn.remat,
+      # refuse the others.
+      lifted, lifted_policy = _lifted_remat(self.cell)
+      if lifted:
+        remat, policy = True, lifted_policy if policy is None else policy
+      if fused and _names_params(self.variable_axes):
+        raise ValueError(
+            f'RNN: variable_axes={dict(self.variable_axes)} scans the '
+            f'parameters of {type(self.cell).__name__} over time; fused cells '
+            'share one set of parameters across steps (broadcast).')
+    if fused:
       equations = self.cell.equations()
       weights = step_weights(equations, self.cell.kernels(x_TBD.shape[-1]),
                              x_TBD, carry, layout)
       return fused_scan.run(equations, weights, x_TBD, carry, mask_TB1,
-                            unroll=self.unroll)
-    if isinstance(self.cell, EleAtt):
+                            unroll=self.unroll, remat=remat,
+                            remat_policy=policy)
+    if wrapped:
       projection_TBD = (self.cell.input_projection(x_TBD, carry)
                         if layout.hoist_input_projection else None)
       carry, (y_TBH, attention_TBD) = self._scan_module(
-          _wrapped_step, carry, (x_TBD, projection_TBD, mask_TB1))
+          _wrapped_step, carry, (x_TBD, projection_TBD, mask_TB1), remat,
+          policy)
       return carry, y_TBH, attention_TBD
-    carry, y_TBH = self._scan_module(_any_step, carry, (x_TBD, mask_TB1))
+    # Any other cell sees its true batch shape, so what it sows is stacked as
+    # under nn.RNN; nn.remat(cell) wraps its __call__ and is honoured as is.
+    carry, y_TBH = self._scan_module(
+        functools.partial(_any_step, batch_shape=batch_shape), carry,
+        (x_TBD, mask_TB1), self.remat, self.remat_policy)
     return carry, y_TBH, None
 
-  def _scan_module(self, step, carry, xs):
+  def _scan_module(self, step, carry, xs, remat: bool = False, policy=None):
     """``nn.scan`` of ``step(cell, carry, xs_t)`` over the leading axis of xs."""
-    scan = nn.scan(step, variable_broadcast='params',
-                   split_rngs={'params': False}, in_axes=0, out_axes=0,
+    if remat:
+      step = nn.remat(step, policy=policy, prevent_cse=False)
+    scan = nn.scan(step, variable_axes=self.variable_axes,
+                   variable_broadcast=self.variable_broadcast,
+                   variable_carry=self.variable_carry,
+                   split_rngs=self.split_rngs, in_axes=0, out_axes=0,
                    unroll=self.unroll)
     try:
       return scan(self.cell, carry, xs)
@@ -425,7 +475,8 @@ class RNN(nn.Module):
       x_TBD = jnp.where(mask_TB1, x_TBD, 0)
     carry = jax.tree_util.tree_map(
         lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]), carry)
-    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1)
+    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1,
+                                             tuple(batch_shape))
 
     def to_output_layout(a_TB):
       a = a_TB.reshape((num_steps,) + tuple(batch_shape) + a_TB.shape[2:])
@@ -446,8 +497,56 @@ def _wrapped_step(cell: EleAtt, carry: Carry, xs):
   return new_carry, (y_BH, attention_BD)
 
 
-def _any_step(cell: nn.RNNCellBase, carry: Carry, xs):
-  """One step of any cell, then padding: ``(carry, y)``."""
+def _any_step(cell: nn.RNNCellBase, carry: Carry, xs, *,
+              batch_shape: tuple[int, ...]):
+  """One step of any cell at its batch shape, then padding: ``(carry, y)``.
+
+  The loop flattens the batch dims (``B = prod(batch_shape)``); the cell gets
+  them back, so that what it sows has the shapes it has under ``nn.RNN``.
+  """
   x_BD, mask_B1 = xs
-  new_carry, y_BH = cell(carry, x_BD)
-  return mask_padding(mask_B1, new_carry, carry, y_BH)
+  unflat = lambda a: a.reshape(batch_shape + a.shape[1:])
+  flat = lambda a: a.reshape((-1,) + a.shape[len(batch_shape):])
+  new_carry, y = cell(jax.tree_util.tree_map(unflat, carry), unflat(x_BD))
+  new_carry = jax.tree_util.tree_map(flat, new_carry)
+  return mask_padding(mask_B1, new_carry, carry, flat(y))
+
+
+def _intermediates_axis(variable_axes) -> int | None:
+  """The axis ``variable_axes`` gives the ``intermediates`` collection, if any."""
+  for key in ('intermediates', True):
+    if key in variable_axes:
+      return variable_axes[key]
+  return None
+
+
+def _names_params(variable_axes) -> bool:
+  return any(key in ('params', True) for key in variable_axes)
+
+
+def _lifted_remat(cell: nn.Module) -> tuple[bool, Callable[..., bool] | None]:
+  """``(True, policy)`` for a cell made by ``nn.remat(CellClass)(...)``.
+
+  ``(False, None)`` for a cell whose ``__call__`` is not lifted. Raises a ValueError for
+  another lifted transform (``nn.vmap``, ``nn.jit``, ...) of a cell whose
+  loop :class:`RNN` runs itself, which would otherwise be silently dropped.
+  """
+  for cls in type(cell).__mro__:
+    call = cls.__dict__.get('__call__')
+    if call is None or not hasattr(call, '__wrapped__'):
+      continue
+    cells = [c.cell_contents for c in (call.__closure__ or ())]
+    transform = next((c for c in cells if callable(c) and
+                      getattr(c, '__module__', '') == 'flax.core.lift'), None)
+    if transform is None:
+      continue
+    if transform.__name__ != 'checkpoint':
+      raise ValueError(
+          f'RNN: {type(cell).__name__} is nn.{transform.__name__}'
+          f'({cls.__mro__[1].__name__}); RNN runs this cell\'s step itself '
+          'and would drop that transform. Use nn.RNN, or the plain cell '
+          '(for nn.remat: RNN(cell, remat=True)).')
+    kwargs = next((c for c in cells if isinstance(c, dict) and 'policy' in c),
+                  {})
+    return True, kwargs.get('policy')
+  return False, None

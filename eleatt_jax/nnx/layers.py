@@ -1,0 +1,180 @@
+"""``RNN`` for NNX: the fused loop of :mod:`eleatt_jax.fused_scan`, as an nnx.Module.
+
+The NNX counterpart of :class:`eleatt_jax.RNN`, with ``nnx.RNN``'s signature:
+fused cells run :func:`eleatt_jax.fused_scan.run` (the loop the linen layer
+runs), any other NNX cell a ``lax.scan`` of its ``__call__``; padding is masked
+in the loop (outputs past a sequence's end are 0, the final carry is the carry
+at the last valid step). The gate values of the latest call are the cell's
+``nnx.Intermediate`` ``attention``, ``[*batch, time, D]``, in one piece.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.linen.recurrent import flip_sequences
+from flax.typing import Array
+
+from eleatt_jax import fused_scan
+from eleatt_jax.cells import check_float_inputs
+from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
+from eleatt_jax.layers import _check_seq_lengths
+from eleatt_jax.layout import Layout
+from eleatt_jax.nnx.cells import EleAtt
+
+
+class RNN(nnx.Module):
+  """Runs an NNX cell over a sequence; fused cells in the fused loop.
+
+  Example usage::
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from eleatt_jax.nnx import RNN, EleAttGRUCell
+    >>> layer = RNN(EleAttGRUCell(3, 8, rngs=nnx.Rngs(0)))
+    >>> y = layer(jnp.ones((4, 10, 3)), seq_lengths=jnp.array([10, 7, 3, 1]))
+    >>> y.shape
+    (4, 10, 8)
+    >>> layer.cell.attention[...].shape        # a_t: [batch, time, D]
+    (4, 10, 3)
+    >>> sorted(nnx.state(layer, nnx.Intermediate)['cell'])
+    ['attention']
+
+  Args:
+    cell: an NNX cell (``in_features``-style, one feature axis).
+    time_major, return_carry, reverse, keep_order, unroll: as ``nnx.RNN``.
+    remat: ``jax.checkpoint`` each step; the backward keeps only the carries.
+    remat_policy: its policy (default None: save nothing inside a step).
+    hoist_input_projection, split_gates, fused_backward: the fused loop's
+      :class:`~eleatt_jax.layout.Layout` choices (default: per backend).
+    check_seq_lengths: check that lengths lie in ``[1, T]``.
+    rngs: for ``initialize_carry`` of cells that draw their carry (as
+      ``nnx.RNN``: True gives a ``carry`` stream seeded 0).
+  """
+
+  def __init__(self, cell: nnx.Module, *, time_major: bool = False,
+               return_carry: bool = False, reverse: bool = False,
+               keep_order: bool = False, unroll: int = 1, remat: bool = False,
+               remat_policy: Callable[..., bool] | None = None,
+               hoist_input_projection: bool | None = None,
+               split_gates: bool | None = None,
+               fused_backward: bool | None = None,
+               check_seq_lengths: bool = True,
+               rngs: nnx.Rngs | bool = True):
+    self.cell = cell
+    self.time_major, self.return_carry = time_major, return_carry
+    self.reverse, self.keep_order, self.unroll = reverse, keep_order, unroll
+    self.remat, self.remat_policy = remat, remat_policy
+    self.layout = Layout.default().with_choices(
+        split_gates=split_gates, hoist_input_projection=hoist_input_projection,
+        fused_backward=fused_backward)
+    self.check_seq_lengths = check_seq_lengths
+    if rngs is True:
+      rngs = nnx.Rngs(carry=0)
+    self.rngs = rngs if isinstance(rngs, nnx.Rngs) else None
+
+  def __call__(self, inputs: Array, *, initial_carry: Carry | None = None,
+               seq_lengths: Array | None = None,
+               return_carry: bool | None = None,
+               time_major: bool | None = None, reverse: bool | None = None,
+               keep_order: bool | None = None, rngs: Any = None):
+    """``outputs [*batch, time, H]``, or ``(final_carry, outputs)``.
+
+    Same arguments as ``nnx.RNN.__call__`` (so ``nnx.Bidirectional`` takes
+    it); ``seq_lengths <int>[*batch]`` in ``[1, T]``.
+    """
+    return_carry = self.return_carry if return_carry is None else return_carry
+    time_major = self.time_major if time_major is None else time_major
+    reverse = self.reverse if reverse is None else reverse
+    keep_order = self.keep_order if keep_order is None else keep_order
+    inputs = jnp.asarray(inputs)
+    check_float_inputs(inputs, 'RNN')
+    if inputs.ndim < 2:
+      raise ValueError('RNN expects inputs of rank >= 2, '
+                       f'{"[time, *batch, D]" if time_major else "[*batch, time, D]"}'
+                       f'; got shape {inputs.shape}.')
+
+    x_TBD = inputs if time_major else jnp.moveaxis(inputs, -2, 0)
+    num_steps, batch_shape = x_TBD.shape[0], tuple(x_TBD.shape[1:-1])
+    batch = math.prod(batch_shape)
+    x_TBD = x_TBD.reshape(num_steps, batch, x_TBD.shape[-1])
+    lengths = _check_seq_lengths(seq_lengths, batch_shape, num_steps,
+                                 self.check_seq_lengths)
+    lengths_B = None if lengths is None else lengths.reshape(batch)
+    if initial_carry is None:
+      initial_carry = self.cell.initialize_carry(
+          batch_shape + x_TBD.shape[-1:], rngs if rngs is not None else
+          self.rngs)
+    carry = jax.tree_util.tree_map(
+        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]),
+        initial_carry)
+
+    flip = lambda a_TB: flip_sequences(a_TB, lengths_B, num_batch_dims=1,
+                                       time_major=True)
+    if reverse:
+      x_TBD = flip(x_TBD)
+    mask_TB1 = None
+    if lengths_B is not None:
+      mask_TB1 = (jnp.arange(num_steps)[:, None] < lengths_B[None, :])[..., None]
+    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1,
+                                             batch_shape)
+
+    def to_output_layout(a_TB):
+      if reverse and keep_order:
+        a_TB = flip(a_TB)
+      a = a_TB.reshape((num_steps,) + batch_shape + a_TB.shape[2:])
+      return a if time_major else jnp.moveaxis(a, 0, -2)
+
+    if attention_TBD is not None:
+      # The latest call's gate values, as state (an attribute, not Module.sow:
+      # sow appends, and outside nnx.capture newer Flax deprecates it).
+      self.cell.attention = nnx.Intermediate(to_output_layout(attention_TBD))
+    outputs = to_output_layout(y_TBH)
+    carry = jax.tree_util.tree_map(
+        lambda c: c.reshape(batch_shape + c.shape[1:]), carry)
+    return (carry, outputs) if return_carry else outputs
+
+  def _scan(self, x_TBD, carry, mask_TB1, batch_shape):
+    """``(carry, y [T, B, H], attention [T, B, D] or None)``."""
+    if isinstance(self.cell, FusedCell):
+      equations = self.cell.equations()
+      weights = step_weights(equations, self.cell.kernels(x_TBD.shape[-1]),
+                             x_TBD, carry, self.layout)
+      return fused_scan.run(equations, weights, x_TBD, carry, mask_TB1,
+                            unroll=self.unroll, remat=self.remat,
+                            remat_policy=self.remat_policy)
+    return self._scan_module(x_TBD, carry, mask_TB1, batch_shape)
+
+  def _scan_module(self, x_TBD, carry, mask_TB1, batch_shape):
+    """``lax.scan`` of any cell: its parameters broadcast, its other state
+    (e.g. an rng stream's count) carried from step to step."""
+    graphdef, params, rest = nnx.split(self.cell, nnx.Param, ...)
+    wrapped = isinstance(self.cell, EleAtt)
+    unflat = lambda a: a.reshape(batch_shape + a.shape[1:])
+    flat = lambda a: a.reshape((-1,) + a.shape[len(batch_shape):])
+
+    def body(state_carry, xs):
+      rest, carry = state_carry
+      x, mask = xs
+      cell = nnx.merge(graphdef, params, rest)
+      cell_carry = jax.tree_util.tree_map(unflat, carry)
+      if wrapped:
+        new_carry, y, attention = cell.step(cell_carry, unflat(x))
+        attention = flat(attention)
+      else:
+        (new_carry, y), attention = cell(cell_carry, unflat(x)), None
+      new_carry, y = mask_padding(
+          mask, jax.tree_util.tree_map(flat, new_carry), carry, flat(y))
+      return (nnx.state(cell, nnx.Not(nnx.Param)), new_carry), (
+          y, attention)
+
+    if self.remat:
+      body = jax.checkpoint(body, policy=self.remat_policy, prevent_cse=False)
+    (rest, carry), (y, attention) = jax.lax.scan(
+        body, (rest, carry), (x_TBD, mask_TB1), unroll=self.unroll)
+    nnx.update(self.cell, rest)
+    return carry, y, attention
