@@ -55,8 +55,8 @@ def _write_ntu_files(root: str, num_files: int, seed: int = 0) -> None:
         lines.append("25")
         lines.extend(f"{x:.6f} {y:.6f} {z:.6f} 250 180 1000 500 0 0 1 0 2"
                      for x, y, z in joints[b])
-    # Performer 1 trains and performer 3 tests under xsub: 2 test files.
-    performer = 3 if i < 2 else 1
+    # Under xsub performer 1 trains, 19 validates (2 files), 3 tests (2).
+    performer = 3 if i < 2 else 19 if i < 4 else 1
     name = f"S001C001P{performer:03d}R{i // 60 + 1:03d}A{i % 60 + 1:03d}"
     with open(os.path.join(root, f"{name}.skeleton"), "w") as f:
       f.write("\n".join(lines) + "\n")
