@@ -19,4 +19,5 @@ else:
 if hasattr(jax.errors, 'JaxRuntimeError'):
   JaxRuntimeError = jax.errors.JaxRuntimeError
 else:
-  from jaxlib.xla_extension import XlaRuntimeError as JaxRuntimeError
+  from jaxlib.xla_extension import (  # noqa: F401
+      XlaRuntimeError as JaxRuntimeError)
