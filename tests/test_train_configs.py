@@ -34,7 +34,7 @@ NTU_NAMES = (
 
 
 # The compilation cache shared by the train test modules.
-from train_support import _jax_cache  # pylint: disable=unused-import
+from train_support import _jax_cache  # noqa: E402, F401  # pylint: disable=unused-import
 
 
 def write_ntu(root: pathlib.Path) -> pathlib.Path:

@@ -25,7 +25,7 @@ from train import train
 from train import workdir as workdir_lib
 
 # Module-scoped fixtures shared by the train test modules.
-from train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
+from train_support import _jax_cache, data_dir, npz_dir  # noqa: F401  # pylint: disable=unused-import
 
 NPZ_CONFIG = 'train/configs/npz.py'
 

@@ -25,7 +25,7 @@ NPZ_CONFIG = 'train/configs/npz.py'
 
 
 # Module-scoped fixtures shared by the train test modules.
-from train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
+from train_support import _jax_cache, data_dir, npz_dir  # noqa: E402, F401  # pylint: disable=unused-import
 
 
 def _bitwise_equal(a, b):

@@ -102,7 +102,7 @@ def get_builder(config, workdir: str):
     A prepared `tfds.core.DatasetBuilder`.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  import eleatt_jax.datasets  # pylint: disable=g-import-not-at-top,unused-import  # registers builders
+  import eleatt_jax.datasets  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # registers builders
 
   name = config.data.name
   data_dir = _data_dir(config, workdir)
