@@ -137,7 +137,7 @@ class EleAttG(nn.Module):
     """
     d, h = input_features, hidden_features
     check_param_shape(self, 'input_kernel', (d, d),
-                      f'the gate expects inputs of size D')
+                      'the gate expects inputs of size D')
     check_param_shape(self, 'recurrent_kernel', (h, d),
                       'the gate expects hidden states of size H')
     return {

@@ -1,7 +1,6 @@
 """eleatt_jax.RNN as a drop-in for nn.RNN: remat, variable_axes / split_rngs,
 partitioned initialisers, and agreement with nn.RNN for every stock Flax cell."""
 
-import functools
 import json
 
 import flax.linen as nn

@@ -9,7 +9,6 @@ Damaged or mismatched artifacts give clear errors.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 
 import train_support as sup
-from train_support import _jax_cache, data_dir, npz_dir  # pylint: disable=unused-import
+from train_support import _jax_cache, data_dir, npz_dir  # noqa: F401  # pylint: disable=unused-import
 
 pytest.importorskip('flatbuffers', reason='jax.export serialization needs it')
 

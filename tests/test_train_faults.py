@@ -84,8 +84,9 @@ def test_best_k_survives_kill_and_sigterm_like_an_unbroken_run(
   assert ours['checkpoint'] == theirs['checkpoint']
   assert ours['accuracy'] == theirs['accuracy']
   # The true best: the highest eval accuracy logged at a checkpoint step.
-  logged = {r['step']: r['test/accuracy'] for r in map(json.loads, (
-      ref / 'metrics.jsonl').read_text().splitlines()) if 'test/accuracy' in r}
+  records = map(json.loads, (ref / 'metrics.jsonl').read_text().splitlines())
+  logged = {r['step']: r['validation/accuracy'] for r in records
+            if 'validation/accuracy' in r}
   best = max(logged.values())
   assert ours['checkpoint']['selection_accuracy'] == best
   assert logged[ours['checkpoint']['step']] == best
