@@ -116,7 +116,8 @@ class FusedCellBase(nn.RNNCellBase):
     and for the GRU ``recurrent_bias [H]``.
     """
     d, h, g = input_features, self.features, self.num_blocks
-    stored_d = (self.get_variable('params', 'input_kernel').shape[0]
+    stored_d = (jnp.shape(nn.meta.unbox(
+        self.get_variable('params', 'input_kernel')))[0]
                 if self.has_variable('params', 'input_kernel') else d)
     check_param_shape(self, 'input_kernel', (d, g * h),
                       f'{type(self).__name__} expects inputs of size '

@@ -120,6 +120,9 @@ class RNN(nnx.Module):
     mask_TB1 = None
     if lengths_B is not None:
       mask_TB1 = (jnp.arange(num_steps)[:, None] < lengths_B[None, :])[..., None]
+      # As in the linen RNN: a select, so that NaN or Inf in the padding
+      # reaches neither the outputs nor the gradients.
+      x_TBD = jnp.where(mask_TB1, x_TBD, 0)
     carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1,
                                              batch_shape)
 
