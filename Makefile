@@ -16,7 +16,7 @@ CORE_TESTS := tests/test_gate.py tests/test_cells.py tests/test_layers.py \
 	tests/test_models.py tests/test_transforms.py tests/test_readme.py \
 	eleatt_jax --ignore=eleatt_jax/datasets --ignore=eleatt_jax/viz.py
 
-.PHONY: test test-min lint demo install clean
+.PHONY: test test-all test-min lint demo install clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+# Everything, the repeated parameterisations marked slow in conftest.py too.
+test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
 # Installing the pins and the project in one resolve fails if pyproject.toml's

@@ -8,3 +8,45 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
 import jax  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+
+# Parameterisations that repeat a case already covered by a cheaper one (the
+# same code path with another cell, readout or flag). `make test` (CI) skips
+# them to stay inside CI's 10 minutes on 2 cores; `make test-all` runs them.
+# A pattern matches the start of a test's node id.
+SLOW = (
+    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[lstm-',
+    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[rnn-',
+    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[gru-last',
+    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[eleatt_lstm-mean',
+    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[eleatt_rnn-last',
+    'tests/test_streaming.py::test_bfloat16_streaming_agrees_with_full_sequence[eleatt_lstm',
+    'tests/test_streaming.py::test_bfloat16_streaming_agrees_with_full_sequence[rnn',
+    'tests/test_dropin.py::test_stock_cells_agree_with_nn_rnn[False-',
+    'tests/test_dropin.py::test_stock_cells_agree_with_nn_rnn[True-False-',
+    'tests/test_dropin.py::test_stock_cells_with_two_batch_dims_and_time_major[LSTM',
+    'tests/test_dropin.py::test_stock_cells_with_two_batch_dims_and_time_major[Optimized',
+    'tests/test_dropin.py::test_remat_gives_the_same_gradients[False-EleAttLSTMCell',
+    'tests/test_dropin.py::test_partitioned_initialisers_on_a_two_device_mesh[EleAttLSTMCell',
+    'tests/test_dropin.py::test_partitioned_initialisers_on_a_two_device_mesh[EleAttSimpleCell',
+    'tests/test_nnx.py::test_classifier_matches_linen[True-last',
+    'tests/test_nnx.py::test_classifier_matches_linen[False-mean',
+    'tests/test_nnx.py::test_same_params_same_outputs_as_linen[False-True',
+    'tests/test_layers_reliability.py::test_nan_or_inf_in_padding_gives_finite_gradients[inf-',
+    'tests/test_layers_reliability.py::test_fused_backward_keeps_float64_precision[eleatt_lstm',
+    'tests/test_reproduce.py::test_study_runs_at_tiny_size[nucla_gate_layers',
+    'tests/test_reproduce.py::test_study_runs_at_tiny_size[smnist',
+    'tests/test_train_reliability.py::test_kill9_at_a_random_step_then_resume',
+)
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'slow: a repeat of a covered case; skipped by `make test`')
+
+
+def pytest_collection_modifyitems(config, items):
+  import pytest  # pylint: disable=g-import-not-at-top
+  for item in items:
+    if item.nodeid.startswith(SLOW):
+      item.add_marker(pytest.mark.slow)
