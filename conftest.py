@@ -11,17 +11,21 @@ jax.config.update('jax_numpy_rank_promotion', 'raise')
 
 
 # Parameterisations that repeat a case already covered by a cheaper one (the
-# same code path with another cell, readout or flag). `make test` (CI) skips
-# them to stay inside CI's 10 minutes on 2 cores; `make test-all` runs them.
+# same code path with another cell, readout or flag), and the two longest
+# notebook runs. `make test` (CI) skips them to stay inside CI's 10 minutes on
+# 2 cores; `make test-all` runs them.
 # A pattern matches the start of a test's node id.
 SLOW = (
-    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[lstm-',
+    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[lstm-mean',
+    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[eleatt_lstm-last',
     'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[rnn-',
     'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[gru-last',
     'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[eleatt_lstm-mean',
     'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[eleatt_rnn-last',
     'tests/test_streaming.py::test_bfloat16_streaming_agrees_with_full_sequence[eleatt_lstm',
     'tests/test_streaming.py::test_bfloat16_streaming_agrees_with_full_sequence[rnn',
+    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[eleatt_rnn-mean',
+    'tests/test_dropin.py::test_stock_cells_agree_with_nn_rnn[True-True-MGUCell',
     'tests/test_dropin.py::test_stock_cells_agree_with_nn_rnn[False-',
     'tests/test_dropin.py::test_stock_cells_agree_with_nn_rnn[True-False-',
     'tests/test_dropin.py::test_stock_cells_with_two_batch_dims_and_time_major[LSTM',
@@ -36,6 +40,11 @@ SLOW = (
     'tests/test_layers_reliability.py::test_fused_backward_keeps_float64_precision[eleatt_lstm',
     'tests/test_reproduce.py::test_study_runs_at_tiny_size[nucla_gate_layers',
     'tests/test_reproduce.py::test_study_runs_at_tiny_size[smnist',
+    'tests/test_reproduce.py::test_study_runs_at_tiny_size[basicmotions',
+    # The longest notebook (integration guide, NNX) and the no-data variant
+    # of 02; 01 and 02 with data run in `make test`.
+    'tests/test_notebooks.py::test_notebook_runs[03_',
+    'tests/test_notebooks.py::test_skeleton_notebook_without_real_data',
     'tests/test_train_reliability.py::test_kill9_at_a_random_step_then_resume',
 )
 
