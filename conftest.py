@@ -59,6 +59,14 @@ SLOW = (
     'tests/test_nnx.py::test_classifier_matches_linen',
     'tests/test_dropin.py::test_stock_cells_agree_with_nn_rnn',
     'tests/test_layers_reliability.py::test_nan_or_inf_in_padding_gives_finite_gradients[nan-EleAtt',
+    'tests/test_streaming.py::test_steps_chunks_and_full_sequence_agree[lstm-last',
+    'tests/test_nnx.py::test_same_params_same_outputs_as_linen[True',
+    'tests/test_nnx.py::test_eleatt_wrapper_of_an_nnx_cell',
+    'tests/test_dropin.py::test_stock_cells_with_two_batch_dims',
+    'tests/test_dropin.py::test_nn_remat_of_a_cell_is_honoured',
+    'tests/test_dropin.py::test_remat_gives_the_same_gradients',
+    'tests/test_train_faults.py::test_rerun_with_another_model',
+    'tests/test_train_reliability.py::test_sigterm_saves_a_checkpoint',
 )
 
 
