@@ -39,6 +39,33 @@ def gated_layers(gate_layers: str | int, num_layers: int) -> tuple[bool, ...]:
   return tuple(i < k for i in range(num_layers))
 
 
+
+def readout_features(x, seq_lengths, readout: str,
+                     backward_from: int | None = None):
+  """The classifier's input from the last layer's outputs.
+
+  Args:
+    x: <float>[B, T, F], zero past each sequence's end.
+    seq_lengths: <int>[B] valid steps, or None (all T).
+    readout: 'mean' (average over valid steps) or 'last' (last valid step).
+    backward_from: for 'last' of a bidirectional layer, the feature index
+      where the backward half starts (its last step is t=0); None otherwise.
+
+  Returns:
+    <float32>[B, F].
+  """
+  lengths = (jnp.full(x.shape[:1], x.shape[1]) if seq_lengths is None
+             else jnp.asarray(seq_lengths))
+  x = x.astype(jnp.float32)
+  if readout == 'mean':
+    # Steps past the end are zero, so the sum over time is over valid steps.
+    return x.sum(axis=1) / lengths[:, None].astype(jnp.float32)
+  last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
+  if backward_from is None:
+    return last
+  return jnp.concatenate([last[:, :backward_from], x[:, 0, backward_from:]],
+                         axis=-1)
+
 class StackedRNNClassifier(nn.Module):
   """A stack of (EleAtt-)RNN layers and a linear classifier.
 
@@ -153,21 +180,9 @@ class StackedRNNClassifier(nn.Module):
       x = layer(x, seq_lengths=seq_lengths)
       x = getattr(self, f'Dropout_{i}')(x, deterministic=not train)
 
-    num_steps = x.shape[1]
-    lengths = (jnp.full(x.shape[:1], num_steps) if seq_lengths is None
-               else jnp.asarray(seq_lengths))
-    x = x.astype(jnp.float32)
-    if self.readout == 'mean':
-      # Steps past the end are zero, so the sum over time is the sum over valid steps.
-      features = x.sum(axis=1) / lengths[:, None].astype(jnp.float32)
-    else:
-      last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
-      if self.bidirectional:
-        half = self.hidden_sizes[-1]
-        features = jnp.concatenate([last[:, :half], x[:, 0, half:]], axis=-1)
-      else:
-        features = last
-    return self.classifier(features)
+    return self.classifier(readout_features(
+        x, seq_lengths, self.readout,
+        self.hidden_sizes[-1] if self.bidirectional else None))
 
   # Streaming. The carry: {'layers': (each layer's carry, ...), 'count':
   # <int32>[B] valid frames so far, and the readout's state: 'sum' [B, H_L]

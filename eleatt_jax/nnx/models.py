@@ -14,6 +14,7 @@ from flax import nnx
 from flax.typing import Array, Dtype
 
 from eleatt_jax.models import CELL_TYPES, READOUTS, gated_layers
+from eleatt_jax.models import readout_features
 from eleatt_jax.nnx import cells
 from eleatt_jax.nnx.layers import RNN
 
@@ -97,17 +98,6 @@ class StackedRNNClassifier(nnx.Module):
     for i in range(self.num_layers):
       x = getattr(self, f'layer_{i}')(x, seq_lengths=seq_lengths)
       x = self.dropout(x)
-    num_steps = x.shape[1]
-    lengths = (jnp.full(x.shape[:1], num_steps) if seq_lengths is None
-               else jnp.asarray(seq_lengths))
-    x = x.astype(jnp.float32)
-    if self.readout == 'mean':
-      features = x.sum(axis=1) / lengths[:, None].astype(jnp.float32)
-    else:
-      last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
-      if self.bidirectional:
-        half = self.hidden_sizes[-1]
-        features = jnp.concatenate([last[:, :half], x[:, 0, half:]], axis=-1)
-      else:
-        features = last
-    return self.classifier(features)
+    return self.classifier(readout_features(
+        x, seq_lengths, self.readout,
+        self.hidden_sizes[-1] if self.bidirectional else None))
