@@ -63,6 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   config_lib.validate(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   log = reporting.Logger(distributed.is_primary())
+  log(f'Workdir: {workdir}\n{input_pipeline.data_location(config, workdir)}')
   with workdir_lib.WorkdirLock(workdir):
     workdir_lib.check_previous_run(config, workdir)
     builder, info = input_pipeline.prepare_dataset(config, workdir)
