@@ -67,7 +67,7 @@ SLOW = (
     'tests/test_dropin.py::test_remat_gives_the_same_gradients',
     'tests/test_train_faults.py::test_rerun_with_another_model',
     'tests/test_train_reliability.py::test_signal_saves_a_checkpoint',
-    'tests/test_train_faults.py::test_full_disk_',
+    'tests/test_train_faults.py::test_full_disk_stops',
 )
 
 

@@ -305,6 +305,7 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
   ref_params, ref_step = sup.final_params(ref)
   assert step == ref_step == steps
   assert sup.bitwise_equal(params, ref_params)
+  assert sup.same_results(workdir, ref)
   assert _history(workdir) == _history(ref)
 
 

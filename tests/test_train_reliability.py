@@ -167,6 +167,7 @@ def test_signal_saves_a_checkpoint_and_resume_is_bitwise_equal(
   ref_params, ref_step = sup.final_params(ref_dir)
   assert step == ref_step == steps
   assert _bitwise_equal(params, ref_params), f'{sig.name} at step {saved}'
+  assert sup.same_results(workdir, ref_dir)
 
 
 def _free_port():

@@ -181,6 +181,15 @@ def run_and_act(cmd, workdir, at_step: int, act, after_checkpoint=True,
     return proc.returncode, ''.join(out), err.read(), at
 
 
+def same_results(workdir, other) -> bool:
+  """Two runs' eval_results.json agree (but for the config's paths)."""
+  import json  # pylint: disable=g-import-not-at-top
+  a, b = (json.loads((pathlib.Path(w) / 'eval_results.json').read_text())
+          for w in (workdir, other))
+  a.pop('config'), b.pop('config')
+  return a == b
+
+
 def bitwise_equal(a, b) -> bool:
   """Two trees of arrays with the same structure, dtypes, shapes and bits."""
   import jax  # pylint: disable=g-import-not-at-top
