@@ -68,6 +68,7 @@ SLOW = (
     'tests/test_train_faults.py::test_rerun_with_another_model',
     'tests/test_train_reliability.py::test_signal_saves_a_checkpoint',
     'tests/test_train_faults.py::test_full_disk_stops',
+    'tests/test_train_faults.py::test_full_disk_at_the_start',
 )
 
 

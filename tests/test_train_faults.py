@@ -352,6 +352,23 @@ def test_disk_full_errors_are_recognised_from_real_writes(tmp_path):
   assert 'no checkpoint was written yet' in message
 
 
+def test_full_disk_at_the_start_of_a_run_is_a_disk_full_error(
+    npz_dir, data_dir, tmp_path):
+  """A run whose config.json cannot be written (into /dev/full: ENOSPC)
+  stops with the short error, having written no checkpoint."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  os.symlink('/dev/full', workdir / 'config.json.tmp')
+  with pytest.raises(workdir_lib.DiskFullError) as err:
+    train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir), str(workdir))
+  assert str(err.value).startswith(
+      f'Writing in {workdir} failed: no space left on device (ENOSPC): the '
+      'disk is full.')
+  assert 'no checkpoint was written yet' in str(err.value)
+  assert sorted(p.name for p in workdir.iterdir()) == ['checkpoints',
+                                                       'train.lock']
+
+
 def test_full_disk_while_rewriting_a_file_leaves_the_old_one(tmp_path):
   """config.json, eval_results.json and metrics.jsonl are replaced only by a
   complete new version: writing the new one into /dev/full (ENOSPC) leaves

@@ -64,7 +64,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   workdir = os.path.abspath(os.path.expanduser(workdir))
   log = reporting.Logger(distributed.is_primary())
   log(f'Workdir: {workdir}\n{input_pipeline.data_location(config, workdir)}')
-  with workdir_lib.WorkdirLock(workdir):
+  with workdir_lib.WorkdirLock(workdir), workdir_lib.stop_if_disk_full(
+      workdir):
     workdir_lib.check_previous_run(config, workdir)
     builder, info = input_pipeline.prepare_dataset(config, workdir)
     num_steps, steps_per_epoch = state_lib.num_train_steps(config, info)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -96,6 +97,20 @@ def disk_full_error(err: BaseException, workdir: str
       '*.orbax-checkpoint-tmp, which the next run removes). Free some space '
       '(or raise the quota or limit) and run the same command to resume from '
       'the last checkpoint.')
+
+
+@contextlib.contextmanager
+def stop_if_disk_full(workdir: str):
+  """Turns a failed write for want of space into a `DiskFullError`."""
+  try:
+    yield
+  except DiskFullError:
+    raise
+  except Exception as err:  # pylint: disable=broad-except
+    full = disk_full_error(err, workdir)
+    if full is None:
+      raise
+    raise full from err
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
