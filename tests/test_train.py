@@ -9,6 +9,8 @@ import json
 import os
 import pathlib
 import re
+import shutil
+import subprocess
 import sys
 
 import chex
@@ -328,7 +330,10 @@ def test_train_and_evaluate_writes_everything(npz_dir, data_dir, tmp_path,
                            num_train_steps=8, keep_best=1)
   out = train.train_and_evaluate(config, str(workdir))
   log = capsys.readouterr().out
-  # Parameter table, progress lines, evaluations, final line.
+  # Where, parameter table, progress lines, evaluations, final line.
+  assert log.startswith(f'Workdir: {workdir}\nData:    sequence_npz in '
+                        f'{data_dir} (built there on first use; from '
+                        '--config.data.data_dir)\n'), log[:500]
   assert 'total' in log and 'layer_0/cell/gate/input_kernel' in log
   assert 'step 2/8  loss' in log and 'examples/s' in log
   assert 'step 3: validation accuracy' in log and 'Final test accuracy' in log
@@ -493,6 +498,38 @@ def test_missing_data_errors_say_what_to_do(tmp_path):
   config = npz.get_config()
   with pytest.raises(ValueError, match='needs --config.data.path=DIR'):
     input_pipeline.prepare_dataset(config, str(tmp_path))
+
+
+def test_demo_says_where_it_builds_its_data_and_honours_data_dir(
+    tmp_path, monkeypatch):
+  """`make demo` builds the digits into tfds' default data_dir unless
+  DATA_DIR=D: the trainer's first lines say where (without training)."""
+  from train.configs import smnist  # pylint: disable=g-import-not-at-top
+  config = smnist.get_config()
+  monkeypatch.setenv('HOME', str(tmp_path))
+  monkeypatch.delenv('TFDS_DATA_DIR', raising=False)
+  default_line = (
+      f'Data:    sequential_mnist/mnist5k_row in {tmp_path}/tensorflow_datasets'
+      ' (built there on first use; the tfds default, $TFDS_DATA_DIR or '
+      '~/tensorflow_datasets; another: --config.data.data_dir=D, or make '
+      'demo DATA_DIR=D)')
+  assert input_pipeline.data_location(config, 'runs/demo') == default_line
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds_env'))
+  assert f'in {tmp_path}/tfds_env (built' in input_pipeline.data_location(
+      config, 'runs/demo')
+  config.data.data_dir = str(tmp_path / 'd')
+  assert input_pipeline.data_location(config, 'runs/demo') == (
+      f'Data:    sequential_mnist/mnist5k_row in {tmp_path}/d (built there on '
+      'first use; from --config.data.data_dir)')
+  # The make variable reaches the trainer (a dry run: nothing is built).
+  if shutil.which('make') is None:
+    pytest.skip('no make')
+  make = subprocess.run(['make', '-n', '-o', '.venv/.installed-stamp', 'demo',
+                         'DATA_DIR=/d d'], cwd=sup.REPO, capture_output=True,
+                        text=True, check=False)
+  assert make.returncode == 0, make.stderr
+  assert ("--workdir=runs/demo \\\n  '--config.data.data_dir=/d d'"
+          in make.stdout), make.stdout
 
 
 def test_bad_split_and_batch_size_errors_name_the_key(npz_dir, data_dir,

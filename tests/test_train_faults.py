@@ -1,13 +1,16 @@
 """Faults of issue 10 (best-k across restarts, reruns that would destroy a
 run, a restart from scratch, two trainers on one workdir, bad config values,
-a corrupt checkpoint under train.eval, a dataset that is not built), each
-tried for real: orbax files on disk, subprocesses, signals."""
+a corrupt checkpoint under train.eval, a dataset that is not built, a full
+disk), each tried for real: orbax files on disk, subprocesses, signals,
+kernel-enforced file-size limits and /dev/full."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -244,3 +247,137 @@ def test_dataset_not_built_names_data_dir_in_one_screen(tmp_path):
   assert '--config.data.data_dir=D' in proc.stderr
   assert '--config.data.manual_dir=DIR' in proc.stderr
   assert len(proc.stderr.strip().splitlines()) <= 5
+
+
+def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
+    npz_dir, data_dir, tmp_path):
+  """Once the first checkpoint is written the trainer's file-size limit drops
+  to 4 KiB (below the next checkpoint's files: they fail in orbax's
+  background threads; metrics.jsonl, smaller, may fail first). Python
+  ignores SIGXFSZ, so a write over the limit fails with EFBIG as one on a
+  full disk fails with ENOSPC. One FATAL line, nothing written before lost,
+  and a rerun ends like an unbroken run."""
+  steps, limit = 20, 4096
+  overrides = sup.cli_overrides(
+      npz_dir, data_dir, num_train_steps=steps, log_every_steps=1,
+      checkpoint_every_steps=4, eval_every_steps=4, keep_best=2)
+  workdir = tmp_path / 'run'
+  cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
+  before = {}
+
+  def fill_the_disk(proc):
+    before['steps'] = _steps(workdir)
+    before['config'] = (workdir / 'config.json').read_text()
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, limit))
+
+  rc, out, err, at = sup.run_and_act(cmd, workdir, 1, fill_the_disk,
+                                     stderr_apart=True)
+  assert at is not None and rc == 1, out[-3000:] + err[-3000:]
+  assert 'sys.meta_path' not in err and 'Traceback' not in err, err[-3000:]
+  assert len(err.strip().splitlines()) == 1, err[-3000:]
+  assert re.match(
+      rf'FATAL: Writing {re.escape(str(workdir))}/(checkpoints/\d+\.orbax-'
+      r'checkpoint-tmp/\S+|metrics\.jsonl) failed: file too large \(EFBIG\)',
+      err), err
+  kept = _steps(workdir)
+  assert max(before['steps']) <= max(kept) < steps, (before, kept)
+  assert (f'the checkpoints written before (steps {", ".join(map(str, kept))}'
+          f' in {workdir / "checkpoints"}) are intact') in err
+  assert 'run the same command to resume' in err
+  # What the run wrote before is whole: each checkpoint restores, the config
+  # is unchanged, each metrics line is complete (a cut one is cut off).
+  for step in kept:
+    assert sup.final_params(workdir, str(step))[1] == step
+  assert (workdir / 'config.json').read_text() == before['config']
+  records = [json.loads(line) for line in
+             (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert records and records[-1]['step'] >= max(kept)
+
+  rerun = sup.run(cmd)
+  assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+  assert f'Resuming from checkpoint step {max(kept)} ' in rerun.stdout
+  assert not list((workdir / 'checkpoints').glob('*tmp*'))
+  ref = tmp_path / 'unbroken'
+  train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir, **{
+      k: v for k, v in overrides.items()
+      if k not in ('data.path', 'data.data_dir')}), str(ref))
+  params, step = sup.final_params(workdir)
+  ref_params, ref_step = sup.final_params(ref)
+  assert step == ref_step == steps
+  assert sup.bitwise_equal(params, ref_params)
+  assert sup.same_results(workdir, ref)
+  assert _history(workdir) == _history(ref)
+
+
+def test_disk_full_errors_are_recognised_from_real_writes(tmp_path):
+  """ENOSPC from /dev/full, EFBIG over a file-size limit (in a child: Python
+  ignores SIGXFSZ), in an exception's chain or in tensorstore's text; other
+  errors are not."""
+  with pytest.raises(OSError) as enospc:
+    with open('/dev/full', 'w') as f:
+      f.write('x')
+  assert workdir_lib.disk_full_errno(enospc.value) == (errno.ENOSPC, None)
+  try:
+    try:
+      raise enospc.value
+    except OSError as e:
+      raise RuntimeError('a checkpoint write failed') from e
+  except RuntimeError as e:
+    chained = e
+  assert workdir_lib.disk_full_errno(chained)[0] == errno.ENOSPC
+  child = subprocess.run(
+      [sys.executable, '-c', 'import resource\n'
+       'from train import workdir\n'
+       'resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))\n'
+       'try:\n'
+       f'  with open({str(tmp_path / "big")!r}, "w") as f:\n'
+       '    f.write("x" * 100)\n'
+       'except OSError as e:\n'
+       '  print(workdir.disk_full_errno(e))'],
+      cwd=sup.REPO, env=sup.subprocess_env(), capture_output=True, text=True,
+      timeout=60)
+  assert child.stdout.strip() == f'({errno.EFBIG}, None)', (
+      child.stdout + child.stderr)
+  tensorstore = ValueError(
+      'OUT_OF_RANGE: Error writing local file "/w/checkpoints/8.orbax-'
+      'checkpoint-tmp/state/_sharding": Failed to write 8921 bytes to file 9: '
+      "File too large [os_error_code='27']")
+  assert workdir_lib.disk_full_errno(tensorstore) == (
+      errno.EFBIG, '/w/checkpoints/8.orbax-checkpoint-tmp/state/_sharding')
+  assert workdir_lib.disk_full_errno(OSError(errno.EACCES, 'no')) is None
+  assert workdir_lib.disk_full_errno(ValueError('os_error_code=2')) is None
+  message = str(workdir_lib.disk_full_error(tensorstore, str(tmp_path)))
+  assert message.startswith('Writing /w/checkpoints/8.orbax-checkpoint-tmp/'
+                            'state/_sharding failed: file too large (EFBIG)')
+  assert 'no checkpoint was written yet' in message
+
+
+def test_full_disk_at_the_start_of_a_run_is_a_disk_full_error(
+    npz_dir, data_dir, tmp_path):
+  """A run whose config.json cannot be written (into /dev/full: ENOSPC)
+  stops with the short error, having written no checkpoint."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  os.symlink('/dev/full', workdir / 'config.json.tmp')
+  with pytest.raises(workdir_lib.DiskFullError) as err:
+    train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir), str(workdir))
+  assert str(err.value).startswith(
+      f'Writing in {workdir} failed: no space left on device (ENOSPC): the '
+      'disk is full.')
+  assert 'no checkpoint was written yet' in str(err.value)
+  assert sorted(p.name for p in workdir.iterdir()) == ['checkpoints',
+                                                       'train.lock']
+
+
+def test_full_disk_while_rewriting_a_file_leaves_the_old_one(tmp_path):
+  """config.json, eval_results.json and metrics.jsonl are replaced only by a
+  complete new version: writing the new one into /dev/full (ENOSPC) leaves
+  the old whole and no temporary file."""
+  path = tmp_path / 'config.json'
+  path.write_text('{"old": true}')
+  os.symlink('/dev/full', tmp_path / 'config.json.tmp')
+  with pytest.raises(OSError) as err:
+    workdir_lib.write_atomically(str(path), '{"new": true}' * 1000)
+  assert err.value.errno == errno.ENOSPC
+  assert path.read_text() == '{"old": true}'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']

@@ -28,12 +28,7 @@ NPZ_CONFIG = 'train/configs/npz.py'
 from train_support import _jax_cache, data_dir, npz_dir  # noqa: E402, F401  # pylint: disable=unused-import
 
 
-def _bitwise_equal(a, b):
-  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  return all(x.dtype == y.dtype and x.shape == y.shape and
-             np.array_equal(x.view(np.uint8), y.view(np.uint8))
-             for x, y in zip(la, lb))
+_bitwise_equal = sup.bitwise_equal
 
 
 def test_kill9_at_a_random_step_then_resume_is_bitwise_equal(
@@ -134,32 +129,45 @@ def test_nan_batch_stops_with_message_and_writes_no_nan_checkpoint(
   assert 'NaN' not in text and 'Infinity' not in text
 
 
-def test_sigterm_saves_a_checkpoint_and_resumes(npz_dir, data_dir, tmp_path):
-  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=200,
-                                log_every_steps=1, checkpoint_every_steps=50,
-                                eval_every_steps=50)
+@pytest.mark.parametrize('sig,status,what', [
+    (signal.SIGTERM, 143, 'Preempted'),
+    (signal.SIGINT, 130, 'Interrupted'),  # Ctrl-C
+], ids=['SIGTERM', 'SIGINT'])
+def test_signal_saves_a_checkpoint_and_resume_is_bitwise_equal(
+    npz_dir, data_dir, tmp_path, sig, status, what):
+  """SIGTERM (preemption) or Ctrl-C: a checkpoint at the step reached, exit
+  128 + the signal; the rerun's final parameters equal an unbroken run's."""
+  steps = 80
+  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=steps,
+                                log_every_steps=1, checkpoint_every_steps=40,
+                                eval_every_steps=40)
   workdir = tmp_path / 'run'
-  proc = subprocess.Popen(
-      sup.train_cmd(NPZ_CONFIG, workdir, overrides), cwd=sup.REPO,
-      env=sup.subprocess_env(), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
-  out = []
-  for line in proc.stdout:
-    out.append(line)
-    if line.startswith('step 3/'):
-      proc.send_signal(signal.SIGTERM)
-      break
-  out.append(proc.stdout.read())
-  proc.wait(timeout=60)
-  text = ''.join(out)
-  assert proc.returncode == 143, text[-3000:]
-  m = re.search(r'Preempted \(SIGTERM\) at step (\d+)', text)
+  cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
+  rc, text, _ = sup.run_and_signal(cmd, workdir, 3, sig,
+                                   after_checkpoint=False)
+  assert rc == status, text[-3000:]
+  m = re.search(rf'{what} \({sig.name}\) at step (\d+)', text)
   assert m, text[-3000:]
   saved = int(m.group(1))
-  assert 3 <= saved < 50
-  steps = [int(p.name) for p in (workdir / 'checkpoints').iterdir()
-           if p.name.isdigit()]
-  assert steps == [saved]
+  assert 3 <= saved < 40
+  assert 'Traceback' not in text
+  steps_on_disk = [int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                   if p.name.isdigit()]
+  assert steps_on_disk == [saved]
+
+  rerun = sup.run(cmd)
+  assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+  assert f'Resuming from checkpoint step {saved} ' in rerun.stdout
+  ref_dir = tmp_path / 'reference'
+  config = sup.tiny_config(npz_dir, data_dir, **{
+      k: v for k, v in overrides.items() if k not in ('data.path',
+                                                       'data.data_dir')})
+  train.train_and_evaluate(config, str(ref_dir))
+  params, step = sup.final_params(workdir)
+  ref_params, ref_step = sup.final_params(ref_dir)
+  assert step == ref_step == steps
+  assert _bitwise_equal(params, ref_params), f'{sig.name} at step {saved}'
+  assert sup.same_results(workdir, ref_dir)
 
 
 def _free_port():

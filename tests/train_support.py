@@ -10,6 +10,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -134,32 +135,69 @@ def run(cmd, env=None, timeout=120) -> subprocess.CompletedProcess:
                         capture_output=True, text=True, timeout=timeout)
 
 
-def run_and_signal(cmd, workdir, at_step: int, sig):
+def run_and_signal(cmd, workdir, at_step: int, sig, after_checkpoint=True):
   """Starts the CLI; sends `sig` at the first progress line past `at_step`
-  once a checkpoint is complete in WORKDIR (orbax renames it to its step
-  number when it is), so that a rerun resumes.
+  (once a checkpoint is complete in WORKDIR, so that a rerun resumes, unless
+  not `after_checkpoint`).
 
   Returns:
     ``(return code, output, the step signalled at or None)``.
   """
-  proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-  out, at = [], None
-  try:
-    for line in proc.stdout:
-      out.append(line)
-      m = re.match(r'step (\d+)/', line)
-      ckpts = pathlib.Path(workdir) / 'checkpoints'
-      if m and int(m.group(1)) >= at_step and ckpts.is_dir() and any(
-          p.name.isdigit() for p in ckpts.iterdir()):
-        proc.send_signal(sig)
-        at = int(m.group(1))
-        break
-    out.append(proc.stdout.read())
-  finally:
-    proc.wait(timeout=60)
-  return proc.returncode, ''.join(out), at
+  rc, out, _, at = run_and_act(cmd, workdir, at_step,
+                               lambda proc: proc.send_signal(sig),
+                               after_checkpoint=after_checkpoint)
+  return rc, out, at
+
+
+def run_and_act(cmd, workdir, at_step: int, act, after_checkpoint=True,
+                stderr_apart=False):
+  """Starts the CLI; calls ``act(process)`` at the first progress line past
+  `at_step` once a checkpoint is complete in WORKDIR (orbax renames it to its
+  step number when it is), or at once if not `after_checkpoint`.
+
+  Returns:
+    ``(return code, output, stderr (with `stderr_apart`; else in the output),
+    the step acted at or None)``.
+  """
+  with tempfile.TemporaryFile('w+') as err:
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+        stderr=err if stderr_apart else subprocess.STDOUT, text=True)
+    out, at = [], None
+    try:
+      for line in proc.stdout:
+        out.append(line)
+        m = re.match(r'step (\d+)/', line)
+        ckpts = pathlib.Path(workdir) / 'checkpoints'
+        if m and int(m.group(1)) >= at_step and (not after_checkpoint or (
+            ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()))):
+          act(proc)
+          at = int(m.group(1))
+          break
+      out.append(proc.stdout.read())
+    finally:
+      proc.wait(timeout=60)
+    err.seek(0)
+    return proc.returncode, ''.join(out), err.read(), at
+
+
+def same_results(workdir, other) -> bool:
+  """Two runs' eval_results.json agree (but for the config's paths)."""
+  import json  # pylint: disable=g-import-not-at-top
+  a, b = (json.loads((pathlib.Path(w) / 'eval_results.json').read_text())
+          for w in (workdir, other))
+  a.pop('config'), b.pop('config')
+  return a == b
+
+
+def bitwise_equal(a, b) -> bool:
+  """Two trees of arrays with the same structure, dtypes, shapes and bits."""
+  import jax  # pylint: disable=g-import-not-at-top
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  return all(x.dtype == y.dtype and x.shape == y.shape and
+             np.array_equal(x.view(np.uint8), y.view(np.uint8))
+             for x, y in zip(la, lb))
 
 
 def final_params(workdir, checkpoint='latest'):

@@ -8,7 +8,8 @@
 * `Checkpointer.restore_latest` resumes from the newest readable checkpoint;
   unreadable ones are moved to ``WORKDIR/corrupt_checkpoints`` (under a fresh
   name: nothing is ever deleted) and the previous one is tried.
-* `Preemption` records SIGTERM so that the loop saves and exits cleanly.
+* `Preemption` records SIGTERM or Ctrl-C (SIGINT) so that the loop saves
+  and exits cleanly.
 * `load_run` restores a run's checkpoint for `train.eval` / `train.attention`
   ('latest', 'best' or a step), falling back to the next readable one.
 """
@@ -39,7 +40,7 @@ def _accuracy(metrics) -> float:
   return float(metrics['accuracy'])
 
 
-def _short(err: BaseException) -> str:
+def short(err: BaseException) -> str:
   return f'{type(err).__name__}: {str(err).splitlines()[0][:300]}' if str(
       err) else type(err).__name__
 
@@ -139,7 +140,7 @@ class Checkpointer:
         state, iterator = self._restore(step, abstract, new_iterator())
       except Exception as err:  # pylint: disable=broad-except
         log(f'Checkpoint at step {step} in {self.directory} is unreadable '
-            f'({_short(err)}); trying an older one.')
+            f'({short(err)}); trying an older one.')
         failed.append(step)
         continue
       if failed:
@@ -182,9 +183,29 @@ class Checkpointer:
   def close(self) -> None:
     self.mngr.close()
 
+  def close_after_error(self) -> BaseException | None:
+    """Waits for pending writes and closes, after an error elsewhere.
+
+    A failed write is left as orbax's ``*.orbax-checkpoint-tmp`` folder
+    (never a step folder), which the next run's manager removes.
+
+    Returns:
+      The error of a failed pending write (None: none), not raised.
+    """
+    error = None
+    for finish in (self.mngr.wait_until_finished, self.mngr.close):
+      try:
+        finish()
+      except Exception as err:  # pylint: disable=broad-except
+        error = error or err
+    return error
+
 
 class Preemption:
-  """Records SIGTERM so that the loop can save and exit cleanly.
+  """Records SIGTERM or SIGINT so that the loop can save and exit cleanly.
+
+  ``requested`` is then the signal's name. A second Ctrl-C (SIGINT) is a
+  KeyboardInterrupt at once, as usual.
 
   With several processes jax's own preemption notifier (installed by
   `jax.distributed.initialize`) is used instead, through
@@ -192,27 +213,34 @@ class Preemption:
   step.
   """
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self, enabled: bool = True):
-    self.requested = False
+    self.requested: str | None = None
     self.enabled = enabled
-    self._previous = None
+    self._previous = {}
 
   def __enter__(self):
     if not self.enabled:
       return self
     try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
     except ValueError:  # not the main thread
-      self._previous = None
+      pass
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    self.requested = self.requested or signal.Signals(signum).name
+    if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
+      signal.signal(signum, self._previous.get(signum) or
+                    signal.default_int_handler)
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+    self._previous = {}
     return False
 
 
@@ -278,7 +306,7 @@ def load_run(workdir: str, checkpoint: str = 'latest',
         state = ckpt.restore_state(step, abstract)
       except Exception as err:  # pylint: disable=broad-except
         log(f'Checkpoint at step {step} in {ckpt.directory} is unreadable '
-            f'({_short(err)}); trying the next one.')
+            f'({short(err)}); trying the next one.')
         continue
       return LoadedRun(config, builder, info, exp, state, step,
                        ckpt.stored_accuracy(step))

@@ -78,6 +78,24 @@ def _data_dir(config, workdir: str) -> str | None:
   return None
 
 
+def data_location(config, workdir: str) -> str:
+  """Where ``config.data`` is read from (built there on first use), and why
+  there: a line for the start of a run."""
+  data_dir = _data_dir(config, workdir)
+  if config.data.data_dir:
+    why = 'from --config.data.data_dir'
+  elif data_dir:
+    why = 'sequence_npz data are built in the workdir'
+  else:
+    # tfds' own default (tfds.core.constants.get_default_data_dir).
+    data_dir = os.environ.get('TFDS_DATA_DIR') or os.path.join(
+        os.path.expanduser('~'), 'tensorflow_datasets')
+    why = ("the tfds default, $TFDS_DATA_DIR or ~/tensorflow_datasets; "
+           'another: --config.data.data_dir=D, or make demo DATA_DIR=D')
+  return (f'Data:    {config.data.name} in {os.path.abspath(data_dir)} '
+          f'(built there on first use; {why})')
+
+
 def _manual_dir(config) -> str | None:
   manual, path = config.data.manual_dir, config.data.path
   if manual and path and os.path.abspath(manual) != os.path.abspath(path):

@@ -7,14 +7,17 @@ r"""Trains and evaluates an EleAtt-RNN classifier.
 
 Any config field can be overridden with ``--config.FIELD=VALUE``; a field that
 does not exist is an error that lists the valid ones. Running the same command
-again resumes from the latest checkpoint in ``--workdir``. With
-``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` set
-(or under SLURM / Open MPI), the processes train together
-(`jax.distributed`).
+again resumes from the latest checkpoint in ``--workdir``; SIGTERM or a first
+Ctrl-C saves a checkpoint and exits (143 or 130). A full disk stops the run
+with a one-line message; what it wrote before is intact and a rerun resumes.
+With ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
+``JAX_PROCESS_ID`` set (or under SLURM / Open MPI), the processes train
+together (`jax.distributed`).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from absl import app
@@ -62,6 +65,12 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    # orbax logs a failed background write with its traceback, from each of
+    # its threads; for a full disk the one-line FATAL below says it all.
+    logging.get_absl_handler().addFilter(_not_disk_full)
+    # After such a failure orbax closes its event loop while tensorstore
+    # still completes the other writes: each callback is one more traceback.
+    sys.unraisablehook = _unless_loop_closed(sys.unraisablehook)
   # pylint: disable=g-import-not-at-top
   from train import config_lib
   from train import distributed
@@ -78,7 +87,24 @@ def main(argv):
     print(f'FATAL: {err}', file=sys.stderr, flush=True)
     sys.exit(2 if isinstance(err, config_lib.ConfigError) else 1)
   if result.get('preempted'):
-    sys.exit(143)  # 128 + SIGTERM: the job did not finish; rerun to resume
+    # 128 + the signal (143: SIGTERM, 130: SIGINT): the job did not finish;
+    # rerun to resume.
+    sys.exit(128 + signal.Signals[result.get('signal', 'SIGTERM')].value)
+
+
+def _unless_loop_closed(hook):
+  def unraisable(args):
+    if not (isinstance(args.exc_value, RuntimeError) and
+            str(args.exc_value) == 'Event loop is closed'):
+      hook(args)
+  return unraisable
+
+
+def _not_disk_full(record) -> bool:
+  """False for a log record of a write that failed for want of space."""
+  from train import workdir  # pylint: disable=g-import-not-at-top
+  return not workdir.disk_full_errno(
+      record.exc_info[1] if record.exc_info else record.getMessage())
 
 
 if __name__ == '__main__':

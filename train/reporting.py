@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from eleatt_jax import viz
+from train import workdir as workdir_lib
 
 
 class Logger:
@@ -209,10 +210,7 @@ def write_eval_results(path: str, results: Mapping[str, Any], *, step: int,
       'confusion_matrix': results['confusion_matrix'],
       'config': json.loads(config.to_json_best_effort()),
   }
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(out, f, indent=2)
-  os.replace(tmp, path)
+  workdir_lib.write_atomically(path, json.dumps(out, indent=2))
   return out
 
 
@@ -238,11 +236,11 @@ class MetricWriter:
       for line in lines:
         try:
           if truncate_after is None or json.loads(line)['step'] <= truncate_after:
-            keep.append(line)
+            keep.append(line.rstrip('\n') + '\n')
         except (ValueError, KeyError):
-          pass  # a line cut by a crash
-      with open(self.path, 'w') as f:
-        f.writelines(keep)
+          pass  # a line cut by a crash or a full disk
+      if keep != lines:  # rewritten only if need be, and never in place
+        workdir_lib.write_atomically(self.path, ''.join(keep))
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self.tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
@@ -253,12 +251,26 @@ class MetricWriter:
       return
     record = {'step': int(step)}
     record.update({k: float(v) for k, v in scalars.items()})
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    self._append((json.dumps(record) + '\n').encode())
     if self.tb is not None:
       for k, v in scalars.items():
         self.tb.add_scalar(k, float(v), int(step))
       self.tb.flush()
+
+  def _append(self, data: bytes) -> None:
+    """Appends a whole line or, if the disk is full, nothing (the part that
+    was written is cut off again) and raises, naming the file."""
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      size = os.fstat(fd).st_size
+      view = memoryview(data)
+      while view:
+        view = view[os.write(fd, view):]
+    except OSError as err:
+      os.ftruncate(fd, size)
+      raise OSError(err.errno, err.strerror, self.path) from err
+    finally:
+      os.close(fd)
 
   def close(self) -> None:
     if self.tb is not None:

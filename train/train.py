@@ -9,7 +9,7 @@ restore, preemption), `workdir` (lock, previous run), `distributed`,
 * a checkpoint every ``checkpoint_every_steps`` and at the end, each one
   evaluated on eval_split first; the best ``keep_best`` by that accuracy and
   the latest are kept; a run resumes from the latest readable checkpoint in
-  WORKDIR; SIGTERM saves and exits;
+  WORKDIR; SIGTERM or a first Ctrl-C (SIGINT) saves and exits;
 * fail fast: a non-finite loss stops the run and names the step and the last
   (finite) checkpoint, which is left intact;
 * outputs in WORKDIR: ``checkpoints/``, ``config.json``, ``metrics.jsonl`` (a
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from typing import Any
 
 import jax
@@ -47,7 +48,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     workdir: Where checkpoints, logs and results go.
 
   Returns:
-    The final evaluation (what eval_results.json holds), plus ``preempted``.
+    The final evaluation (what eval_results.json holds), plus ``preempted``
+    (and ``signal``: 'SIGTERM' or 'SIGINT' when it is True).
 
   Raises:
     reporting.NonFiniteLossError: the loss became NaN or infinite (the
@@ -55,11 +57,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     KeyError, config_lib.ConfigError: an unknown key or a value out of range.
     workdir.WorkdirError: another trainer holds WORKDIR, or WORKDIR holds a
       run with another model or data.
+    workdir.DiskFullError: a write failed for want of space; what was
+      written before is intact and a rerun resumes.
   """
   config_lib.validate(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   log = reporting.Logger(distributed.is_primary())
-  with workdir_lib.WorkdirLock(workdir):
+  log(f'Workdir: {workdir}\n{input_pipeline.data_location(config, workdir)}')
+  with workdir_lib.WorkdirLock(workdir), workdir_lib.stop_if_disk_full(
+      workdir):
     workdir_lib.check_previous_run(config, workdir)
     builder, info = input_pipeline.prepare_dataset(config, workdir)
     num_steps, steps_per_epoch = state_lib.num_train_steps(config, info)
@@ -77,8 +83,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       log(reporting.param_table(state.params))
     start_step = int(jax.device_get(state.step))
     if distributed.is_primary():
-      with open(os.path.join(workdir, 'config.json'), 'w') as f:
-        f.write(config.to_json_best_effort(indent=2))
+      workdir_lib.write_atomically(os.path.join(workdir, 'config.json'),
+                                   config.to_json_best_effort(indent=2))
     log(f'{info.name}: {info.splits[config.data.train_split]} training '
         f'examples ({config.data.train_split}), {info.num_classes} classes, '
         f'input [T={info.num_frames}, D={info.input_dim}]; {num_steps} steps '
@@ -94,26 +100,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         primary=distributed.is_primary(),
         last_checkpoint=functools.partial(_describe_latest, ckpt))
     try:
-      dstate, step, preempted = _train_loop(
+      dstate, step, stopped_by = _train_loop(
           config, info, par, exp, ckpt, reporter, evaluate,
           par.device_state(state), train_it, num_steps)
-    except BaseException:
-      # Let pending (finite) checkpoint writes finish, so that the last
-      # checkpoint named in an error is complete and intact.
+      if stopped_by:
+        what = 'Preempted' if stopped_by == 'SIGTERM' else 'Interrupted'
+        log(f'{what} ({stopped_by}) at step {step}: saved a checkpoint in '
+            f'{ckpt.directory}; run the same command to resume.')
+        out = {'preempted': True, 'signal': stopped_by, 'step': step}
+      else:
+        out = _final_evaluation(config, workdir, info, par, ckpt, reporter,
+                                evaluate, dstate, step, abstract, log)
       reporter.close()
-      ckpt.wait_until_finished()
       ckpt.close()
+    except BaseException as err:
+      _stop_after_error(err, workdir, reporter, ckpt)
       raise
-    if preempted:
-      log(f'Preempted (SIGTERM) at step {step}: saved a checkpoint in '
-          f'{ckpt.directory}; run the same command to resume.')
-      out = {'preempted': True, 'step': step}
-    else:
-      out = _final_evaluation(config, workdir, info, par, ckpt, reporter,
-                              evaluate, dstate, step, abstract, log)
-    reporter.close()
-    ckpt.close()
     return out
+
+
+def _stop_after_error(err: BaseException, workdir: str, reporter, ckpt):
+  """Lets pending checkpoint writes end, so that the last checkpoint named in
+  an error is complete and intact (a failed one stays orbax's *-tmp folder);
+  raises a `workdir.DiskFullError` if the disk filled up (in this thread or
+  in orbax's)."""
+  try:
+    reporter.close()
+  except Exception:  # pylint: disable=broad-except
+    pass  # a full disk again: `err` says it
+  pending = ckpt.close_after_error()
+  for cause in (err, pending):
+    full = None if cause is None else workdir_lib.disk_full_error(cause,
+                                                                  workdir)
+    if full is not None:
+      raise full from err
+  if pending is not None:  # `err` is the news; this one is said in a line
+    print(f'A checkpoint write failed too: {checkpoints.short(pending)}',
+          file=sys.stderr, flush=True)
 
 
 def _describe_latest(ckpt: checkpoints.Checkpointer) -> str:
@@ -128,7 +151,7 @@ def _train_loop(config, info, par, exp, ckpt, reporter, evaluate, dstate,
   """Steps from the state's step to `num_steps`, evaluating and saving.
 
   Returns:
-    ``(device state, step, preempted)``.
+    ``(device state, step, None or the signal that stopped the run)``.
   """
   eval_every = state_lib.eval_every_steps(config, info)
   ckpt_every = int(config.checkpoint_every_steps) or eval_every
@@ -164,10 +187,10 @@ def _train_loop(config, info, par, exp, ckpt, reporter, evaluate, dstate,
           ckpt.save(step, par.host_state(dstate), train_it, None)
         ckpt.wait_until_finished()
         reporter.progress.close()
-        return dstate, step, True
+        return dstate, step, preemption.requested or 'SIGTERM'
   ckpt.wait_until_finished()
   reporter.progress.close()
-  return dstate, step, False
+  return dstate, step, None
 
 
 def _final_evaluation(config, workdir, info, par, ckpt, reporter, evaluate,

@@ -9,13 +9,20 @@
   with ``config.overwrite`` the old run is moved to ``WORKDIR/replaced/N``.
 * `move_aside`: moves a path into a folder under a fresh name; nothing is
   ever deleted or replaced.
+* `write_atomically`: a file is replaced only by a complete new version.
+* `disk_full_error`: a write that failed for want of space (ENOSPC, EDQUOT,
+  EFBIG), anywhere in an exception's chain (orbax's background writes
+  included), as a short `DiskFullError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -32,7 +39,102 @@ RUN_OUTPUTS = ('checkpoints', 'corrupt_checkpoints', 'config.json',
 
 
 class WorkdirError(RuntimeError):
-  """The workdir is in use, or holds another run."""
+  """The workdir is in use, or holds another run, or its disk is full."""
+
+
+class DiskFullError(WorkdirError):
+  """A write failed for want of space: disk, quota or file-size limit."""
+
+
+# What each errno of a write that cannot be made means.
+DISK_FULL = {
+    errno.ENOSPC: 'no space left on device (ENOSPC): the disk is full',
+    errno.EDQUOT: 'disk quota exceeded (EDQUOT)',
+    errno.EFBIG: 'file too large (EFBIG): over the file-size limit',
+}
+# tensorstore (orbax's array writes) reports an OSError's errno in its text.
+_OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
+_LOCAL_FILE = re.compile(r'local file "([^"]+)"')
+
+
+def disk_full_errno(err: BaseException | str | None
+                    ) -> tuple[int, str | None] | None:
+  """``(errno, file or None)`` if `err` is or wraps a failed write for want
+  of space (its cause, context, exception group or tensorstore's text)."""
+  todo, seen, found = [err], set(), []
+  while todo:
+    e = todo.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    m = _OS_ERROR_CODE.search(str(e))
+    if isinstance(e, OSError) and e.errno in DISK_FULL:
+      found.append((e.errno, e.filename))
+    elif m and int(m.group(1)) in DISK_FULL:
+      path = _LOCAL_FILE.search(str(e))
+      found.append((int(m.group(1)), path.group(1) if path else None))
+    if isinstance(e, BaseException):
+      todo += [e.__cause__, e.__context__, *getattr(e, 'exceptions', ())]
+  # The first found, or better the first that names its file.
+  return next((f for f in found if f[1]), found[0] if found else None)
+
+
+def disk_full_error(err: BaseException, workdir: str
+                    ) -> DiskFullError | None:
+  """A `DiskFullError` explaining `err`, or None if it is not one."""
+  found = disk_full_errno(err)
+  if found is None:
+    return None
+  code, path = found
+  steps = checkpoint_steps(workdir)
+  ckpts = os.path.join(workdir, 'checkpoints')
+  kept = (f'the checkpoints written before (steps '
+          f'{", ".join(map(str, steps))} in {ckpts}) are intact'
+          if steps else 'no checkpoint was written yet')
+  return DiskFullError(
+      f'Writing {path or "in " + workdir} failed: {DISK_FULL[code]}. The run '
+      f'in {workdir} stopped; {kept} (an unfinished one is left as '
+      '*.orbax-checkpoint-tmp, which the next run removes). Free some space '
+      '(or raise the quota or limit) and run the same command to resume from '
+      'the last checkpoint.')
+
+
+@contextlib.contextmanager
+def stop_if_disk_full(workdir: str):
+  """Turns a failed write for want of space into a `DiskFullError`."""
+  try:
+    yield
+  except DiskFullError:
+    raise
+  except Exception as err:  # pylint: disable=broad-except
+    full = disk_full_error(err, workdir)
+    if full is None:
+      raise
+    raise full from err
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The complete checkpoints' steps (orbax names one by its step only once
+  it is complete)."""
+  try:
+    names = os.listdir(os.path.join(workdir, 'checkpoints'))
+  except OSError:
+    return []
+  return sorted(int(n) for n in names if n.isdigit())
+
+
+def write_atomically(path: str, text: str) -> None:
+  """Replaces `path` by `text` only once all of it is written (a full disk
+  leaves the old file whole, and no temporary file)."""
+  tmp = path + '.tmp'
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def fresh_name(directory: str, name: str) -> str:
