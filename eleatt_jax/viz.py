@@ -212,10 +212,25 @@ def _draw_frame(ax, frame: np.ndarray, bones, dims, values, norm, cmap,
   return scatter
 
 
-def _default_frames(num_frames: int, count: int = 4) -> list[int]:
-  count = min(count, num_frames)
-  return [int(round(f)) for f in np.linspace(0, num_frames - 1, count)]
+def _frames_to_draw(frames: Sequence[int] | None, num_frames: int,
+                    count: int = 4) -> list[int]:
+  """`frames`, checked; by default `count` evenly spaced ones."""
+  if frames is None:
+    count = min(count, num_frames)
+    return [int(round(f)) for f in np.linspace(0, num_frames - 1, count)]
+  frames = list(frames)
+  if not frames or min(frames) < 0 or max(frames) >= num_frames:
+    raise ValueError(f'frames must be non-empty indices in [0, {num_frames}),'
+                     f' got {frames}')
+  return frames
 
+
+def _value_norm(shown: np.ndarray, vmin: float | None, vmax: float | None):
+  """The colour scale of `shown` values: [vmin, vmax], None the data's end."""
+  from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
+  return mcolors.Normalize(
+      vmin=float(shown.min()) if vmin is None else vmin,
+      vmax=float(shown.max()) if vmax is None else vmax)
 
 
 def plot_skeleton(
@@ -257,22 +272,13 @@ def plot_skeleton(
     The figure: one axis per frame titled ``frame t`` (then the colorbar).
   """
   plt = _pyplot()
-  from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
   x = _as_bodies(skeleton)
   num_frames, _, num_joints = x.shape[:3]
   if bones is None:
     bones = skeleton_topology(num_joints)[1]
-  frames = _default_frames(num_frames) if frames is None else list(frames)
-  if not frames or min(frames) < 0 or max(frames) >= num_frames:
-    raise ValueError(f'frames must be non-empty indices in [0, {num_frames}),'
-                     f' got {frames}')
+  frames = _frames_to_draw(frames, num_frames)
   values = _joint_values_per_body(joint_values, x.shape)
-  norm = None
-  if values is not None:
-    shown = values[frames]
-    norm = mcolors.Normalize(
-        vmin=float(shown.min()) if vmin is None else vmin,
-        vmax=float(shown.max()) if vmax is None else vmax)
+  norm = None if values is None else _value_norm(values[frames], vmin, vmax)
   extra = 0.6 if values is not None else 0.0
   fig, axes = plt.subplots(
       1, len(frames), figsize=(panel_size * len(frames) + extra,
