@@ -409,36 +409,36 @@ class NtuConfig(tfds.core.BuilderConfig):
             else "train")
 
 
+def _protocol(dataset: str, name: str, description: str, split_by: str,
+              train_ids: tuple[int, ...] = ()) -> NtuConfig:
+  """Protocol `name` of `dataset`, validated on its `VALIDATION_SUBJECTS`."""
+  return NtuConfig(name=name, description=description, split_by=split_by,
+                   train_ids=train_ids,
+                   validation_subjects=VALIDATION_SUBJECTS[dataset, name])
+
+
 class _NtuBase(_common.ManualBuilder):
   """Shared code of the NTU builders."""
 
   NUM_CLASSES = 60
   MAX_SETUP = 17
   VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
+  RELEASE_NOTES = _common.release_notes({
       "1.1.0": "Every config has train, validation (the training samples of"
                " fixed, seeded performers, about 10%) and test. A frame count"
                " that disagrees with the file, or a file name that is not a"
                " sample name, is a CorruptFileError (skipped with"
                " skip_corrupt=True).",
-  }
+  })
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "skeleton": tfds.features.Tensor(
-                shape=(None, MAX_BODIES, NUM_JOINTS, 3), dtype=np.float32),
-            "length": np.int32,
-            "label": tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
-            "subject": np.int32,
-            "camera": np.int32,
-            "setup": np.int32,
-            "replication": np.int32,
-            "num_bodies": np.int32,
-            "sample_name": tfds.features.Text(),
-        }),
+        features=_common.skeleton_features(
+            (None, MAX_BODIES, NUM_JOINTS, 3),
+            tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
+            subject=np.int32, camera=np.int32, setup=np.int32,
+            replication=np.int32, num_bodies=np.int32),
         supervised_keys=("skeleton", "label"),
         homepage="https://rose1.ntu.edu.sg/dataset/actionRecognition/",
         citation=_CITATION,
@@ -508,15 +508,11 @@ class NtuRgbd60(_NtuBase):
   MAX_SETUP = 17
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_60
   BUILDER_CONFIGS = [
-      NtuConfig(name="xsub", description="Cross-subject: 20 training"
-                " performers (2 of them validation).", split_by="subject",
-                train_ids=NTU60_XSUB_TRAIN,
-                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd60", "xsub"]),
-      NtuConfig(name="xview", description="Cross-view: cameras 2 and 3 train"
+      _protocol("ntu_rgbd60", "xsub", "Cross-subject: 20 training performers"
+                " (2 of them validation).", "subject", NTU60_XSUB_TRAIN),
+      _protocol("ntu_rgbd60", "xview", "Cross-view: cameras 2 and 3 train"
                 " (4 performers' samples validation), camera 1 tests.",
-                split_by="camera", train_ids=NTU60_XVIEW_TRAIN,
-                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd60",
-                                                        "xview"]),
+                "camera", NTU60_XVIEW_TRAIN),
   ]
 
 
@@ -528,15 +524,10 @@ class NtuRgbd120(_NtuBase):
   MAX_SETUP = 32
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_120
   BUILDER_CONFIGS = [
-      NtuConfig(name="xsub", description="Cross-subject: 53 training"
-                " performers (5 of them validation).", split_by="subject",
-                train_ids=NTU120_XSUB_TRAIN,
-                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd120",
-                                                        "xsub"]),
-      NtuConfig(name="xset", description="Cross-setup: even setups train"
+      _protocol("ntu_rgbd120", "xsub", "Cross-subject: 53 training performers"
+                " (5 of them validation).", "subject", NTU120_XSUB_TRAIN),
+      _protocol("ntu_rgbd120", "xset", "Cross-setup: even setups train"
                 " (11 performers' samples validation), odd setups test.",
-                split_by="setup",
-                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd120",
-                                                        "xset"]),
+                "setup"),
   ]
 

@@ -171,12 +171,11 @@ class SequenceNpz(_common.ManualBuilder):
 
   name = "sequence_npz"
   VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
+  RELEASE_NOTES = _common.release_notes({
       "1.1.0": "Always a validation split: validation.npz, or else a seeded"
                " stratified 10% of train.npz. class_names saved as bytes are"
                " decoded.",
-  }
+  })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put `train.npz` and `test.npz` (and optionally `validation.npz`) directly in
 `manual_dir`. Each holds `x` float32 (N, T_max, D) zero-padded after each
