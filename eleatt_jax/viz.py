@@ -115,6 +115,34 @@ def joint_attention(attention: Any, coords: int = 3,
   raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
 
 
+def joint_labels(num_values: int, num_joints: int | None = None) -> list[str]:
+  """Names of per-joint values (as :func:`joint_attention` orders them).
+
+  Args:
+    num_values: M x J values, body-major (body m, joint j at m * J + j).
+    num_joints: J (default: ``num_values``, one body).
+
+  Returns:
+    The joint names of a known skeleton (see :func:`skeleton_topology`),
+    prefixed with the body (``'1: head'``) when there are several bodies;
+    else the indices ``'0'``, ``'1'``, ...
+
+  >>> joint_labels(20)[:2], joint_labels(50, 25)[25]
+  (['hip_center', 'spine'], '1: spine_base')
+  """
+  num_joints = num_joints or num_values
+  try:
+    names = skeleton_topology(num_joints)[0]
+  except ValueError:
+    names = None
+  if names is None or num_values % num_joints:
+    return [str(i) for i in range(num_values)]
+  if num_values == num_joints:
+    return list(names)
+  return [f'{m}: {name}' for m in range(num_values // num_joints)
+          for name in names]
+
+
 # -----------------------------------------------------------------------------
 # Matplotlib helpers.
 
@@ -444,6 +472,7 @@ def plot_attention_heatmap(
     The figure: the heat map axis, then its colorbar.
   """
   plt = _pyplot()
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   a = np.asarray(attention, np.float32)
   if a.ndim != 2:
     raise ValueError(f'attention must be [T, F], got shape {a.shape}')
@@ -461,6 +490,8 @@ def plot_attention_heatmap(
       raise ValueError(f'{len(feature_labels)} feature_labels for '
                        f'{num_features} features')
     ax.set_yticks(range(num_features), list(feature_labels), fontsize=7)
+  else:  # One row per feature: no ticks between rows.
+    ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   if title:
