@@ -67,6 +67,29 @@ def check_float_inputs(inputs: Array, where: str) -> None:
                      '.astype(jnp.float32).')
 
 
+def fused_step(cell: Any, carry: Carry,
+               inputs: Array) -> tuple[Carry, Array, Array | None]:
+  """One step of a fused cell (linen or NNX) from its equations and kernels.
+
+  Args:
+    cell: a :class:`eleatt_jax.equations.FusedCell`.
+    carry: its carry.
+    inputs: ``<float>[..., D]``.
+
+  Returns:
+    ``(new_carry, y [..., H], attention [..., D] or None)``.
+  """
+  check_float_inputs(inputs, type(cell).__name__)
+  if inputs.ndim < 1:
+    raise ValueError(f'{type(cell).__name__} expects inputs [..., D], got a '
+                     'scalar.')
+  equations = cell.equations()
+  weights = eqs.step_weights(equations, cell.kernels(inputs.shape[-1]),
+                             inputs, carry, Layout.default())
+  carry, y, attention, _ = eqs.step(equations, weights, carry, inputs)
+  return carry, y, attention
+
+
 class FusedCellBase(nn.RNNCellBase):
   """Parameters and step of the fused cells; subclasses name their equations.
 
@@ -156,14 +179,7 @@ class FusedCellBase(nn.RNNCellBase):
 
     Sows the gate's attention ``[..., D]`` as ``intermediates/attention``.
     """
-    check_float_inputs(inputs, type(self).__name__)
-    if inputs.ndim < 1:
-      raise ValueError(f'{type(self).__name__} expects inputs [..., D], got a '
-                       'scalar.')
-    equations = self.equations()
-    weights = eqs.step_weights(equations, self.kernels(inputs.shape[-1]),
-                               inputs, carry, Layout.default())
-    carry, y, attention, _ = eqs.step(equations, weights, carry, inputs)
+    carry, y, attention = fused_step(self, carry, inputs)
     if attention is not None:
       self.sow('intermediates', 'attention', attention)
     return carry, y

@@ -126,6 +126,68 @@ def _check_initial_carry(cell: nn.RNNCellBase, initial_carry: Carry,
         f'{shapes(initial_carry)}.')
 
 
+class _FlatBatch:
+  """A batch of sequences as ``[T, B, D]`` (batch dims flattened), and back.
+
+  The part of a ``RNN`` call around the loop, shared by the linen and the NNX
+  layer: the inputs in the loop's layout with ``seq_lengths`` checked, padding
+  masked and ``reverse`` applied; outputs and carries back in the caller's.
+
+  Attributes:
+    x_TBD: the inputs, ready for the loop.
+    mask_TB1: ``<bool>[T, B, 1]``, True at valid steps (None: no lengths).
+    num_steps, batch_shape: T and the caller's ``*batch``.
+    input_shape: ``(*batch, D)``, as ``initialize_carry`` takes it.
+  """
+
+  def __init__(self, inputs: Array, seq_lengths: Array | None,
+               check_seq_lengths: bool | str, *, time_major: bool,
+               reverse: bool, keep_order: bool):
+    self.time_major, self.reverse, self.keep_order = (time_major, reverse,
+                                                      keep_order)
+    x_TBD = inputs if time_major else jnp.moveaxis(inputs, -2, 0)
+    self.num_steps, self.batch_shape = x_TBD.shape[0], tuple(x_TBD.shape[1:-1])
+    self.input_shape = self.batch_shape + x_TBD.shape[-1:]
+    self._batch = batch = math.prod(self.batch_shape)
+    x_TBD = x_TBD.reshape(self.num_steps, batch, x_TBD.shape[-1])
+    lengths = _check_seq_lengths(seq_lengths, self.batch_shape,
+                                 self.num_steps, check_seq_lengths)
+    self._lengths_B = None if lengths is None else lengths.reshape(batch)
+    if reverse:
+      x_TBD = self._flip(x_TBD)
+    self.mask_TB1 = None
+    if self._lengths_B is not None:
+      self.mask_TB1 = (jnp.arange(self.num_steps)[:, None]
+                       < self._lengths_B[None, :])[..., None]
+      # A select, so that NaN or Inf in the padding reaches neither the
+      # outputs nor (as 0 * NaN) the gradients.
+      x_TBD = jnp.where(self.mask_TB1, x_TBD, 0)
+    self.x_TBD = x_TBD
+
+  def _flip(self, a_TB: Array) -> Array:
+    return flip_sequences(a_TB, self._lengths_B, num_batch_dims=1,
+                          time_major=True)
+
+  def flatten_carry(self, carry: Carry) -> Carry:
+    """``carry`` (leaves ``[*batch, ...]``) with leaves ``[B, ...]``."""
+    return jax.tree_util.tree_map(
+        lambda c: jnp.reshape(
+            c, (self._batch,) + c.shape[len(self.batch_shape):]),
+        carry)
+
+  def unflatten_carry(self, carry: Carry) -> Carry:
+    """The loop's carry (leaves ``[B, ...]``) with leaves ``[*batch, ...]``."""
+    return jax.tree_util.tree_map(
+        lambda c: c.reshape(self.batch_shape + c.shape[1:]), carry)
+
+  def to_output(self, a_TB: Array) -> Array:
+    """A loop output ``[T, B, ...]`` in the caller's layout and order."""
+    if self.reverse and self.keep_order:
+      a_TB = self._flip(a_TB)
+    a = a_TB.reshape((self.num_steps,) + self.batch_shape + a_TB.shape[2:])
+    return a if self.time_major else jnp.moveaxis(a, 0, -2)
+
+
 class RNN(nn.Module):
   """Runs a recurrent cell over a sequence; a faster ``flax.linen.RNN``.
 
@@ -248,55 +310,27 @@ class RNN(nn.Module):
     reverse = self.reverse if reverse is None else reverse
     keep_order = self.keep_order if keep_order is None else keep_order
     inputs = self._checked(inputs, time_major)
-
-    # Work in [T, B, D] with the batch dims flattened.
-    x_TBD = inputs if time_major else jnp.moveaxis(inputs, -2, 0)
-    num_steps, batch_shape = x_TBD.shape[0], x_TBD.shape[1:-1]
-    batch = math.prod(batch_shape)
-    x_TBD = x_TBD.reshape(num_steps, batch, x_TBD.shape[-1])
-    lengths = _check_seq_lengths(seq_lengths, batch_shape, num_steps,
-                                 self.check_seq_lengths)
-    lengths_B = None if lengths is None else lengths.reshape(batch)
+    seqs = _FlatBatch(inputs, seq_lengths, self.check_seq_lengths,
+                      time_major=time_major, reverse=reverse,
+                      keep_order=keep_order)
     if initial_carry is None:
       initial_carry = self.cell.initialize_carry(
           jax.random.key(0) if init_key is None else init_key,
-          tuple(batch_shape) + x_TBD.shape[-1:])
+          seqs.input_shape)
     else:
-      _check_initial_carry(self.cell, initial_carry,
-                           tuple(batch_shape) + x_TBD.shape[-1:])
-    carry = jax.tree_util.tree_map(
-        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]),
-        initial_carry)
-
-    flip = lambda a_TB: flip_sequences(a_TB, lengths_B, num_batch_dims=1,
-                                       time_major=True)
-    if reverse:
-      x_TBD = flip(x_TBD)
-    mask_TB1 = None
-    if lengths_B is not None:
-      mask_TB1 = (jnp.arange(num_steps)[:, None] < lengths_B[None, :])[..., None]
-      # A select, so that NaN or Inf in the padding reaches neither the
-      # outputs nor (as 0 * NaN) the gradients.
-      x_TBD = jnp.where(mask_TB1, x_TBD, 0)
-    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1,
-                                             tuple(batch_shape))
-
-    def to_output_layout(a_TB):
-      if reverse and keep_order:
-        a_TB = flip(a_TB)
-      a = a_TB.reshape((num_steps,) + tuple(batch_shape) + a_TB.shape[2:])
-      return a if time_major else jnp.moveaxis(a, 0, -2)
-
+      _check_initial_carry(self.cell, initial_carry, seqs.input_shape)
+    carry, y_TBH, attention_TBD = self._scan(
+        seqs.x_TBD, seqs.flatten_carry(initial_carry), seqs.mask_TB1,
+        seqs.batch_shape)
     if attention_TBD is not None:
-      attention = to_output_layout(attention_TBD)
+      attention = seqs.to_output(attention_TBD)
       axis = _intermediates_axis(self.variable_axes)
       if axis is not None:  # As nn.RNN(..., variable_axes) stacks them.
-        time_axis = len(batch_shape) if not time_major else 0
+        time_axis = len(seqs.batch_shape) if not time_major else 0
         attention = jnp.moveaxis(attention, time_axis, axis)
       self.cell.sow('intermediates', 'attention', attention)
-    outputs = to_output_layout(y_TBH)
-    carry = jax.tree_util.tree_map(
-        lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry)
+    outputs = seqs.to_output(y_TBH)
+    carry = seqs.unflatten_carry(carry)
     return (carry, outputs) if return_carry else outputs
 
   def _checked(self, inputs, time_major: bool) -> Array:

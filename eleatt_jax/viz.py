@@ -115,6 +115,34 @@ def joint_attention(attention: Any, coords: int = 3,
   raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
 
 
+def joint_labels(num_values: int, num_joints: int | None = None) -> list[str]:
+  """Names of per-joint values (as :func:`joint_attention` orders them).
+
+  Args:
+    num_values: M x J values, body-major (body m, joint j at m * J + j).
+    num_joints: J (default: ``num_values``, one body).
+
+  Returns:
+    The joint names of a known skeleton (see :func:`skeleton_topology`),
+    prefixed with the body (``'1: head'``) when there are several bodies;
+    else the indices ``'0'``, ``'1'``, ...
+
+  >>> joint_labels(20)[:2], joint_labels(50, 25)[25]
+  (['hip_center', 'spine'], '1: spine_base')
+  """
+  num_joints = num_joints or num_values
+  try:
+    names = skeleton_topology(num_joints)[0]
+  except ValueError:
+    names = None
+  if names is None or num_values % num_joints:
+    return [str(i) for i in range(num_values)]
+  if num_values == num_joints:
+    return list(names)
+  return [f'{m}: {name}' for m in range(num_values // num_joints)
+          for name in names]
+
+
 # -----------------------------------------------------------------------------
 # Matplotlib helpers.
 
@@ -212,10 +240,25 @@ def _draw_frame(ax, frame: np.ndarray, bones, dims, values, norm, cmap,
   return scatter
 
 
-def _default_frames(num_frames: int, count: int = 4) -> list[int]:
-  count = min(count, num_frames)
-  return [int(round(f)) for f in np.linspace(0, num_frames - 1, count)]
+def _frames_to_draw(frames: Sequence[int] | None, num_frames: int,
+                    count: int = 4) -> list[int]:
+  """`frames`, checked; by default `count` evenly spaced ones."""
+  if frames is None:
+    count = min(count, num_frames)
+    return [int(round(f)) for f in np.linspace(0, num_frames - 1, count)]
+  frames = list(frames)
+  if not frames or min(frames) < 0 or max(frames) >= num_frames:
+    raise ValueError(f'frames must be non-empty indices in [0, {num_frames}),'
+                     f' got {frames}')
+  return frames
 
+
+def _value_norm(shown: np.ndarray, vmin: float | None, vmax: float | None):
+  """The colour scale of `shown` values: [vmin, vmax], None the data's end."""
+  from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
+  return mcolors.Normalize(
+      vmin=float(shown.min()) if vmin is None else vmin,
+      vmax=float(shown.max()) if vmax is None else vmax)
 
 
 def plot_skeleton(
@@ -257,22 +300,13 @@ def plot_skeleton(
     The figure: one axis per frame titled ``frame t`` (then the colorbar).
   """
   plt = _pyplot()
-  from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
   x = _as_bodies(skeleton)
   num_frames, _, num_joints = x.shape[:3]
   if bones is None:
     bones = skeleton_topology(num_joints)[1]
-  frames = _default_frames(num_frames) if frames is None else list(frames)
-  if not frames or min(frames) < 0 or max(frames) >= num_frames:
-    raise ValueError(f'frames must be non-empty indices in [0, {num_frames}),'
-                     f' got {frames}')
+  frames = _frames_to_draw(frames, num_frames)
   values = _joint_values_per_body(joint_values, x.shape)
-  norm = None
-  if values is not None:
-    shown = values[frames]
-    norm = mcolors.Normalize(
-        vmin=float(shown.min()) if vmin is None else vmin,
-        vmax=float(shown.max()) if vmax is None else vmax)
+  norm = None if values is None else _value_norm(values[frames], vmin, vmax)
   extra = 0.6 if values is not None else 0.0
   fig, axes = plt.subplots(
       1, len(frames), figsize=(panel_size * len(frames) + extra,
@@ -438,6 +472,7 @@ def plot_attention_heatmap(
     The figure: the heat map axis, then its colorbar.
   """
   plt = _pyplot()
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   a = np.asarray(attention, np.float32)
   if a.ndim != 2:
     raise ValueError(f'attention must be [T, F], got shape {a.shape}')
@@ -455,6 +490,8 @@ def plot_attention_heatmap(
       raise ValueError(f'{len(feature_labels)} feature_labels for '
                        f'{num_features} features')
     ax.set_yticks(range(num_features), list(feature_labels), fontsize=7)
+  else:  # One row per feature: no ticks between rows.
+    ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   if title:

@@ -143,6 +143,23 @@ def test_plot_attention_heatmap(tmp_path):
     viz.plot_attention_heatmap(a, feature_labels=['a'])
 
 
+def test_attention_heatmap_rows_are_whole_joints_named():
+  """Issue 10 item 8: N-UCLA's heat map had ticks at 2.5, 7.5 and no names."""
+  a = np.random.default_rng(4).uniform(size=(30, 20 * 3))  # N-UCLA: J=20, xyz
+  per_joint = viz.joint_attention(a)
+  ax = viz.plot_attention_heatmap(
+      per_joint, feature_labels=viz.joint_labels(per_joint.shape[-1])).axes[0]
+  np.testing.assert_array_equal(ax.get_yticks(), np.arange(20))
+  assert [t.get_text() for t in ax.get_yticklabels()] == list(
+      viz.KINECT_V1_JOINT_NAMES)
+  # Two NTU bodies: names per body; an unknown skeleton: row indices.
+  assert viz.joint_labels(50, 25)[24:26] == ['0: thumb_right', '1: spine_base']
+  assert viz.joint_labels(14) == [str(i) for i in range(14)]
+  # Without labels, the ticks still fall on rows, never between them.
+  ticks = viz.plot_attention_heatmap(per_joint).axes[0].get_yticks()
+  assert len(ticks) > 2 and np.all(ticks == np.round(ticks)), ticks
+
+
 def test_plot_mnist_attention(tmp_path):
   rng = np.random.default_rng(4)
   x = np.zeros((28, 28), np.float32)

@@ -24,7 +24,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 
 FLAGS = flags.FLAGS
 
@@ -110,8 +109,10 @@ def plot_attention(workdir: str, index: int, split: str | None = None,
     a_valid = a[:length]
     skeleton = (config.data.preprocess == 'skeleton' and layer == 0
                 and a_valid.shape[-1] % 3 == 0)
+    values = viz.joint_attention(a_valid) if skeleton else a_valid
     fig = viz.plot_attention_heatmap(
-        viz.joint_attention(a_valid) if skeleton else a_valid,
+        values, feature_labels=viz.joint_labels(
+            values.shape[-1], _num_joints(builder)) if skeleton else None,
         ylabel='joint (of body m: row m * J + j)' if skeleton else
         'input feature',
         colorbar_label='a_t (mean over x, y, z)' if skeleton else 'a_t',
@@ -124,11 +125,17 @@ def plot_attention(workdir: str, index: int, split: str | None = None,
   return output
 
 
+def _num_joints(builder) -> int | None:
+  """J of the dataset's ``skeleton`` feature ``[T, (M,) J, 3]``, if any."""
+  features = builder.info.features
+  if 'skeleton' not in features:
+    return None
+  return features['skeleton'].shape[-2]
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)
+  from train import reporting  # pylint: disable=g-import-not-at-top
+  reporting.start_command(argv)
   plot_attention(FLAGS.workdir, FLAGS.index, FLAGS.split, FLAGS.layer,
                  FLAGS.checkpoint, FLAGS.output)
 

@@ -12,11 +12,9 @@ with ``confusion_matrix[_<split>].png`` beside it.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 FLAGS = flags.FLAGS
 
@@ -50,7 +48,7 @@ def evaluate_checkpoint(workdir: str, split: str | None = None,
   from train import steps
   # pylint: enable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  run = checkpoints.load_run(workdir, checkpoint, log=_warn)
+  run = checkpoints.load_run(workdir, checkpoint, log=reporting.warn)
   config, info = run.config, run.info
   split = split or config.data.test_split
   if split not in info.splits:
@@ -81,15 +79,9 @@ def evaluate_checkpoint(workdir: str, split: str | None = None,
   return out
 
 
-def _warn(message: str) -> None:
-  print(f'WARNING: {message}', file=sys.stderr, flush=True)
-
-
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)
+  from train import reporting  # pylint: disable=g-import-not-at-top
+  reporting.start_command(argv)
   evaluate_checkpoint(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint,
                       FLAGS.output)
 

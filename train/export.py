@@ -21,11 +21,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 FLAGS = flags.FLAGS
 
@@ -70,9 +68,10 @@ def export_run(workdir: str, checkpoint: str = 'latest',
   import eleatt_jax
   from eleatt_jax import export as export_lib
   from train import checkpoints
+  from train import reporting
   # pylint: enable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  run = checkpoints.load_run(workdir, checkpoint, log=_warn)
+  run = checkpoints.load_run(workdir, checkpoint, log=reporting.warn)
   config, info = run.config, run.info
   output = output or os.path.join(workdir, 'export')
   functions = export_lib.export_classifier(
@@ -111,15 +110,9 @@ def export_run(workdir: str, checkpoint: str = 'latest',
   return card
 
 
-def _warn(message: str) -> None:
-  print(f'WARNING: {message}', file=sys.stderr, flush=True)
-
-
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)
+  from train import reporting  # pylint: disable=g-import-not-at-top
+  reporting.start_command(argv)
   export_run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.output)
 
 

@@ -9,6 +9,8 @@
 * `write_eval_results`: ``eval_results.json``.
 * `param_table`: parameter shapes and counts.
 * `plot_curves`, `plot_confusion`: PNG files (matplotlib, Agg backend).
+* `start_command`, `warn`: the start of the commands' ``main`` and their
+  one-line warnings.
 """
 
 from __future__ import annotations
@@ -18,14 +20,37 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from absl import app
+from absl import flags
+from absl import logging
 import jax
 import numpy as np
 
 from eleatt_jax import viz
 from train import workdir as workdir_lib
+
+
+def start_command(argv: Sequence[str]) -> None:
+  """Begins a command's ``main`` (train.eval, train.export, ...).
+
+  Args:
+    argv: absl's remaining arguments; any beyond the program name is an
+      error.
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    # Without --verbosity, only errors: absl's INFO lines would bury the
+    # command's own output.
+    logging.set_verbosity(logging.ERROR)
+
+
+def warn(message: str) -> None:
+  """Prints ``WARNING: message`` on stderr (e.g. a checkpoint skipped)."""
+  print(f'WARNING: {message}', file=sys.stderr, flush=True)
 
 
 class Logger:

@@ -20,7 +20,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 FLAGS = flags.FLAGS
 
@@ -115,10 +114,8 @@ def replay(workdir: str, split: str | None = None, index: int = 0,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)
+  from train import reporting  # pylint: disable=g-import-not-at-top
+  reporting.start_command(argv)
   replay(FLAGS.workdir, FLAGS.split, FLAGS.index, FLAGS.export_dir, FLAGS.plot)
 
 

@@ -229,6 +229,34 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder):
     return out
 
 
+def release_notes(later: dict[str, str]) -> dict[str, str]:
+  """A builder's RELEASE_NOTES: the initial 1.0.0, then `later` versions."""
+  return {"1.0.0": "Initial release.", **later}
+
+
+def skeleton_features(skeleton_shape: tuple[int | None, ...],
+                      label: tfds.features.ClassLabel,
+                      **ids: Any) -> tfds.features.FeaturesDict:
+  """The features of a skeleton example, in the order every builder writes.
+
+  Args:
+    skeleton_shape: Of the float32 ``skeleton``, ``(None, ...)`` (time first).
+    label: The ``label`` feature.
+    **ids: The dataset's own features (subject, view, ...), between ``label``
+      and ``sample_name``.
+
+  Returns:
+    ``skeleton``, ``length`` (int32), ``label``, the `ids`, ``sample_name``.
+  """
+  return tfds.features.FeaturesDict({
+      "skeleton": tfds.features.Tensor(shape=skeleton_shape, dtype=np.float32),
+      "length": np.int32,
+      "label": label,
+      **ids,
+      "sample_name": tfds.features.Text(),
+  })
+
+
 def held_out_subjects(subjects: Iterable[int], num: int,
                       seed: int = 0) -> tuple[int, ...]:
   """`num` of `subjects`, drawn without replacement by a seeded generator.

@@ -138,17 +138,10 @@ def _find_one(root: epath.Path, name: str) -> epath.Path | None:
 
 
 def _features(num_classes: int) -> tfds.features.FeaturesDict:
-  return tfds.features.FeaturesDict({
-      "skeleton": tfds.features.Tensor(
-          shape=(None, NUM_JOINTS, 3), dtype=np.float32),
-      "length": np.int32,
-      "label": tfds.features.ClassLabel(names=class_names(num_classes)),
-      "gesture": np.int32,
-      "finger": np.int32,
-      "subject": np.int32,
-      "essai": np.int32,
-      "sample_name": tfds.features.Text(),
-  })
+  return _common.skeleton_features(
+      (None, NUM_JOINTS, 3),
+      tfds.features.ClassLabel(names=class_names(num_classes)),
+      gesture=np.int32, finger=np.int32, subject=np.int32, essai=np.int32)
 
 
 def _example(g, f, s, e, label, skeleton):
@@ -185,11 +178,10 @@ class Dhg(_common.ManualBuilder):
 
   name = "dhg"
   VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
+  RELEASE_NOTES = _common.release_notes({
       "1.1.0": "Every config has train, validation (the subject after the"
                " test subject) and test.",
-  }
+  })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download DHG-14/28 (`DHG2016.zip`, http://www-rech.telecom-lille.fr/DHGdataset/)
 and unzip it so that `manual_dir` holds `informations_troncage_sequences.txt`
@@ -254,11 +246,10 @@ class Shrec17(_common.ManualBuilder):
 
   name = "shrec17"
   VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
+  RELEASE_NOTES = _common.release_notes({
       "1.1.0": "Every config has train, validation (the training sequences"
                " of subjects 15, 18 and 23) and test.",
-  }
+  })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download the SHREC'17 Track dataset (`HandGestureDataset_SHREC2017`,
 http://www-rech.telecom-lille.fr/shrec2017-hand/) and unzip it so that

@@ -184,6 +184,97 @@ class SkeletonFile:
   bodies: list[Body]
 
 
+class _SkeletonLines:
+  """The lines of a `.skeleton` file, read in order.
+
+  Keeps the position of the last line read, so that every error names the
+  file and the 1-based line.
+  """
+
+  def __init__(self, path: str, lines: list[str]):
+    self.path = path
+    self.lines = lines
+    self.pos = 0
+    self.num_frames = 0  # Line 1's count, once read: a hint when truncated.
+
+  def next(self, expected: str) -> str:
+    """The next line; `expected` says what it holds, for the error."""
+    lines = self.lines
+    if self.pos >= len(lines):
+      hint = ""
+      if self.num_frames > len(lines) - 1:  # A frame takes at least a line.
+        hint = (f"; or is the frame count on line 1 ({self.num_frames})"
+                f" wrong? Only {len(lines) - 1} lines follow it")
+      raise _common.CorruptFileError(
+          self.path, f"line {self.pos + 1}", f"{expected}, but the file ends"
+          f" after {len(lines)} lines (truncated?{hint})")
+    self.pos += 1
+    return lines[self.pos - 1]
+
+  def read_int(self, expected: str) -> int:
+    """The next line as an integer >= 0."""
+    text = self.next(expected).strip()
+    try:
+      value = int(text)
+    except ValueError:
+      raise _common.CorruptFileError(
+          self.path, f"line {self.pos}", f"{expected}, got {text[:40]!r}"
+      ) from None
+    if value < 0:
+      raise _common.CorruptFileError(
+          self.path, f"line {self.pos}", f"{expected} (>= 0), got {value}")
+    return value
+
+
+def _read_body(lines: _SkeletonLines, b: int, t: int) -> tuple[str, np.ndarray]:
+  """Reads body `b` of frame `t` (0-based): its tracking id and joints.
+
+  Args:
+    lines: The file, at the body's info line.
+    b: The body's index in the frame.
+    t: The frame's index.
+
+  Returns:
+    The tracking id and the joints' x y z, <float32>[NUM_JOINTS, 3].
+  """
+  path = lines.path
+  info = lines.next(f"the info line of body {b + 1} of frame {t + 1}"
+                    " (10 values)").split()
+  if len(info) != 10:
+    raise _common.CorruptFileError(
+        path, f"line {lines.pos}",
+        f"the info line of body {b + 1} of frame {t + 1}: 10 values"
+        f" (tracking id, clippedEdges, ..., trackingState), got"
+        f" {len(info)}")
+  num_joints = lines.read_int(
+      f"the joint count of body {b + 1} of frame {t + 1}")
+  if num_joints != NUM_JOINTS:
+    raise _common.CorruptFileError(
+        path, f"line {lines.pos}",
+        f"joint count {NUM_JOINTS}, got {num_joints}")
+  start = lines.pos
+  rows = [lines.next(f"joint {j + 1} of body {b + 1} of frame {t + 1}"
+                     " (12 values)").split() for j in range(NUM_JOINTS)]
+  for j, row in enumerate(rows):
+    if len(row) != 12:
+      raise _common.CorruptFileError(
+          path, f"line {start + j + 1}",
+          f"joint {j + 1} of body {b + 1} of frame {t + 1}: 12 values"
+          f" (x y z depthX depthY colorX colorY orientationWXYZ"
+          f" trackingState), got {len(row)}")
+  try:
+    xyz = np.array([row[:3] for row in rows], dtype=np.float32)
+  except ValueError:
+    raise _common.CorruptFileError(
+        path, f"lines {start + 1}-{lines.pos}",
+        f"numeric x y z for the joints of body {b + 1} of frame {t + 1}"
+    ) from None
+  if not np.all(np.isfinite(xyz)):
+    raise _common.CorruptFileError(
+        path, f"lines {start + 1}-{lines.pos}", "finite joint coordinates")
+  return info[0], xyz
+
+
 def read_skeleton_file(path: os.PathLike[str] | str) -> SkeletonFile:
   """Parses an NTU RGB+D `.skeleton` text file.
 
@@ -199,80 +290,22 @@ def read_skeleton_file(path: os.PathLike[str] | str) -> SkeletonFile:
   """
   path = os.fspath(path)
   with open(path, "rb") as f:
-    lines = f.read().decode("ascii", errors="replace").splitlines()
-  while lines and not lines[-1].strip():
-    lines.pop()  # Trailing blank lines are not content.
-  pos = 0
-  num_frames = 0
-
-  def next_line(expected: str) -> str:
-    nonlocal pos
-    if pos >= len(lines):
-      hint = ""
-      if num_frames > len(lines) - 1:  # A frame takes at least a line.
-        hint = (f"; or is the frame count on line 1 ({num_frames}) wrong?"
-                f" Only {len(lines) - 1} lines follow it")
-      raise _common.CorruptFileError(
-          path, f"line {pos + 1}", f"{expected}, but the file ends after"
-          f" {len(lines)} lines (truncated?{hint})")
-    pos += 1
-    return lines[pos - 1]
-
-  def read_int(expected: str) -> int:
-    text = next_line(expected).strip()
-    try:
-      value = int(text)
-    except ValueError:
-      raise _common.CorruptFileError(
-          path, f"line {pos}", f"{expected}, got {text[:40]!r}") from None
-    if value < 0:
-      raise _common.CorruptFileError(
-          path, f"line {pos}", f"{expected} (>= 0), got {value}")
-    return value
-
-  num_frames = read_int("the frame count (an integer)")
+    text = f.read().decode("ascii", errors="replace").splitlines()
+  while text and not text[-1].strip():
+    text.pop()  # Trailing blank lines are not content.
+  lines = _SkeletonLines(path, text)
+  num_frames = lines.read_int("the frame count (an integer)")
+  lines.num_frames = num_frames
   # Nothing is allocated from the header's count (999999999999 would need
   # terabytes): frames are read until the count or the file ends.
   per_body_frames: dict[str, list[int]] = {}
   per_body_joints: dict[str, list[np.ndarray]] = {}
   bodies_per_frame = []
   for t in range(num_frames):
-    num_bodies = read_int(f"the body count of frame {t + 1}")
+    num_bodies = lines.read_int(f"the body count of frame {t + 1}")
     bodies_per_frame.append(num_bodies)
     for b in range(num_bodies):
-      info = next_line(f"the info line of body {b + 1} of frame {t + 1}"
-                       " (10 values)").split()
-      if len(info) != 10:
-        raise _common.CorruptFileError(
-            path, f"line {pos}",
-            f"the info line of body {b + 1} of frame {t + 1}: 10 values"
-            f" (tracking id, clippedEdges, ..., trackingState), got"
-            f" {len(info)}")
-      tracking_id = info[0]
-      num_joints = read_int(f"the joint count of body {b + 1} of frame {t + 1}")
-      if num_joints != NUM_JOINTS:
-        raise _common.CorruptFileError(
-            path, f"line {pos}", f"joint count {NUM_JOINTS}, got {num_joints}")
-      start = pos
-      rows = [next_line(f"joint {j + 1} of body {b + 1} of frame {t + 1}"
-                        " (12 values)").split() for j in range(NUM_JOINTS)]
-      for j, row in enumerate(rows):
-        if len(row) != 12:
-          raise _common.CorruptFileError(
-              path, f"line {start + j + 1}",
-              f"joint {j + 1} of body {b + 1} of frame {t + 1}: 12 values"
-              f" (x y z depthX depthY colorX colorY orientationWXYZ"
-              f" trackingState), got {len(row)}")
-      try:
-        xyz = np.array([row[:3] for row in rows], dtype=np.float32)
-      except ValueError:
-        raise _common.CorruptFileError(
-            path, f"lines {start + 1}-{pos}",
-            f"numeric x y z for the joints of body {b + 1} of frame {t + 1}"
-        ) from None
-      if not np.all(np.isfinite(xyz)):
-        raise _common.CorruptFileError(
-            path, f"lines {start + 1}-{pos}", "finite joint coordinates")
+      tracking_id, xyz = _read_body(lines, b, t)
       if tracking_id not in per_body_frames:
         per_body_frames[tracking_id] = []
         per_body_joints[tracking_id] = []
@@ -280,11 +313,12 @@ def read_skeleton_file(path: os.PathLike[str] | str) -> SkeletonFile:
         continue  # The same body listed twice in a frame: keep the first.
       per_body_frames[tracking_id].append(t)
       per_body_joints[tracking_id].append(xyz)
-  if pos < len(lines):
+  if lines.pos < len(text):
     raise _common.CorruptFileError(
-        path, f"line {pos + 1}", f"the end of the file after the {num_frames}"
-        f" frames that line 1 announces, but {len(lines) - pos} more lines"
-        " follow (is the frame count on line 1 wrong?)")
+        path, f"line {lines.pos + 1}", f"the end of the file after the"
+        f" {num_frames} frames that line 1 announces, but"
+        f" {len(text) - lines.pos} more lines follow (is the frame count on"
+        " line 1 wrong?)")
   bodies = [
       Body(tid, np.asarray(per_body_frames[tid], np.int32),
            np.stack(per_body_joints[tid]))
@@ -375,36 +409,36 @@ class NtuConfig(tfds.core.BuilderConfig):
             else "train")
 
 
+def _protocol(dataset: str, name: str, description: str, split_by: str,
+              train_ids: tuple[int, ...] = ()) -> NtuConfig:
+  """Protocol `name` of `dataset`, validated on its `VALIDATION_SUBJECTS`."""
+  return NtuConfig(name=name, description=description, split_by=split_by,
+                   train_ids=train_ids,
+                   validation_subjects=VALIDATION_SUBJECTS[dataset, name])
+
+
 class _NtuBase(_common.ManualBuilder):
   """Shared code of the NTU builders."""
 
   NUM_CLASSES = 60
   MAX_SETUP = 17
   VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
+  RELEASE_NOTES = _common.release_notes({
       "1.1.0": "Every config has train, validation (the training samples of"
                " fixed, seeded performers, about 10%) and test. A frame count"
                " that disagrees with the file, or a file name that is not a"
                " sample name, is a CorruptFileError (skipped with"
                " skip_corrupt=True).",
-  }
+  })
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "skeleton": tfds.features.Tensor(
-                shape=(None, MAX_BODIES, NUM_JOINTS, 3), dtype=np.float32),
-            "length": np.int32,
-            "label": tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
-            "subject": np.int32,
-            "camera": np.int32,
-            "setup": np.int32,
-            "replication": np.int32,
-            "num_bodies": np.int32,
-            "sample_name": tfds.features.Text(),
-        }),
+        features=_common.skeleton_features(
+            (None, MAX_BODIES, NUM_JOINTS, 3),
+            tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
+            subject=np.int32, camera=np.int32, setup=np.int32,
+            replication=np.int32, num_bodies=np.int32),
         supervised_keys=("skeleton", "label"),
         homepage="https://rose1.ntu.edu.sg/dataset/actionRecognition/",
         citation=_CITATION,
@@ -474,15 +508,11 @@ class NtuRgbd60(_NtuBase):
   MAX_SETUP = 17
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_60
   BUILDER_CONFIGS = [
-      NtuConfig(name="xsub", description="Cross-subject: 20 training"
-                " performers (2 of them validation).", split_by="subject",
-                train_ids=NTU60_XSUB_TRAIN,
-                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd60", "xsub"]),
-      NtuConfig(name="xview", description="Cross-view: cameras 2 and 3 train"
+      _protocol("ntu_rgbd60", "xsub", "Cross-subject: 20 training performers"
+                " (2 of them validation).", "subject", NTU60_XSUB_TRAIN),
+      _protocol("ntu_rgbd60", "xview", "Cross-view: cameras 2 and 3 train"
                 " (4 performers' samples validation), camera 1 tests.",
-                split_by="camera", train_ids=NTU60_XVIEW_TRAIN,
-                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd60",
-                                                        "xview"]),
+                "camera", NTU60_XVIEW_TRAIN),
   ]
 
 
@@ -494,15 +524,10 @@ class NtuRgbd120(_NtuBase):
   MAX_SETUP = 32
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_120
   BUILDER_CONFIGS = [
-      NtuConfig(name="xsub", description="Cross-subject: 53 training"
-                " performers (5 of them validation).", split_by="subject",
-                train_ids=NTU120_XSUB_TRAIN,
-                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd120",
-                                                        "xsub"]),
-      NtuConfig(name="xset", description="Cross-setup: even setups train"
+      _protocol("ntu_rgbd120", "xsub", "Cross-subject: 53 training performers"
+                " (5 of them validation).", "subject", NTU120_XSUB_TRAIN),
+      _protocol("ntu_rgbd120", "xset", "Cross-setup: even setups train"
                 " (11 performers' samples validation), odd setups test.",
-                split_by="setup",
-                validation_subjects=VALIDATION_SUBJECTS["ntu_rgbd120",
-                                                        "xset"]),
+                "setup"),
   ]
 

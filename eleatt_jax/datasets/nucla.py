@@ -204,11 +204,10 @@ class Nucla(_common.ManualBuilder):
 
   name = "nucla"
   VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
+  RELEASE_NOTES = _common.release_notes({
       "1.1.0": "Every config has train, validation (subject 9 of the training"
                " views) and test; dev tests on view 2.",
-  }
+  })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Get the per-sample N-UCLA skeleton JSON files (the `all_sqe` folder widely
 redistributed with skeleton action recognition code, one
@@ -226,16 +225,9 @@ for example `<manual_dir>/all_sqe/a01_s01_e00_v01.json`.
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "skeleton": tfds.features.Tensor(
-                shape=(None, NUM_JOINTS, 3), dtype=np.float32),
-            "length": np.int32,
-            "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-            "subject": np.int32,
-            "view": np.int32,
-            "episode": np.int32,
-            "sample_name": tfds.features.Text(),
-        }),
+        features=_common.skeleton_features(
+            (None, NUM_JOINTS, 3), tfds.features.ClassLabel(names=CLASS_NAMES),
+            subject=np.int32, view=np.int32, episode=np.int32),
         supervised_keys=("skeleton", "label"),
         homepage="https://wangjiangb.github.io/my_data.html",
         citation=_CITATION,

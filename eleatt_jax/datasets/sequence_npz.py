@@ -40,6 +40,97 @@ VALIDATION_SEED = 0
 REQUIRED_KEYS = ("x", "lengths", "y", "class_names")
 
 
+def _read_arrays(path: str) -> dict[str, np.ndarray]:
+  """The `REQUIRED_KEYS` arrays of the archive at `path`, unchecked."""
+  try:
+    npz = np.load(path, allow_pickle=False)
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # A .npy file, renamed.
+      raise _common.CorruptFileError(
+          path, "whole file", "a .npz archive (a zip of arrays x, lengths, y,"
+          f" class_names), found a single .npy array {npz.dtype}"
+          f"{list(npz.shape)}")
+    with npz:
+      missing = [k for k in REQUIRED_KEYS if k not in npz.files]
+      if missing:
+        raise _common.CorruptFileError(
+            path, f"key {missing[0]!r}",
+            f"the keys {list(REQUIRED_KEYS)}; missing {missing}, found"
+            f" {sorted(npz.files)}")
+      return {k: npz[k] for k in REQUIRED_KEYS}
+  except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+    if isinstance(err, _common.CorruptFileError):
+      raise
+    raise _common.CorruptFileError(
+        path, "whole file", f"a readable .npz archive without pickled"
+        f" objects ({type(err).__name__}: {err})") from None
+
+
+def _check_shapes(path: str, x: np.ndarray, lengths: np.ndarray,
+                  y: np.ndarray, names: np.ndarray) -> None:
+  """Raises `CorruptFileError` for an array of the wrong rank, size or dtype."""
+  if x.ndim != 3 or not np.issubdtype(x.dtype, np.floating):
+    raise _common.CorruptFileError(
+        path, "key 'x'", f"a float array [N, T_max, D], got {x.dtype}"
+        f"{list(x.shape)}")
+  n = x.shape[0]
+  for key, arr in (("lengths", lengths), ("y", y)):
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+      raise _common.CorruptFileError(
+          path, f"key {key!r}", f"an integer array [N={n}], got {arr.dtype}"
+          f"{list(arr.shape)}")
+  if names.ndim != 1 or names.dtype.kind not in "US" or not len(names):
+    raise _common.CorruptFileError(
+        path, "key 'class_names'", f"a non-empty str array [C], got"
+        f" {names.dtype}{list(names.shape)}")
+
+
+def _decode_class_names(path: str, names: np.ndarray) -> tuple[str, ...]:
+  """The class names as str, bytes decoded as UTF-8 (not "b'running'")."""
+  if names.dtype.kind != "S":
+    return tuple(str(c) for c in names)
+  decoded = []
+  for i, c in enumerate(names):
+    try:
+      decoded.append(c.decode("utf-8"))
+    except UnicodeDecodeError:
+      raise _common.CorruptFileError(
+          path, f"key 'class_names', row {i}",
+          f"UTF-8 text, got {bytes(c)!r}") from None
+  return tuple(decoded)
+
+
+def _check_rows(path: str, x: np.ndarray, lengths: np.ndarray,
+                y: np.ndarray, num_classes: int) -> None:
+  """Raises `CorruptFileError` naming the first row with a wrong value."""
+  t_max = x.shape[1]
+  bad = np.flatnonzero((lengths < 1) | (lengths > t_max))
+  if bad.size:
+    i = int(bad[0])
+    raise _common.CorruptFileError(
+        path, f"key 'lengths', row {i}",
+        f"a length in 1..T_max={t_max}, got {int(lengths[i])}")
+  bad = np.flatnonzero((y < 0) | (y >= num_classes))
+  if bad.size:
+    i = int(bad[0])
+    raise _common.CorruptFileError(
+        path, f"key 'y', row {i}",
+        f"a label in 0..{num_classes - 1} (C={num_classes} class_names), got"
+        f" {int(y[i])}")
+  finite = np.isfinite(x).all(axis=(1, 2))
+  if not finite.all():
+    i = int(np.flatnonzero(~finite)[0])
+    raise _common.CorruptFileError(
+        path, f"key 'x', row {i}", "finite values (found NaN or inf)")
+  pad = np.arange(t_max)[None, :] >= lengths[:, None]  # [N, T_max]
+  pad_nonzero = (np.abs(x) * pad[:, :, None]).sum(axis=(1, 2)) > 0
+  if pad_nonzero.any():
+    i = int(np.flatnonzero(pad_nonzero)[0])
+    raise _common.CorruptFileError(
+        path, f"key 'x', row {i}",
+        f"zeros after the sequence end (lengths[{i}]={int(lengths[i])}), found"
+        " non-zero values there: is `lengths` wrong?")
+
+
 def load_sequence_npz(
     path: os.PathLike[str] | str,
     class_names: tuple[str, ...] | None = None,
@@ -58,85 +149,15 @@ def load_sequence_npz(
     CorruptFileError: naming the file, the key and the row that is wrong.
   """
   path = os.fspath(path)
-  try:
-    npz = np.load(path, allow_pickle=False)
-    if not isinstance(npz, np.lib.npyio.NpzFile):  # A .npy file, renamed.
-      raise _common.CorruptFileError(
-          path, "whole file", "a .npz archive (a zip of arrays x, lengths, y,"
-          f" class_names), found a single .npy array {npz.dtype}"
-          f"{list(npz.shape)}")
-    with npz:
-      missing = [k for k in REQUIRED_KEYS if k not in npz.files]
-      if missing:
-        raise _common.CorruptFileError(
-            path, f"key {missing[0]!r}",
-            f"the keys {list(REQUIRED_KEYS)}; missing {missing}, found"
-            f" {sorted(npz.files)}")
-      data = {k: npz[k] for k in REQUIRED_KEYS}
-  except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-    if isinstance(err, _common.CorruptFileError):
-      raise
-    raise _common.CorruptFileError(
-        path, "whole file", f"a readable .npz archive without pickled"
-        f" objects ({type(err).__name__}: {err})") from None
-
+  data = _read_arrays(path)
   x, lengths, y, names = (data[k] for k in REQUIRED_KEYS)
-  if x.ndim != 3 or not np.issubdtype(x.dtype, np.floating):
-    raise _common.CorruptFileError(
-        path, "key 'x'", f"a float array [N, T_max, D], got {x.dtype}"
-        f"{list(x.shape)}")
-  n, t_max, _ = x.shape
-  for key, arr in (("lengths", lengths), ("y", y)):
-    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
-      raise _common.CorruptFileError(
-          path, f"key {key!r}", f"an integer array [N={n}], got {arr.dtype}"
-          f"{list(arr.shape)}")
-  if names.ndim != 1 or names.dtype.kind not in "US" or not len(names):
-    raise _common.CorruptFileError(
-        path, "key 'class_names'", f"a non-empty str array [C], got"
-        f" {names.dtype}{list(names.shape)}")
-  if names.dtype.kind == "S":  # Saved as bytes: decode, not "b'running'".
-    decoded = []
-    for i, c in enumerate(names):
-      try:
-        decoded.append(c.decode("utf-8"))
-      except UnicodeDecodeError:
-        raise _common.CorruptFileError(
-            path, f"key 'class_names', row {i}",
-            f"UTF-8 text, got {bytes(c)!r}") from None
-    names = tuple(decoded)
-  else:
-    names = tuple(str(c) for c in names)
+  _check_shapes(path, x, lengths, y, names)
+  names = _decode_class_names(path, names)
   if class_names is not None and names != tuple(class_names):
     raise _common.CorruptFileError(
         path, "key 'class_names'", f"the class_names of the other splits"
         f" {list(class_names)}, got {list(names)}")
-  bad = np.flatnonzero((lengths < 1) | (lengths > t_max))
-  if bad.size:
-    i = int(bad[0])
-    raise _common.CorruptFileError(
-        path, f"key 'lengths', row {i}",
-        f"a length in 1..T_max={t_max}, got {int(lengths[i])}")
-  bad = np.flatnonzero((y < 0) | (y >= len(names)))
-  if bad.size:
-    i = int(bad[0])
-    raise _common.CorruptFileError(
-        path, f"key 'y', row {i}",
-        f"a label in 0..{len(names) - 1} (C={len(names)} class_names), got"
-        f" {int(y[i])}")
-  finite = np.isfinite(x).all(axis=(1, 2))
-  if not finite.all():
-    i = int(np.flatnonzero(~finite)[0])
-    raise _common.CorruptFileError(
-        path, f"key 'x', row {i}", "finite values (found NaN or inf)")
-  pad = np.arange(t_max)[None, :] >= lengths[:, None]  # [N, T_max]
-  pad_nonzero = (np.abs(x) * pad[:, :, None]).sum(axis=(1, 2)) > 0
-  if pad_nonzero.any():
-    i = int(np.flatnonzero(pad_nonzero)[0])
-    raise _common.CorruptFileError(
-        path, f"key 'x', row {i}",
-        f"zeros after the sequence end (lengths[{i}]={int(lengths[i])}), found"
-        " non-zero values there: is `lengths` wrong?")
+  _check_rows(path, x, lengths, y, len(names))
   return {
       "x": x.astype(np.float32, copy=False),
       "lengths": lengths.astype(np.int32),
@@ -150,12 +171,11 @@ class SequenceNpz(_common.ManualBuilder):
 
   name = "sequence_npz"
   VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
+  RELEASE_NOTES = _common.release_notes({
       "1.1.0": "Always a validation split: validation.npz, or else a seeded"
                " stratified 10% of train.npz. class_names saved as bytes are"
                " decoded.",
-  }
+  })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put `train.npz` and `test.npz` (and optionally `validation.npz`) directly in
 `manual_dir`. Each holds `x` float32 (N, T_max, D) zero-padded after each

@@ -247,11 +247,10 @@ class SequentialMnist(_common.ManualBuilder):
 
   name = "sequential_mnist"
   VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
+  RELEASE_NOTES = _common.release_notes({
       "1.1.0": "Every config has a validation split: a seeded stratified 10%"
                " of the training images (mnist5k: 3,600 / 400 / 1,000).",
-  }
+  })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Only for the `row`, `pixel` and `pmnist` configs: put the four IDX files
 `train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,

@@ -136,11 +136,10 @@ class Sysu3d(_common.ManualBuilder):
 
   name = "sysu3d"
   VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
+  RELEASE_NOTES = _common.release_notes({
       "1.1.0": "Every config has train, validation (2 of the split's training"
                " subjects, seeded per split) and test.",
-  }
+  })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Request the SYSU 3D Human-Object Interaction dataset from its authors
 (https://www.isee-ai.cn/~hujianfang/ProjectJOULE.html) and unpack the skeleton
@@ -157,15 +156,9 @@ directly or in one sub-folder such as `<manual_dir>/3DvideoNorm/`.
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "skeleton": tfds.features.Tensor(
-                shape=(None, NUM_JOINTS, 3), dtype=np.float32),
-            "length": np.int32,
-            "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-            "subject": np.int32,
-            "subject_name": tfds.features.Text(),
-            "sample_name": tfds.features.Text(),
-        }),
+        features=_common.skeleton_features(
+            (None, NUM_JOINTS, 3), tfds.features.ClassLabel(names=CLASS_NAMES),
+            subject=np.int32, subject_name=tfds.features.Text()),
         supervised_keys=("skeleton", "label"),
         homepage="https://www.isee-ai.cn/~hujianfang/ProjectJOULE.html",
         citation=_CITATION,

@@ -27,10 +27,10 @@ from flax.nnx.nn import initializers
 from flax.typing import Array, Dtype, Initializer
 
 from eleatt_jax import equations as eqs
-from eleatt_jax.cells import check_float_inputs, default_hidden, stacked_init
+from eleatt_jax.cells import (check_float_inputs, default_hidden, fused_step,
+                              stacked_init)
 from eleatt_jax.equations import Carry, CellEquations
 from eleatt_jax.gate import attend, default_kernel_init, dense
-from eleatt_jax.layout import Layout
 
 
 def value_of(variable: nnx.Variable) -> Any:
@@ -126,7 +126,21 @@ class EleAttG(nnx.Module):
     return self.attend(inputs, hidden)[1]
 
 
-class FusedCellBase(nnx.RNNCellBase):
+class _SteppedCell(nnx.RNNCellBase):
+  """A cell whose ``__call__`` is its ``step`` less the attention."""
+
+  def step(self, carry: Carry,
+           inputs: Array) -> tuple[Carry, Array, Array | None]:
+    """``(new_carry, y [..., H], attention [..., D] or None)``."""
+    raise NotImplementedError
+
+  def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
+    """One step: ``(carry, inputs [..., D]) -> (new_carry, h [..., H])``."""
+    carry, y, _ = self.step(carry, inputs)
+    return carry, y
+
+
+class FusedCellBase(_SteppedCell):
   """The NNX fused cells: parameters and one step of their pure equations.
 
   Implements :class:`eleatt_jax.equations.FusedCell`, so
@@ -200,20 +214,7 @@ class FusedCellBase(nnx.RNNCellBase):
 
   def step(self, carry: Carry, inputs: Array) -> tuple[Carry, Array, Array | None]:
     """``(new_carry, y [..., H], attention [..., D] or None)``."""
-    check_float_inputs(inputs, type(self).__name__)
-    if inputs.ndim < 1:
-      raise ValueError(f'{type(self).__name__} expects inputs [..., D], got a '
-                       'scalar.')
-    equations = self.equations()
-    weights = eqs.step_weights(equations, self.kernels(inputs.shape[-1]),
-                               inputs, carry, Layout.default())
-    carry, y, attention, _ = eqs.step(equations, weights, carry, inputs)
-    return carry, y, attention
-
-  def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
-    """One step: ``(carry, inputs [..., D]) -> (new_carry, h [..., H])``."""
-    carry, y, _ = self.step(carry, inputs)
-    return carry, y
+    return fused_step(self, carry, inputs)
 
   def initialize_carry(self, input_shape: tuple[int, ...],
                        rngs: nnx.Rngs | None = None) -> Carry:
@@ -314,7 +315,7 @@ class EleAttSimpleCell(FusedCellBase):
       eqs.simple)
 
 
-class EleAtt(nnx.RNNCellBase):
+class EleAtt(_SteppedCell):
   r"""Adds an element-wise-attention gate in front of any NNX RNN cell.
 
   .. math::
@@ -378,10 +379,6 @@ class EleAtt(nnx.RNNCellBase):
     x_gated, attention = self.gate.attend(inputs, self.hidden(carry))
     carry, y = self.cell(carry, x_gated)
     return carry, y, attention
-
-  def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
-    carry, y, _ = self.step(carry, inputs)
-    return carry, y
 
   def initialize_carry(self, input_shape: tuple[int, ...],
                        rngs: nnx.Rngs | None = None) -> Carry:

@@ -10,19 +10,17 @@ at the last valid step). The gate values of the latest call are the cell's
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.linen.recurrent import flip_sequences
 from flax.typing import Array
 
 from eleatt_jax import fused_scan
 from eleatt_jax.cells import check_float_inputs
 from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
-from eleatt_jax.layers import _check_seq_lengths
+from eleatt_jax.layers import _FlatBatch
 from eleatt_jax.layout import Layout
 from eleatt_jax.nnx.cells import EleAtt
 
@@ -98,47 +96,21 @@ class RNN(nnx.Module):
                        f'{"[time, *batch, D]" if time_major else "[*batch, time, D]"}'
                        f'; got shape {inputs.shape}.')
 
-    x_TBD = inputs if time_major else jnp.moveaxis(inputs, -2, 0)
-    num_steps, batch_shape = x_TBD.shape[0], tuple(x_TBD.shape[1:-1])
-    batch = math.prod(batch_shape)
-    x_TBD = x_TBD.reshape(num_steps, batch, x_TBD.shape[-1])
-    lengths = _check_seq_lengths(seq_lengths, batch_shape, num_steps,
-                                 self.check_seq_lengths)
-    lengths_B = None if lengths is None else lengths.reshape(batch)
+    seqs = _FlatBatch(inputs, seq_lengths, self.check_seq_lengths,
+                      time_major=time_major, reverse=reverse,
+                      keep_order=keep_order)
     if initial_carry is None:
       initial_carry = self.cell.initialize_carry(
-          batch_shape + x_TBD.shape[-1:], rngs if rngs is not None else
-          self.rngs)
-    carry = jax.tree_util.tree_map(
-        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]),
-        initial_carry)
-
-    flip = lambda a_TB: flip_sequences(a_TB, lengths_B, num_batch_dims=1,
-                                       time_major=True)
-    if reverse:
-      x_TBD = flip(x_TBD)
-    mask_TB1 = None
-    if lengths_B is not None:
-      mask_TB1 = (jnp.arange(num_steps)[:, None] < lengths_B[None, :])[..., None]
-      # As in the linen RNN: a select, so that NaN or Inf in the padding
-      # reaches neither the outputs nor the gradients.
-      x_TBD = jnp.where(mask_TB1, x_TBD, 0)
-    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1,
-                                             batch_shape)
-
-    def to_output_layout(a_TB):
-      if reverse and keep_order:
-        a_TB = flip(a_TB)
-      a = a_TB.reshape((num_steps,) + batch_shape + a_TB.shape[2:])
-      return a if time_major else jnp.moveaxis(a, 0, -2)
-
+          seqs.input_shape, rngs if rngs is not None else self.rngs)
+    carry, y_TBH, attention_TBD = self._scan(
+        seqs.x_TBD, seqs.flatten_carry(initial_carry), seqs.mask_TB1,
+        seqs.batch_shape)
     if attention_TBD is not None:
       # The latest call's gate values, as state (an attribute, not Module.sow:
       # sow appends, and outside nnx.capture newer Flax deprecates it).
-      self.cell.attention = nnx.Intermediate(to_output_layout(attention_TBD))
-    outputs = to_output_layout(y_TBH)
-    carry = jax.tree_util.tree_map(
-        lambda c: c.reshape(batch_shape + c.shape[1:]), carry)
+      self.cell.attention = nnx.Intermediate(seqs.to_output(attention_TBD))
+    outputs = seqs.to_output(y_TBH)
+    carry = seqs.unflatten_carry(carry)
     return (carry, outputs) if return_carry else outputs
 
   def _scan(self, x_TBD, carry, mask_TB1, batch_shape):

@@ -1,27 +1,19 @@
 """N-UCLA development protocol: train on view 1, test on view 2 (view 3 untouched).
 
-Build the dataset once (or let the first run build it from
-``--config.data.manual_dir``)::
+The settings of nucla.py on the ``nucla/dev`` split. Build it once (or let
+the first run build it from ``--config.data.manual_dir``)::
 
   python -m eleatt_jax.datasets build nucla/dev --manual_dir=DIR --data_dir=DATA
 
 then ``python -m train.main --config=train/configs/nucla_dev.py --workdir=runs/nucla_dev
---config.data.data_dir=DATA``. ``--config.model.cell=gru`` (or ``lstm``,
-``rnn``, ``eleatt_lstm``, ``eleatt_rnn``) gives the paper's comparisons;
-``--config.data.augment=False`` the runs without augmentation.
+--config.data.data_dir=DATA``.
 """
 
-from train.configs import _skeleton
+from train.configs import nucla
 
 
 def get_config():
-  """nucla_dev settings (the recipe of _skeleton.py)."""
-  config = _skeleton.get_config(
-      'nucla/dev',  # tfds builder/config
-      num_epochs=85,  # the cosine schedule spans them
-      num_frames=25,  # frames sampled uniformly (as good as 50, half the cost)
-      augment=True,  # rotation: +-pi/2 about the vertical, +-0.3 rad about x, z
-      center_joint=1,  # spine joint (Kinect joint 2)
-      batch_size=64,  # a few hundred examples: more, smaller steps
-      eval_every_steps=70)  # validation every 10 epochs (dev) / 5 (full)
+  """nucla_dev settings: those of nucla.py, on view 1 -> view 2."""
+  config = nucla.get_config()
+  config.data.name = 'nucla/dev'  # tfds builder/config
   return config

@@ -1,6 +1,7 @@
 """SHREC'17 Track, 14 gestures.
 
-Build the dataset once (or let the first run build it from
+The gestures of DHG, recorded the same way (the 22-joint hand): the settings
+of dhg14.py. Build the dataset once (or let the first run build it from
 ``--config.data.manual_dir``)::
 
   python -m eleatt_jax.datasets build shrec17/14 --manual_dir=DIR --data_dir=DATA
@@ -11,16 +12,11 @@ then ``python -m train.main --config=train/configs/shrec14.py --workdir=runs/shr
 ``--config.data.augment=False`` the runs without augmentation.
 """
 
-from train.configs import _skeleton
+from train.configs import dhg14
 
 
 def get_config():
-  """shrec14 settings (the recipe of _skeleton.py)."""
-  config = _skeleton.get_config(
-      'shrec17/14',  # tfds builder/config
-      num_epochs=200,  # the cosine schedule spans them
-      num_frames=60,  # frames sampled uniformly from each sequence
-      augment=True,  # random rotation of +-0.3 rad about each axis
-      center_joint=1,  # palm joint of the 22-joint hand
-      hand=True)  # no shoulder alignment; +-0.3 rad about every axis
+  """shrec14 settings: those of dhg14.py, on SHREC'17."""
+  config = dhg14.get_config()
+  config.data.name = 'shrec17/14'  # tfds builder/config
   return config
