@@ -1,21 +1,29 @@
 r"""Per-frame latency of streaming inference, against re-running the prefix.
 
     python -m benchmarks.streaming [--quick] [--dims 60,150] [--batches 1,32]
-        [--frames 100] [--rounds 3]
+        [--frames 100] [--rounds 3] [--sequential]
 
 The skeleton model (EleAtt-GRU, 3 x 100, 60 classes, mean readout) at
-``D`` in ``--dims`` and batch ``B`` in ``--batches``. Three ways to get the
+``D`` in ``--dims`` and batch ``B`` in ``--batches``. Four ways to get the
 logits after every frame of a ``--frames``-frame stream:
 
 * ``step_jit``: :meth:`StackedRNNClassifier.step
   <eleatt_jax.StackedRNNClassifier.step>` under ``jax.jit`` (parameters
   closed over, as in an export), the carry passed from frame to frame;
 * ``step_exported``: the same step exported by :mod:`eleatt_jax.export`,
-  serialized, deserialized and called (``jax.jit(Exported.call)``: a bare
-  ``Exported.call`` is traced again at every call);
+  saved, and loaded as a user would: :func:`eleatt_jax.export.load_callables`
+  (``jax.jit(Exported.call)``; a bare ``Exported.call`` dispatches eagerly
+  and is several times slower), from its ``initialize_carry``;
+* ``step_exported_valid``: the same with ``valid`` (all True; the
+  ``step_valid`` export);
 * ``prefix_rerun``: no carry: at frame t the full-sequence function runs on the
   prefix ``0..t``, padded to the next power of two (one compiled shape per
   bucket: 1, 2, 4, ..., ``--frames``) with ``seq_lengths = t + 1``.
+
+Each is compiled and run over one stream first. Then the implementations take
+turns frame by frame (the order rotating), so that all see the same machine
+load; ``--sequential`` times all streams of one implementation before the
+next instead (then a load that changes during the run skews the ratios).
 
 Prints one JSON object per line: first ``{"cpus", "loadavg", "backend",
 "jax"}`` (the machine and its load), then per case and implementation
@@ -32,6 +40,7 @@ import argparse
 import functools
 import json
 import os
+import tempfile
 import time
 
 import jax
@@ -52,63 +61,95 @@ def _percentiles(samples_s):
   return float(np.median(us)), float(np.percentile(us, 99))
 
 
-def time_stream(step, carry, x_BTD, rounds: int):
-  """Times ``step(carry, x_t)`` per frame over ``rounds`` streams.
+def time_streams(impls, num_frames: int, rounds: int,
+                 sequential: bool = False):
+  """Times each implementation per frame over ``rounds`` streams.
 
-  Returns ``(samples in s, per-frame medians [T] in s)``.
+  Args:
+    impls: ``{name: (initial state, frame)}``, ``frame(state, t) -> (state,
+      output)``: frame t of a stream (``output`` an array to wait for).
+    num_frames: frames per stream.
+    rounds: streams timed.
+    sequential: all streams of one implementation, then the next; by default
+      they take turns frame by frame, in an order that rotates.
+
+  Returns:
+    ``{name: (samples in s, per-frame medians [T] in s)}``.
   """
-  num_frames = x_BTD.shape[1]
-  frames = [x_BTD[:, t] for t in range(num_frames)]
-  # Compile and warm up, also for a carry that a step returned.
-  jax.block_until_ready(step(step(carry, frames[0])[0], frames[0]))
-  samples = np.zeros((rounds, num_frames))
-  for r in range(rounds):
-    c = carry
+  names = list(impls)
+  for init, frame in impls.values():  # compile and warm up: one stream
+    state = init
     for t in range(num_frames):
-      start = time.perf_counter()
-      c, logits = step(c, frames[t])[:2]
-      logits.block_until_ready()
-      samples[r, t] = time.perf_counter() - start
-  return samples.reshape(-1), np.median(samples, axis=0)
+      state, out = frame(state, t)
+    jax.block_until_ready(out)
+  samples = {name: np.zeros((rounds, num_frames)) for name in names}
+
+  def time_frame(name, state, r, t):
+    start = time.perf_counter()
+    state, out = impls[name][1](state, t)
+    out.block_until_ready()
+    samples[name][r, t] = time.perf_counter() - start
+    return state
+
+  if sequential:
+    for name in names:
+      for r in range(rounds):
+        state = impls[name][0]
+        for t in range(num_frames):
+          state = time_frame(name, state, r, t)
+  else:
+    for r in range(rounds):
+      states = {name: impls[name][0] for name in names}
+      for t in range(num_frames):
+        k = (r * num_frames + t) % len(names)
+        for name in names[k:] + names[:k]:
+          states[name] = time_frame(name, states[name], r, t)
+  return {name: (s.reshape(-1), np.median(s, axis=0))
+          for name, s in samples.items()}
 
 
-def time_prefix(sequence, x_BTD, rounds: int):
-  """Times re-running the prefix 0..t at every frame (power-of-two buckets)."""
+def _step_frames(step, frames, **kwargs):
+  """``frame(carry, t)`` of a step ``(carry, x_t) -> (carry, logits, ...)``."""
+  def frame(carry, t):
+    carry, logits = step(carry, frames[t], **kwargs)[:2]
+    return carry, logits
+  return frame
+
+
+def _prefix_frames(sequence, x_BTD):
+  """``frame(None, t)``: the full sequence on the prefix 0..t, padded."""
   batch, num_frames = x_BTD.shape[:2]
-  buckets = sorted({min(1 << (t).bit_length(), num_frames)
-                    for t in range(num_frames)})
-  padded = {n: x_BTD[:, :n] for n in buckets}
-  for n in buckets:  # compile every bucket first
-    jax.block_until_ready(sequence(padded[n], jnp.full((batch,), n, jnp.int32)))
-  samples = np.zeros((rounds, num_frames))
-  for r in range(rounds):
-    for t in range(num_frames):
-      n = min(1 << (t).bit_length(), num_frames)
-      lengths = jnp.full((batch,), t + 1, jnp.int32)
-      start = time.perf_counter()
-      sequence(padded[n], lengths).block_until_ready()
-      samples[r, t] = time.perf_counter() - start
-  return samples.reshape(-1), np.median(samples, axis=0)
+  bucket = [min(1 << t.bit_length(), num_frames) for t in range(num_frames)]
+  padded = {n: x_BTD[:, :n] for n in set(bucket)}
+  lengths = [jnp.full((batch,), t + 1, jnp.int32) for t in range(num_frames)]
+  return lambda _, t: (None, sequence(padded[bucket[t]], lengths[t]))
 
 
-def run_case(d: int, b: int, settings: dict):
+def run_case(d: int, b: int, settings: dict, sequential: bool = False):
   """The rows of one (D, B) case."""
   model = StackedRNNClassifier(num_classes=settings['classes'],
                                hidden_sizes=settings['hidden'])
   num_frames = settings['frames']
   x = jax.random.normal(jax.random.key(1), (b, num_frames, d))
+  frames = [x[:, t] for t in range(num_frames)]
   variables = model.init(jax.random.key(0), x[:, :2])
-  carry = model.initialize_carry(b)
   step_jit = jax.jit(functools.partial(model.apply, variables, method='step'))
-  exported = export_lib.export_classifier(model, variables, d)
-  step_exported = jax.export.deserialize(exported['step'].serialize())
+  with tempfile.TemporaryDirectory() as directory:
+    export_lib.save(export_lib.export_classifier(
+        model, variables, d, names=('initialize_carry', 'step', 'step_valid')),
+                    directory)
+    exported = export_lib.load_callables(directory)
+  exported_carry = exported['initialize_carry'](frames[0])
   sequence = jax.jit(lambda x, l: model.apply(variables, x, l))
-  results = {
-      'step_jit': time_stream(step_jit, carry, x, settings['rounds']),
-      'step_exported': time_stream(jax.jit(step_exported.call), carry, x,
-                                   settings['rounds']),
-      'prefix_rerun': time_prefix(sequence, x, settings['rounds']),
+  impls = {
+      'step_jit': (model.initialize_carry(b), _step_frames(step_jit, frames)),
+      'step_exported': (exported_carry,
+                        _step_frames(exported['step'], frames)),
+      'step_exported_valid': (exported_carry, _step_frames(
+          exported['step'], frames, valid=np.ones((b,), bool))),
+      'prefix_rerun': (None, _prefix_frames(sequence, x)),
   }
+  results = time_streams(impls, num_frames, settings['rounds'], sequential)
   base = results['step_jit'][1].sum()
   rows = []
   for impl, (samples, medians) in results.items():
@@ -129,6 +170,9 @@ def main(argv=None):
   parser.add_argument('--batches', help='comma-separated B (default 1,32)')
   parser.add_argument('--frames', type=int, help='stream length (100)')
   parser.add_argument('--rounds', type=int, help='streams timed (3)')
+  parser.add_argument('--sequential', action='store_true',
+                      help='time one implementation after the other instead '
+                      'of frame by frame in turn')
   args = parser.parse_args(argv)
   settings = dict(QUICK if args.quick else FULL)
   if args.dims:
@@ -145,7 +189,7 @@ def main(argv=None):
                     'jax': jax.__version__}), flush=True)
   for d in settings['dims']:
     for b in settings['batches']:
-      for row in run_case(d, b, settings):
+      for row in run_case(d, b, settings, args.sequential):
         print(json.dumps(row), flush=True)
 
 

@@ -1,6 +1,6 @@
 r"""Serialized StableHLO of a trained classifier: no Flax, no eleatt_jax to run it.
 
-:func:`export_classifier` exports three functions of a
+:func:`export_classifier` exports four functions of a
 :class:`~eleatt_jax.StackedRNNClassifier` with its parameters embedded as
 constants (``jax.export``; ``b`` and ``t`` symbolic)::
 
@@ -8,21 +8,28 @@ constants (``jax.export``; ``b`` and ``t`` symbolic)::
     initialize_carry(x_t <f32>[b, D])            -> carry   (x_t: its shape only)
     step(carry, x_t <f32>[b, D])                 -> (carry, logits_t <f32>[b, C],
                                                      probabilities_t <f32>[b, C])
+    step_valid(carry, x_t <f32>[b, D], valid <bool>[b]) -> the same as step
 
 ``step`` is :meth:`StackedRNNClassifier.step <eleatt_jax.StackedRNNClassifier.step>`:
-``logits_t`` are the logits of the prefix ``0..t``. The carry is a dict of
-arrays. :func:`save` writes one ``<name>.jax_exported`` file per function and
-a ``model_card.json`` (the functions' shapes, SHA-256 of each file, and what
-the caller adds: classes, preprocessing...). Loading needs JAX alone::
+``logits_t`` are the logits of the prefix ``0..t``. ``step_valid`` is the same
+step with its ``valid`` argument, for a batch of streams of different lengths:
+where ``valid`` is False (that stream has ended, or has no frame now), the
+stream's carry, logits and probabilities stay as they were. The carry is a
+dict of arrays. :func:`save` writes one ``<name>.jax_exported`` file per
+function and a ``model_card.json`` (each function's signature and shapes, the
+SHA-256 of each file, and what the caller adds: classes, preprocessing...).
+Loading needs JAX alone::
 
     import jax
     with open('export/step.jax_exported', 'rb') as f:
       step = jax.export.deserialize(bytearray(f.read()))
-    step_fn = jax.jit(step.call)   # a bare .call is traced at every call
+    step_fn = jax.jit(step.call)   # a bare .call is ~3x slower per frame
     carry, logits_t, probabilities_t = step_fn(carry, x_t)
 
-:func:`load` does the same and checks the files against the card first (a
-clear ValueError for a damaged, missing or mismatched file).
+:func:`load` reads the files and checks them against the card first (a clear
+ValueError for a damaged, missing or mismatched file); :func:`load_callables`
+also wraps each function in ``jax.jit``, what to call frame by frame, with
+``step(carry, x_t, valid=None)``.
 
 Example usage::
 
@@ -39,6 +46,13 @@ Example usage::
   ...                                  jnp.full((5,), 9, jnp.int32))
   >>> logits.shape
   (5, 3)
+  >>> f = export.load_callables(directory)  # checked and jitted
+  >>> carry = f['initialize_carry'](jnp.ones((2, 4)))
+  >>> carry, logits_t, probabilities_t = f['step'](carry, jnp.ones((2, 4)))
+  >>> carry, logits_t, probabilities_t = f['step'](   # stream 1 has ended
+  ...     carry, jnp.ones((2, 4)), valid=jnp.array([True, False]))
+  >>> carry['count'].tolist()
+  [2, 1]
 """
 
 from __future__ import annotations
@@ -46,19 +60,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
 SUFFIX = '.jax_exported'
 CARD = 'model_card.json'
-FUNCTIONS = ('sequence', 'initialize_carry', 'step')
+FUNCTIONS = ('sequence', 'initialize_carry', 'step', 'step_valid')
+# How each function is called, written to the model card.
+SIGNATURES = {
+    'sequence': 'sequence(x [b, t, D], lengths <int32>[b]) -> logits [b, C]',
+    'initialize_carry': 'initialize_carry(x_t [b, D]) -> carry (a dict of '
+                        'arrays; x_t: its shape only)',
+    'step': 'step(carry, x_t [b, D]) -> (carry, logits_t [b, C], '
+            'probabilities_t [b, C])',
+    'step_valid': 'step_valid(carry, x_t [b, D], valid <bool>[b]) -> (carry, '
+                  'logits_t [b, C], probabilities_t [b, C]); where valid is '
+                  'False, that stream\'s carry, logits_t and probabilities_t '
+                  'stay as they were',
+}
 
 
 def export_classifier(model, variables: Mapping[str, Any], input_features: int,
                       *, platforms: tuple[str, ...] | None = None,
-                      dtype: Any = jnp.float32) -> dict[str, jax.export.Exported]:
+                      dtype: Any = jnp.float32,
+                      names: tuple[str, ...] = FUNCTIONS
+                      ) -> dict[str, jax.export.Exported]:
   """Exports the full-sequence, initial-carry and step functions of ``model``.
 
   Args:
@@ -68,10 +96,18 @@ def export_classifier(model, variables: Mapping[str, Any], input_features: int,
     input_features: D.
     platforms: the platforms to lower for (default: JAX's default backend).
     dtype: the inputs' dtype.
+    names: the functions to export, among :data:`FUNCTIONS` (each is traced
+      and lowered: fewer export faster).
 
   Returns:
-    ``{'sequence': Exported, 'initialize_carry': ..., 'step': ...}``.
+    ``{'sequence': Exported, 'initialize_carry': ..., 'step': ...,
+    'step_valid': ...}`` (see the module docstring for their signatures), or
+    those of ``names``.
   """
+  unknown = set(names) - set(FUNCTIONS)
+  if unknown:
+    raise ValueError(f'export_classifier: unknown functions {sorted(unknown)};'
+                     f' the functions are {FUNCTIONS}.')
   variables = jax.tree_util.tree_map(jnp.asarray, dict(variables))
   b, t = jax.export.symbolic_shape('b, t')
   d = int(input_features)
@@ -81,24 +117,33 @@ def export_classifier(model, variables: Mapping[str, Any], input_features: int,
   def sequence(x, lengths):
     return model.apply(variables, x, lengths)
 
-  out = {'sequence': export(sequence, jax.ShapeDtypeStruct((b, t, d), dtype),
-                            jax.ShapeDtypeStruct((b,), jnp.int32))}
+  out = {}
+  if 'sequence' in names:
+    out['sequence'] = export(sequence, jax.ShapeDtypeStruct((b, t, d), dtype),
+                             jax.ShapeDtypeStruct((b,), jnp.int32))
   if getattr(model, 'bidirectional', False):
     return out
 
   def initialize_carry(x_t):
     return model.initialize_carry(x_t.shape[0])
 
-  def step(carry, x_t):
-    carry, logits, _ = model.apply(variables, carry, x_t, method='step')
+  def step_valid(carry, x_t, valid):
+    carry, logits, _ = model.apply(variables, carry, x_t, valid, method='step')
     return carry, logits, jax.nn.softmax(logits, axis=-1)
 
   x_spec = jax.ShapeDtypeStruct((b, d), dtype)
   carry_spec = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct((b,) + a.shape[1:], a.dtype),
       model.initialize_carry(1))
-  out['initialize_carry'] = export(initialize_carry, x_spec)
-  out['step'] = export(step, carry_spec, x_spec)
+  if 'initialize_carry' in names:
+    out['initialize_carry'] = export(initialize_carry, x_spec)
+  if 'step' in names:
+    # Without valid: the signature of the first exports, for their callers.
+    out['step'] = export(lambda carry, x_t: step_valid(carry, x_t, None),
+                         carry_spec, x_spec)
+  if 'step_valid' in names:
+    out['step_valid'] = export(step_valid, carry_spec, x_spec,
+                               jax.ShapeDtypeStruct((b,), jnp.bool_))
   return out
 
 
@@ -114,8 +159,9 @@ def save(functions: Mapping[str, jax.export.Exported], directory: str,
   """Writes ``<name>.jax_exported`` per function and ``model_card.json``.
 
   ``card`` (classes, preprocessing, accuracy...) is merged into the card,
-  which also lists each file with its SHA-256, inputs and outputs. Returns
-  the card.
+  which also lists each file with its SHA-256, inputs and outputs, and the
+  signature (:data:`SIGNATURES`) of each function named there. Returns the
+  card.
   """
   os.makedirs(directory, exist_ok=True)
   artifacts = {}
@@ -128,6 +174,8 @@ def save(functions: Mapping[str, jax.export.Exported], directory: str,
     artifacts[name] = {'file': name + SUFFIX,
                        'sha256': hashlib.sha256(data).hexdigest(),
                        **_describe(exported)}
+    if name in SIGNATURES:
+      artifacts[name]['signature'] = SIGNATURES[name]
   out = dict(card or {})
   out['artifacts'] = artifacts
   out.setdefault('versions', {})
@@ -187,3 +235,65 @@ def load(directory: str, names: tuple[str, ...] | None = None
                        f'from {entry["inputs"]} in {CARD}.')
     out[name] = exported
   return out
+
+
+def load_callables(directory: str, names: tuple[str, ...] | None = None
+                   ) -> dict[str, Callable[..., Any]]:
+  """:func:`load`, each function wrapped in ``jax.jit``: what to call per frame.
+
+  ``jax.jit(exported.call)`` compiles once per input shape and then runs as
+  fast as the model's own jitted step; a bare ``exported.call`` dispatches
+  the call eagerly, several times slower per frame. ``step`` takes the
+  optional ``valid`` of :meth:`StackedRNNClassifier.step
+  <eleatt_jax.StackedRNNClassifier.step>`::
+
+    step(carry, x_t, valid=None) -> (carry, logits_t, probabilities_t)
+
+  runs the ``step`` export without ``valid`` and ``step_valid`` with it
+  (``<bool>[b]``, or anything that converts to it).
+
+  Args:
+    directory: a :func:`save` directory.
+    names: the functions to load (default: all in the card). ``'step'``
+      loads ``'step_valid'`` too where the card lists it.
+
+  Raises:
+    The errors of :func:`load`; ``step(..., valid=...)`` raises a ValueError
+    if the export has no ``step_valid`` (it predates it: export again).
+  """
+  if (names is not None and 'step' in names and 'step_valid' not in names
+      and 'step_valid' in _listed(directory)):
+    names = tuple(names) + ('step_valid',)
+  functions = load(directory, names)
+  out = {name: jax.jit(exported.call) for name, exported in functions.items()}
+  if 'step_valid' in functions:
+    step_valid_exported = functions['step_valid']
+    out['step_valid'] = jax.jit(
+        lambda carry, x_t, valid: step_valid_exported.call(
+            carry, x_t, jnp.asarray(valid, bool)))
+  if 'step' in out:
+    out['step'] = _step_with_valid(out['step'], out.get('step_valid'),
+                                   directory)
+  return out
+
+
+def _listed(directory: str) -> tuple[str, ...]:
+  """The functions the card lists (none if unreadable: load then says why)."""
+  try:
+    with open(os.path.join(directory, CARD)) as f:
+      return tuple(json.load(f)['artifacts'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return ()
+
+
+def _step_with_valid(step, step_valid, directory):
+  def call(carry, x_t, valid=None):
+    if valid is None:
+      return step(carry, x_t)
+    if step_valid is None:
+      raise ValueError(
+          f'The export in {directory} has no step_valid function (it was '
+          'written before step took valid): export the model again, or call '
+          'step(carry, x_t) without valid.')
+    return step_valid(carry, x_t, valid)
+  return call

@@ -71,7 +71,7 @@ def test_streaming_prints_one_row_per_impl_with_every_field(capsys):
   header, rows = rows[0], rows[1:]
   assert header['cpus'] > 0 and len(header['loadavg']) == 3
   assert [r['impl'] for r in rows] == ['step_jit', 'step_exported',
-                                       'prefix_rerun']
+                                       'step_exported_valid', 'prefix_rerun']
   for row in rows:
     assert set(row) == STREAMING_KEYS
     assert row['frames'] == 3 and 0 < row['us_median'] <= row['us_p99']

@@ -8,6 +8,7 @@ Damaged or mismatched artifacts give clear errors.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -38,6 +39,7 @@ def exported_run(npz_dir, data_dir, tmp_path_factory):
   return workdir, card
 
 
+@functools.cache
 def in_process_model(workdir):
   from train import checkpoints  # pylint: disable=g-import-not-at-top
   run = checkpoints.load_run(str(workdir), 'best')
@@ -59,10 +61,16 @@ SUBPROCESS = textwrap.dedent('''
     for t in range(x.shape[1]):
       carry, logits_t, probs_t = step.call(carry, x[:, t])
       steps.append(np.asarray(logits_t))
+    # Streams of different lengths, stepped together.
+    step_valid = jax.jit(load('step_valid').call)
+    ends = inputs['ends']
+    carry = init.call(x[:, 0])
+    for t in range(x.shape[1]):
+      carry, valid_logits, _ = step_valid(carry, x[:, t], t < ends)
     assert 'flax' not in sys.modules and 'eleatt_jax' not in sys.modules, [
         m for m in sys.modules if 'flax' in m or 'eleatt' in m]
     np.savez(sys.argv[3], logits=logits, steps=np.stack(steps, 1),
-             probs=probs_t)
+             probs=probs_t, valid_logits=valid_logits)
 ''')
 
 
@@ -78,8 +86,13 @@ def test_card_describes_the_run(exported_run):
   results = json.loads((workdir / 'eval_results.json').read_text())
   assert card['accuracy']['value'] == results['accuracy']
   assert {'jax', 'jaxlib', 'flax', 'eleatt_jax'} <= set(card['versions'])
-  assert set(card['artifacts']) == {'sequence', 'initialize_carry', 'step'}
+  assert set(card['artifacts']) == set(export_lib.FUNCTIONS)
   assert card['artifacts']['sequence']['inputs'][0]['shape'] == ['b', 't', '3']
+  step_valid = card['artifacts']['step_valid']
+  assert step_valid['signature'].startswith(
+      'step_valid(carry, x_t [b, D], valid <bool>[b])')
+  assert step_valid['inputs'][-1] == {'shape': ['b'], 'dtype': 'bool'}
+  assert card['artifacts']['step']['signature'].startswith('step(carry, x_t')
   for entry in card['artifacts'].values():
     assert (export_dir / entry['file']).exists()
 
@@ -90,7 +103,8 @@ def test_round_trip_in_a_process_without_flax(exported_run, tmp_path):
   rng = np.random.default_rng(0)
   x = rng.standard_normal((5, 13, 3)).astype(np.float32)
   lengths = np.full((5,), 13, np.int32)
-  np.savez(tmp_path / 'in.npz', x=x, lengths=lengths)
+  ends = np.array([4, 13, 13, 4, 4], np.int32)  # ends for the step_valid run
+  np.savez(tmp_path / 'in.npz', x=x, lengths=lengths, ends=ends)
   script = tmp_path / 'load.py'
   script.write_text(SUBPROCESS)
   proc = subprocess.run(
@@ -110,6 +124,10 @@ def test_round_trip_in_a_process_without_flax(exported_run, tmp_path):
   np.testing.assert_allclose(out['steps'][:, 3], prefix, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out['probs'], jax.nn.softmax(expected),
                              rtol=1e-5, atol=1e-6)
+  # Streams that ended after frame 3 kept the logits of the prefix 0..3.
+  np.testing.assert_allclose(out['valid_logits'],
+                             np.where((ends == 4)[:, None], prefix, expected),
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_cli_prints_how_to_load(exported_run, tmp_path):
@@ -126,8 +144,7 @@ def test_damaged_or_mismatched_artifacts_raise(exported_run, tmp_path):
   workdir, _ = exported_run
   directory = tmp_path / 'export'
   shutil.copytree(workdir / 'export', directory)
-  assert set(export_lib.load(str(directory))) == {'sequence',
-                                                  'initialize_carry', 'step'}
+  assert set(export_lib.load(str(directory))) == set(export_lib.FUNCTIONS)
   step = directory / 'step.jax_exported'
   good = step.read_bytes()
   step.write_bytes(good[:len(good) // 2])
@@ -154,10 +171,72 @@ def test_damaged_or_mismatched_artifacts_raise(exported_run, tmp_path):
     export_lib.load(str(tmp_path))
 
 
+def test_exported_step_with_valid_is_the_in_process_step(exported_run):
+  workdir, _ = exported_run
+  functions = export_lib.load_callables(str(workdir / 'export'), ('step',))
+  assert set(functions) == {'step', 'step_valid'}
+  model, variables = in_process_model(workdir)
+  step = jax.jit(lambda c, x_t, v: model.apply(variables, c, x_t, v,
+                                               method='step'))
+  # NumPy, so that nothing but the two steps compiles.
+  x = np.random.default_rng(3).standard_normal((3, 4, 3)).astype(np.float32)
+  ends = np.array([4, 1, 2])
+  carry = model.initialize_carry(3)
+  # Committed like the exported step's outputs: one compilation.
+  exported_carry = jax.device_put(carry, jax.devices()[0])
+  for t in range(4):
+    valid = t < ends
+    previous = jax.device_get(exported_carry)
+    carry, logits, _ = step(carry, x[:, t], valid)
+    exported_carry, exported_logits, probabilities = functions['step'](
+        exported_carry, x[:, t], valid=valid)
+    np.testing.assert_allclose(exported_logits, logits, rtol=1e-5, atol=1e-5)
+    e = np.exp(np.asarray(logits) - np.max(logits, axis=-1, keepdims=True))
+    np.testing.assert_allclose(probabilities, e / e.sum(-1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+        exported_carry, carry)
+    # An ended stream's carry stays as it was.
+    jax.tree_util.tree_map(
+        lambda a, b, v=valid: np.testing.assert_array_equal(
+            np.asarray(a)[~v], b[~v]),
+        exported_carry, previous)
+  assert not valid.all()
+  # The call without valid is the step export, all frames valid.
+  old = functions['step'](exported_carry, x[:, 0])
+  new = functions['step'](exported_carry, x[:, 0], valid=np.ones((3,), bool))
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
+      old, new)
+
+
+def test_an_export_without_step_valid_still_steps(exported_run, tmp_path):
+  workdir, _ = exported_run
+  directory = tmp_path / 'export'
+  shutil.copytree(workdir / 'export', directory)
+  card = json.loads((directory / 'model_card.json').read_text())
+  del card['artifacts']['step_valid']
+  (directory / 'model_card.json').write_text(json.dumps(card))
+  (directory / 'step_valid.jax_exported').unlink()
+  functions = export_lib.load_callables(str(directory))
+  assert set(functions) == {'sequence', 'initialize_carry', 'step'}
+  x_t = np.ones((2, 3), np.float32)
+  carry = functions['initialize_carry'](x_t)
+  _, logits, _ = functions['step'](carry, x_t)
+  assert logits.shape == (2, 3)
+  with pytest.raises(ValueError, match='has no step_valid function'):
+    functions['step'](carry, x_t, valid=[True, False])
+  with pytest.raises(FileNotFoundError, match='model_card.json does not exist'):
+    export_lib.load_callables(str(tmp_path), ('step',))
+
+
 def test_wrong_feature_size_at_call_names_the_shapes():
   model = StackedRNNClassifier(num_classes=2, hidden_sizes=(4,))
   variables = model.init(jax.random.key(0), jnp.ones((1, 3, 3)))
-  functions = export_lib.export_classifier(model, variables, 3)
+  functions = export_lib.export_classifier(model, variables, 3,
+                                           names=('sequence',))
+  assert set(functions) == {'sequence'}
   sequence = jax.export.deserialize(functions['sequence'].serialize())
   with pytest.raises(ValueError, match=r'shape.*\(2, 5, 4\)|4.*3'):
     sequence.call(jnp.ones((2, 5, 4)), jnp.full((2,), 5, jnp.int32))

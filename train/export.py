@@ -9,9 +9,12 @@ accuracy, or a step) and writes ``WORKDIR/export/`` (or ``--output``):
   logits [b, C]``, ``b`` and ``t`` symbolic;
 * ``initialize_carry.jax_exported`` and ``step.jax_exported``: the streaming
   step, ``(carry, x_t [b, D]) -> (carry, logits_t, probabilities_t)``;
+* ``step_valid.jax_exported``: the same with ``valid <bool>[b]``, for streams
+  of different lengths stepped together (False: that stream stays as it was);
 * ``model_card.json``: classes, input layout ``(T, D)``, the preprocessing
   settings of the config, the test accuracy of ``eval_results.json`` (if the
-  run has one), the checkpoint, versions, and each file's SHA-256 and shapes.
+  run has one), the checkpoint, versions, and each file's signature, SHA-256
+  and shapes.
 
 Then prints how to load it (``jax.export.deserialize``; no Flax, no eleatt_jax).
 """
@@ -50,10 +53,16 @@ def usage(directory: str) -> str:
   card = json.load(open(f'{{d}}/model_card.json'))
   sequence, init, step = load('sequence'), load('initialize_carry'), load('step')
   logits = sequence.call(x, lengths)          # x <f32>[B, T, D], lengths <i32>[B]
-  step_fn = jax.jit(step.call)                # jit: a bare .call retraces
+  step_fn = jax.jit(step.call)                # jit: a bare .call is ~3x slower
   carry = init.call(x[:, 0])                  # streaming, frame by frame:
   carry, logits_t, probs_t = step_fn(carry, x[:, t])
   card['classes'][int(np.argmax(probs_t[0]))]
+  # Streams of different lengths together: valid <bool>[B], False once ended.
+  step_valid = jax.jit(load('step_valid').call)
+  carry, logits_t, probs_t = step_valid(carry, x[:, t], valid)
+
+With eleatt_jax installed, eleatt_jax.export.load_callables(d) checks the files
+against the card and returns them jitted, step(carry, x_t, valid=None).
 
 Or `python -m train.stream --workdir=WORKDIR` to replay a test sequence.'''
 

@@ -6,11 +6,12 @@ r"""Replays a sequence frame by frame through the exported step function.
 Reads the export of ``python -m train.export`` (``WORKDIR/export``), takes
 example ``index`` of ``split`` (the config's test split by default),
 preprocessed as in evaluation, and feeds its valid frames one at a time to the
-exported ``step`` (``jax.export.deserialize``; the model's own code is not
-used). Prints, per frame, the top class and its probability, then the frame
-from which the prediction no longer changed ("settled") and whether the final
-prediction is the label. ``--plot`` also writes the class probabilities over
-time (:func:`eleatt_jax.viz.plot_streaming_probabilities`).
+exported ``step`` (:func:`eleatt_jax.export.load_callables`: deserialized and
+jitted; the model's own code is not used). Prints, per frame, the top class
+and its probability, then the frame from which the prediction no longer
+changed ("settled") and whether the final prediction is the label.
+``--plot`` also writes the class probabilities over time
+(:func:`eleatt_jax.viz.plot_streaming_probabilities`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ def replay(workdir: str, split: str | None = None, index: int = 0,
   """
   # pylint: disable=g-import-not-at-top
   import json
-  import jax
   import numpy as np
   from eleatt_jax import export as export_lib
   from train import config_lib
@@ -66,7 +66,8 @@ def replay(workdir: str, split: str | None = None, index: int = 0,
     raise FileNotFoundError(
         f'{export_dir} holds no export: run `python -m train.export '
         f'--workdir={workdir}` first.')
-  functions = export_lib.load(export_dir, ('initialize_carry', 'step'))
+  functions = export_lib.load_callables(export_dir,
+                                       ('initialize_carry', 'step'))
   with open(os.path.join(export_dir, export_lib.CARD)) as f:
     card = json.load(f)
   with open(os.path.join(workdir, 'config.json')) as f:
@@ -84,8 +85,8 @@ def replay(workdir: str, split: str | None = None, index: int = 0,
     raise ValueError(f'The data has D={x.shape[-1]} features, the export '
                      f'expects D={card["input"]["D"]}.')
   classes = card['classes']
-  carry = functions['initialize_carry'].call(x[:, 0])
-  step = jax.jit(functions['step'].call)  # a bare .call retraces each time
+  carry = functions['initialize_carry'](x[:, 0])
+  step = functions['step']  # jitted: compiled at the first frame
   probabilities = []
   print(f'{info.name} {split} #{index}: {length} frames, label '
         f'{classes[label]!r}', file=out)
