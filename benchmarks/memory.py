@@ -30,7 +30,7 @@ import flax.linen as nn
 
 from eleatt_jax import RNN, EleAttGRUCell
 
-MIB = 2.0 ** 20
+MIB = 2.0**20
 
 
 def make_layer(impl: str, features: int) -> nn.Module:
@@ -38,21 +38,25 @@ def make_layer(impl: str, features: int) -> nn.Module:
   makers: dict[str, Callable[[], nn.Module]] = {
       'ours': lambda: RNN(EleAttGRUCell(features)),
       'ours_remat': lambda: RNN(EleAttGRUCell(features), remat=True),
-      'ours_fused_backward': lambda: RNN(EleAttGRUCell(features),
-                                         fused_backward=True),
+      'ours_fused_backward': lambda: RNN(
+          EleAttGRUCell(features), fused_backward=True
+      ),
       'ours_fused_backward_remat': lambda: RNN(
-          EleAttGRUCell(features), fused_backward=True, remat=True),
+          EleAttGRUCell(features), fused_backward=True, remat=True
+      ),
       'flax': lambda: nn.RNN(EleAttGRUCell(features)),
       'flax_remat': lambda: nn.RNN(nn.remat(EleAttGRUCell)(features)),
   }
   if impl not in makers:
-    raise ValueError(f'--impls: unknown {impl!r}; expected one of '
-                     f'{sorted(makers)}.')
+    raise ValueError(
+        f'--impls: unknown {impl!r}; expected one of {sorted(makers)}.'
+    )
   return makers[impl]()
 
 
-def measure(impl: str, batch: int, steps: int, features_in: int,
-            features: int) -> dict[str, float | int | str]:
+def measure(
+    impl: str, batch: int, steps: int, features_in: int, features: int
+) -> dict[str, float | int | str]:
   """One row: the compiled gradient's memory analysis, in MiB."""
   layer = make_layer(impl, features)
   x = jnp.zeros((batch, steps, features_in), jnp.float32)
@@ -63,11 +67,16 @@ def measure(impl: str, batch: int, steps: int, features_in: int,
 
   compiled = jax.jit(jax.grad(loss)).lower(params, x).compile()
   analysis = compiled.memory_analysis()
-  return {'impl': impl, 'B': batch, 'T': steps, 'D': features_in,
-          'H': features,
-          'temp_mib': round(analysis.temp_size_in_bytes / MIB, 2),
-          'argument_mib': round(analysis.argument_size_in_bytes / MIB, 2),
-          'output_mib': round(analysis.output_size_in_bytes / MIB, 2)}
+  return {
+      'impl': impl,
+      'B': batch,
+      'T': steps,
+      'D': features_in,
+      'H': features,
+      'temp_mib': round(analysis.temp_size_in_bytes / MIB, 2),
+      'argument_mib': round(analysis.argument_size_in_bytes / MIB, 2),
+      'output_mib': round(analysis.output_size_in_bytes / MIB, 2),
+  }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,13 +85,19 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--B', type=int, default=8)
   parser.add_argument('--D', type=int, default=32)
   parser.add_argument('--H', type=int, default=64)
-  parser.add_argument('--impls', default='ours,ours_remat,ours_fused_backward,'
-                      'ours_fused_backward_remat,flax,flax_remat')
+  parser.add_argument(
+      '--impls',
+      default=(
+          'ours,ours_remat,ours_fused_backward,'
+          'ours_fused_backward_remat,flax,flax_remat'
+      ),
+  )
   args = parser.parse_args(argv)
   for steps in (int(t) for t in args.lengths.split(',')):
     for impl in args.impls.split(','):
-      print(json.dumps(measure(impl, args.B, steps, args.D, args.H)),
-            flush=True)
+      print(
+          json.dumps(measure(impl, args.B, steps, args.D, args.H)), flush=True
+      )
 
 
 if __name__ == '__main__':

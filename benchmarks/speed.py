@@ -48,9 +48,15 @@ QUICK_CASES = {
     'smnist_pixel': dict(B=32, T=196, D=1, H=128, L=1, C=10),
 }
 # (split_gates, hoist_input_projection, fused_backward, unroll) tried by --sweep.
-SWEEP = [(True, False, False, 1), (True, True, False, 1), (True, False, False, 4),
-         (False, False, False, 1), (False, True, False, 1),
-         (False, False, True, 1), (False, True, True, 1)]
+SWEEP = [
+    (True, False, False, 1),
+    (True, True, False, 1),
+    (True, False, False, 4),
+    (False, False, False, 1),
+    (False, True, False, 1),
+    (False, False, True, 1),
+    (False, True, True, 1),
+]
 JAX_IMPLS = ('eleatt_gru', 'eleatt_wrap_flax_gru', 'flax_gru', 'gru')
 TORCH_IMPLS = ('torch_eleatt_gru_loop', 'torch_gru')
 GATED = {'eleatt_gru', 'eleatt_wrap_flax_gru', 'torch_eleatt_gru_loop'}
@@ -82,6 +88,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 class _Stack(nn.Module):
   """``L`` recurrent layers, mean over time, linear classifier."""
+
   make_layer: Callable[[int], nn.Module]
   num_layers: int
   num_classes: int
@@ -93,22 +100,29 @@ class _Stack(nn.Module):
     return nn.Dense(self.num_classes)(x.mean(axis=1))
 
 
-def jax_layer(impl: str, features: int,
-              layout: dict[str, Any]) -> Callable[[int], nn.Module]:
+def jax_layer(
+    impl: str, features: int, layout: dict[str, Any]
+) -> Callable[[int], nn.Module]:
   """Layer ``i`` of an implementation; ``layout`` goes to our ``RNN``."""
+
   def make(i):
     name = f'layer_{i}'
     if impl == 'eleatt_gru':
       return RNN(EleAttGRUCell(features, parent=None), name=name, **layout)
     if impl == 'gru':
-      return RNN(EleAttGRUCell(features, use_gate=False, parent=None),
-                 name=name, **layout)
+      return RNN(
+          EleAttGRUCell(features, use_gate=False, parent=None),
+          name=name,
+          **layout,
+      )
     if impl == 'flax_gru':
       return nn.RNN(nn.GRUCell(features, parent=None), name=name)
     if impl == 'eleatt_wrap_flax_gru':
-      return nn.RNN(EleAtt(nn.GRUCell(features, parent=None), parent=None),
-                    name=name)
+      return nn.RNN(
+          EleAtt(nn.GRUCell(features, parent=None), parent=None), name=name
+      )
     raise ValueError(f'unknown JAX implementation {impl!r}')
+
   return make
 
 
@@ -116,7 +130,9 @@ def jax_steps(impl: str, case: dict, layout: dict[str, Any]):
   """Compiled train and infer steps of a JAX implementation."""
   model = _Stack(jax_layer(impl, case['H'], layout), case['L'], case['C'])
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(case['B'], case['T'], case['D'])), jnp.float32)
+  x = jnp.asarray(
+      rng.normal(size=(case['B'], case['T'], case['D'])), jnp.float32
+  )
   y = jnp.asarray(rng.integers(0, case['C'], size=case['B']))
   params = model.init(jax.random.key(0), x)['params']
 
@@ -144,17 +160,20 @@ def torch_steps(impl: str, case: dict):
   """(train_step, infer_step) for a PyTorch implementation, written as a PyTorch
   user would: torch.nn.GRU, or an EleAtt-GRU as a loop over torch.nn.GRUCell."""
   import torch  # pylint: disable=g-import-not-at-top
+
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
   b, t, d, h, num_layers, c = (case[k] for k in 'BTDHLC')
 
   class EleAttGRULoop(torch.nn.Module):
+
     def __init__(self):
       super().__init__()
       dims = [d] + [h] * (num_layers - 1)
       self.gates_x = torch.nn.ModuleList(torch.nn.Linear(k, k) for k in dims)
       self.gates_h = torch.nn.ModuleList(
-          torch.nn.Linear(h, k, bias=False) for k in dims)
+          torch.nn.Linear(h, k, bias=False) for k in dims
+      )
       self.cells = torch.nn.ModuleList(torch.nn.GRUCell(k, h) for k in dims)
       self.head = torch.nn.Linear(h, c)
 
@@ -170,6 +189,7 @@ def torch_steps(impl: str, case: dict):
       return self.head(x.mean(dim=1))
 
   class GRU(torch.nn.Module):
+
     def __init__(self):
       super().__init__()
       self.gru = torch.nn.GRU(d, h, num_layers=num_layers, batch_first=True)
@@ -196,8 +216,9 @@ def torch_steps(impl: str, case: dict):
   return {'train': train, 'infer': infer}
 
 
-def time_round_robin(fns: dict[str, Callable[[], object]], repeats: int,
-                     warmup: int = 2) -> dict[str, list[float]]:
+def time_round_robin(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> dict[str, list[float]]:
   """Milliseconds per call of each fn, interleaved over ``repeats`` rounds."""
   for fn in fns.values():
     for _ in range(warmup):
@@ -214,6 +235,7 @@ def time_round_robin(fns: dict[str, Callable[[], object]], repeats: int,
 def torch_available() -> bool:
   try:
     import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+
     return True
   except ImportError:
     return False
@@ -221,19 +243,31 @@ def torch_available() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--quick', action='store_true',
-                      help='smaller shapes of each case, for a fast look')
+  parser.add_argument(
+      '--quick',
+      action='store_true',
+      help='smaller shapes of each case, for a fast look',
+  )
   parser.add_argument('--cases', default=','.join(CASES))
   parser.add_argument('--impls', default=','.join(JAX_IMPLS + TORCH_IMPLS))
   parser.add_argument('--modes', default='train,infer')
   parser.add_argument('--repeats', type=int, default=7)
-  parser.add_argument('--unroll', type=int, default=1,
-                      help='scan unroll of eleatt_jax.RNN (ours only)')
-  parser.add_argument('--sweep', action='store_true',
-                      help='time our layouts (split_gates, '
-                      'hoist_input_projection, fused_backward, unroll; see '
-                      'SWEEP) of eleatt_gru and gru against flax_gru, to '
-                      'choose the per-backend defaults')
+  parser.add_argument(
+      '--unroll',
+      type=int,
+      default=1,
+      help='scan unroll of eleatt_jax.RNN (ours only)',
+  )
+  parser.add_argument(
+      '--sweep',
+      action='store_true',
+      help=(
+          'time our layouts (split_gates, '
+          'hoist_input_projection, fused_backward, unroll; see '
+          'SWEEP) of eleatt_gru and gru against flax_gru, to '
+          'choose the per-backend defaults'
+      ),
+  )
   args = parser.parse_args(argv)
   if args.repeats < 5:
     parser.error('--repeats must be >= 5 (medians of at least 5)')
@@ -244,10 +278,16 @@ def main(argv: list[str] | None = None) -> None:
     impls, layouts = ['flax_gru'], {'flax_gru': {}}
     for base in ('eleatt_gru', 'gru'):
       for split, hoist, vjp, unroll in SWEEP:
-        name = (f'{base}[split={split:d},hoist={hoist:d},vjp={vjp:d},'
-                f'unroll={unroll}]')
-        layouts[name] = {'split_gates': split, 'hoist_input_projection': hoist,
-                         'fused_backward': vjp, 'unroll': unroll}
+        name = (
+            f'{base}[split={split:d},hoist={hoist:d},vjp={vjp:d},'
+            f'unroll={unroll}]'
+        )
+        layouts[name] = {
+            'split_gates': split,
+            'hoist_input_projection': hoist,
+            'fused_backward': vjp,
+            'unroll': unroll,
+        }
     impls = list(layouts)
   unknown = {i.split('[')[0] for i in impls} - set(JAX_IMPLS + TORCH_IMPLS)
   if unknown:
@@ -256,33 +296,53 @@ def main(argv: list[str] | None = None) -> None:
     skipped = [i for i in impls if i in TORCH_IMPLS]
     impls = [i for i in impls if i not in TORCH_IMPLS]
     if skipped:
-      print(json.dumps({'note': f'torch not importable, skipped {skipped}'}),
-            flush=True)
-  print(json.dumps({'backend': jax.default_backend(),
-                    'device': str(jax.devices()[0].device_kind),
-                    'cpu_count': os.cpu_count(),
-                    'matmul_gflops': round(matmul_gflops(), 1)}), flush=True)
+      print(
+          json.dumps({'note': f'torch not importable, skipped {skipped}'}),
+          flush=True,
+      )
+  print(
+      json.dumps({
+          'backend': jax.default_backend(),
+          'device': str(jax.devices()[0].device_kind),
+          'cpu_count': os.cpu_count(),
+          'matmul_gflops': round(matmul_gflops(), 1),
+      }),
+      flush=True,
+  )
 
   cases = QUICK_CASES if args.quick else CASES
   for case_name in args.cases.split(','):
     case = cases[case_name]
-    steps = {i: (torch_steps(i, case) if i in TORCH_IMPLS
-                 else jax_steps(i.split('[')[0], case, layouts[i]))
-             for i in impls}
+    steps = {
+        i: (
+            torch_steps(i, case)
+            if i in TORCH_IMPLS
+            else jax_steps(i.split('[')[0], case, layouts[i])
+        )
+        for i in impls
+    }
     for mode in args.modes.split(','):
-      times = time_round_robin({i: s[mode] for i, s in steps.items()},
-                               args.repeats)
+      times = time_round_robin(
+          {i: s[mode] for i, s in steps.items()}, args.repeats
+      )
       medians = {i: statistics.median(t) for i, t in times.items()}
       for impl in impls:
         flops = model_flops(case, impl.split('[')[0] in GATED, mode)
-        row = {'case': case_name, 'impl': impl,
-               **{k: case[k] for k in 'BTDHL'}, 'mode': mode,
-               'ms_median': round(medians[impl], 2),
-               'ms_min': round(min(times[impl]), 2),
-               'ms_max': round(max(times[impl]), 2),
-               'gflops_model': round(flops / medians[impl] / 1e6, 2),
-               'ratio_vs_flax_gru': (round(medians[impl] / medians['flax_gru'], 3)
-                                     if 'flax_gru' in medians else None)}
+        row = {
+            'case': case_name,
+            'impl': impl,
+            **{k: case[k] for k in 'BTDHL'},
+            'mode': mode,
+            'ms_median': round(medians[impl], 2),
+            'ms_min': round(min(times[impl]), 2),
+            'ms_max': round(max(times[impl]), 2),
+            'gflops_model': round(flops / medians[impl] / 1e6, 2),
+            'ratio_vs_flax_gru': (
+                round(medians[impl] / medians['flax_gru'], 3)
+                if 'flax_gru' in medians
+                else None
+            ),
+        }
         print(json.dumps(row), flush=True)
 
 

@@ -50,10 +50,17 @@ import numpy as np
 from eleatt_jax import StackedRNNClassifier
 from eleatt_jax import export as export_lib
 
-FULL = dict(hidden=(100, 100, 100), classes=60, dims=(60, 150), batches=(1, 32),
-            frames=100, rounds=3)
-QUICK = dict(hidden=(8,), classes=3, dims=(6,), batches=(1,), frames=5,
-             rounds=2)
+FULL = dict(
+    hidden=(100, 100, 100),
+    classes=60,
+    dims=(60, 150),
+    batches=(1, 32),
+    frames=100,
+    rounds=3,
+)
+QUICK = dict(
+    hidden=(8,), classes=3, dims=(6,), batches=(1,), frames=5, rounds=2
+)
 
 
 def _percentiles(samples_s):
@@ -61,8 +68,7 @@ def _percentiles(samples_s):
   return float(np.median(us)), float(np.percentile(us, 99))
 
 
-def time_streams(impls, num_frames: int, rounds: int,
-                 sequential: bool = False):
+def time_streams(impls, num_frames: int, rounds: int, sequential: bool = False):
   """Times each implementation per frame over ``rounds`` streams.
 
   Args:
@@ -104,15 +110,18 @@ def time_streams(impls, num_frames: int, rounds: int,
         k = (r * num_frames + t) % len(names)
         for name in names[k:] + names[:k]:
           states[name] = time_frame(name, states[name], r, t)
-  return {name: (s.reshape(-1), np.median(s, axis=0))
-          for name, s in samples.items()}
+  return {
+      name: (s.reshape(-1), np.median(s, axis=0)) for name, s in samples.items()
+  }
 
 
 def _step_frames(step, frames, **kwargs):
   """``frame(carry, t)`` of a step ``(carry, x_t) -> (carry, logits, ...)``."""
+
   def frame(carry, t):
     carry, logits = step(carry, frames[t], **kwargs)[:2]
     return carry, logits
+
   return frame
 
 
@@ -127,26 +136,34 @@ def _prefix_frames(sequence, x_BTD):
 
 def run_case(d: int, b: int, settings: dict, sequential: bool = False):
   """The rows of one (D, B) case."""
-  model = StackedRNNClassifier(num_classes=settings['classes'],
-                               hidden_sizes=settings['hidden'])
+  model = StackedRNNClassifier(
+      num_classes=settings['classes'], hidden_sizes=settings['hidden']
+  )
   num_frames = settings['frames']
   x = jax.random.normal(jax.random.key(1), (b, num_frames, d))
   frames = [x[:, t] for t in range(num_frames)]
   variables = model.init(jax.random.key(0), x[:, :2])
   step_jit = jax.jit(functools.partial(model.apply, variables, method='step'))
   with tempfile.TemporaryDirectory() as directory:
-    export_lib.save(export_lib.export_classifier(
-        model, variables, d, names=('initialize_carry', 'step', 'step_valid')),
-                    directory)
+    export_lib.save(
+        export_lib.export_classifier(
+            model,
+            variables,
+            d,
+            names=('initialize_carry', 'step', 'step_valid'),
+        ),
+        directory,
+    )
     exported = export_lib.load_callables(directory)
   exported_carry = exported['initialize_carry'](frames[0])
   sequence = jax.jit(lambda x, l: model.apply(variables, x, l))
   impls = {
       'step_jit': (model.initialize_carry(b), _step_frames(step_jit, frames)),
-      'step_exported': (exported_carry,
-                        _step_frames(exported['step'], frames)),
-      'step_exported_valid': (exported_carry, _step_frames(
-          exported['step'], frames, valid=np.ones((b,), bool))),
+      'step_exported': (exported_carry, _step_frames(exported['step'], frames)),
+      'step_exported_valid': (
+          exported_carry,
+          _step_frames(exported['step'], frames, valid=np.ones((b,), bool)),
+      ),
       'prefix_rerun': (None, _prefix_frames(sequence, x)),
   }
   results = time_streams(impls, num_frames, settings['rounds'], sequential)
@@ -154,25 +171,40 @@ def run_case(d: int, b: int, settings: dict, sequential: bool = False):
   rows = []
   for impl, (samples, medians) in results.items():
     median, p99 = _percentiles(samples)
-    rows.append({'impl': impl, 'D': d, 'B': b, 'H': settings['hidden'][0],
-                 'L': len(settings['hidden']), 'frames': num_frames,
-                 'us_median': round(median, 1), 'us_p99': round(p99, 1),
-                 'total_ms': round(1e3 * medians.sum(), 3),
-                 'ratio_vs_step_jit': round(float(medians.sum() / base), 2)})
+    rows.append({
+        'impl': impl,
+        'D': d,
+        'B': b,
+        'H': settings['hidden'][0],
+        'L': len(settings['hidden']),
+        'frames': num_frames,
+        'us_median': round(median, 1),
+        'us_p99': round(p99, 1),
+        'total_ms': round(1e3 * medians.sum(), 3),
+        'ratio_vs_step_jit': round(float(medians.sum() / base), 2),
+    })
   return rows
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--quick', action='store_true',
-                      help='tiny model and stream (a smoke test)')
+  parser.add_argument(
+      '--quick',
+      action='store_true',
+      help='tiny model and stream (a smoke test)',
+  )
   parser.add_argument('--dims', help='comma-separated D (default 60,150)')
   parser.add_argument('--batches', help='comma-separated B (default 1,32)')
   parser.add_argument('--frames', type=int, help='stream length (100)')
   parser.add_argument('--rounds', type=int, help='streams timed (3)')
-  parser.add_argument('--sequential', action='store_true',
-                      help='time one implementation after the other instead '
-                      'of frame by frame in turn')
+  parser.add_argument(
+      '--sequential',
+      action='store_true',
+      help=(
+          'time one implementation after the other instead '
+          'of frame by frame in turn'
+      ),
+  )
   args = parser.parse_args(argv)
   settings = dict(QUICK if args.quick else FULL)
   if args.dims:
@@ -183,10 +215,15 @@ def main(argv=None):
     settings['frames'] = args.frames
   if args.rounds:
     settings['rounds'] = args.rounds
-  print(json.dumps({'cpus': os.cpu_count(),
-                    'loadavg': [round(v, 2) for v in os.getloadavg()],
-                    'backend': jax.default_backend(),
-                    'jax': jax.__version__}), flush=True)
+  print(
+      json.dumps({
+          'cpus': os.cpu_count(),
+          'loadavg': [round(v, 2) for v in os.getloadavg()],
+          'backend': jax.default_backend(),
+          'jax': jax.__version__,
+      }),
+      flush=True,
+  )
   for d in settings['dims']:
     for b in settings['batches']:
       for row in run_case(d, b, settings, args.sequential):

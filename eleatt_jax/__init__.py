@@ -16,5 +16,6 @@ def __getattr__(name):
   # eleatt_jax.nnx loads flax.nnx: imported on first use, not with the package.
   if name == 'nnx':
     import importlib  # pylint: disable=g-import-not-at-top
+
     return importlib.import_module('eleatt_jax.nnx')
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

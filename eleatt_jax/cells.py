@@ -48,13 +48,16 @@ def stacked_init(init: Initializer, num_blocks: int) -> Initializer:
   def _init(key, shape, dtype=jnp.float32):
     fan_in, total = shape
     if total % num_blocks:
-      raise ValueError(f'stacked_init: last axis {total} is not a multiple of '
-                       f'{num_blocks} blocks.')
+      raise ValueError(
+          f'stacked_init: last axis {total} is not a multiple of '
+          f'{num_blocks} blocks.'
+      )
     keys = jax.random.split(key, num_blocks)
     blocks = [init(k, (fan_in, total // num_blocks), dtype) for k in keys]
     if isinstance(blocks[0], nn.meta.AxisMetadata):
       return blocks[0].replace_boxed(
-          jnp.concatenate([b.unbox() for b in blocks], axis=-1))
+          jnp.concatenate([b.unbox() for b in blocks], axis=-1)
+      )
     return jnp.concatenate(blocks, axis=-1)
 
   return _init
@@ -62,13 +65,16 @@ def stacked_init(init: Initializer, num_blocks: int) -> Initializer:
 
 def check_float_inputs(inputs: Array, where: str) -> None:
   if not jnp.issubdtype(inputs.dtype, jnp.floating):
-    raise ValueError(f'{where}: expected floating-point inputs, got dtype '
-                     f'{inputs.dtype} (shape {inputs.shape}); cast with '
-                     '.astype(jnp.float32).')
+    raise ValueError(
+        f'{where}: expected floating-point inputs, got dtype '
+        f'{inputs.dtype} (shape {inputs.shape}); cast with '
+        '.astype(jnp.float32).'
+    )
 
 
-def fused_step(cell: Any, carry: Carry,
-               inputs: Array) -> tuple[Carry, Array, Array | None]:
+def fused_step(
+    cell: Any, carry: Carry, inputs: Array
+) -> tuple[Carry, Array, Array | None]:
   """One step of a fused cell (linen or NNX) from its equations and kernels.
 
   Args:
@@ -81,11 +87,13 @@ def fused_step(cell: Any, carry: Carry,
   """
   check_float_inputs(inputs, type(cell).__name__)
   if inputs.ndim < 1:
-    raise ValueError(f'{type(cell).__name__} expects inputs [..., D], got a '
-                     'scalar.')
+    raise ValueError(
+        f'{type(cell).__name__} expects inputs [..., D], got a scalar.'
+    )
   equations = cell.equations()
-  weights = eqs.step_weights(equations, cell.kernels(inputs.shape[-1]),
-                             inputs, carry, Layout.default())
+  weights = eqs.step_weights(
+      equations, cell.kernels(inputs.shape[-1]), inputs, carry, Layout.default()
+  )
   carry, y, attention, _ = eqs.step(equations, weights, carry, inputs)
   return carry, y, attention
 
@@ -127,7 +135,8 @@ class FusedCellBase(nn.RNNCellBase):
   has_recurrent_bias: ClassVar[bool] = False  # GRU's b_hn.
   update_fn: ClassVar[Callable[..., tuple[Carry, Array]]]
   hidden_fn: ClassVar[Callable[[Carry], Array]] = staticmethod(
-      eqs.hidden_is_carry)
+      eqs.hidden_is_carry
+  )
 
   @nn.compact
   def kernels(self, input_features: int) -> dict[str, Any]:
@@ -139,40 +148,63 @@ class FusedCellBase(nn.RNNCellBase):
     and for the GRU ``recurrent_bias [H]``.
     """
     d, h, g = input_features, self.features, self.num_blocks
-    stored_d = (jnp.shape(nn.meta.unbox(
-        self.get_variable('params', 'input_kernel')))[0]
-                if self.has_variable('params', 'input_kernel') else d)
-    check_param_shape(self, 'input_kernel', (d, g * h),
-                      f'{type(self).__name__} expects inputs of size '
-                      f'D={stored_d}, got D={d}')
+    stored_d = (
+        jnp.shape(nn.meta.unbox(self.get_variable('params', 'input_kernel')))[0]
+        if self.has_variable('params', 'input_kernel')
+        else d
+    )
+    check_param_shape(
+        self,
+        'input_kernel',
+        (d, g * h),
+        f'{type(self).__name__} expects inputs of size D={stored_d}, got D={d}',
+    )
     params = {}
     if self.use_gate:
       params['gate'] = EleAttG(
-          name='gate', gate_fn=self.gate_fn, kernel_init=self.kernel_init,
+          name='gate',
+          gate_fn=self.gate_fn,
+          kernel_init=self.kernel_init,
           recurrent_kernel_init=self.recurrent_kernel_init,
-          bias_init=self.bias_init, dtype=self.dtype,
-          param_dtype=self.param_dtype).kernels(d, h)
+          bias_init=self.bias_init,
+          dtype=self.dtype,
+          param_dtype=self.param_dtype,
+      ).kernels(d, h)
     params['input_kernel'] = self.param(
-        'input_kernel', stacked_init(self.kernel_init, g), (d, g * h),
-        self.param_dtype)
+        'input_kernel',
+        stacked_init(self.kernel_init, g),
+        (d, g * h),
+        self.param_dtype,
+    )
     params['recurrent_kernel'] = self.param(
-        'recurrent_kernel', stacked_init(self.recurrent_kernel_init, g),
-        (h, g * h), self.param_dtype)
-    params['bias'] = self.param('bias', self.bias_init, (g * h,),
-                                self.param_dtype)
+        'recurrent_kernel',
+        stacked_init(self.recurrent_kernel_init, g),
+        (h, g * h),
+        self.param_dtype,
+    )
+    params['bias'] = self.param(
+        'bias', self.bias_init, (g * h,), self.param_dtype
+    )
     if self.has_recurrent_bias:
-      params['recurrent_bias'] = self.param('recurrent_bias', self.bias_init,
-                                            (h,), self.param_dtype)
+      params['recurrent_bias'] = self.param(
+          'recurrent_bias', self.bias_init, (h,), self.param_dtype
+      )
     return params
 
   @nn.nowrap
   def equations(self) -> CellEquations:
     """The cell's step as plain values, for :mod:`eleatt_jax.fused_scan`."""
     return CellEquations(
-        update=functools.partial(self.update_fn, gate_fn=self.gate_fn,
-                                 activation_fn=self.activation_fn),
-        hidden=self.hidden_fn, num_blocks=self.num_blocks,
-        gate_fn=self.gate_fn if self.use_gate else None, dtype=self.dtype)
+        update=functools.partial(
+            self.update_fn,
+            gate_fn=self.gate_fn,
+            activation_fn=self.activation_fn,
+        ),
+        hidden=self.hidden_fn,
+        num_blocks=self.num_blocks,
+        gate_fn=self.gate_fn if self.use_gate else None,
+        dtype=self.dtype,
+    )
 
   def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
     """One step: ``(carry, inputs [..., D]) -> (new_carry, h [..., H])``.
@@ -185,10 +217,13 @@ class FusedCellBase(nn.RNNCellBase):
     return carry, y
 
   @nn.nowrap
-  def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> Carry:
+  def initialize_carry(
+      self, rng: PRNGKey, input_shape: tuple[int, ...]
+  ) -> Carry:
     """Zeros (``carry_init``) of shape ``input_shape[:-1] + (features,)``."""
-    return self.carry_init(rng, tuple(input_shape[:-1]) + (self.features,),
-                           self.param_dtype)
+    return self.carry_init(
+        rng, tuple(input_shape[:-1]) + (self.features,), self.param_dtype
+    )
 
   @property
   def num_feature_axes(self) -> int:
@@ -244,7 +279,8 @@ class EleAttGRUCell(FusedCellBase):
   num_blocks: ClassVar[int] = 3
   has_recurrent_bias: ClassVar[bool] = True
   update_fn: ClassVar[Callable[..., tuple[Carry, Array]]] = staticmethod(
-      eqs.gru)
+      eqs.gru
+  )
 
 
 class EleAttLSTMCell(FusedCellBase):
@@ -290,17 +326,23 @@ class EleAttLSTMCell(FusedCellBase):
 
   num_blocks: ClassVar[int] = 4
   update_fn: ClassVar[Callable[..., tuple[Carry, Array]]] = staticmethod(
-      eqs.lstm)
+      eqs.lstm
+  )
   hidden_fn: ClassVar[Callable[[Carry], Array]] = staticmethod(
-      eqs.hidden_of_c_h)
+      eqs.hidden_of_c_h
+  )
 
   @nn.nowrap
-  def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> Carry:
+  def initialize_carry(
+      self, rng: PRNGKey, input_shape: tuple[int, ...]
+  ) -> Carry:
     """``(c, h)``, each ``carry_init`` of shape ``input_shape[:-1] + (features,)``."""
     key_c, key_h = jax.random.split(rng)
     shape = tuple(input_shape[:-1]) + (self.features,)
-    return (self.carry_init(key_c, shape, self.param_dtype),
-            self.carry_init(key_h, shape, self.param_dtype))
+    return (
+        self.carry_init(key_c, shape, self.param_dtype),
+        self.carry_init(key_h, shape, self.param_dtype),
+    )
 
 
 class EleAttSimpleCell(FusedCellBase):
@@ -338,21 +380,26 @@ class EleAttSimpleCell(FusedCellBase):
 
   num_blocks: ClassVar[int] = 1
   update_fn: ClassVar[Callable[..., tuple[Carry, Array]]] = staticmethod(
-      eqs.simple)
+      eqs.simple
+  )
 
 
 def default_hidden(carry: Carry) -> Array:
   """``h`` as Flax cells store it: the carry itself, or the last of ``(c, h)``."""
   if isinstance(carry, jax.Array) or hasattr(carry, 'shape'):
     return carry
-  if (isinstance(carry, (tuple, list)) and len(carry) == 2 and
-      hasattr(carry[-1], 'shape')):
+  if (
+      isinstance(carry, (tuple, list))
+      and len(carry) == 2
+      and hasattr(carry[-1], 'shape')
+  ):
     return carry[-1]
   raise ValueError(
       'EleAtt: cannot find h_{t-1} in a carry of type '
       f'{type(carry).__name__}; expected an array (GRUCell, SimpleCell, '
       'MGUCell) or a tuple (c, h) (LSTMCell, OptimizedLSTMCell). Pass '
-      'hidden_fn=lambda carry: ... to EleAtt.')
+      'hidden_fn=lambda carry: ... to EleAtt.'
+  )
 
 
 class EleAtt(nn.RNNCellBase):
@@ -404,10 +451,13 @@ class EleAtt(nn.RNNCellBase):
 
   def setup(self):
     self.gate = EleAttG(
-        gate_fn=self.gate_fn, kernel_init=self.kernel_init,
+        gate_fn=self.gate_fn,
+        kernel_init=self.kernel_init,
         recurrent_kernel_init=self.recurrent_kernel_init,
-        bias_init=self.bias_init, dtype=self.dtype,
-        param_dtype=self.param_dtype)
+        bias_init=self.bias_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+    )
 
   def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
     """One step of the wrapped cell on the gated input ``a * inputs``.
@@ -418,9 +468,9 @@ class EleAtt(nn.RNNCellBase):
     self.sow('intermediates', 'attention', attention)
     return carry, y
 
-  def step(self, carry: Carry, inputs: Array,
-           input_projection: Array | None = None
-           ) -> tuple[Carry, Array, Array]:
+  def step(
+      self, carry: Carry, inputs: Array, input_projection: Array | None = None
+  ) -> tuple[Carry, Array, Array]:
     """``(new_carry, y, attention)``: one step, without sowing.
 
     Args:
@@ -432,10 +482,12 @@ class EleAtt(nn.RNNCellBase):
     check_float_inputs(inputs, 'EleAtt')
     if self.cell.num_feature_axes != 1:
       raise ValueError(
-          f'EleAtt supports cells with one feature axis; {type(self.cell).__name__}'
-          f' has {self.cell.num_feature_axes}.')
-    x_gated, attention = self.gate.attend(inputs, self.hidden(carry),
-                                          input_projection)
+          'EleAtt supports cells with one feature axis;'
+          f' {type(self.cell).__name__} has {self.cell.num_feature_axes}.'
+      )
+    x_gated, attention = self.gate.attend(
+        inputs, self.hidden(carry), input_projection
+    )
     carry, y = self.cell(carry, x_gated)
     return carry, y, attention
 
@@ -448,7 +500,9 @@ class EleAtt(nn.RNNCellBase):
     return (self.hidden_fn or default_hidden)(carry)
 
   @nn.nowrap
-  def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> Carry:
+  def initialize_carry(
+      self, rng: PRNGKey, input_shape: tuple[int, ...]
+  ) -> Carry:
     return self.cell.initialize_carry(rng, input_shape)
 
   @property

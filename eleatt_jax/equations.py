@@ -46,9 +46,15 @@ Carry = Any
 Blocks = tuple[Array, ...]
 
 
-def gru(carry: Array, x_proj: Blocks, h_proj: Blocks, params: dict[str, Array],
-        *, gate_fn: Callable[..., Any] = nn.sigmoid,
-        activation_fn: Callable[..., Any] = nn.tanh) -> tuple[Array, Array]:
+def gru(
+    carry: Array,
+    x_proj: Blocks,
+    h_proj: Blocks,
+    params: dict[str, Array],
+    *,
+    gate_fn: Callable[..., Any] = nn.sigmoid,
+    activation_fn: Callable[..., Any] = nn.tanh,
+) -> tuple[Array, Array]:
   """GRU, Flax's convention: ``r`` multiplies ``W_hn h + b_hn``."""
   x_r, x_z, x_n = x_proj
   h_r, h_z, h_n = h_proj
@@ -59,9 +65,15 @@ def gru(carry: Array, x_proj: Blocks, h_proj: Blocks, params: dict[str, Array],
   return new_h, new_h
 
 
-def lstm(carry: tuple[Array, Array], x_proj: Blocks, h_proj: Blocks,
-         params: dict[str, Array], *, gate_fn: Callable[..., Any] = nn.sigmoid,
-         activation_fn: Callable[..., Any] = nn.tanh):
+def lstm(
+    carry: tuple[Array, Array],
+    x_proj: Blocks,
+    h_proj: Blocks,
+    params: dict[str, Array],
+    *,
+    gate_fn: Callable[..., Any] = nn.sigmoid,
+    activation_fn: Callable[..., Any] = nn.tanh,
+):
   """LSTM, Flax's convention: gates ``i, f, g, o``, carry ``(c, h)``."""
   del params  # The LSTM has no parameters besides its kernels and bias.
   c, _ = carry
@@ -71,10 +83,15 @@ def lstm(carry: tuple[Array, Array], x_proj: Blocks, h_proj: Blocks,
   return (new_c, new_h), new_h
 
 
-def simple(carry: Array, x_proj: Blocks, h_proj: Blocks,
-           params: dict[str, Array], *,
-           gate_fn: Callable[..., Any] = nn.sigmoid,
-           activation_fn: Callable[..., Any] = nn.tanh) -> tuple[Array, Array]:
+def simple(
+    carry: Array,
+    x_proj: Blocks,
+    h_proj: Blocks,
+    params: dict[str, Array],
+    *,
+    gate_fn: Callable[..., Any] = nn.sigmoid,
+    activation_fn: Callable[..., Any] = nn.tanh,
+) -> tuple[Array, Array]:
   """The standard RNN: ``h' = activation_fn(x_proj + h_proj)``."""
   del carry, params, gate_fn  # h enters through h_proj only; no gates.
   new_h = activation_fn(x_proj[0] + h_proj[0])
@@ -165,19 +182,30 @@ class StepWeights:
   dtype: Any = struct.field(pytree_node=False)
 
 
-def step_weights(equations: CellEquations, params: dict[str, Any],
-                 inputs: Array, carry: Carry, layout: Layout) -> StepWeights:
+def step_weights(
+    equations: CellEquations,
+    params: dict[str, Any],
+    inputs: Array,
+    carry: Carry,
+    layout: Layout,
+) -> StepWeights:
   """Casts ``params`` to the compute dtype and arranges them for ``layout``.
 
   The compute dtype is Flax's ``promote_dtype`` policy: ``equations.dtype`` if
   set, else the promotion of the inputs, ``h`` and the parameters.
   """
-  dtype = canonicalize_dtype(inputs, equations.hidden(carry),
-                             *jax.tree_util.tree_leaves(params),
-                             dtype=equations.dtype)
+  dtype = canonicalize_dtype(
+      inputs,
+      equations.hidden(carry),
+      *jax.tree_util.tree_leaves(params),
+      dtype=equations.dtype,
+  )
   p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
-  gate = (p['gate'] if equations.gate_fn is not None else
-          dict.fromkeys(('input_kernel', 'recurrent_kernel', 'bias')))
+  gate = (
+      p['gate']
+      if equations.gate_fn is not None
+      else dict.fromkeys(('input_kernel', 'recurrent_kernel', 'bias'))
+  )
   recurrent_kernel, gate_recurrent_kernel = p['recurrent_kernel'], None
   input_kernel, bias = p['input_kernel'], p['bias']
   if layout.split_gates:
@@ -187,12 +215,19 @@ def step_weights(equations: CellEquations, params: dict[str, Any],
     gate_recurrent_kernel = gate['recurrent_kernel']
   elif equations.gate_fn is not None:
     recurrent_kernel = jnp.concatenate(
-        [gate['recurrent_kernel'], recurrent_kernel], axis=-1)
+        [gate['recurrent_kernel'], recurrent_kernel], axis=-1
+    )
   return StepWeights(
-      input_kernel=input_kernel, bias=bias, recurrent_kernel=recurrent_kernel,
+      input_kernel=input_kernel,
+      bias=bias,
+      recurrent_kernel=recurrent_kernel,
       params={k: v for k, v in p.items() if k not in _PROJECTIONS},
-      gate_input_kernel=gate['input_kernel'], gate_bias=gate['bias'],
-      gate_recurrent_kernel=gate_recurrent_kernel, layout=layout, dtype=dtype)
+      gate_input_kernel=gate['input_kernel'],
+      gate_bias=gate['bias'],
+      gate_recurrent_kernel=gate_recurrent_kernel,
+      layout=layout,
+      dtype=dtype,
+  )
 
 
 def input_projection(w: StepWeights, x: Array) -> Array | Blocks:
@@ -212,34 +247,47 @@ def input_only(equations: CellEquations, w: StepWeights, x: Array):
   return input_projection(w, x)
 
 
-def mask_padding(mask_B1: Array | None, new_carry: Carry, carry: Carry,
-                 y: Array) -> tuple[Carry, Array]:
+def mask_padding(
+    mask_B1: Array | None, new_carry: Carry, carry: Carry, y: Array
+) -> tuple[Carry, Array]:
   """Past a sequence's end (``mask_B1`` False): keep the carry, output 0."""
   if mask_B1 is None:
     return new_carry, y
-  new_carry = jax.tree_util.tree_map(lambda n, o: jnp.where(mask_B1, n, o),
-                                     new_carry, carry)
+  new_carry = jax.tree_util.tree_map(
+      lambda n, o: jnp.where(mask_B1, n, o), new_carry, carry
+  )
   return new_carry, jnp.where(mask_B1, y, 0)
 
 
-def update(equations: CellEquations, carry: Carry, xp, hh_cell,
-           params: dict[str, Array], mask_B1: Array | None = None):
+def update(
+    equations: CellEquations,
+    carry: Carry,
+    xp,
+    hh_cell,
+    params: dict[str, Array],
+    mask_B1: Array | None = None,
+):
   """The cell's equations, then padding: ``(new_carry, y)``.
 
   ``xp``, ``hh_cell``: the input and recurrent pre-activations, fused
   ``[B, G*H]`` or per gate (tuples of G ``[B, H]``). The new carry keeps the
   carry's dtypes.
   """
-  blocks = lambda a: (a if isinstance(a, tuple) else
-                      tuple(jnp.split(a, equations.num_blocks, axis=-1)))
+  blocks = lambda a: (
+      a
+      if isinstance(a, tuple)
+      else tuple(jnp.split(a, equations.num_blocks, axis=-1))
+  )
   new_carry, y = equations.update(carry, blocks(xp), blocks(hh_cell), params)
-  new_carry = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype), new_carry,
-                                     carry)
+  new_carry = jax.tree_util.tree_map(
+      lambda n, o: n.astype(o.dtype), new_carry, carry
+  )
   return mask_padding(mask_B1, new_carry, carry, y)
 
 
-def recurrent_projection(equations: CellEquations, w: StepWeights, h: Array,
-                         input_features: int):
+def recurrent_projection(
+    equations: CellEquations, w: StepWeights, h: Array, input_features: int
+):
   """``h @ [W_ha | W_h]``: ``(gate part or None, cell part, whole)``."""
   gated = equations.gate_fn is not None
   if w.layout.split_gates:
@@ -252,8 +300,14 @@ def recurrent_projection(equations: CellEquations, w: StepWeights, h: Array,
   return hh[..., :input_features], hh[..., input_features:], hh
 
 
-def step(equations: CellEquations, w: StepWeights, carry: Carry, x: Array,
-         pre: Array | Blocks | None = None, mask_B1: Array | None = None):
+def step(
+    equations: CellEquations,
+    w: StepWeights,
+    carry: Carry,
+    x: Array,
+    pre: Array | Blocks | None = None,
+    mask_B1: Array | None = None,
+):
   """One step of a fused cell: ``(new_carry, y, attention, saved)``.
 
   Args:

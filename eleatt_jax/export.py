@@ -71,22 +71,32 @@ FUNCTIONS = ('sequence', 'initialize_carry', 'step', 'step_valid')
 # How each function is called, written to the model card.
 SIGNATURES = {
     'sequence': 'sequence(x [b, t, D], lengths <int32>[b]) -> logits [b, C]',
-    'initialize_carry': 'initialize_carry(x_t [b, D]) -> carry (a dict of '
-                        'arrays; x_t: its shape only)',
-    'step': 'step(carry, x_t [b, D]) -> (carry, logits_t [b, C], '
-            'probabilities_t [b, C])',
-    'step_valid': 'step_valid(carry, x_t [b, D], valid <bool>[b]) -> (carry, '
-                  'logits_t [b, C], probabilities_t [b, C]); where valid is '
-                  'False, that stream\'s carry, logits_t and probabilities_t '
-                  'stay as they were',
+    'initialize_carry': (
+        'initialize_carry(x_t [b, D]) -> carry (a dict of '
+        'arrays; x_t: its shape only)'
+    ),
+    'step': (
+        'step(carry, x_t [b, D]) -> (carry, logits_t [b, C], '
+        'probabilities_t [b, C])'
+    ),
+    'step_valid': (
+        'step_valid(carry, x_t [b, D], valid <bool>[b]) -> (carry, '
+        'logits_t [b, C], probabilities_t [b, C]); where valid is '
+        "False, that stream's carry, logits_t and probabilities_t "
+        'stay as they were'
+    ),
 }
 
 
-def export_classifier(model, variables: Mapping[str, Any], input_features: int,
-                      *, platforms: tuple[str, ...] | None = None,
-                      dtype: Any = jnp.float32,
-                      names: tuple[str, ...] = FUNCTIONS
-                      ) -> dict[str, jax.export.Exported]:
+def export_classifier(
+    model,
+    variables: Mapping[str, Any],
+    input_features: int,
+    *,
+    platforms: tuple[str, ...] | None = None,
+    dtype: Any = jnp.float32,
+    names: tuple[str, ...] = FUNCTIONS,
+) -> dict[str, jax.export.Exported]:
   """Exports the full-sequence, initial-carry and step functions of ``model``.
 
   Args:
@@ -106,21 +116,27 @@ def export_classifier(model, variables: Mapping[str, Any], input_features: int,
   """
   unknown = set(names) - set(FUNCTIONS)
   if unknown:
-    raise ValueError(f'export_classifier: unknown functions {sorted(unknown)};'
-                     f' the functions are {FUNCTIONS}.')
+    raise ValueError(
+        f'export_classifier: unknown functions {sorted(unknown)};'
+        f' the functions are {FUNCTIONS}.'
+    )
   variables = jax.tree_util.tree_map(jnp.asarray, dict(variables))
   b, t = jax.export.symbolic_shape('b, t')
   d = int(input_features)
-  export = lambda f, *specs: jax.export.export(
-      jax.jit(f), platforms=platforms)(*specs)
+  export = lambda f, *specs: jax.export.export(jax.jit(f), platforms=platforms)(
+      *specs
+  )
 
   def sequence(x, lengths):
     return model.apply(variables, x, lengths)
 
   out = {}
   if 'sequence' in names:
-    out['sequence'] = export(sequence, jax.ShapeDtypeStruct((b, t, d), dtype),
-                             jax.ShapeDtypeStruct((b,), jnp.int32))
+    out['sequence'] = export(
+        sequence,
+        jax.ShapeDtypeStruct((b, t, d), dtype),
+        jax.ShapeDtypeStruct((b,), jnp.int32),
+    )
   if getattr(model, 'bidirectional', False):
     return out
 
@@ -134,28 +150,38 @@ def export_classifier(model, variables: Mapping[str, Any], input_features: int,
   x_spec = jax.ShapeDtypeStruct((b, d), dtype)
   carry_spec = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct((b,) + a.shape[1:], a.dtype),
-      model.initialize_carry(1))
+      model.initialize_carry(1),
+  )
   if 'initialize_carry' in names:
     out['initialize_carry'] = export(initialize_carry, x_spec)
   if 'step' in names:
     # Without valid: the signature of the first exports, for their callers.
-    out['step'] = export(lambda carry, x_t: step_valid(carry, x_t, None),
-                         carry_spec, x_spec)
+    out['step'] = export(
+        lambda carry, x_t: step_valid(carry, x_t, None), carry_spec, x_spec
+    )
   if 'step_valid' in names:
-    out['step_valid'] = export(step_valid, carry_spec, x_spec,
-                               jax.ShapeDtypeStruct((b,), jnp.bool_))
+    out['step_valid'] = export(
+        step_valid, carry_spec, x_spec, jax.ShapeDtypeStruct((b,), jnp.bool_)
+    )
   return out
 
 
 def _describe(exported: jax.export.Exported) -> dict[str, Any]:
-  spec = lambda avals: [{'shape': [str(s) for s in a.shape],
-                         'dtype': str(a.dtype)} for a in avals]
-  return {'inputs': spec(exported.in_avals), 'outputs': spec(exported.out_avals),
-          'platforms': list(exported.platforms)}
+  spec = lambda avals: [
+      {'shape': [str(s) for s in a.shape], 'dtype': str(a.dtype)} for a in avals
+  ]
+  return {
+      'inputs': spec(exported.in_avals),
+      'outputs': spec(exported.out_avals),
+      'platforms': list(exported.platforms),
+  }
 
 
-def save(functions: Mapping[str, jax.export.Exported], directory: str,
-         card: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def save(
+    functions: Mapping[str, jax.export.Exported],
+    directory: str,
+    card: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
   """Writes ``<name>.jax_exported`` per function and ``model_card.json``.
 
   ``card`` (classes, preprocessing, accuracy...) is merged into the card,
@@ -171,9 +197,11 @@ def save(functions: Mapping[str, jax.export.Exported], directory: str,
     with open(path + '.tmp', 'wb') as f:
       f.write(data)
     os.replace(path + '.tmp', path)
-    artifacts[name] = {'file': name + SUFFIX,
-                       'sha256': hashlib.sha256(data).hexdigest(),
-                       **_describe(exported)}
+    artifacts[name] = {
+        'file': name + SUFFIX,
+        'sha256': hashlib.sha256(data).hexdigest(),
+        **_describe(exported),
+    }
     if name in SIGNATURES:
       artifacts[name]['signature'] = SIGNATURES[name]
   out = dict(card or {})
@@ -182,13 +210,15 @@ def save(functions: Mapping[str, jax.export.Exported], directory: str,
   out['versions'].setdefault('jax', jax.__version__)
   with open(os.path.join(directory, CARD + '.tmp'), 'w') as f:
     json.dump(out, f, indent=2)
-  os.replace(os.path.join(directory, CARD + '.tmp'),
-             os.path.join(directory, CARD))
+  os.replace(
+      os.path.join(directory, CARD + '.tmp'), os.path.join(directory, CARD)
+  )
   return out
 
 
-def load(directory: str, names: tuple[str, ...] | None = None
-         ) -> dict[str, jax.export.Exported]:
+def load(
+    directory: str, names: tuple[str, ...] | None = None
+) -> dict[str, jax.export.Exported]:
   """Reads the functions of a :func:`save` directory (``jax.export.deserialize``).
 
   Raises:
@@ -199,9 +229,11 @@ def load(directory: str, names: tuple[str, ...] | None = None
   """
   card_path = os.path.join(directory, CARD)
   if not os.path.exists(card_path):
-    raise FileNotFoundError(f'{card_path} does not exist: is {directory!r} a '
-                            'directory written by eleatt_jax.export.save '
-                            '(python -m train.export)?')
+    raise FileNotFoundError(
+        f'{card_path} does not exist: is {directory!r} a '
+        'directory written by eleatt_jax.export.save '
+        '(python -m train.export)?'
+    )
   with open(card_path) as f:
     try:
       card = json.load(f)
@@ -213,8 +245,9 @@ def load(directory: str, names: tuple[str, ...] | None = None
   out = {}
   for name in names or tuple(artifacts):
     if name not in artifacts:
-      raise ValueError(f'{card_path} lists the functions {sorted(artifacts)}, '
-                       f'not {name!r}.')
+      raise ValueError(
+          f'{card_path} lists the functions {sorted(artifacts)}, not {name!r}.'
+      )
     entry = artifacts[name]
     path = os.path.join(directory, entry['file'])
     with open(path, 'rb') as f:
@@ -224,21 +257,27 @@ def load(directory: str, names: tuple[str, ...] | None = None
       raise ValueError(
           f'{path}: SHA-256 {digest[:12]}... differs from the '
           f'{entry["sha256"][:12]}... in {CARD}: the file is damaged or comes '
-          'from another export.')
+          'from another export.'
+      )
     try:
       exported = jax.export.deserialize(bytearray(data))
     except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f'{path} is not a serialized jax.export function '
-                       f'({type(e).__name__}: {e}).') from e
+      raise ValueError(
+          f'{path} is not a serialized jax.export function '
+          f'({type(e).__name__}: {e}).'
+      ) from e
     if _describe(exported)['inputs'] != entry['inputs']:
-      raise ValueError(f'{path}: inputs {_describe(exported)["inputs"]} differ '
-                       f'from {entry["inputs"]} in {CARD}.')
+      raise ValueError(
+          f'{path}: inputs {_describe(exported)["inputs"]} differ '
+          f'from {entry["inputs"]} in {CARD}.'
+      )
     out[name] = exported
   return out
 
 
-def load_callables(directory: str, names: tuple[str, ...] | None = None
-                   ) -> dict[str, Callable[..., Any]]:
+def load_callables(
+    directory: str, names: tuple[str, ...] | None = None
+) -> dict[str, Callable[..., Any]]:
   """:func:`load`, each function wrapped in ``jax.jit``: what to call per frame.
 
   ``jax.jit(exported.call)`` compiles once per input shape and then runs as
@@ -261,8 +300,12 @@ def load_callables(directory: str, names: tuple[str, ...] | None = None
     The errors of :func:`load`; ``step(..., valid=...)`` raises a ValueError
     if the export has no ``step_valid`` (it predates it: export again).
   """
-  if (names is not None and 'step' in names and 'step_valid' not in names
-      and 'step_valid' in _listed(directory)):
+  if (
+      names is not None
+      and 'step' in names
+      and 'step_valid' not in names
+      and 'step_valid' in _listed(directory)
+  ):
     names = tuple(names) + ('step_valid',)
   functions = load(directory, names)
   out = {name: jax.jit(exported.call) for name, exported in functions.items()}
@@ -270,10 +313,13 @@ def load_callables(directory: str, names: tuple[str, ...] | None = None
     step_valid_exported = functions['step_valid']
     out['step_valid'] = jax.jit(
         lambda carry, x_t, valid: step_valid_exported.call(
-            carry, x_t, jnp.asarray(valid, bool)))
+            carry, x_t, jnp.asarray(valid, bool)
+        )
+    )
   if 'step' in out:
-    out['step'] = _step_with_valid(out['step'], out.get('step_valid'),
-                                   directory)
+    out['step'] = _step_with_valid(
+        out['step'], out.get('step_valid'), directory
+    )
   return out
 
 
@@ -294,6 +340,8 @@ def _step_with_valid(step, step_valid, directory):
       raise ValueError(
           f'The export in {directory} has no step_valid function (it was '
           'written before step took valid): export the model again, or call '
-          'step(carry, x_t) without valid.')
+          'step(carry, x_t) without valid.'
+      )
     return step_valid(carry, x_t, valid)
+
   return call

@@ -42,14 +42,27 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from eleatt_jax.equations import (Carry, CellEquations, StepWeights,
-                                  input_only, step, update)
+from eleatt_jax.equations import (
+    Carry,
+    CellEquations,
+    StepWeights,
+    input_only,
+    step,
+    update,
+)
 from eleatt_jax.gate import attend
 
 
-def run(equations: CellEquations, w: StepWeights, x_TBD, carry: Carry,
-        mask_TB1, unroll: int = 1, remat: bool = False,
-        remat_policy: Callable[..., bool] | None = None):
+def run(
+    equations: CellEquations,
+    w: StepWeights,
+    x_TBD,
+    carry: Carry,
+    mask_TB1,
+    unroll: int = 1,
+    remat: bool = False,
+    remat_policy: Callable[..., bool] | None = None,
+):
   """Runs a fused cell over ``x [T, B, D]``.
 
   With ``remat``, each step is a ``jax.checkpoint`` (``remat_policy``; None
@@ -76,21 +89,44 @@ def run(equations: CellEquations, w: StepWeights, x_TBD, carry: Carry,
   """
   x_TBD = x_TBD.astype(w.dtype)
   if not w.layout.fused_backward:
-    checkpoint = (functools.partial(jax.checkpoint, policy=remat_policy,
-                                    prevent_cse=False) if remat else None)
-    return _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save=False,
-                    checkpoint=checkpoint)[0]
+    checkpoint = (
+        functools.partial(
+            jax.checkpoint, policy=remat_policy, prevent_cse=False
+        )
+        if remat
+        else None
+    )
+    return _forward(
+        equations,
+        unroll,
+        w,
+        x_TBD,
+        carry,
+        mask_TB1,
+        save=False,
+        checkpoint=checkpoint,
+    )[0]
   # The mask is an argument, not a closure: a custom_vjp function must not
   # close over tracers (e.g. of an enclosing jit under jax.grad(jax.jit(f))).
   fused = jax.custom_vjp(functools.partial(_outputs, equations, unroll))
   fused.defvjp(
       functools.partial(_outputs_and_residuals, equations, unroll, remat),
-      functools.partial(_backward, equations, unroll))
+      functools.partial(_backward, equations, unroll),
+  )
   return fused(w, x_TBD, carry, mask_TB1)
 
 
-def _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save: bool,
-             checkpoint=None, save_carry_only: bool = False):
+def _forward(
+    equations,
+    unroll,
+    w,
+    x_TBD,
+    carry,
+    mask_TB1,
+    save: bool,
+    checkpoint=None,
+    save_carry_only: bool = False,
+):
   """``((carry, y, attention), saved)``: the scan, keeping what backward needs.
 
   ``checkpoint``: wraps the step (``jax.checkpoint``) if not None.
@@ -110,7 +146,8 @@ def _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save: bool,
     step_fn = checkpoint(step_fn)
 
   carry, (y, attention, saved) = jax.lax.scan(
-      step_fn, carry, (x_TBD, pre_TB, mask_TB1), unroll=unroll)
+      step_fn, carry, (x_TBD, pre_TB, mask_TB1), unroll=unroll
+  )
   return (carry, y, attention), saved
 
 
@@ -118,10 +155,17 @@ def _outputs(equations, unroll, w, x_TBD, carry, mask_TB1):
   return _forward(equations, unroll, w, x_TBD, carry, mask_TB1, save=False)[0]
 
 
-def _outputs_and_residuals(equations, unroll, remat, w, x_TBD, carry,
-                           mask_TB1):
-  outputs, saved = _forward(equations, unroll, w, x_TBD, carry, mask_TB1,
-                            save=True, save_carry_only=remat)
+def _outputs_and_residuals(equations, unroll, remat, w, x_TBD, carry, mask_TB1):
+  outputs, saved = _forward(
+      equations,
+      unroll,
+      w,
+      x_TBD,
+      carry,
+      mask_TB1,
+      save=True,
+      save_carry_only=remat,
+  )
   return outputs, (w, x_TBD, mask_TB1, saved)
 
 
@@ -139,12 +183,14 @@ def _matmul_sum(a_TBI, b_TBO, dtype):
   a = a_TBI.reshape(-1, a_TBI.shape[-1])
   b = b_TBO.reshape(-1, b_TBO.shape[-1])
   accumulate = jnp.promote_types(jnp.result_type(a, b), jnp.float32)
-  return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())),
-                             preferred_element_type=accumulate).astype(dtype)
+  return jax.lax.dot_general(
+      a, b, (((0,), (0,)), ((), ())), preferred_element_type=accumulate
+  ).astype(dtype)
 
 
-def _backward_step(equations: CellEquations, w: StepWeights, kernels_T,
-                   d: int, state, xs):
+def _backward_step(
+    equations: CellEquations, w: StepWeights, kernels_T, d: int, state, xs
+):
   """One step back: ``d carry_t -> d carry_{t-1}`` and the step's gradients.
 
   ``kernels_T``: ``(W_x^T, [W_ha | W_h]^T)``, transposed once before the loop.
@@ -162,14 +208,21 @@ def _backward_step(equations: CellEquations, w: StepWeights, kernels_T,
       outs['x_gated'] = attend(x, gx, hh[:, :d], equations.gate_fn)[0]
   hidden = lambda carry: equations.hidden(carry).astype(w.dtype)
   _, pull_update = jax.vjp(
-      lambda c, xp, hc, p: update(equations, c, xp, hc, p, mask), carry, xp,
-      hh[:, d:] if gated else hh, w.params)
+      lambda c, xp, hc, p: update(equations, c, xp, hc, p, mask),
+      carry,
+      xp,
+      hh[:, d:] if gated else hh,
+      w.params,
+  )
   d_carry_direct, d_xp, d_hh_cell, d_step_params = pull_update((d_carry, dy))
   outs['xp'] = d_xp
   if gated:
     _, pull_gate = jax.vjp(
-        lambda gx, hh_gate, x: attend(x, gx, hh_gate, equations.gate_fn), gx,
-        hh[:, :d], x)
+        lambda gx, hh_gate, x: attend(x, gx, hh_gate, equations.gate_fn),
+        gx,
+        hh[:, :d],
+        x,
+    )
     d_gx, d_hh_gate, d_x = pull_gate((d_xp @ input_kernel_T, d_attention))
     d_hh = jnp.concatenate([d_hh_gate, d_hh_cell], axis=-1)
     outs.update(gx=d_gx, x=d_x)
@@ -178,8 +231,13 @@ def _backward_step(equations: CellEquations, w: StepWeights, kernels_T,
   outs['hh'] = d_hh
   _, pull_hidden = jax.vjp(hidden, carry)
   (d_carry_h,) = pull_hidden(d_hh @ recurrent_kernel_T)
-  return ((_tree_add(d_carry_direct, d_carry_h),
-           _tree_add(d_params, d_step_params)), outs)
+  return (
+      (
+          _tree_add(d_carry_direct, d_carry_h),
+          _tree_add(d_params, d_step_params),
+      ),
+      outs,
+  )
 
 
 def _backward(equations: CellEquations, unroll: int, residuals, cotangents):
@@ -196,12 +254,16 @@ def _backward(equations: CellEquations, unroll: int, residuals, cotangents):
       functools.partial(_backward_step, equations, w, kernels_T, d),
       (d_carry, d_params0),
       (dy_TBH, d_attention_TBD, carries, hh_TB, xp_TB, x_TBD, gx_TB, mask_TB1),
-      reverse=True, unroll=unroll)
+      reverse=True,
+      unroll=unroll,
+  )
 
   h_prev_TBH = equations.hidden(carries).astype(w.dtype)
   dw = w.replace(
       recurrent_kernel=_matmul_sum(h_prev_TBH, outs['hh'], w.dtype),
-      bias=outs['xp'].sum(axis=(0, 1)).astype(w.dtype), params=d_params)
+      bias=outs['xp'].sum(axis=(0, 1)).astype(w.dtype),
+      params=d_params,
+  )
   if gated:
     if 'x_gated' in outs:
       x_gated_TBD = outs['x_gated']
@@ -210,7 +272,8 @@ def _backward(equations: CellEquations, unroll: int, residuals, cotangents):
     dw = dw.replace(
         input_kernel=_matmul_sum(x_gated_TBD, outs['xp'], w.dtype),
         gate_input_kernel=_matmul_sum(x_TBD, outs['gx'], w.dtype),
-        gate_bias=outs['gx'].sum(axis=(0, 1)).astype(w.dtype))
+        gate_bias=outs['gx'].sum(axis=(0, 1)).astype(w.dtype),
+    )
     dx_TBD = outs['x'] + outs['gx'] @ w.gate_input_kernel.T
   else:
     dw = dw.replace(input_kernel=_matmul_sum(x_TBD, outs['xp'], w.dtype))

@@ -32,8 +32,9 @@ from flax.typing import Array, Dtype, Initializer
 default_kernel_init = nn.linear.default_kernel_init
 
 
-def check_param_shape(module: nn.Module, name: str, expected: tuple[int, ...],
-                      what: str) -> None:
+def check_param_shape(
+    module: nn.Module, name: str, expected: tuple[int, ...], what: str
+) -> None:
   """Raises a ValueError naming the mismatch if an existing param's shape differs.
 
   Flax would raise its own ScopeParamShapeError; a ValueError that says which
@@ -44,8 +45,9 @@ def check_param_shape(module: nn.Module, name: str, expected: tuple[int, ...],
     shape = tuple(jnp.shape(nn.meta.unbox(module.get_variable('params', name))))
     if shape != tuple(expected):
       raise ValueError(
-          f'{type(module).__name__} {module.name!r}: parameter {name!r} has shape'
-          f' {shape}, so {what}; the call implies {tuple(expected)}.')
+          f'{type(module).__name__} {module.name!r}: parameter {name!r} has'
+          f' shape {shape}, so {what}; the call implies {tuple(expected)}.'
+      )
 
 
 def add_bias(y: Array, bias: Array) -> Array:
@@ -67,8 +69,12 @@ def dense(x: Array, kernel: Array, bias: Array) -> Array:
   return add_bias(y, bias).reshape(x.shape[:-1] + kernel.shape[-1:])
 
 
-def attend(inputs: Array, input_part: Array, recurrent_part: Array,
-           gate_fn: Callable[..., Any] = nn.sigmoid) -> tuple[Array, Array]:
+def attend(
+    inputs: Array,
+    input_part: Array,
+    recurrent_part: Array,
+    gate_fn: Callable[..., Any] = nn.sigmoid,
+) -> tuple[Array, Array]:
   """The gate's step: ``(a * x, a)`` with ``a = gate_fn(input_part + h W_ha)``.
 
   Args:
@@ -128,7 +134,9 @@ class EleAttG(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def kernels(self, input_features: int, hidden_features: int) -> dict[str, Array]:
+  def kernels(
+      self, input_features: int, hidden_features: int
+  ) -> dict[str, Array]:
     """Creates (at init) or fetches the gate's parameters.
 
     Returns:
@@ -136,16 +144,25 @@ class EleAttG(nn.Module):
       'bias': b_a [D]}`` with ``D = input_features``, ``H = hidden_features``.
     """
     d, h = input_features, hidden_features
-    check_param_shape(self, 'input_kernel', (d, d),
-                      'the gate expects inputs of size D')
-    check_param_shape(self, 'recurrent_kernel', (h, d),
-                      'the gate expects hidden states of size H')
+    check_param_shape(
+        self, 'input_kernel', (d, d), 'the gate expects inputs of size D'
+    )
+    check_param_shape(
+        self,
+        'recurrent_kernel',
+        (h, d),
+        'the gate expects hidden states of size H',
+    )
     return {
-        'input_kernel': self.param('input_kernel', self.kernel_init, (d, d),
-                                   self.param_dtype),
-        'recurrent_kernel': self.param('recurrent_kernel',
-                                       self.recurrent_kernel_init, (h, d),
-                                       self.param_dtype),
+        'input_kernel': self.param(
+            'input_kernel', self.kernel_init, (d, d), self.param_dtype
+        ),
+        'recurrent_kernel': self.param(
+            'recurrent_kernel',
+            self.recurrent_kernel_init,
+            (h, d),
+            self.param_dtype,
+        ),
         'bias': self.param('bias', self.bias_init, (d,), self.param_dtype),
     }
 
@@ -155,11 +172,19 @@ class EleAttG(nn.Module):
     Flax's policy: ``dtype`` if set, else the promotion of all of them.
     """
     if inputs.ndim < 1 or hidden.ndim < 1:
-      raise ValueError(f'EleAttG expects inputs [..., D] and hidden [..., H], got '
-                       f'shapes {inputs.shape} and {hidden.shape}.')
+      raise ValueError(
+          'EleAttG expects inputs [..., D] and hidden [..., H], got '
+          f'shapes {inputs.shape} and {hidden.shape}.'
+      )
     p = self.kernels(inputs.shape[-1], hidden.shape[-1])
-    return promote_dtype(inputs, hidden, p['input_kernel'],
-                         p['recurrent_kernel'], p['bias'], dtype=self.dtype)
+    return promote_dtype(
+        inputs,
+        hidden,
+        p['input_kernel'],
+        p['recurrent_kernel'],
+        p['bias'],
+        dtype=self.dtype,
+    )
 
   def input_projection(self, inputs: Array, hidden: Array) -> Array:
     """``x W_xa + b_a``: the part of the gate that depends on ``x`` alone.
@@ -171,8 +196,9 @@ class EleAttG(nn.Module):
     inputs, _, w_x, _, b = self._promoted(inputs, hidden)
     return dense(inputs, w_x, b)
 
-  def attend(self, inputs: Array, hidden: Array,
-             input_projection: Array | None = None) -> tuple[Array, Array]:
+  def attend(
+      self, inputs: Array, hidden: Array, input_projection: Array | None = None
+  ) -> tuple[Array, Array]:
     """``(a * inputs, a)``: the gated input and the attention.
 
     Args:

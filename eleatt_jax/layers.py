@@ -45,12 +45,15 @@ from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
 from eleatt_jax.equations import step as eqs_step
 from eleatt_jax.layout import Layout
 
-
 SEQ_LENGTH_CHECKS = (True, False, 'checkify', 'callback')
 
 
-def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
-                       num_steps: int, check_values: bool | str) -> Array:
+def _check_seq_lengths(
+    seq_lengths,
+    batch_shape: tuple[int, ...],
+    num_steps: int,
+    check_values: bool | str,
+) -> Array:
   """Validates ``seq_lengths`` (shape, dtype, values in [1, T]).
 
   Shape and dtype are checked always, concrete values always unless
@@ -63,28 +66,41 @@ def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
   if seq_lengths is None:
     return None
   if check_values not in SEQ_LENGTH_CHECKS:
-    raise ValueError(f'RNN: check_seq_lengths must be one of '
-                     f'{SEQ_LENGTH_CHECKS}, got {check_values!r}.')
+    raise ValueError(
+        'RNN: check_seq_lengths must be one of '
+        f'{SEQ_LENGTH_CHECKS}, got {check_values!r}.'
+    )
   shape = tuple(np.shape(seq_lengths))
   if shape != tuple(batch_shape):
     raise ValueError(
-        f'RNN: seq_lengths must have the batch shape {tuple(batch_shape)} of the '
-        f'inputs, got shape {shape}.')
-  dtype = jnp.asarray(seq_lengths).dtype if not isinstance(
-      seq_lengths, jax.core.Tracer) else seq_lengths.dtype
+        f'RNN: seq_lengths must have the batch shape {tuple(batch_shape)} of'
+        f' the inputs, got shape {shape}.'
+    )
+  dtype = (
+      jnp.asarray(seq_lengths).dtype
+      if not isinstance(seq_lengths, jax.core.Tracer)
+      else seq_lengths.dtype
+  )
   if not jnp.issubdtype(dtype, jnp.integer):
     raise ValueError(f'RNN: seq_lengths must be integers, got dtype {dtype}.')
   if check_values is False:
     return jnp.asarray(seq_lengths)
-  message = ('RNN: every seq_length must be in [1, {T}] (the time axis); got '
-             '{bad} at batch index {index}.')
+  message = (
+      'RNN: every seq_length must be in [1, {T}] (the time axis); got '
+      '{bad} at batch index {index}.'
+  )
 
   def _raise_if_out_of_range(values):
     values = np.asarray(values).reshape(-1)
     bad = np.flatnonzero((values < 1) | (values > num_steps))
     if bad.size:
-      raise ValueError(message.format(T=num_steps, bad=values[bad[0]],
-                                      index=np.unravel_index(bad[0], shape)))
+      raise ValueError(
+          message.format(
+              T=num_steps,
+              bad=values[bad[0]],
+              index=np.unravel_index(bad[0], shape),
+          )
+      )
 
   if not isinstance(seq_lengths, jax.core.Tracer):
     _raise_if_out_of_range(seq_lengths)
@@ -93,16 +109,20 @@ def _check_seq_lengths(seq_lengths, batch_shape: tuple[int, ...],
     flat = seq_lengths.reshape(-1)
     bad = (flat < 1) | (flat > num_steps)
     first = jnp.argmax(bad)
-    checkify.check(~jnp.any(bad), message.format(
-        T=num_steps, bad='{bad}', index='{index} (flattened)'),
-                   bad=flat[first], index=first)
+    checkify.check(
+        ~jnp.any(bad),
+        message.format(T=num_steps, bad='{bad}', index='{index} (flattened)'),
+        bad=flat[first],
+        index=first,
+    )
   elif check_values == 'callback':
     jax.debug.callback(_raise_if_out_of_range, seq_lengths)
   return seq_lengths
 
 
-def _check_initial_carry(cell: nn.RNNCellBase, initial_carry: Carry,
-                         input_shape: tuple[int, ...]) -> None:
+def _check_initial_carry(
+    cell: nn.RNNCellBase, initial_carry: Carry, input_shape: tuple[int, ...]
+) -> None:
   """Raises a ValueError if ``initial_carry`` is not shaped as the cell's carry.
 
   ``input_shape``: ``(*batch, D)``; the expected carry is
@@ -110,20 +130,23 @@ def _check_initial_carry(cell: nn.RNNCellBase, initial_carry: Carry,
   """
   try:
     expected = jax.eval_shape(
-        lambda: cell.initialize_carry(jax.random.key(0), input_shape))
+        lambda: cell.initialize_carry(jax.random.key(0), input_shape)
+    )
   except Exception:  # pylint: disable=broad-except
     return  # A cell whose carry cannot be made abstractly: nothing to compare.
-  shapes = lambda tree: jax.tree_util.tree_map(lambda a: tuple(np.shape(a)),
-                                               tree)
+  shapes = lambda tree: jax.tree_util.tree_map(
+      lambda a: tuple(np.shape(a)), tree
+  )
   leaves, treedef = jax.tree_util.tree_flatten(expected)
   given_leaves, given_treedef = jax.tree_util.tree_flatten(initial_carry)
   if treedef != given_treedef or any(
-      tuple(np.shape(g)) != tuple(e.shape)
-      for g, e in zip(given_leaves, leaves)):
+      tuple(np.shape(g)) != tuple(e.shape) for g, e in zip(given_leaves, leaves)
+  ):
     raise ValueError(
         f'RNN: initial_carry of {type(cell).__name__} for inputs (*batch, D) = '
         f'{tuple(input_shape)} must have the shapes {shapes(expected)}, got '
-        f'{shapes(initial_carry)}.')
+        f'{shapes(initial_carry)}.'
+    )
 
 
 class _FlatBatch:
@@ -140,45 +163,61 @@ class _FlatBatch:
     input_shape: ``(*batch, D)``, as ``initialize_carry`` takes it.
   """
 
-  def __init__(self, inputs: Array, seq_lengths: Array | None,
-               check_seq_lengths: bool | str, *, time_major: bool,
-               reverse: bool, keep_order: bool):
-    self.time_major, self.reverse, self.keep_order = (time_major, reverse,
-                                                      keep_order)
+  def __init__(
+      self,
+      inputs: Array,
+      seq_lengths: Array | None,
+      check_seq_lengths: bool | str,
+      *,
+      time_major: bool,
+      reverse: bool,
+      keep_order: bool,
+  ):
+    self.time_major, self.reverse, self.keep_order = (
+        time_major,
+        reverse,
+        keep_order,
+    )
     x_TBD = inputs if time_major else jnp.moveaxis(inputs, -2, 0)
     self.num_steps, self.batch_shape = x_TBD.shape[0], tuple(x_TBD.shape[1:-1])
     self.input_shape = self.batch_shape + x_TBD.shape[-1:]
     self._batch = batch = math.prod(self.batch_shape)
     x_TBD = x_TBD.reshape(self.num_steps, batch, x_TBD.shape[-1])
-    lengths = _check_seq_lengths(seq_lengths, self.batch_shape,
-                                 self.num_steps, check_seq_lengths)
+    lengths = _check_seq_lengths(
+        seq_lengths, self.batch_shape, self.num_steps, check_seq_lengths
+    )
     self._lengths_B = None if lengths is None else lengths.reshape(batch)
     if reverse:
       x_TBD = self._flip(x_TBD)
     self.mask_TB1 = None
     if self._lengths_B is not None:
-      self.mask_TB1 = (jnp.arange(self.num_steps)[:, None]
-                       < self._lengths_B[None, :])[..., None]
+      self.mask_TB1 = (
+          jnp.arange(self.num_steps)[:, None] < self._lengths_B[None, :]
+      )[..., None]
       # A select, so that NaN or Inf in the padding reaches neither the
       # outputs nor (as 0 * NaN) the gradients.
       x_TBD = jnp.where(self.mask_TB1, x_TBD, 0)
     self.x_TBD = x_TBD
 
   def _flip(self, a_TB: Array) -> Array:
-    return flip_sequences(a_TB, self._lengths_B, num_batch_dims=1,
-                          time_major=True)
+    return flip_sequences(
+        a_TB, self._lengths_B, num_batch_dims=1, time_major=True
+    )
 
   def flatten_carry(self, carry: Carry) -> Carry:
     """``carry`` (leaves ``[*batch, ...]``) with leaves ``[B, ...]``."""
     return jax.tree_util.tree_map(
         lambda c: jnp.reshape(
-            c, (self._batch,) + c.shape[len(self.batch_shape):]),
-        carry)
+            c, (self._batch,) + c.shape[len(self.batch_shape) :]
+        ),
+        carry,
+    )
 
   def unflatten_carry(self, carry: Carry) -> Carry:
     """The loop's carry (leaves ``[B, ...]``) with leaves ``[*batch, ...]``."""
     return jax.tree_util.tree_map(
-        lambda c: c.reshape(self.batch_shape + c.shape[1:]), carry)
+        lambda c: c.reshape(self.batch_shape + c.shape[1:]), carry
+    )
 
   def to_output(self, a_TB: Array) -> Array:
     """A loop output ``[T, B, ...]`` in the caller's layout and order."""
@@ -310,18 +349,26 @@ class RNN(nn.Module):
     reverse = self.reverse if reverse is None else reverse
     keep_order = self.keep_order if keep_order is None else keep_order
     inputs = self._checked(inputs, time_major)
-    seqs = _FlatBatch(inputs, seq_lengths, self.check_seq_lengths,
-                      time_major=time_major, reverse=reverse,
-                      keep_order=keep_order)
+    seqs = _FlatBatch(
+        inputs,
+        seq_lengths,
+        self.check_seq_lengths,
+        time_major=time_major,
+        reverse=reverse,
+        keep_order=keep_order,
+    )
     if initial_carry is None:
       initial_carry = self.cell.initialize_carry(
-          jax.random.key(0) if init_key is None else init_key,
-          seqs.input_shape)
+          jax.random.key(0) if init_key is None else init_key, seqs.input_shape
+      )
     else:
       _check_initial_carry(self.cell, initial_carry, seqs.input_shape)
     carry, y_TBH, attention_TBD = self._scan(
-        seqs.x_TBD, seqs.flatten_carry(initial_carry), seqs.mask_TB1,
-        seqs.batch_shape)
+        seqs.x_TBD,
+        seqs.flatten_carry(initial_carry),
+        seqs.mask_TB1,
+        seqs.batch_shape,
+    )
     if attention_TBD is not None:
       attention = seqs.to_output(attention_TBD)
       axis = _intermediates_axis(self.variable_axes)
@@ -338,14 +385,21 @@ class RNN(nn.Module):
     inputs = jnp.asarray(inputs)
     check_float_inputs(inputs, 'RNN')
     if self.cell.num_feature_axes != 1:
-      raise ValueError(f'RNN supports cells with one feature axis; '
-                       f'{type(self.cell).__name__} has '
-                       f'{self.cell.num_feature_axes}.')
+      raise ValueError(
+          'RNN supports cells with one feature axis; '
+          f'{type(self.cell).__name__} has '
+          f'{self.cell.num_feature_axes}.'
+      )
     if inputs.ndim < 2:
-      layout = '[time, *batch, features]' if time_major else (
-          '[*batch, time, features]')
-      raise ValueError(f'RNN expects inputs of rank >= 2, {layout}; got shape '
-                       f'{inputs.shape}.')
+      layout = (
+          '[time, *batch, features]'
+          if time_major
+          else ('[*batch, time, features]')
+      )
+      raise ValueError(
+          f'RNN expects inputs of rank >= 2, {layout}; got shape '
+          f'{inputs.shape}.'
+      )
     return inputs
 
   @property
@@ -354,12 +408,15 @@ class RNN(nn.Module):
     return Layout.default().with_choices(
         split_gates=self.split_gates,
         hoist_input_projection=self.hoist_input_projection,
-        fused_backward=self.fused_backward)
+        fused_backward=self.fused_backward,
+    )
 
   def _scan(self, x_TBD, carry, mask_TB1, batch_shape: tuple[int, ...]):
     """Picks the loop: ``(carry, y [T, B, H], attention [T, B, D] or None)``."""
     layout = self.layout
-    fused, wrapped = isinstance(self.cell, FusedCell), isinstance(self.cell, EleAtt)
+    fused, wrapped = isinstance(self.cell, FusedCell), isinstance(
+        self.cell, EleAtt
+    )
     remat, policy = self.remat, self.remat_policy
     if fused or wrapped:
       # Our loops call the cell's methods, not its __call__: a lifted
@@ -372,67 +429,93 @@ class RNN(nn.Module):
         raise ValueError(
             f'RNN: variable_axes={dict(self.variable_axes)} scans the '
             f'parameters of {type(self.cell).__name__} over time; fused cells '
-            'share one set of parameters across steps (broadcast).')
+            'share one set of parameters across steps (broadcast).'
+        )
     if fused:
       equations = self.cell.equations()
-      weights = step_weights(equations, self.cell.kernels(x_TBD.shape[-1]),
-                             x_TBD, carry, layout)
-      return fused_scan.run(equations, weights, x_TBD, carry, mask_TB1,
-                            unroll=self.unroll, remat=remat,
-                            remat_policy=policy)
+      weights = step_weights(
+          equations, self.cell.kernels(x_TBD.shape[-1]), x_TBD, carry, layout
+      )
+      return fused_scan.run(
+          equations,
+          weights,
+          x_TBD,
+          carry,
+          mask_TB1,
+          unroll=self.unroll,
+          remat=remat,
+          remat_policy=policy,
+      )
     if wrapped:
-      projection_TBD = (self.cell.input_projection(x_TBD, carry)
-                        if layout.hoist_input_projection else None)
+      projection_TBD = (
+          self.cell.input_projection(x_TBD, carry)
+          if layout.hoist_input_projection
+          else None
+      )
       carry, (y_TBH, attention_TBD) = self._scan_module(
-          _wrapped_step, carry, (x_TBD, projection_TBD, mask_TB1), remat,
-          policy)
+          _wrapped_step, carry, (x_TBD, projection_TBD, mask_TB1), remat, policy
+      )
       return carry, y_TBH, attention_TBD
     # Any other cell sees its true batch shape, so what it sows is stacked as
     # under nn.RNN; nn.remat(cell) wraps its __call__ and is honoured as is.
     carry, y_TBH = self._scan_module(
-        functools.partial(_any_step, batch_shape=batch_shape), carry,
-        (x_TBD, mask_TB1), self.remat, self.remat_policy)
+        functools.partial(_any_step, batch_shape=batch_shape),
+        carry,
+        (x_TBD, mask_TB1),
+        self.remat,
+        self.remat_policy,
+    )
     return carry, y_TBH, None
 
   def _scan_module(self, step, carry, xs, remat: bool = False, policy=None):
     """``nn.scan`` of ``step(cell, carry, xs_t)`` over the leading axis of xs."""
     if remat:
       step = nn.remat(step, policy=policy, prevent_cse=False)
-    scan = nn.scan(step, variable_axes=self.variable_axes,
-                   variable_broadcast=self.variable_broadcast,
-                   variable_carry=self.variable_carry,
-                   split_rngs=self.split_rngs, in_axes=0, out_axes=0,
-                   unroll=self.unroll)
+    scan = nn.scan(
+        step,
+        variable_axes=self.variable_axes,
+        variable_broadcast=self.variable_broadcast,
+        variable_carry=self.variable_carry,
+        split_rngs=self.split_rngs,
+        in_axes=0,
+        out_axes=0,
+        unroll=self.unroll,
+    )
     try:
       return scan(self.cell, carry, xs)
     except flax.errors.ScopeParamShapeError as e:
       raise ValueError(
           f'RNN: the parameters of {type(self.cell).__name__} do not fit '
           f'inputs with {xs[0].shape[-1]} features (inputs [T, B, D] = '
-          f'{xs[0].shape}): {e}') from e
-
+          f'{xs[0].shape}): {e}'
+      ) from e
 
   # Streaming: the carry in, the carry out, one step or one chunk at a time.
 
   def _check_streamable(self, where: str) -> None:
     if self.reverse:
-      raise ValueError(f'RNN.{where}: a reverse=True layer reads the sequence '
-                       'from its end and cannot stream; run the whole sequence '
-                       'with __call__.')
+      raise ValueError(
+          f'RNN.{where}: a reverse=True layer reads the sequence '
+          'from its end and cannot stream; run the whole sequence '
+          'with __call__.'
+      )
 
   @nn.nowrap
-  def initialize_carry(self, input_shape: tuple[int, ...],
-                       rng: PRNGKey | None = None) -> Carry:
+  def initialize_carry(
+      self, input_shape: tuple[int, ...], rng: PRNGKey | None = None
+  ) -> Carry:
     """The carry at t=0 for steps ``x_t [*batch, D]``: ``input_shape = (*batch, D)``.
 
     The same carry ``__call__`` starts from: ``cell.initialize_carry(rng or
     key(0), input_shape)``.
     """
     return self.cell.initialize_carry(
-        jax.random.key(0) if rng is None else rng, tuple(input_shape))
+        jax.random.key(0) if rng is None else rng, tuple(input_shape)
+    )
 
-  def step(self, carry: Carry, x_t: Array, valid: Array | None = None
-           ) -> tuple[Carry, Array, Array | None]:
+  def step(
+      self, carry: Carry, x_t: Array, valid: Array | None = None
+  ) -> tuple[Carry, Array, Array | None]:
     """One time step: ``(carry, x_t [*batch, D]) -> (carry, y_t [*batch, H], a_t)``.
 
     The step :meth:`__call__` runs at each t (the cell's own step; for fused
@@ -460,10 +543,12 @@ class RNN(nn.Module):
       x_t = jnp.where(mask, x_t, 0)
     if isinstance(self.cell, FusedCell):
       equations = self.cell.equations()
-      weights = step_weights(equations, self.cell.kernels(x_t.shape[-1]), x_t,
-                             carry, self.layout)
-      new_carry, y, attention, _ = eqs_step(equations, weights, carry, x_t,
-                                            mask_B1=mask)
+      weights = step_weights(
+          equations, self.cell.kernels(x_t.shape[-1]), x_t, carry, self.layout
+      )
+      new_carry, y, attention, _ = eqs_step(
+          equations, weights, carry, x_t, mask_B1=mask
+      )
       return new_carry, y, attention
     if isinstance(self.cell, EleAtt):
       new_carry, y, attention = self.cell.step(carry, x_t)
@@ -472,8 +557,9 @@ class RNN(nn.Module):
     new_carry, y = mask_padding(mask, new_carry, carry, y)
     return new_carry, y, attention
 
-  def chunk(self, carry: Carry, inputs: Array, valid: Array | None = None
-            ) -> tuple[Carry, Array, Array | None]:
+  def chunk(
+      self, carry: Carry, inputs: Array, valid: Array | None = None
+  ) -> tuple[Carry, Array, Array | None]:
     """A chunk of steps: ``(carry, x [*batch, c, D]) -> (carry, y [*batch, c, H], a)``.
 
     The loop of :meth:`__call__` from a given carry (``[c, *batch, D]`` if
@@ -495,31 +581,39 @@ class RNN(nn.Module):
     x_TBD = inputs if self.time_major else jnp.moveaxis(inputs, -2, 0)
     num_steps, batch_shape = x_TBD.shape[0], x_TBD.shape[1:-1]
     batch = math.prod(batch_shape)
-    _check_initial_carry(self.cell, carry, tuple(batch_shape) + x_TBD.shape[-1:])
+    _check_initial_carry(
+        self.cell, carry, tuple(batch_shape) + x_TBD.shape[-1:]
+    )
     x_TBD = x_TBD.reshape(num_steps, batch, x_TBD.shape[-1])
     mask_TB1 = None
     if valid is not None:
       valid = jnp.asarray(valid, bool)
       expected = inputs.shape[:-1]
       if valid.shape != expected:
-        raise ValueError(f'RNN.chunk: valid must have the shape {expected} of '
-                         f'the inputs without D, got {valid.shape}.')
+        raise ValueError(
+            f'RNN.chunk: valid must have the shape {expected} of '
+            f'the inputs without D, got {valid.shape}.'
+        )
       valid_TB = valid if self.time_major else jnp.moveaxis(valid, -1, 0)
       mask_TB1 = valid_TB.reshape(num_steps, batch, 1)
       x_TBD = jnp.where(mask_TB1, x_TBD, 0)
     carry = jax.tree_util.tree_map(
-        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape):]), carry)
-    carry, y_TBH, attention_TBD = self._scan(x_TBD, carry, mask_TB1,
-                                             tuple(batch_shape))
+        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape) :]), carry
+    )
+    carry, y_TBH, attention_TBD = self._scan(
+        x_TBD, carry, mask_TB1, tuple(batch_shape)
+    )
 
     def to_output_layout(a_TB):
       a = a_TB.reshape((num_steps,) + tuple(batch_shape) + a_TB.shape[2:])
       return a if self.time_major else jnp.moveaxis(a, 0, -2)
 
     carry = jax.tree_util.tree_map(
-        lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry)
-    attention = (None if attention_TBD is None else
-                 to_output_layout(attention_TBD))
+        lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry
+    )
+    attention = (
+        None if attention_TBD is None else to_output_layout(attention_TBD)
+    )
     return carry, to_output_layout(y_TBH), attention
 
 
@@ -531,8 +625,9 @@ def _wrapped_step(cell: EleAtt, carry: Carry, xs):
   return new_carry, (y_BH, attention_BD)
 
 
-def _any_step(cell: nn.RNNCellBase, carry: Carry, xs, *,
-              batch_shape: tuple[int, ...]):
+def _any_step(
+    cell: nn.RNNCellBase, carry: Carry, xs, *, batch_shape: tuple[int, ...]
+):
   """One step of any cell at its batch shape, then padding: ``(carry, y)``.
 
   The loop flattens the batch dims (``B = prod(batch_shape)``); the cell gets
@@ -540,7 +635,7 @@ def _any_step(cell: nn.RNNCellBase, carry: Carry, xs, *,
   """
   x_BD, mask_B1 = xs
   unflat = lambda a: a.reshape(batch_shape + a.shape[1:])
-  flat = lambda a: a.reshape((-1,) + a.shape[len(batch_shape):])
+  flat = lambda a: a.reshape((-1,) + a.shape[len(batch_shape) :])
   new_carry, y = cell(jax.tree_util.tree_map(unflat, carry), unflat(x_BD))
   new_carry = jax.tree_util.tree_map(flat, new_carry)
   return mask_padding(mask_B1, new_carry, carry, flat(y))
@@ -569,18 +664,26 @@ def _lifted_remat(cell: nn.Module) -> tuple[bool, Callable[..., bool] | None]:
     call = cls.__dict__.get('__call__')
     if call is None or not hasattr(call, '__wrapped__'):
       continue
-    cells = [c.cell_contents for c in (call.__closure__ or ())]
-    transform = next((c for c in cells if callable(c) and
-                      getattr(c, '__module__', '') == 'flax.core.lift'), None)
+    cells = [c.cell_contents for c in call.__closure__ or ()]
+    transform = next(
+        (
+            c
+            for c in cells
+            if callable(c) and getattr(c, '__module__', '') == 'flax.core.lift'
+        ),
+        None,
+    )
     if transform is None:
       continue
     if transform.__name__ != 'checkpoint':
       raise ValueError(
           f'RNN: {type(cell).__name__} is nn.{transform.__name__}'
-          f'({cls.__mro__[1].__name__}); RNN runs this cell\'s step itself '
+          f"({cls.__mro__[1].__name__}); RNN runs this cell's step itself "
           'and would drop that transform. Use nn.RNN, or the plain cell '
-          '(for nn.remat: RNN(cell, remat=True)).')
-    kwargs = next((c for c in cells if isinstance(c, dict) and 'policy' in c),
-                  {})
+          '(for nn.remat: RNN(cell, remat=True)).'
+      )
+    kwargs = next(
+        (c for c in cells if isinstance(c, dict) and 'policy' in c), {}
+    )
     return True, kwargs.get('policy')
   return False, None

@@ -56,8 +56,10 @@ class Layout:
 
   def __post_init__(self):
     if self.fused_backward and self.split_gates:
-      raise ValueError('Layout: fused_backward=True needs split_gates=False (the '
-                       'custom backward works on the fused layout).')
+      raise ValueError(
+          'Layout: fused_backward=True needs split_gates=False (the '
+          'custom backward works on the fused layout).'
+      )
 
   @classmethod
   def default(cls, backend: str | None = None) -> Layout:
@@ -71,9 +73,13 @@ class Layout:
       return DEFAULT_LAYOUTS[backend]
     return UNMEASURED_FALLBACK
 
-  def with_choices(self, *, split_gates: bool | None = None,
-                   hoist_input_projection: bool | None = None,
-                   fused_backward: bool | None = None) -> Layout:
+  def with_choices(
+      self,
+      *,
+      split_gates: bool | None = None,
+      hoist_input_projection: bool | None = None,
+      fused_backward: bool | None = None,
+  ) -> Layout:
     """This layout with the choices that are not None replaced.
 
     Asking for ``fused_backward`` without saying ``split_gates`` unsplits the
@@ -86,16 +92,20 @@ class Layout:
       split_gates = self.split_gates and not fused_backward
     if hoist_input_projection is None:
       hoist_input_projection = self.hoist_input_projection
-    return dataclasses.replace(self, split_gates=split_gates,
-                               hoist_input_projection=hoist_input_projection,
-                               fused_backward=fused_backward)
+    return dataclasses.replace(
+        self,
+        split_gates=split_gates,
+        hoist_input_projection=hoist_input_projection,
+        fused_backward=fused_backward,
+    )
 
 
 # Measured on XLA:CPU with `python -m benchmarks.speed --sweep` (README, Speed):
 # slicing a fused matmul's result per gate costs more than the extra small
 # matmuls, hoisting slows the backward, and the custom VJP is slower there.
-_CPU = Layout(split_gates=True, hoist_input_projection=False,
-              fused_backward=False)
+_CPU = Layout(
+    split_gates=True, hoist_input_projection=False, fused_backward=False
+)
 
 # What a backend that has not been measured runs: the CPU choices, marked so.
 UNMEASURED_FALLBACK = dataclasses.replace(_CPU, measured=False)

@@ -30,18 +30,23 @@ def gated_layers(gate_layers: str | int, num_layers: int) -> tuple[bool, ...]:
     k = num_layers
   elif gate_layers == 'none':
     k = 0
-  elif (isinstance(gate_layers, int) and not isinstance(gate_layers, bool) and
-        0 <= gate_layers <= num_layers):
+  elif (
+      isinstance(gate_layers, int)
+      and not isinstance(gate_layers, bool)
+      and 0 <= gate_layers <= num_layers
+  ):
     k = gate_layers
   else:
-    raise ValueError(f"gate_layers must be 'all', 'none' or an int in "
-                     f'[0, {num_layers}], got {gate_layers!r}.')
+    raise ValueError(
+        "gate_layers must be 'all', 'none' or an int in "
+        f'[0, {num_layers}], got {gate_layers!r}.'
+    )
   return tuple(i < k for i in range(num_layers))
 
 
-
-def readout_features(x, seq_lengths, readout: str,
-                     backward_from: int | None = None):
+def readout_features(
+    x, seq_lengths, readout: str, backward_from: int | None = None
+):
   """The classifier's input from the last layer's outputs.
 
   Args:
@@ -54,8 +59,11 @@ def readout_features(x, seq_lengths, readout: str,
   Returns:
     <float32>[B, F].
   """
-  lengths = (jnp.full(x.shape[:1], x.shape[1]) if seq_lengths is None
-             else jnp.asarray(seq_lengths))
+  lengths = (
+      jnp.full(x.shape[:1], x.shape[1])
+      if seq_lengths is None
+      else jnp.asarray(seq_lengths)
+  )
   x = x.astype(jnp.float32)
   if readout == 'mean':
     # Steps past the end are zero, so the sum over time is over valid steps.
@@ -63,8 +71,10 @@ def readout_features(x, seq_lengths, readout: str,
   last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
   if backward_from is None:
     return last
-  return jnp.concatenate([last[:, :backward_from], x[:, 0, backward_from:]],
-                         axis=-1)
+  return jnp.concatenate(
+      [last[:, :backward_from], x[:, 0, backward_from:]], axis=-1
+  )
+
 
 class StackedRNNClassifier(nn.Module):
   """A stack of (EleAtt-)RNN layers and a linear classifier.
@@ -124,44 +134,64 @@ class StackedRNNClassifier(nn.Module):
 
   def setup(self):
     if self.cell not in CELL_TYPES:
-      raise ValueError(f'cell must be one of {sorted(CELL_TYPES)}, got '
-                       f'{self.cell!r}.')
+      raise ValueError(
+          f'cell must be one of {sorted(CELL_TYPES)}, got {self.cell!r}.'
+      )
     if self.readout not in READOUTS:
-      raise ValueError(f'readout must be one of {READOUTS}, got {self.readout!r}.')
+      raise ValueError(
+          f'readout must be one of {READOUTS}, got {self.readout!r}.'
+      )
     # The same names as the compact version of this module had (checkpoints
     # and dropout rngs are unchanged): layer_i, Dropout_i, classifier.
     for i, make_cell in enumerate(self._cell_makers()):
       make_rnn = lambda **kw: RNN(
-          make_cell(), unroll=self.unroll,
-          check_seq_lengths=self.check_seq_lengths, **kw)
+          make_cell(),
+          unroll=self.unroll,
+          check_seq_lengths=self.check_seq_lengths,
+          **kw,
+      )
       if self.bidirectional:
         layer = nn.Bidirectional(make_rnn(parent=None), make_rnn(parent=None))
       else:
         layer = make_rnn()
       setattr(self, f'layer_{i}', layer)
       setattr(self, f'Dropout_{i}', nn.Dropout(self.dropout_rate))
-    self.classifier = nn.Dense(self.num_classes, dtype=jnp.float32,
-                               param_dtype=self.param_dtype)
+    self.classifier = nn.Dense(
+        self.num_classes, dtype=jnp.float32, param_dtype=self.param_dtype
+    )
 
   @nn.nowrap
   def _cell_makers(self):
     """One ``() -> cell`` per layer (validates ``cell`` and ``gate_layers``)."""
     if self.cell not in CELL_TYPES:
-      raise ValueError(f'cell must be one of {sorted(CELL_TYPES)}, got '
-                       f'{self.cell!r}.')
+      raise ValueError(
+          f'cell must be one of {sorted(CELL_TYPES)}, got {self.cell!r}.'
+      )
     cell_cls, gateable = CELL_TYPES[self.cell]
     gates = gated_layers(self.gate_layers, len(self.hidden_sizes))  # validates
     if not gateable:
       gates = (False,) * len(gates)
-    return [lambda f=features, g=use_gate: cell_cls(
-        f, use_gate=g, dtype=self.dtype, param_dtype=self.param_dtype,
-        parent=None) for features, use_gate in zip(self.hidden_sizes, gates)]
+    return [
+        lambda f=features, g=use_gate: cell_cls(
+            f,
+            use_gate=g,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            parent=None,
+        )
+        for features, use_gate in zip(self.hidden_sizes, gates)
+    ]
 
   def _layers(self) -> list[nn.Module]:
     return [getattr(self, f'layer_{i}') for i in range(len(self.hidden_sizes))]
 
-  def __call__(self, inputs: Array, seq_lengths: Array | None = None, *,
-               train: bool = False) -> Array:
+  def __call__(
+      self,
+      inputs: Array,
+      seq_lengths: Array | None = None,
+      *,
+      train: bool = False,
+  ) -> Array:
     """Classifies each sequence.
 
     Args:
@@ -173,16 +203,23 @@ class StackedRNNClassifier(nn.Module):
       ``<float32>[batch, num_classes]`` logits.
     """
     if jnp.ndim(inputs) != 3:
-      raise ValueError('StackedRNNClassifier expects inputs [batch, time, '
-                       f'features], got shape {jnp.shape(inputs)}.')
+      raise ValueError(
+          'StackedRNNClassifier expects inputs [batch, time, '
+          f'features], got shape {jnp.shape(inputs)}.'
+      )
     x = inputs
     for i, layer in enumerate(self._layers()):
       x = layer(x, seq_lengths=seq_lengths)
       x = getattr(self, f'Dropout_{i}')(x, deterministic=not train)
 
-    return self.classifier(readout_features(
-        x, seq_lengths, self.readout,
-        self.hidden_sizes[-1] if self.bidirectional else None))
+    return self.classifier(
+        readout_features(
+            x,
+            seq_lengths,
+            self.readout,
+            self.hidden_sizes[-1] if self.bidirectional else None,
+        )
+    )
 
   # Streaming. The carry: {'layers': (each layer's carry, ...), 'count':
   # <int32>[B] valid frames so far, and the readout's state: 'sum' [B, H_L]
@@ -194,10 +231,13 @@ class StackedRNNClassifier(nn.Module):
       raise ValueError(
           f'StackedRNNClassifier.{where}: a bidirectional model reads each '
           'sequence from its end too and cannot stream; run the whole '
-          'sequence with __call__, or train a unidirectional model.')
+          'sequence with __call__, or train a unidirectional model.'
+      )
 
   @nn.nowrap
-  def initialize_carry(self, batch_shape: int | Sequence[int]) -> dict[str, Any]:
+  def initialize_carry(
+      self, batch_shape: int | Sequence[int]
+  ) -> dict[str, Any]:
     """The streaming carry before the first frame, for ``x_t [B, D]``.
 
     ``{'layers': (carry of layer 0, ...), 'count': <int32>[B] zeros}`` and
@@ -209,15 +249,24 @@ class StackedRNNClassifier(nn.Module):
       batch_shape: ``B`` or ``(B,)``.
     """
     self._check_streamable('initialize_carry')
-    batch = tuple(batch_shape) if isinstance(batch_shape, (tuple, list)) else (
-        batch_shape,)
+    batch = (
+        tuple(batch_shape)
+        if isinstance(batch_shape, (tuple, list))
+        else (batch_shape,)
+    )
     if len(batch) != 1:
-      raise ValueError('StackedRNNClassifier.initialize_carry expects a batch '
-                       f'shape (B,), got {batch}.')
+      raise ValueError(
+          'StackedRNNClassifier.initialize_carry expects a batch '
+          f'shape (B,), got {batch}.'
+      )
     if self.readout not in READOUTS:
-      raise ValueError(f'readout must be one of {READOUTS}, got {self.readout!r}.')
-    layers = tuple(make().initialize_carry(jax.random.key(0), batch + (1,))
-                   for make in self._cell_makers())
+      raise ValueError(
+          f'readout must be one of {READOUTS}, got {self.readout!r}.'
+      )
+    layers = tuple(
+        make().initialize_carry(jax.random.key(0), batch + (1,))
+        for make in self._cell_makers()
+    )
     carry = {'layers': layers, 'count': jnp.zeros(batch, jnp.int32)}
     if self.readout == 'mean':
       carry['sum'] = jnp.zeros(batch + (self.hidden_sizes[-1],), jnp.float32)
@@ -225,8 +274,9 @@ class StackedRNNClassifier(nn.Module):
       carry['logits'] = jnp.zeros(batch + (self.num_classes,), jnp.float32)
     return carry
 
-  def step(self, carry: dict[str, Any], x_t: Array, valid: Array | None = None
-           ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+  def step(
+      self, carry: dict[str, Any], x_t: Array, valid: Array | None = None
+  ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
     r"""One frame: ``(carry, x_t [B, D]) -> (carry, logits_t [B, C], attention_t)``.
 
     ``logits_t`` are the logits of the prefix ``0..t``: what ``__call__``
@@ -266,25 +316,29 @@ class StackedRNNClassifier(nn.Module):
     """
     self._check_streamable('step')
     if jnp.ndim(x_t) != 2:
-      raise ValueError('StackedRNNClassifier.step expects x_t [batch, '
-                       f'features], got shape {jnp.shape(x_t)}.')
+      raise ValueError(
+          'StackedRNNClassifier.step expects x_t [batch, '
+          f'features], got shape {jnp.shape(x_t)}.'
+      )
     batch = jnp.shape(x_t)[0]
-    valid = (jnp.ones((batch,), bool) if valid is None
-             else jnp.asarray(valid, bool))
+    valid = (
+        jnp.ones((batch,), bool) if valid is None else jnp.asarray(valid, bool)
+    )
     self._check_carry(carry, batch)
     x, layer_carries, attention = x_t, [], []
     for layer, layer_carry in zip(self._layers(), carry['layers']):
       layer_carry, x, a = layer.step(layer_carry, x, valid)
       layer_carries.append(layer_carry)
       attention.append(a)
-    carry, logits = self._readout(carry, x[:, None].astype(jnp.float32),
-                                  valid[:, None])
+    carry, logits = self._readout(
+        carry, x[:, None].astype(jnp.float32), valid[:, None]
+    )
     carry['layers'] = tuple(layer_carries)
     return carry, logits[:, 0], tuple(attention)
 
-  def chunk(self, carry: dict[str, Any], inputs: Array,
-            valid: Array | None = None
-            ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+  def chunk(
+      self, carry: dict[str, Any], inputs: Array, valid: Array | None = None
+  ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
     """A chunk of frames: ``(carry, x [B, c, D]) -> (carry, logits [B, c, C], attention)``.
 
     The same as ``c`` calls of :meth:`step`, run as one loop per layer (the
@@ -302,14 +356,21 @@ class StackedRNNClassifier(nn.Module):
     """
     self._check_streamable('chunk')
     if jnp.ndim(inputs) != 3:
-      raise ValueError('StackedRNNClassifier.chunk expects inputs [batch, '
-                       f'chunk, features], got shape {jnp.shape(inputs)}.')
+      raise ValueError(
+          'StackedRNNClassifier.chunk expects inputs [batch, '
+          f'chunk, features], got shape {jnp.shape(inputs)}.'
+      )
     batch, size = jnp.shape(inputs)[:2]
-    valid = (jnp.ones((batch, size), bool) if valid is None
-             else jnp.asarray(valid, bool))
+    valid = (
+        jnp.ones((batch, size), bool)
+        if valid is None
+        else jnp.asarray(valid, bool)
+    )
     if valid.shape != (batch, size):
-      raise ValueError(f'StackedRNNClassifier.chunk: valid must have the shape '
-                       f'{(batch, size)} of inputs [B, c], got {valid.shape}.')
+      raise ValueError(
+          'StackedRNNClassifier.chunk: valid must have the shape '
+          f'{(batch, size)} of inputs [B, c], got {valid.shape}.'
+      )
     self._check_carry(carry, batch)
     x, layer_carries, attention = inputs, [], []
     for layer, layer_carry in zip(self._layers(), carry['layers']):
@@ -323,22 +384,28 @@ class StackedRNNClassifier(nn.Module):
   @nn.nowrap
   def _check_carry(self, carry, batch) -> None:
     keys = {'layers', 'count', 'sum' if self.readout == 'mean' else 'logits'}
-    if not isinstance(carry, dict) or set(carry) != keys or len(
-        carry['layers']) != len(self.hidden_sizes):
+    if (
+        not isinstance(carry, dict)
+        or set(carry) != keys
+        or len(carry['layers']) != len(self.hidden_sizes)
+    ):
       got = sorted(carry) if isinstance(carry, dict) else type(carry).__name__
       raise ValueError(
-          f'StackedRNNClassifier: the streaming carry must be a dict with the '
+          'StackedRNNClassifier: the streaming carry must be a dict with the '
           f'keys {sorted(keys)} and {len(self.hidden_sizes)} layer carries '
-          f'(initialize_carry); got {got}.')
+          f'(initialize_carry); got {got}.'
+      )
     if tuple(jnp.shape(carry['count'])) != (batch,):
       raise ValueError(
-          f'StackedRNNClassifier: the carry is for batch '
-          f'{tuple(jnp.shape(carry["count"]))}, the inputs for ({batch},).')
+          'StackedRNNClassifier: the carry is for batch '
+          f'{tuple(jnp.shape(carry["count"]))}, the inputs for ({batch},).'
+      )
 
   def _readout(self, carry, y_BcH, valid_Bc):
     """Logits of every prefix ending in the chunk, and the readout carry."""
-    count_Bc = carry['count'][:, None] + jnp.cumsum(valid_Bc, axis=1,
-                                                    dtype=jnp.int32)
+    count_Bc = carry['count'][:, None] + jnp.cumsum(
+        valid_Bc, axis=1, dtype=jnp.int32
+    )
     new = {'count': count_Bc[:, -1]}
     if self.readout == 'mean':
       # y is 0 on invalid frames (the layers mask them).
@@ -351,8 +418,10 @@ class StackedRNNClassifier(nn.Module):
       index = jnp.arange(y_BcH.shape[1])[None, :]
       last_valid = jax.lax.cummax(jnp.where(valid_Bc, index, -1), axis=1)
       taken = jnp.take_along_axis(
-          per_frame, jnp.maximum(last_valid, 0)[..., None], axis=1)
-      logits = jnp.where((last_valid >= 0)[..., None], taken,
-                         carry['logits'][:, None])
+          per_frame, jnp.maximum(last_valid, 0)[..., None], axis=1
+      )
+      logits = jnp.where(
+          (last_valid >= 0)[..., None], taken, carry['logits'][:, None]
+      )
       new['logits'] = logits[:, -1]
     return new, logits

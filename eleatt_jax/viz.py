@@ -55,13 +55,19 @@ import numpy as np
 # `eleatt_jax.datasets` registers the tfds builders, which `import
 # eleatt_jax.viz` should not pay for.
 _TOPOLOGY_NAMES = (
-    'NTU_JOINT_NAMES', 'NTU_BONES', 'KINECT_V1_JOINT_NAMES', 'KINECT_V1_BONES',
-    'HAND_JOINT_NAMES', 'HAND_BONES')
+    'NTU_JOINT_NAMES',
+    'NTU_BONES',
+    'KINECT_V1_JOINT_NAMES',
+    'KINECT_V1_BONES',
+    'HAND_JOINT_NAMES',
+    'HAND_BONES',
+)
 
 
 def _skeletons():
   """`eleatt_jax.datasets.skeletons`, imported on first use."""
   from eleatt_jax.datasets import skeletons  # pylint: disable=g-import-not-at-top
+
   return skeletons
 
 
@@ -77,7 +83,8 @@ def __dir__() -> list[str]:
 
 
 def skeleton_topology(
-    num_joints: int) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+    num_joints: int,
+) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
   """(joint names, bones) for 25 (NTU, Kinect v2), 20 (Kinect v1) or 22 joints.
 
   See `eleatt_jax.datasets.skeletons.skeleton_topology`.
@@ -88,8 +95,9 @@ def skeleton_topology(
   return _skeletons().skeleton_topology(num_joints)
 
 
-def joint_attention(attention: Any, coords: int = 3,
-                    reduce: str = 'mean') -> np.ndarray:
+def joint_attention(
+    attention: Any, coords: int = 3, reduce: str = 'mean'
+) -> np.ndarray:
   """Per-joint attention from gate values over flattened joint coordinates.
 
   Args:
@@ -105,8 +113,9 @@ def joint_attention(attention: Any, coords: int = 3,
   """
   a = np.asarray(attention, np.float32)
   if a.shape[-1] % coords:
-    raise ValueError(f'the last axis ({a.shape[-1]}) is not joints x {coords}'
-                     ' coordinates')
+    raise ValueError(
+        f'the last axis ({a.shape[-1]}) is not joints x {coords} coordinates'
+    )
   a = a.reshape(a.shape[:-1] + (a.shape[-1] // coords, coords))
   if reduce == 'mean':
     return a.mean(-1)
@@ -139,8 +148,9 @@ def joint_labels(num_values: int, num_joints: int | None = None) -> list[str]:
     return [str(i) for i in range(num_values)]
   if num_values == num_joints:
     return list(names)
-  return [f'{m}: {name}' for m in range(num_values // num_joints)
-          for name in names]
+  return [
+      f'{m}: {name}' for m in range(num_values // num_joints) for name in names
+  ]
 
 
 # -----------------------------------------------------------------------------
@@ -154,12 +164,14 @@ def _pyplot():
   except ImportError as err:  # pragma: no cover - depends on the install
     raise ImportError(
         'eleatt_jax.viz needs matplotlib: pip install "eleatt-jax[notebooks]" '
-        '(or pip install matplotlib)') from err
+        '(or pip install matplotlib)'
+    ) from err
   return plt
 
 
-def save_figure(fig, path: str | os.PathLike[str], dpi: int = 100,
-                close: bool = False) -> str:
+def save_figure(
+    fig, path: str | os.PathLike[str], dpi: int = 100, close: bool = False
+) -> str:
   """Writes ``fig`` to ``path`` (parent folders created); returns the path."""
   path = os.fspath(path)
   parent = os.path.dirname(path)
@@ -177,13 +189,16 @@ def _as_bodies(skeleton: Any) -> np.ndarray:
   if x.ndim == 3:
     x = x[:, None]
   if x.ndim != 4 or x.shape[-1] < 2:
-    raise ValueError('expected a skeleton sequence [T, J, 3] or [T, M, J, 3],'
-                     f' got shape {x.shape}')
+    raise ValueError(
+        'expected a skeleton sequence [T, J, 3] or [T, M, J, 3],'
+        f' got shape {x.shape}'
+    )
   return x
 
 
-def _joint_values_per_body(joint_values: Any, shape: tuple[int, ...]
-                           ) -> np.ndarray | None:
+def _joint_values_per_body(
+    joint_values: Any, shape: tuple[int, ...]
+) -> np.ndarray | None:
   """[T, M*J] or [T, J] or [T, M, J] -> [T, M, J] (or None)."""
   if joint_values is None:
     return None
@@ -195,9 +210,11 @@ def _joint_values_per_body(joint_values: Any, shape: tuple[int, ...]
     return np.repeat(v[:, None], m, axis=1)
   if v.shape == (t, m, j):
     return v
-  raise ValueError(f'joint_values must be [T, M*J], [T, J] or [T, M, J] for a '
-                   f'skeleton of {t} frames, {m} bodies, {j} joints; got '
-                   f'shape {v.shape}')
+  raise ValueError(
+      'joint_values must be [T, M*J], [T, J] or [T, M, J] for a '
+      f'skeleton of {t} frames, {m} bodies, {j} joints; got '
+      f'shape {v.shape}'
+  )
 
 
 def _limits(x: np.ndarray, dims: tuple[int, int], pad: float = 0.08):
@@ -210,12 +227,23 @@ def _limits(x: np.ndarray, dims: tuple[int, int], pad: float = 0.08):
   span = float(max((hi - lo).max(), 1e-6))
   center = (lo + hi) / 2
   half = span / 2 * (1 + pad)
-  return ((center[0] - half, center[0] + half),
-          (center[1] - half, center[1] + half))
+  return (
+      (center[0] - half, center[0] + half),
+      (center[1] - half, center[1] + half),
+  )
 
 
-def _draw_frame(ax, frame: np.ndarray, bones, dims, values, norm, cmap,
-                joint_size: float, colors: Sequence[str]):
+def _draw_frame(
+    ax,
+    frame: np.ndarray,
+    bones,
+    dims,
+    values,
+    norm,
+    cmap,
+    joint_size: float,
+    colors: Sequence[str],
+):
   """Draws the bodies of one frame [M, J, C] on ``ax``; returns the scatter."""
   scatter = None
   i, j = dims
@@ -224,41 +252,66 @@ def _draw_frame(ax, frame: np.ndarray, bones, dims, values, norm, cmap,
       continue  # A missing body (e.g. no second actor) stays zero.
     color = colors[m % len(colors)]
     for a, b in bones:
-      ax.plot([body[a, i], body[b, i]], [body[a, j], body[b, j]], '-',
-              color=color if values is None else '0.55', lw=2,
-              solid_capstyle='round', zorder=1)
+      ax.plot(
+          [body[a, i], body[b, i]],
+          [body[a, j], body[b, j]],
+          '-',
+          color=color if values is None else '0.55',
+          lw=2,
+          solid_capstyle='round',
+          zorder=1,
+      )
     if values is None:
-      ax.scatter(body[:, i], body[:, j], s=joint_size, color=color,
-                 zorder=2, edgecolors='white', linewidths=0.5)
+      ax.scatter(
+          body[:, i],
+          body[:, j],
+          s=joint_size,
+          color=color,
+          zorder=2,
+          edgecolors='white',
+          linewidths=0.5,
+      )
     else:
       v = values[m]
       # Size grows with the value as well, so it reads without colour too.
       sizes = joint_size * (0.6 + 2.4 * norm(v).clip(0, 1))
-      scatter = ax.scatter(body[:, i], body[:, j], s=sizes, c=v, cmap=cmap,
-                           norm=norm, zorder=2, edgecolors='black',
-                           linewidths=0.5)
+      scatter = ax.scatter(
+          body[:, i],
+          body[:, j],
+          s=sizes,
+          c=v,
+          cmap=cmap,
+          norm=norm,
+          zorder=2,
+          edgecolors='black',
+          linewidths=0.5,
+      )
   return scatter
 
 
-def _frames_to_draw(frames: Sequence[int] | None, num_frames: int,
-                    count: int = 4) -> list[int]:
+def _frames_to_draw(
+    frames: Sequence[int] | None, num_frames: int, count: int = 4
+) -> list[int]:
   """`frames`, checked; by default `count` evenly spaced ones."""
   if frames is None:
     count = min(count, num_frames)
     return [int(round(f)) for f in np.linspace(0, num_frames - 1, count)]
   frames = list(frames)
   if not frames or min(frames) < 0 or max(frames) >= num_frames:
-    raise ValueError(f'frames must be non-empty indices in [0, {num_frames}),'
-                     f' got {frames}')
+    raise ValueError(
+        f'frames must be non-empty indices in [0, {num_frames}), got {frames}'
+    )
   return frames
 
 
 def _value_norm(shown: np.ndarray, vmin: float | None, vmax: float | None):
   """The colour scale of `shown` values: [vmin, vmax], None the data's end."""
   from matplotlib import colors as mcolors  # pylint: disable=g-import-not-at-top
+
   return mcolors.Normalize(
       vmin=float(shown.min()) if vmin is None else vmin,
-      vmax=float(shown.max()) if vmax is None else vmax)
+      vmax=float(shown.max()) if vmax is None else vmax,
+  )
 
 
 def plot_skeleton(
@@ -309,16 +362,29 @@ def plot_skeleton(
   norm = None if values is None else _value_norm(values[frames], vmin, vmax)
   extra = 0.6 if values is not None else 0.0
   fig, axes = plt.subplots(
-      1, len(frames), figsize=(panel_size * len(frames) + extra,
-                               panel_size + (0.4 if title else 0.1)),
-      squeeze=False)
+      1,
+      len(frames),
+      figsize=(
+          panel_size * len(frames) + extra,
+          panel_size + (0.4 if title else 0.1),
+      ),
+      squeeze=False,
+  )
   axes = axes[0]
   (xlo, xhi), (ylo, yhi) = _limits(x, dims)
   scatter = None
   for ax, t in zip(axes, frames):
-    s = _draw_frame(ax, x[t], bones, dims,
-                    None if values is None else values[t], norm, cmap,
-                    joint_size, colors)
+    s = _draw_frame(
+        ax,
+        x[t],
+        bones,
+        dims,
+        None if values is None else values[t],
+        norm,
+        cmap,
+        joint_size,
+        colors,
+    )
     scatter = s if s is not None else scatter
     ax.set_xlim(xlo, xhi)
     ax.set_ylim(ylo, yhi)
@@ -328,8 +394,14 @@ def plot_skeleton(
     ax.set_yticks([])
   if values is not None:
     mappable = scatter or plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(mappable, ax=list(axes), label=colorbar_label, shrink=0.85,
-                 fraction=0.03, pad=0.02)
+    fig.colorbar(
+        mappable,
+        ax=list(axes),
+        label=colorbar_label,
+        shrink=0.85,
+        fraction=0.03,
+        pad=0.02,
+    )
   if title:
     fig.suptitle(title, fontsize=10)
   return fig
@@ -371,8 +443,15 @@ def plot_skeleton_attention(
   if a.shape[-1] == num_points * x.shape[3]:
     a = joint_attention(a, coords=x.shape[3], reduce=reduce)
   return plot_skeleton(
-      x, frames, joint_values=a, vmin=vmin, vmax=vmax,
-      colorbar_label=f'a_t ({reduce} over x, y, z)', title=title, **kwargs)
+      x,
+      frames,
+      joint_values=a,
+      vmin=vmin,
+      vmax=vmax,
+      colorbar_label=f'a_t ({reduce} over x, y, z)',
+      title=title,
+      **kwargs,
+  )
 
 
 def animate_skeleton(
@@ -422,8 +501,17 @@ def animate_skeleton(
 
   def draw(t):
     ax.clear()
-    _draw_frame(ax, x[t], bones, dims, None if values is None else values[t],
-                norm, cmap, 18.0, ('tab:blue', 'tab:orange'))
+    _draw_frame(
+        ax,
+        x[t],
+        bones,
+        dims,
+        None if values is None else values[t],
+        norm,
+        cmap,
+        18.0,
+        ('tab:blue', 'tab:orange'),
+    )
     ax.set_xlim(xlo, xhi)
     ax.set_ylim(ylo, yhi)
     ax.set_aspect('equal')
@@ -473,22 +561,33 @@ def plot_attention_heatmap(
   """
   plt = _pyplot()
   from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+
   a = np.asarray(attention, np.float32)
   if a.ndim != 2:
     raise ValueError(f'attention must be [T, F], got shape {a.shape}')
   if length is not None:
-    a = a[:int(length)]
+    a = a[: int(length)]
   num_steps, num_features = a.shape
   if figsize is None:
-    figsize = (min(3.0 + 0.12 * num_steps, 12.0),
-               min(1.5 + 0.16 * num_features, 9.0))
+    figsize = (
+        min(3.0 + 0.12 * num_steps, 12.0),
+        min(1.5 + 0.16 * num_features, 9.0),
+    )
   fig, ax = plt.subplots(figsize=figsize)
-  im = ax.imshow(a.T, aspect='auto', cmap=cmap, vmin=vmin, vmax=vmax,
-                 interpolation='nearest', origin='upper')
+  im = ax.imshow(
+      a.T,
+      aspect='auto',
+      cmap=cmap,
+      vmin=vmin,
+      vmax=vmax,
+      interpolation='nearest',
+      origin='upper',
+  )
   if feature_labels is not None:
     if len(feature_labels) != num_features:
-      raise ValueError(f'{len(feature_labels)} feature_labels for '
-                       f'{num_features} features')
+      raise ValueError(
+          f'{len(feature_labels)} feature_labels for {num_features} features'
+      )
     ax.set_yticks(range(num_features), list(feature_labels), fontsize=7)
   else:  # One row per feature: no ticks between rows.
     ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
@@ -512,6 +611,7 @@ def mnist_image(seq: np.ndarray, mode: str) -> np.ndarray:
   if mode == 'pmnist':
     # pylint: disable-next=g-import-not-at-top
     from eleatt_jax.datasets.sequential_mnist import PERMUTATION_SEED
+
     perm = np.random.default_rng(PERMUTATION_SEED).permutation(flat.size)
     image = np.empty_like(flat)
     image[perm] = flat
@@ -546,13 +646,18 @@ def plot_mnist_attention(
   x = np.asarray(x, np.float32)
   a = np.asarray(attention, np.float32)
   if x.size != 784 or a.size != 784:
-    raise ValueError('expected a 28 x 28 digit and its gate values (784 each),'
-                     f' got {x.shape} and {a.shape}')
+    raise ValueError(
+        'expected a 28 x 28 digit and its gate values (784 each),'
+        f' got {x.shape} and {a.shape}'
+    )
   xi, ai = mnist_image(x, mode), mnist_image(a, mode)
   fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6), layout='constrained')
   row = mode == 'row'
-  panels = (('input x', xi, 'gray_r'), ('gate a_t', ai, 'viridis'),
-            ('gated input a_t * x_t', ai * xi, 'gray_r'))
+  panels = (
+      ('input x', xi, 'gray_r'),
+      ('gate a_t', ai, 'viridis'),
+      ('gated input a_t * x_t', ai * xi, 'gray_r'),
+  )
   for k, (ax, (name, image, cmap)) in enumerate(zip(axes, panels)):
     im = ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation='nearest')
     if k == 1:
@@ -567,7 +672,8 @@ def plot_mnist_attention(
 
 
 def curves_from_records(
-    records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list]]:
+    records: Sequence[Mapping[str, Any]],
+) -> dict[str, dict[str, list]]:
   """Turns metric records into :func:`plot_training_curves` runs.
 
   Records are dicts such as ``{'step': 100, 'train/loss': 0.5,
@@ -587,8 +693,9 @@ def curves_from_records(
     for key, value in r.items():
       if key != 'step' and '/' in key:
         prefix, metric = key.split('/', 1)
-        values.setdefault(prefix, {}).setdefault(metric, {})[r['step']] = (
-            float(value))
+        values.setdefault(prefix, {}).setdefault(metric, {})[r['step']] = float(
+            value
+        )
   runs = {}
   for prefix, metrics in values.items():
     steps = sorted({s for by_step in metrics.values() for s in by_step})
@@ -625,9 +732,12 @@ def plot_training_curves(
   """
   plt = _pyplot()
   styles = styles or {}
-  fig, axes = plt.subplots(1, len(metrics), squeeze=False,
-                           figsize=(panel_size[0] * len(metrics),
-                                    panel_size[1]))
+  fig, axes = plt.subplots(
+      1,
+      len(metrics),
+      squeeze=False,
+      figsize=(panel_size[0] * len(metrics), panel_size[1]),
+  )
   axes = axes[0]
   for ax, metric in zip(axes, metrics):
     for i, (label, run) in enumerate(runs.items()):
@@ -636,8 +746,11 @@ def plot_training_curves(
       y = np.asarray(run[metric], np.float64)
       x = np.asarray(run.get('step', np.arange(len(y))), np.float64)
       ok = np.isfinite(y)
-      kw = {'color': f'C{i}', 'marker': 'o' if ok.sum() < 30 else None,
-            'markersize': 3}
+      kw = {
+          'color': f'C{i}',
+          'marker': 'o' if ok.sum() < 30 else None,
+          'markersize': 3,
+      }
       kw.update(styles.get(label, {}))
       ax.plot(x[ok], y[ok], label=label, **kw)
     ax.set_xlabel(xlabel)
@@ -681,8 +794,11 @@ def plot_confusion_matrix(
   if c.ndim != 2 or c.shape[0] != c.shape[1]:
     raise ValueError(f'confusion must be [C, C], got shape {c.shape}')
   n = c.shape[0]
-  names = [str(i) for i in range(n)] if class_names is None else [
-      str(s) for s in class_names]
+  names = (
+      [str(i) for i in range(n)]
+      if class_names is None
+      else [str(s) for s in class_names]
+  )
   if len(names) != n:
     raise ValueError(f'{len(names)} class_names for a {n} x {n} matrix')
   rows = c.sum(axis=1, keepdims=True)
@@ -698,23 +814,35 @@ def plot_confusion_matrix(
     for i in range(n):
       for j in range(n):
         if c[i, j]:
-          ax.text(j, i, str(int(c[i, j])), ha='center', va='center',
-                  fontsize=7,
-                  color='white' if shown[i, j] > 0.5 * top else 'black')
+          ax.text(
+              j,
+              i,
+              str(int(c[i, j])),
+              ha='center',
+              va='center',
+              fontsize=7,
+              color='white' if shown[i, j] > 0.5 * top else 'black',
+          )
   ax.set_xlabel('predicted')
   ax.set_ylabel('true')
   total = int(c.sum())
   if title is None:
     title = f'accuracy {100.0 * np.trace(c) / max(total, 1):.1f}% ({total})'
   ax.set_title(title, fontsize=10)
-  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
-               label='fraction of true class' if normalize else 'count')
+  fig.colorbar(
+      im,
+      ax=ax,
+      fraction=0.046,
+      pad=0.04,
+      label='fraction of true class' if normalize else 'count',
+  )
   fig.tight_layout()
   return fig
 
 
-def confusion_matrix(labels: Any, predictions: Any,
-                     num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    labels: Any, predictions: Any, num_classes: int
+) -> np.ndarray:
   """``<int64>[C, C]`` counts, rows true class, columns predicted.
 
   >>> confusion_matrix([0, 1, 1], [0, 1, 0], 2).tolist()
@@ -770,31 +898,52 @@ def plot_streaming_probabilities(
   plt = _pyplot()
   p = np.asarray(probabilities, np.float64)
   if p.ndim != 2:
-    raise ValueError(f'plot_streaming_probabilities: probabilities must be '
-                     f'[T, C], got shape {p.shape}.')
+    raise ValueError(
+        'plot_streaming_probabilities: probabilities must be '
+        f'[T, C], got shape {p.shape}.'
+    )
   num_frames, num_classes = p.shape
-  names = (list(class_names) if class_names is not None else
-           [str(c) for c in range(num_classes)])
+  names = (
+      list(class_names)
+      if class_names is not None
+      else [str(c) for c in range(num_classes)]
+  )
   if len(names) != num_classes:
-    raise ValueError(f'plot_streaming_probabilities: {len(names)} class names '
-                     f'for C={num_classes} classes.')
+    raise ValueError(
+        f'plot_streaming_probabilities: {len(names)} class names '
+        f'for C={num_classes} classes.'
+    )
   order = list(np.argsort(-p.max(axis=0))[:top_k])
   if true_class is not None and true_class not in order:
-    order = [true_class] + order[:top_k - 1]
+    order = [true_class] + order[: top_k - 1]
   if true_class is not None:
     order = [true_class] + [c for c in order if c != true_class]
   fig, ax = plt.subplots(figsize=figsize)
   frames = np.arange(num_frames)
   for c in order:
     is_true = c == true_class
-    ax.plot(frames, p[:, c], lw=2.6 if is_true else 1.4,
-            label=f'{names[c]} (true)' if is_true else names[c])
+    ax.plot(
+        frames,
+        p[:, c],
+        lw=2.6 if is_true else 1.4,
+        label=f'{names[c]} (true)' if is_true else names[c],
+    )
   if settled_frame is not None:
     ax.axvline(settled_frame, color='0.4', ls='--', lw=1)
-    ax.text(settled_frame, 1.02, f' settled at frame {settled_frame}',
-            color='0.3', fontsize=8, va='bottom')
-  ax.set(xlabel='frame', ylabel='probability', ylim=(0, 1.0),
-         xlim=(0, max(num_frames - 1, 1)))
+    ax.text(
+        settled_frame,
+        1.02,
+        f' settled at frame {settled_frame}',
+        color='0.3',
+        fontsize=8,
+        va='bottom',
+    )
+  ax.set(
+      xlabel='frame',
+      ylabel='probability',
+      ylim=(0, 1.0),
+      xlim=(0, max(num_frames - 1, 1)),
+  )
   ax.legend(loc='center right', fontsize=8, frameon=False)
   if title:
     ax.set_title(title, pad=14)

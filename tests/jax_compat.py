@@ -20,4 +20,5 @@ if hasattr(jax.errors, 'JaxRuntimeError'):
   JaxRuntimeError = jax.errors.JaxRuntimeError
 else:
   from jaxlib.xla_extension import (  # noqa: F401
-      XlaRuntimeError as JaxRuntimeError)
+      XlaRuntimeError as JaxRuntimeError,
+  )

@@ -43,8 +43,9 @@ def fused_gru_weights(p):
   p = f64(p)
   w = {f'W_i{k}': v for k, v in _blocks(p['input_kernel'], GRU_GATES).items()}
   w.update({f'b_i{k}': v for k, v in _blocks(p['bias'], GRU_GATES).items()})
-  w.update({f'W_h{k}': v for k, v in
-            _blocks(p['recurrent_kernel'], GRU_GATES).items()})
+  w.update({
+      f'W_h{k}': v for k, v in _blocks(p['recurrent_kernel'], GRU_GATES).items()
+  })
   w['b_hn'] = p['recurrent_bias']
   return w
 
@@ -53,8 +54,10 @@ def fused_lstm_weights(p):
   """EleAttLSTMCell: input_kernel, recurrent_kernel and bias, each [i|f|g|o]."""
   p = f64(p)
   w = {f'W_i{k}': v for k, v in _blocks(p['input_kernel'], LSTM_GATES).items()}
-  w.update({f'W_h{k}': v for k, v in
-            _blocks(p['recurrent_kernel'], LSTM_GATES).items()})
+  w.update({
+      f'W_h{k}': v
+      for k, v in _blocks(p['recurrent_kernel'], LSTM_GATES).items()
+  })
   w.update({f'b_{k}': v for k, v in _blocks(p['bias'], LSTM_GATES).items()})
   return w
 
@@ -62,8 +65,11 @@ def fused_lstm_weights(p):
 def fused_simple_weights(p):
   """EleAttSimpleCell: input_kernel W_i, recurrent_kernel W_h, bias b_i."""
   p = f64(p)
-  return {'W_i': p['input_kernel'], 'W_h': p['recurrent_kernel'],
-          'b_i': p['bias']}
+  return {
+      'W_i': p['input_kernel'],
+      'W_h': p['recurrent_kernel'],
+      'b_i': p['bias'],
+  }
 
 
 # Per-gate weights from Flax's cells (flax/linen/recurrent.py).
@@ -95,8 +101,11 @@ def flax_lstm_weights(p):
 def flax_simple_weights(p):
   """nn.SimpleCell: i Dense with bias, h Dense without."""
   p = f64(p)
-  return {'W_i': p['i']['kernel'], 'b_i': p['i']['bias'],
-          'W_h': p['h']['kernel']}
+  return {
+      'W_i': p['i']['kernel'],
+      'b_i': p['i']['bias'],
+      'W_h': p['h']['kernel'],
+  }
 
 
 # One step of each cell; carries are arrays (GRU, sRNN) or (c, h) (LSTM).
@@ -138,11 +147,17 @@ def run(step, w, gate_params, x_BTD, carry, seq_lengths=None):
   outputs past it are zero.
   """
   x_BTD = np.asarray(x_BTD, np.float64)
-  carry = (tuple(np.asarray(c, np.float64) for c in carry)
-           if isinstance(carry, tuple) else np.asarray(carry, np.float64))
+  carry = (
+      tuple(np.asarray(c, np.float64) for c in carry)
+      if isinstance(carry, tuple)
+      else np.asarray(carry, np.float64)
+  )
   batch, steps, _ = x_BTD.shape
-  lengths = (np.full((batch,), steps) if seq_lengths is None
-             else np.asarray(seq_lengths))
+  lengths = (
+      np.full((batch,), steps)
+      if seq_lengths is None
+      else np.asarray(seq_lengths)
+  )
   outputs, attention = [], []
   for t in range(steps):
     x = x_BTD[:, t]
@@ -157,5 +172,8 @@ def run(step, w, gate_params, x_BTD, carry, seq_lengths=None):
     else:
       carry = np.where(valid, new_carry, carry)
     outputs.append(np.where(valid, y, 0.0))
-  return (carry, np.stack(outputs, 1),
-          np.stack(attention, 1) if attention else None)
+  return (
+      carry,
+      np.stack(outputs, 1),
+      np.stack(attention, 1) if attention else None,
+  )

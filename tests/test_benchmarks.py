@@ -9,19 +9,42 @@ import json
 from benchmarks import input_pipeline
 from benchmarks import speed
 
-SPEED_KEYS = {'case', 'impl', 'B', 'T', 'D', 'H', 'L', 'mode', 'ms_median',
-              'ms_min', 'ms_max', 'gflops_model', 'ratio_vs_flax_gru'}
+SPEED_KEYS = {
+    'case',
+    'impl',
+    'B',
+    'T',
+    'D',
+    'H',
+    'L',
+    'mode',
+    'ms_median',
+    'ms_min',
+    'ms_max',
+    'gflops_model',
+    'ratio_vs_flax_gru',
+}
 
 
 def _json_lines(text):
   """The JSON rows of a benchmark's stdout (builders may log other lines)."""
-  return [json.loads(line) for line in text.splitlines()
-          if line.startswith('{')]
+  return [
+      json.loads(line) for line in text.splitlines() if line.startswith('{')
+  ]
 
 
 def test_speed_prints_one_row_per_impl_with_every_field(capsys):
-  speed.main(['--quick', '--cases', 'smnist_pixel', '--modes', 'infer',
-              '--impls', 'eleatt_gru,flax_gru,gru', '--repeats', '5'])
+  speed.main([
+      '--quick',
+      '--cases',
+      'smnist_pixel',
+      '--modes',
+      'infer',
+      '--impls',
+      'eleatt_gru,flax_gru,gru',
+      '--repeats',
+      '5',
+  ])
   rows = _json_lines(capsys.readouterr().out)
   header, rows = rows[0], [r for r in rows if 'impl' in r]
   assert header['matmul_gflops'] > 0
@@ -46,8 +69,16 @@ def test_speed_model_flops_counts_the_gate():
 
 def test_input_pipeline_benchmark_reports_every_source(capsys):
   # The train-step path too (at 4 units: the trainer's step, cheaply).
-  input_pipeline.main(['--batches', '2', '--ntu_files', '260', '--hidden',
-                       '4', '--train_repeats', '1'])
+  input_pipeline.main([
+      '--batches',
+      '2',
+      '--ntu_files',
+      '260',
+      '--hidden',
+      '4',
+      '--train_repeats',
+      '1',
+  ])
   rows = _json_lines(capsys.readouterr().out)
   assert rows[0]['build'] == 'ntu_rgbd60/xsub' and rows[0]['files'] == 260
   sources = {r['source']: r for r in rows[1:]}
@@ -56,22 +87,38 @@ def test_input_pipeline_benchmark_reports_every_source(capsys):
   assert sources['skeleton']['batch_shape'] == [256, 100, 150]
   for r in sources.values():
     assert r['train_step_examples_per_s'] > 0
-    assert r['ratio'] == round(r['examples_per_s'] /
-                               r['train_step_examples_per_s'], 2)
+    assert r['ratio'] == round(
+        r['examples_per_s'] / r['train_step_examples_per_s'], 2
+    )
 
 
-STREAMING_KEYS = {'impl', 'D', 'B', 'H', 'L', 'frames', 'us_median', 'us_p99',
-                  'total_ms', 'ratio_vs_step_jit'}
+STREAMING_KEYS = {
+    'impl',
+    'D',
+    'B',
+    'H',
+    'L',
+    'frames',
+    'us_median',
+    'us_p99',
+    'total_ms',
+    'ratio_vs_step_jit',
+}
 
 
 def test_streaming_prints_one_row_per_impl_with_every_field(capsys):
   from benchmarks import streaming  # pylint: disable=g-import-not-at-top
+
   streaming.main(['--quick', '--frames', '3', '--rounds', '1'])
   rows = _json_lines(capsys.readouterr().out)
   header, rows = rows[0], rows[1:]
   assert header['cpus'] > 0 and len(header['loadavg']) == 3
-  assert [r['impl'] for r in rows] == ['step_jit', 'step_exported',
-                                       'step_exported_valid', 'prefix_rerun']
+  assert [r['impl'] for r in rows] == [
+      'step_jit',
+      'step_exported',
+      'step_exported_valid',
+      'prefix_rerun',
+  ]
   for row in rows:
     assert set(row) == STREAMING_KEYS
     assert row['frames'] == 3 and 0 < row['us_median'] <= row['us_p99']

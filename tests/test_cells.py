@@ -18,8 +18,7 @@ from jax.test_util import check_grads
 
 import jax_compat
 import reference
-from eleatt_jax import (EleAtt, EleAttGRUCell, EleAttLSTMCell,
-                        EleAttSimpleCell)
+from eleatt_jax import (EleAtt, EleAttGRUCell, EleAttLSTMCell, EleAttSimpleCell)
 
 B, T, D, H = 2, 4, 3, 5
 RTOL, ATOL = 1e-5, 1e-6
@@ -27,28 +26,58 @@ random_bias = jax.nn.initializers.normal(0.5)
 
 # name -> (cell class, use_gate, NumPy weights from the fused layout, NumPy step)
 FUSED = {
-    'eleatt_gru': (EleAttGRUCell, True, reference.fused_gru_weights,
-                   reference.gru_step),
-    'gru': (EleAttGRUCell, False, reference.fused_gru_weights,
-            reference.gru_step),
-    'eleatt_lstm': (EleAttLSTMCell, True, reference.fused_lstm_weights,
-                    reference.lstm_step),
-    'lstm': (EleAttLSTMCell, False, reference.fused_lstm_weights,
-             reference.lstm_step),
-    'eleatt_rnn': (EleAttSimpleCell, True, reference.fused_simple_weights,
-                   reference.simple_step),
-    'rnn': (EleAttSimpleCell, False, reference.fused_simple_weights,
-            reference.simple_step),
+    'eleatt_gru': (
+        EleAttGRUCell,
+        True,
+        reference.fused_gru_weights,
+        reference.gru_step,
+    ),
+    'gru': (
+        EleAttGRUCell,
+        False,
+        reference.fused_gru_weights,
+        reference.gru_step,
+    ),
+    'eleatt_lstm': (
+        EleAttLSTMCell,
+        True,
+        reference.fused_lstm_weights,
+        reference.lstm_step,
+    ),
+    'lstm': (
+        EleAttLSTMCell,
+        False,
+        reference.fused_lstm_weights,
+        reference.lstm_step,
+    ),
+    'eleatt_rnn': (
+        EleAttSimpleCell,
+        True,
+        reference.fused_simple_weights,
+        reference.simple_step,
+    ),
+    'rnn': (
+        EleAttSimpleCell,
+        False,
+        reference.fused_simple_weights,
+        reference.simple_step,
+    ),
 }
 
 # Flax cell -> (NumPy weights from its per-gate Dense layers, NumPy step)
 FLAX = {
     'GRUCell': (nn.GRUCell, reference.flax_gru_weights, reference.gru_step),
     'LSTMCell': (nn.LSTMCell, reference.flax_lstm_weights, reference.lstm_step),
-    'OptimizedLSTMCell': (nn.OptimizedLSTMCell, reference.flax_lstm_weights,
-                          reference.lstm_step),
-    'SimpleCell': (nn.SimpleCell, reference.flax_simple_weights,
-                   reference.simple_step),
+    'OptimizedLSTMCell': (
+        nn.OptimizedLSTMCell,
+        reference.flax_lstm_weights,
+        reference.lstm_step,
+    ),
+    'SimpleCell': (
+        nn.SimpleCell,
+        reference.flax_simple_weights,
+        reference.simple_step,
+    ),
 }
 
 
@@ -63,7 +92,9 @@ def random_carry(cell, key, batch=B):
   leaves, treedef = jax.tree_util.tree_flatten(carry)
   keys = jax.random.split(key, len(leaves))
   return jax.tree_util.tree_unflatten(
-      treedef, [0.5 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+      treedef,
+      [0.5 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)],
+  )
 
 
 def sequence(key=jax.random.key(7)):
@@ -71,12 +102,16 @@ def sequence(key=jax.random.key(7)):
 
 
 def to_numpy_carry(carry):
-  return (tuple(np.asarray(c) for c in carry) if isinstance(carry, tuple)
-          else np.asarray(carry))
+  return (
+      tuple(np.asarray(c) for c in carry)
+      if isinstance(carry, tuple)
+      else np.asarray(carry)
+  )
 
 
-def assert_steps_match(cell, variables, carry, x_BTD, step, weights,
-                       gate_params):
+def assert_steps_match(
+    cell, variables, carry, x_BTD, step, weights, gate_params
+):
   """Runs ``cell`` step by step and compares every step with NumPy."""
   apply = jax.jit(functools.partial(cell.apply, mutable='intermediates'))
   np_carry = to_numpy_carry(carry)
@@ -86,17 +121,20 @@ def assert_steps_match(cell, variables, carry, x_BTD, step, weights,
     if gate_params is not None:
       a = reference.gate(x_t, reference.hidden_of(np_carry), gate_params)
       (sown,) = state['intermediates']['attention']
-      np.testing.assert_allclose(sown, a, rtol=RTOL, atol=ATOL,
-                                 err_msg=f'attention, step {t}')
+      np.testing.assert_allclose(
+          sown, a, rtol=RTOL, atol=ATOL, err_msg=f'attention, step {t}'
+      )
       x_t = a * x_t
     else:
       assert 'intermediates' not in state
     np_carry, np_y = step(weights, np_carry, x_t)
-    np.testing.assert_allclose(y, np_y, rtol=RTOL, atol=ATOL,
-                               err_msg=f'output, step {t}')
+    np.testing.assert_allclose(
+        y, np_y, rtol=RTOL, atol=ATOL, err_msg=f'output, step {t}'
+    )
     chex.assert_trees_all_close(carry, np_carry, rtol=RTOL, atol=ATOL)
     chex.assert_trees_all_equal_shapes_and_dtypes(
-        carry, cell.initialize_carry(jax.random.key(0), (B, D)))
+        carry, cell.initialize_carry(jax.random.key(0), (B, D))
+    )
 
 
 @pytest.mark.parametrize('name', list(FUSED))
@@ -108,9 +146,15 @@ def test_fused_cell_matches_numpy_step_by_step(name):
   variables = cell.init(jax.random.key(0), carry, sequence()[:, 0])
   params = variables['params']
   assert ('gate' in params) == use_gate
-  assert_steps_match(cell, variables, carry, sequence(), step,
-                     weights_fn(params),
-                     reference.f64(params['gate']) if use_gate else None)
+  assert_steps_match(
+      cell,
+      variables,
+      carry,
+      sequence(),
+      step,
+      weights_fn(params),
+      reference.f64(params['gate']) if use_gate else None,
+  )
 
 
 @pytest.mark.parametrize('name', list(FLAX))
@@ -122,17 +166,28 @@ def test_wrapped_flax_cell_matches_numpy_step_by_step(name):
   variables = cell.init(jax.random.key(0), carry, sequence()[:, 0])
   params = variables['params']
   assert sorted(params) == ['cell', 'gate']
-  assert_steps_match(cell, variables, carry, sequence(), step,
-                     weights_fn(params['cell']), reference.f64(params['gate']))
+  assert_steps_match(
+      cell,
+      variables,
+      carry,
+      sequence(),
+      step,
+      weights_fn(params['cell']),
+      reference.f64(params['gate']),
+  )
 
 
-@pytest.mark.parametrize('cls', [nn.GRUCell, nn.LSTMCell, nn.OptimizedLSTMCell,
-                                 nn.SimpleCell, nn.MGUCell])
+@pytest.mark.parametrize(
+    'cls',
+    [nn.GRUCell, nn.LSTMCell, nn.OptimizedLSTMCell, nn.SimpleCell, nn.MGUCell],
+)
 def test_wrapper_is_gate_then_unchanged_cell(cls):
   """EleAtt(cell)(carry, x) == cell(carry, a * x), the cell's own parameters."""
-  bias_kwargs = ({'forget_bias_init': random_bias,
-                  'activation_bias_init': random_bias} if cls is nn.MGUCell
-                 else {'bias_init': random_bias})
+  bias_kwargs = (
+      {'forget_bias_init': random_bias, 'activation_bias_init': random_bias}
+      if cls is nn.MGUCell
+      else {'bias_init': random_bias}
+  )
   inner = cls(H, **bias_kwargs)
   cell = EleAtt(inner, bias_init=random_bias)
   carry = random_carry(cell, jax.random.key(3))
@@ -140,11 +195,16 @@ def test_wrapper_is_gate_then_unchanged_cell(cls):
   variables = cell.init(jax.random.key(0), carry, x)
   new_carry, y = cell.apply(variables, carry, x)
   h = carry[1] if isinstance(carry, tuple) else carry
-  a = reference.gate(np.asarray(x, np.float64), np.asarray(h, np.float64),
-                     reference.f64(variables['params']['gate']))
+  a = reference.gate(
+      np.asarray(x, np.float64),
+      np.asarray(h, np.float64),
+      reference.f64(variables['params']['gate']),
+  )
   expected_carry, expected_y = inner.apply(
-      {'params': variables['params']['cell']}, carry,
-      jnp.asarray(a * np.asarray(x, np.float64), jnp.float32))
+      {'params': variables['params']['cell']},
+      carry,
+      jnp.asarray(a * np.asarray(x, np.float64), jnp.float32),
+  )
   np.testing.assert_allclose(y, expected_y, rtol=RTOL, atol=ATOL)
   chex.assert_trees_all_close(new_carry, expected_carry, rtol=RTOL, atol=ATOL)
 
@@ -154,42 +214,57 @@ def test_wrapper_is_gate_then_unchanged_cell(cls):
 
 def gru_from_flax(p):
   cat = lambda names, leaf: jnp.concatenate([p[n][leaf] for n in names], -1)
-  return {'input_kernel': cat(['ir', 'iz', 'in'], 'kernel'),
-          'bias': cat(['ir', 'iz', 'in'], 'bias'),
-          'recurrent_kernel': cat(['hr', 'hz', 'hn'], 'kernel'),
-          'recurrent_bias': p['hn']['bias']}
+  return {
+      'input_kernel': cat(['ir', 'iz', 'in'], 'kernel'),
+      'bias': cat(['ir', 'iz', 'in'], 'bias'),
+      'recurrent_kernel': cat(['hr', 'hz', 'hn'], 'kernel'),
+      'recurrent_bias': p['hn']['bias'],
+  }
 
 
 def lstm_from_flax(p):
   cat = lambda names, leaf: jnp.concatenate([p[n][leaf] for n in names], -1)
-  return {'input_kernel': cat(['ii', 'if', 'ig', 'io'], 'kernel'),
-          'recurrent_kernel': cat(['hi', 'hf', 'hg', 'ho'], 'kernel'),
-          'bias': cat(['hi', 'hf', 'hg', 'ho'], 'bias')}
+  return {
+      'input_kernel': cat(['ii', 'if', 'ig', 'io'], 'kernel'),
+      'recurrent_kernel': cat(['hi', 'hf', 'hg', 'ho'], 'kernel'),
+      'bias': cat(['hi', 'hf', 'hg', 'ho'], 'bias'),
+  }
 
 
 def simple_from_flax(p):
-  return {'input_kernel': p['i']['kernel'], 'bias': p['i']['bias'],
-          'recurrent_kernel': p['h']['kernel']}
+  return {
+      'input_kernel': p['i']['kernel'],
+      'bias': p['i']['bias'],
+      'recurrent_kernel': p['h']['kernel'],
+  }
 
 
-@pytest.mark.parametrize('flax_cls, fused_cls, mapping', [
-    (nn.GRUCell, EleAttGRUCell, gru_from_flax),
-    (nn.LSTMCell, EleAttLSTMCell, lstm_from_flax),
-    (nn.SimpleCell, EleAttSimpleCell, simple_from_flax),
-], ids=['gru', 'lstm', 'simple'])
+@pytest.mark.parametrize(
+    'flax_cls, fused_cls, mapping',
+    [
+        (nn.GRUCell, EleAttGRUCell, gru_from_flax),
+        (nn.LSTMCell, EleAttLSTMCell, lstm_from_flax),
+        (nn.SimpleCell, EleAttSimpleCell, simple_from_flax),
+    ],
+    ids=['gru', 'lstm', 'simple'],
+)
 def test_wrapped_flax_cell_equals_fused_cell_with_mapped_params(
-    flax_cls, fused_cls, mapping):
+    flax_cls, fused_cls, mapping
+):
   """EleAtt(nn.XCell) and EleAttXCell compute the same sequence."""
   x = sequence()
-  wrapped = nn.RNN(EleAtt(flax_cls(H, bias_init=random_bias),
-                          bias_init=random_bias), return_carry=True)
+  wrapped = nn.RNN(
+      EleAtt(flax_cls(H, bias_init=random_bias), bias_init=random_bias),
+      return_carry=True,
+  )
   variables = wrapped.init(jax.random.key(0), x)
   params = variables['params']['cell']
   fused_params = {'gate': params['gate'], **mapping(params['cell'])}
   fused = nn.RNN(fused_cls(H), return_carry=True)
   # The mapped tree is exactly the fused cell's own tree.
   chex.assert_trees_all_equal_shapes_and_dtypes(
-      fused.init(jax.random.key(0), x)['params']['cell'], fused_params)
+      fused.init(jax.random.key(0), x)['params']['cell'], fused_params
+  )
   expected = wrapped.apply(variables, x)
   got = fused.apply({'params': {'cell': fused_params}}, x)
   chex.assert_trees_all_close(got, expected, rtol=RTOL, atol=ATOL)
@@ -199,17 +274,36 @@ def test_wrapped_flax_cell_equals_fused_cell_with_mapped_params(
 
 GATE_TREE = {'input_kernel': (D, D), 'recurrent_kernel': (H, D), 'bias': (D,)}
 PARAM_TREES = {
-    'eleatt_gru': {'gate': GATE_TREE, 'input_kernel': (D, 3 * H),
-                   'recurrent_kernel': (H, 3 * H), 'bias': (3 * H,),
-                   'recurrent_bias': (H,)},
-    'gru': {'input_kernel': (D, 3 * H), 'recurrent_kernel': (H, 3 * H),
-            'bias': (3 * H,), 'recurrent_bias': (H,)},
-    'eleatt_lstm': {'gate': GATE_TREE, 'input_kernel': (D, 4 * H),
-                    'recurrent_kernel': (H, 4 * H), 'bias': (4 * H,)},
-    'lstm': {'input_kernel': (D, 4 * H), 'recurrent_kernel': (H, 4 * H),
-             'bias': (4 * H,)},
-    'eleatt_rnn': {'gate': GATE_TREE, 'input_kernel': (D, H),
-                   'recurrent_kernel': (H, H), 'bias': (H,)},
+    'eleatt_gru': {
+        'gate': GATE_TREE,
+        'input_kernel': (D, 3 * H),
+        'recurrent_kernel': (H, 3 * H),
+        'bias': (3 * H,),
+        'recurrent_bias': (H,),
+    },
+    'gru': {
+        'input_kernel': (D, 3 * H),
+        'recurrent_kernel': (H, 3 * H),
+        'bias': (3 * H,),
+        'recurrent_bias': (H,),
+    },
+    'eleatt_lstm': {
+        'gate': GATE_TREE,
+        'input_kernel': (D, 4 * H),
+        'recurrent_kernel': (H, 4 * H),
+        'bias': (4 * H,),
+    },
+    'lstm': {
+        'input_kernel': (D, 4 * H),
+        'recurrent_kernel': (H, 4 * H),
+        'bias': (4 * H,),
+    },
+    'eleatt_rnn': {
+        'gate': GATE_TREE,
+        'input_kernel': (D, H),
+        'recurrent_kernel': (H, H),
+        'bias': (H,),
+    },
     'rnn': {'input_kernel': (D, H), 'recurrent_kernel': (H, H), 'bias': (H,)},
 }
 
@@ -224,9 +318,11 @@ def param_shapes(cell):
 @pytest.mark.parametrize('name', list(FUSED))
 def test_fused_param_tree_pinned(name):
   """The fused cells' parameter names and shapes (all float32) are as documented."""
-  expected = jax.tree_util.tree_map(lambda s: (s, jnp.dtype(jnp.float32)),
-                                    PARAM_TREES[name],
-                                    is_leaf=lambda s: isinstance(s, tuple))
+  expected = jax.tree_util.tree_map(
+      lambda s: (s, jnp.dtype(jnp.float32)),
+      PARAM_TREES[name],
+      is_leaf=lambda s: isinstance(s, tuple),
+  )
   assert param_shapes(fused_cell(name)) == {'params': expected}
 
 
@@ -234,12 +330,23 @@ def test_wrapped_gru_param_tree_pinned():
   """EleAtt(nn.GRUCell): the gate under 'gate', Flax's own tree under 'cell'."""
   f32 = jnp.dtype(jnp.float32)
   dense = lambda i, o: {'kernel': ((i, o), f32), 'bias': ((o,), f32)}
-  assert param_shapes(EleAtt(nn.GRUCell(H))) == {'params': {
-      'gate': {'input_kernel': ((D, D), f32), 'recurrent_kernel': ((H, D), f32),
-               'bias': ((D,), f32)},
-      'cell': {'ir': dense(D, H), 'iz': dense(D, H), 'in': dense(D, H),
-               'hr': {'kernel': ((H, H), f32)}, 'hz': {'kernel': ((H, H), f32)},
-               'hn': dense(H, H)}}}
+  assert param_shapes(EleAtt(nn.GRUCell(H))) == {
+      'params': {
+          'gate': {
+              'input_kernel': ((D, D), f32),
+              'recurrent_kernel': ((H, D), f32),
+              'bias': ((D,), f32),
+          },
+          'cell': {
+              'ir': dense(D, H),
+              'iz': dense(D, H),
+              'in': dense(D, H),
+              'hr': {'kernel': ((H, H), f32)},
+              'hz': {'kernel': ((H, H), f32)},
+              'hn': dense(H, H),
+          },
+      }
+  }
 
 
 @pytest.mark.parametrize('name', ['eleatt_gru', 'eleatt_lstm'])
@@ -247,8 +354,9 @@ def test_recurrent_kernel_orthogonal_per_gate(name):
   """Each gate's [H, H] block of the recurrent kernel is orthogonal on its own."""
   cell = fused_cell(name)
   x = jnp.zeros((B, D))
-  params = cell.init(jax.random.key(0), cell.initialize_carry(
-      jax.random.key(0), x.shape), x)['params']
+  params = cell.init(
+      jax.random.key(0), cell.initialize_carry(jax.random.key(0), x.shape), x
+  )['params']
   blocks = jnp.split(params['recurrent_kernel'], cell.num_blocks, axis=-1)
   for block in blocks:
     np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
@@ -274,19 +382,24 @@ def test_initialize_carry(name):
 
 class DictCarryCell(nn.RNNCellBase):
   """sRNN whose carry is {'h': h, 'steps': count}."""
+
   features: int
 
   @nn.compact
   def __call__(self, carry, x):
-    h = jnp.tanh(nn.Dense(self.features, name='i', bias_init=random_bias)(x) +
-                 nn.Dense(self.features, use_bias=False, name='h')(carry['h']))
+    h = jnp.tanh(
+        nn.Dense(self.features, name='i', bias_init=random_bias)(x)
+        + nn.Dense(self.features, use_bias=False, name='h')(carry['h'])
+    )
     return {'h': h, 'steps': carry['steps'] + 1.0}, h
 
   @nn.nowrap
   def initialize_carry(self, rng, input_shape):
     batch = tuple(input_shape[:-1])
-    return {'h': jnp.zeros(batch + (self.features,)),
-            'steps': jnp.zeros(batch + (1,))}
+    return {
+        'h': jnp.zeros(batch + (self.features,)),
+        'steps': jnp.zeros(batch + (1,)),
+    }
 
   @property
   def num_feature_axes(self):
@@ -295,20 +408,26 @@ class DictCarryCell(nn.RNNCellBase):
 
 class TripleCarryCell(nn.RNNCellBase):
   """sRNN whose carry is (h, running sum of h, steps): h is first, not last."""
+
   features: int
 
   @nn.compact
   def __call__(self, carry, x):
     h, total, steps = carry
-    h = jnp.tanh(nn.Dense(self.features, name='i', bias_init=random_bias)(x) +
-                 nn.Dense(self.features, use_bias=False, name='h')(h))
+    h = jnp.tanh(
+        nn.Dense(self.features, name='i', bias_init=random_bias)(x)
+        + nn.Dense(self.features, use_bias=False, name='h')(h)
+    )
     return (h, total + h, steps + 1.0), h
 
   @nn.nowrap
   def initialize_carry(self, rng, input_shape):
     batch = tuple(input_shape[:-1])
-    return (jnp.zeros(batch + (self.features,)),
-            jnp.zeros(batch + (self.features,)), jnp.zeros(batch + (1,)))
+    return (
+        jnp.zeros(batch + (self.features,)),
+        jnp.zeros(batch + (self.features,)),
+        jnp.zeros(batch + (1,)),
+    )
 
   @property
   def num_feature_axes(self):
@@ -316,10 +435,16 @@ class TripleCarryCell(nn.RNNCellBase):
 
 
 CUSTOM = {
-    'dict': (DictCarryCell, lambda carry: carry['h'],
-             lambda carry: (carry['h'], carry['steps'])),
-    'triple': (TripleCarryCell, lambda carry: carry[0],
-               lambda carry: (carry[0], carry[2])),
+    'dict': (
+        DictCarryCell,
+        lambda carry: carry['h'],
+        lambda carry: (carry['h'], carry['steps']),
+    ),
+    'triple': (
+        TripleCarryCell,
+        lambda carry: carry[0],
+        lambda carry: (carry[0], carry[2]),
+    ),
 }
 
 
@@ -327,6 +452,7 @@ CUSTOM = {
 def test_custom_carry_cell_with_hidden_fn(kind):
   """A user's cell with its own carry runs gated under nn.RNN and eleatt_jax.RNN."""
   from eleatt_jax import RNN  # pylint: disable=g-import-not-at-top
+
   cls, hidden_fn, h_and_steps = CUSTOM[kind]
   cell = EleAtt(cls(H), hidden_fn=hidden_fn, bias_init=random_bias)
   x = sequence()
@@ -334,15 +460,21 @@ def test_custom_carry_cell_with_hidden_fn(kind):
   variables = nn.RNN(cell).init(jax.random.key(0), x)
   params = variables['params']['cell']
   np_carry, np_y, _ = reference.run(
-      reference.simple_step, reference.flax_simple_weights(params['cell']),
-      reference.f64(params['gate']), x, np.zeros((B, H)), lengths)
+      reference.simple_step,
+      reference.flax_simple_weights(params['cell']),
+      reference.f64(params['gate']),
+      x,
+      np.zeros((B, H)),
+      lengths,
+  )
   for layer in (nn.RNN(cell, return_carry=True), RNN(cell, return_carry=True)):
     carry, y = layer.apply(variables, x, seq_lengths=lengths)
     h, steps = h_and_steps(carry)
     # Past the end Flax's nn.RNN leaves outputs unmasked: compare valid steps.
     for b, length in enumerate(lengths):
-      np.testing.assert_allclose(y[b, :length], np_y[b, :length], rtol=RTOL,
-                                 atol=ATOL)
+      np.testing.assert_allclose(
+          y[b, :length], np_y[b, :length], rtol=RTOL, atol=ATOL
+      )
     np.testing.assert_allclose(h, np_carry, rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(steps[:, 0], lengths)
 
@@ -360,18 +492,23 @@ def test_custom_carry_without_hidden_fn_raises(kind):
 # Gradients.
 
 
-@pytest.mark.parametrize('make_cell', [
-    *[functools.partial(fused_cell, name) for name in FUSED],
-    lambda **kw: EleAtt(nn.GRUCell(H, **kw), **kw),
-    lambda **kw: EleAtt(nn.LSTMCell(H, **kw), **kw),
-], ids=[*FUSED, 'EleAtt(GRUCell)', 'EleAtt(LSTMCell)'])
+@pytest.mark.parametrize(
+    'make_cell',
+    [
+        *[functools.partial(fused_cell, name) for name in FUSED],
+        lambda **kw: EleAtt(nn.GRUCell(H, **kw), **kw),
+        lambda **kw: EleAtt(nn.LSTMCell(H, **kw), **kw),
+    ],
+    ids=[*FUSED, 'EleAtt(GRUCell)', 'EleAtt(LSTMCell)'],
+)
 def test_check_grads(make_cell):
   """Autodiff of one step w.r.t. params, carry and input matches finite differences."""
   with jax_compat.enable_x64(True):
     cell = make_cell(param_dtype=jnp.float64, bias_init=random_bias)
     x = jax.random.normal(jax.random.key(1), (B, D), jnp.float64)
     carry = jax.tree_util.tree_map(
-        lambda c: c.astype(jnp.float64), random_carry(cell, jax.random.key(2)))
+        lambda c: c.astype(jnp.float64), random_carry(cell, jax.random.key(2))
+    )
     params = cell.init(jax.random.key(0), carry, x)['params']
     f = jax.jit(lambda p, c, x: cell.apply({'params': p}, c, x))
     check_grads(f, (params, carry, x), order=1, modes=('rev',))
@@ -380,14 +517,28 @@ def test_check_grads(make_cell):
 # Bad input.
 
 
-@pytest.mark.parametrize('make_cell, match', [
-    (lambda: EleAttGRUCell(H), r"'input_kernel' has shape \(3, 15\).*\(4, 15\)"),
-    (lambda: EleAttLSTMCell(H, use_gate=False),
-     r"'input_kernel' has shape \(3, 20\).*\(4, 20\)"),
-    (lambda: EleAttSimpleCell(H), r"'input_kernel' has shape \(3, 5\).*\(4, 5\)"),
-    (lambda: EleAtt(nn.GRUCell(H)),
-     r"EleAttG 'gate'.*'input_kernel' has shape \(3, 3\).*\(4, 4\)"),
-], ids=['eleatt_gru', 'lstm', 'eleatt_rnn', 'EleAtt(GRUCell)'])
+@pytest.mark.parametrize(
+    'make_cell, match',
+    [
+        (
+            lambda: EleAttGRUCell(H),
+            r"'input_kernel' has shape \(3, 15\).*\(4, 15\)",
+        ),
+        (
+            lambda: EleAttLSTMCell(H, use_gate=False),
+            r"'input_kernel' has shape \(3, 20\).*\(4, 20\)",
+        ),
+        (
+            lambda: EleAttSimpleCell(H),
+            r"'input_kernel' has shape \(3, 5\).*\(4, 5\)",
+        ),
+        (
+            lambda: EleAtt(nn.GRUCell(H)),
+            r"EleAttG 'gate'.*'input_kernel' has shape \(3, 3\).*\(4, 4\)",
+        ),
+    ],
+    ids=['eleatt_gru', 'lstm', 'eleatt_rnn', 'EleAtt(GRUCell)'],
+)
 def test_feature_size_mismatch_raises(make_cell, match):
   """Parameters made for D=3 applied to D=4 inputs: a ValueError naming both."""
   cell = make_cell()
@@ -397,23 +548,31 @@ def test_feature_size_mismatch_raises(make_cell, match):
     cell.apply(variables, carry, jnp.ones((B, D + 1)))
 
 
-@pytest.mark.parametrize('make_cell', [
-    lambda: EleAttGRUCell(H), lambda: EleAttLSTMCell(H),
-    lambda: EleAttSimpleCell(H, use_gate=False), lambda: EleAtt(nn.GRUCell(H))])
+@pytest.mark.parametrize(
+    'make_cell',
+    [
+        lambda: EleAttGRUCell(H),
+        lambda: EleAttLSTMCell(H),
+        lambda: EleAttSimpleCell(H, use_gate=False),
+        lambda: EleAtt(nn.GRUCell(H)),
+    ],
+)
 def test_integer_inputs_raise(make_cell):
   """Integer inputs are a ValueError that says to cast, not a silent promotion."""
   cell = make_cell()
   carry = cell.initialize_carry(jax.random.key(0), (B, D))
-  with pytest.raises(ValueError, match='expected floating-point inputs, got '
-                     'dtype int32'):
+  with pytest.raises(
+      ValueError, match='expected floating-point inputs, got dtype int32'
+  ):
     cell.init(jax.random.key(0), carry, jnp.ones((B, D), jnp.int32))
 
 
 def test_scalar_input_raises():
   """A fused cell needs at least a feature axis."""
   cell = EleAttGRUCell(H)
-  with pytest.raises(ValueError, match=r'expects inputs \[\.\.\., D\], got a '
-                     'scalar'):
+  with pytest.raises(
+      ValueError, match=r'expects inputs \[\.\.\., D\], got a ' 'scalar'
+  ):
     cell.init(jax.random.key(0), jnp.zeros((H,)), jnp.float32(1.0))
 
 

@@ -23,6 +23,7 @@ def skeleton(num_frames=12, bodies=2, seed=0, second_actor=False):
 
 # --------------------------------------------------------- preprocessing ----
 
+
 def test_translate_centres_spine_of_first_valid_frame():
   x = skeleton()
   y = pp.translate(x, center_joint=pp.SPINE)
@@ -93,8 +94,9 @@ def test_augmentation_seeded_and_keeps_missing_joints_zero():
   assert a.dtype == np.float32
   # Rotation alone preserves norms; with scale s norms scale by s.
   r = pp.random_rotate(x, np.random.default_rng(0), 0.3)
-  np.testing.assert_allclose(np.linalg.norm(r, axis=-1),
-                             np.linalg.norm(x, axis=-1), atol=1e-5)
+  np.testing.assert_allclose(
+      np.linalg.norm(r, axis=-1), np.linalg.norm(x, axis=-1), atol=1e-5
+  )
   s = pp.random_scale(x, np.random.default_rng(0), 0.1)
   norm = np.linalg.norm(x[1:, 0], axis=-1)
   assert (norm == 0).sum() == 1  # the centre joint of the first valid frame
@@ -116,10 +118,12 @@ def test_rotation_matrix_is_orthonormal_and_bounded():
 
 # ------------------------------------------------------------ sequence_npz --
 
+
 def build_npz(manual_dir, data_dir):
   b = sequence_npz.SequenceNpz(data_dir=data_dir)
   b.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+  )
   return b
 
 
@@ -128,25 +132,35 @@ def test_sequence_npz_real_basicmotions(tmp_path):
   b = build_npz(manual, tmp_path)
   ds = b.as_data_source()
   # No validation.npz: one of the 10 training examples of each class validates.
-  assert {k: len(v) for k, v in ds.items()} == {"train": 36, "validation": 4,
-                                                "test": 40}
-  assert b.info.features["label"].names == ["running", "walking", "standing",
-                                            "badminton"]
+  assert {k: len(v) for k, v in ds.items()} == {
+      "train": 36,
+      "validation": 4,
+      "test": 40,
+  }
+  assert b.info.features["label"].names == [
+      "running",
+      "walking",
+      "standing",
+      "badminton",
+  ]
   with np.load(manual / "test.npz") as raw:
     x, y, lengths = raw["x"], raw["y"], raw["lengths"]
   for i in range(len(ds["test"])):
     e = ds["test"][i]
     j = e["index"]
     assert e["label"] == y[j] and e["length"] == lengths[j]
-    np.testing.assert_array_equal(e["x"], x[j, :lengths[j]])
+    np.testing.assert_array_equal(e["x"], x[j, : lengths[j]])
   assert sorted(ds["test"][i]["index"] for i in range(40)) == list(range(40))
   with np.load(manual / "train.npz") as raw:
     y_train = raw["y"]
   val = [ds["validation"][i] for i in range(4)]
   assert sorted(int(e["label"]) for e in val) == [0, 1, 2, 3]
   assert all(e["label"] == y_train[e["index"]] for e in val)
-  rows = sorted(int(ds[s][i]["index"]) for s in ("train", "validation")
-                for i in range(len(ds[s])))
+  rows = sorted(
+      int(ds[s][i]["index"])
+      for s in ("train", "validation")
+      for i in range(len(ds[s]))
+  )
   assert rows == list(range(40))  # Disjoint, and together all of train.npz.
   # Read back by name, as user code does.
   src = tfds.data_source("sequence_npz", data_dir=tmp_path)["train"]
@@ -158,8 +172,12 @@ def write_npz(path, n=6, t=5, d=2, classes=("a", "b", "c"), **override):
   lengths = np.arange(n, dtype=np.int32) % t + 1
   x = rng.normal(size=(n, t, d)).astype(np.float32)
   x[np.arange(t)[None] >= lengths[:, None]] = 0
-  data = dict(x=x, lengths=lengths, y=np.arange(n, dtype=np.int64) % 3,
-              class_names=np.array(classes))
+  data = dict(
+      x=x,
+      lengths=lengths,
+      y=np.arange(n, dtype=np.int64) % 3,
+      class_names=np.array(classes),
+  )
   data.update(override)
   data = {k: v for k, v in data.items() if v is not None}
   np.savez(path, **data)
@@ -171,27 +189,46 @@ def test_sequence_npz_variable_lengths(tmp_path):
   write_npz(tmp_path / "validation.npz", n=2)
   write_npz(tmp_path / "test.npz", n=4)
   ds = build_npz(tmp_path, tmp_path / "d").as_data_source()
-  assert {k: len(v) for k, v in ds.items()} == {"train": 6, "validation": 2,
-                                                "test": 4}
+  assert {k: len(v) for k, v in ds.items()} == {
+      "train": 6,
+      "validation": 2,
+      "test": 4,
+  }
   lengths = sorted(int(ds["train"][i]["length"]) for i in range(6))
   assert lengths == [1, 1, 2, 3, 4, 5]
-  assert all(ds["train"][i]["x"].shape == (ds["train"][i]["length"], 2)
-             for i in range(6))
+  assert all(
+      ds["train"][i]["x"].shape == (ds["train"][i]["length"], 2)
+      for i in range(6)
+  )
 
 
-@pytest.mark.parametrize("override,match", [
-    (dict(y=None), r"key 'y': the keys .*missing \['y'\]"),
-    (dict(lengths=np.array([1, 2, 9, 1, 1, 1], np.int32)),
-     r"key 'lengths', row 2: a length in 1..T_max=5, got 9"),
-    (dict(lengths=np.array([1, 0, 1, 1, 1, 1], np.int32)),
-     r"key 'lengths', row 1"),
-    (dict(y=np.array([0, 1, 2, 3, 0, 0])), r"key 'y', row 3: a label in 0..2"),
-    (dict(x=np.ones((6, 5, 2), np.float32)),
-     r"key 'x', row 0: zeros after the sequence end \(lengths\[0\]=1\)"),
-    (dict(x=np.full((6, 5, 2), np.nan, np.float32)),
-     r"key 'x', row 0: finite values"),
-    (dict(x=np.zeros((6, 5), np.float32)), r"key 'x': a float array"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (dict(y=None), r"key 'y': the keys .*missing \['y'\]"),
+        (
+            dict(lengths=np.array([1, 2, 9, 1, 1, 1], np.int32)),
+            r"key 'lengths', row 2: a length in 1..T_max=5, got 9",
+        ),
+        (
+            dict(lengths=np.array([1, 0, 1, 1, 1, 1], np.int32)),
+            r"key 'lengths', row 1",
+        ),
+        (
+            dict(y=np.array([0, 1, 2, 3, 0, 0])),
+            r"key 'y', row 3: a label in 0..2",
+        ),
+        (
+            dict(x=np.ones((6, 5, 2), np.float32)),
+            r"key 'x', row 0: zeros after the sequence end \(lengths\[0\]=1\)",
+        ),
+        (
+            dict(x=np.full((6, 5, 2), np.nan, np.float32)),
+            r"key 'x', row 0: finite values",
+        ),
+        (dict(x=np.zeros((6, 5), np.float32)), r"key 'x': a float array"),
+    ],
+)
 def test_sequence_npz_bad_files_name_key_and_row(tmp_path, override, match):
   path = write_npz(tmp_path / "train.npz", **override)
   with pytest.raises(_common.CorruptFileError, match=match) as err:
@@ -203,12 +240,17 @@ def test_sequence_npz_carves_a_seeded_stratified_validation(tmp_path):
   write_npz(tmp_path / "train.npz", n=30)  # 10 of each of 3 classes
   write_npz(tmp_path / "test.npz", n=4)
   ds = build_npz(tmp_path, tmp_path / "d").as_data_source()
-  assert {k: len(v) for k, v in ds.items()} == {"train": 27, "validation": 3,
-                                                "test": 4}
+  assert {k: len(v) for k, v in ds.items()} == {
+      "train": 27,
+      "validation": 3,
+      "test": 4,
+  }
   val = sorted(int(ds["validation"][i]["index"]) for i in range(3))
-  _, held = _common.stratified_holdout(np.arange(30) % 3,
-                                       sequence_npz.VALIDATION_FRACTION,
-                                       sequence_npz.VALIDATION_SEED)
+  _, held = _common.stratified_holdout(
+      np.arange(30) % 3,
+      sequence_npz.VALIDATION_FRACTION,
+      sequence_npz.VALIDATION_SEED,
+  )
   assert val == held.tolist()
   assert sorted(int(i) % 3 for i in val) == [0, 1, 2]  # One of each class.
   again = build_npz(tmp_path, tmp_path / "e").as_data_source()
@@ -218,25 +260,38 @@ def test_sequence_npz_carves_a_seeded_stratified_validation(tmp_path):
 def test_sequence_npz_npy_renamed_npz(tmp_path):
   np.save(tmp_path / "train.npy", np.zeros((6, 5, 2), np.float32))
   (tmp_path / "train.npy").rename(tmp_path / "train.npz")
-  with pytest.raises(_common.CorruptFileError,
-                     match=r"train.npz: whole file: a .npz archive .*found a"
-                     r" single .npy array float32\[6, 5, 2\]"):
+  with pytest.raises(
+      _common.CorruptFileError,
+      match=r"train.npz: whole file: a .npz archive .*found a"
+      r" single .npy array float32\[6, 5, 2\]",
+  ):
     sequence_npz.load_sequence_npz(tmp_path / "train.npz")
 
 
 def test_sequence_npz_class_names_as_bytes_are_decoded(tmp_path):
-  path = write_npz(tmp_path / "train.npz",
-                   class_names=np.array([b"running", b"walking", b"sitting"]))
+  path = write_npz(
+      tmp_path / "train.npz",
+      class_names=np.array([b"running", b"walking", b"sitting"]),
+  )
   assert sequence_npz.load_sequence_npz(path)["class_names"] == (
-      "running", "walking", "sitting")
-  write_npz(tmp_path / "test.npz", n=4,  # The same names, as str.
-            classes=("running", "walking", "sitting"))
+      "running",
+      "walking",
+      "sitting",
+  )
+  write_npz(
+      tmp_path / "test.npz",
+      n=4,  # The same names, as str.
+      classes=("running", "walking", "sitting"),
+  )
   b = build_npz(tmp_path, tmp_path / "d")
   assert b.info.features["label"].names == ["running", "walking", "sitting"]
-  path = write_npz(tmp_path / "bad.npz",
-                   class_names=np.array([b"a", b"\xff", b"c"]))
-  with pytest.raises(_common.CorruptFileError,
-                     match=r"bad.npz: key 'class_names', row 1: UTF-8 text"):
+  path = write_npz(
+      tmp_path / "bad.npz", class_names=np.array([b"a", b"\xff", b"c"])
+  )
+  with pytest.raises(
+      _common.CorruptFileError,
+      match=r"bad.npz: key 'class_names', row 1: UTF-8 text",
+  ):
     sequence_npz.load_sequence_npz(path)
 
 
@@ -245,9 +300,11 @@ def test_sequence_npz_mismatched_class_names_and_missing_split(tmp_path):
   with pytest.raises(_common.ManualDirError, match="test.npz is missing"):
     build_npz(tmp_path, tmp_path / "d")
   write_npz(tmp_path / "test.npz", classes=("a", "b", "z"))
-  with pytest.raises(_common.CorruptFileError,
-                     match=r"test.npz: key 'class_names': the class_names of"
-                     r" the other splits \['a', 'b', 'c'\], got"):
+  with pytest.raises(
+      _common.CorruptFileError,
+      match=r"test.npz: key 'class_names': the class_names of"
+      r" the other splits \['a', 'b', 'c'\], got",
+  ):
     build_npz(tmp_path, tmp_path / "d")
   (tmp_path / "test.npz").write_bytes(b"PK\x03\x04 truncated")
   with pytest.raises(_common.CorruptFileError, match="readable .npz"):
@@ -256,25 +313,39 @@ def test_sequence_npz_mismatched_class_names_and_missing_split(tmp_path):
 
 # --------------------------------------------------------------- pipeline ---
 
+
 def skeleton_source(n=40):
   rng = np.random.default_rng(0)
   out = []
   for i in range(n):
     t = int(rng.integers(5, 30))
-    out.append({"skeleton": skeleton(t, seed=i, second_actor=i % 2 == 0),
-                "length": np.int32(t), "label": np.int64(i % 7),
-                "subject": np.int32(i // 4), "sample_name": b"s%d" % i})
+    out.append({
+        "skeleton": skeleton(t, seed=i, second_actor=i % 2 == 0),
+        "length": np.int32(t),
+        "label": np.int64(i % 7),
+        "subject": np.int32(i // 4),
+        "sample_name": b"s%d" % i,
+    })
   return out
 
 
-PRE = pipeline.SkeletonPreprocess(num_frames=16, augment=pp.Augment(),
-                                  align_joints=(pp.LEFT_SHOULDER,
-                                                pp.RIGHT_SHOULDER))
+PRE = pipeline.SkeletonPreprocess(
+    num_frames=16,
+    augment=pp.Augment(),
+    align_joints=(pp.LEFT_SHOULDER, pp.RIGHT_SHOULDER),
+)
 
 
 def make(source, **kw):
-  kw = {"batch_size": 8, "train": True, "seed": 0, "shard_index": 0,
-        "shard_count": 1, "num_threads": 2, **kw}
+  kw = {
+      "batch_size": 8,
+      "train": True,
+      "seed": 0,
+      "shard_index": 0,
+      "shard_count": 1,
+      "num_threads": 2,
+      **kw,
+  }
   return pipeline.make_pipeline(source, PRE, **kw)
 
 
@@ -306,7 +377,8 @@ def test_pipeline_deterministic_for_a_seed():
     assert_batches_equal(x, y)
   c = take(iter(make(src, seed=1)), 1)[0]
   assert not np.array_equal(a[0]["label"], c["label"]) or not np.allclose(
-      a[0]["x"], c["x"])
+      a[0]["x"], c["x"]
+  )
   # An epoch holds each example once; the next epoch is reshuffled and
   # re-augmented.
   epoch = np.concatenate([x["subject"] * 100 + x["label"] for x in a[:5]])
@@ -340,18 +412,21 @@ def test_pipeline_eval_single_ordered_pass_with_mask():
     assert_batches_equal(x, y)
   # Evaluation is centred sampling of the translated, aligned skeleton.
   e = src[0]
-  x = pp.align_view(pp.translate(e["skeleton"][:e["length"]]))
+  x = pp.align_view(pp.translate(e["skeleton"][: e["length"]]))
   np.testing.assert_allclose(
       batches[0]["x"][0],
-      pp.flatten(pp.temporal_sample(x, int(e["length"]), 16)), atol=1e-6)
+      pp.flatten(pp.temporal_sample(x, int(e["length"]), 16)),
+      atol=1e-6,
+  )
 
 
 def test_pipeline_shards_are_disjoint_and_cover():
   src = skeleton_source(20)
   seen = []
   for index in range(2):
-    for b in make(src, train=False, shard_index=index, shard_count=2,
-                  batch_size=4):
+    for b in make(
+        src, train=False, shard_index=index, shard_count=2, batch_size=4
+    ):
       seen.extend((b["subject"] * 100 + b["label"])[b["mask"]].tolist())
   assert sorted(seen) == sorted(e["subject"] * 100 + e["label"] for e in src)
   with pytest.raises(ValueError, match="shard_index 2 not in"):
@@ -360,8 +435,7 @@ def test_pipeline_shards_are_disjoint_and_cover():
 
 def test_pipeline_defaults_to_jax_process_sharding():
   src = skeleton_source(16)
-  batch = next(iter(pipeline.make_pipeline(src, PRE, batch_size=4,
-                                           train=True)))
+  batch = next(iter(pipeline.make_pipeline(src, PRE, batch_size=4, train=True)))
   assert batch["x"].shape == (4, 16, 150)
 
 
@@ -370,17 +444,38 @@ def test_pipeline_over_tfds_data_source_sequences(tmp_path):
   write_npz(tmp_path / "test.npz", n=5)
   ds = build_npz(tmp_path, tmp_path / "d").as_data_source()
   pre = pipeline.SequencePreprocess(num_frames=5)
-  it = iter(pipeline.make_pipeline(ds["train"], pre, batch_size=4, train=True,
-                                   shard_index=0, shard_count=1))
+  it = iter(
+      pipeline.make_pipeline(
+          ds["train"],
+          pre,
+          batch_size=4,
+          train=True,
+          shard_index=0,
+          shard_count=1,
+      )
+  )
   b = next(it)
-  assert b["x"].shape == (4, 5, 2) and set(b) == {"x", "length", "label",
-                                                   "index", "mask"}
+  assert b["x"].shape == (4, 5, 2) and set(b) == {
+      "x",
+      "length",
+      "label",
+      "index",
+      "mask",
+  }
   for row in range(4):  # zero after each row's length
-    assert not b["x"][row, b["length"][row]:].any()
+    assert not b["x"][row, b["length"][row] :].any()
   state = it.get_state()
   nxt = next(it)
-  it2 = iter(pipeline.make_pipeline(ds["train"], pre, batch_size=4,
-                                    train=True, shard_index=0, shard_count=1))
+  it2 = iter(
+      pipeline.make_pipeline(
+          ds["train"],
+          pre,
+          batch_size=4,
+          train=True,
+          shard_index=0,
+          shard_count=1,
+      )
+  )
   it2.set_state(state)
   assert_batches_equal(nxt, next(it2))
 

@@ -33,6 +33,7 @@ from eleatt_jax import export as export_lib  # pylint: disable=g-import-not-at-t
 def exported_run(npz_dir, data_dir, tmp_path_factory):
   from train import export as train_export  # pylint: disable=g-import-not-at-top
   from train import train  # pylint: disable=g-import-not-at-top
+
   workdir = tmp_path_factory.mktemp('run')
   train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir), str(workdir))
   card = train_export.export_run(str(workdir), 'best')
@@ -42,11 +43,12 @@ def exported_run(npz_dir, data_dir, tmp_path_factory):
 @functools.cache
 def in_process_model(workdir):
   from train import checkpoints  # pylint: disable=g-import-not-at-top
+
   run = checkpoints.load_run(str(workdir), 'best')
   return run.model, {'params': run.state.params}
 
 
-SUBPROCESS = textwrap.dedent('''
+SUBPROCESS = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     d = sys.argv[1]
@@ -71,7 +73,7 @@ SUBPROCESS = textwrap.dedent('''
         m for m in sys.modules if 'flax' in m or 'eleatt' in m]
     np.savez(sys.argv[3], logits=logits, steps=np.stack(steps, 1),
              probs=probs_t, valid_logits=valid_logits)
-''')
+""")
 
 
 def test_card_describes_the_run(exported_run):
@@ -90,7 +92,8 @@ def test_card_describes_the_run(exported_run):
   assert card['artifacts']['sequence']['inputs'][0]['shape'] == ['b', 't', '3']
   step_valid = card['artifacts']['step_valid']
   assert step_valid['signature'].startswith(
-      'step_valid(carry, x_t [b, D], valid <bool>[b])')
+      'step_valid(carry, x_t [b, D], valid <bool>[b])'
+  )
   assert step_valid['inputs'][-1] == {'shape': ['b'], 'dtype': 'bool'}
   assert card['artifacts']['step']['signature'].startswith('step(carry, x_t')
   for entry in card['artifacts'].values():
@@ -108,33 +111,55 @@ def test_round_trip_in_a_process_without_flax(exported_run, tmp_path):
   script = tmp_path / 'load.py'
   script.write_text(SUBPROCESS)
   proc = subprocess.run(
-      [sys.executable, str(script), str(workdir / 'export'),
-       str(tmp_path / 'in.npz'), str(tmp_path / 'out.npz')],
-      cwd=tmp_path, env=sup.subprocess_env(1), capture_output=True, text=True,
-      timeout=300)
+      [
+          sys.executable,
+          str(script),
+          str(workdir / 'export'),
+          str(tmp_path / 'in.npz'),
+          str(tmp_path / 'out.npz'),
+      ],
+      cwd=tmp_path,
+      env=sup.subprocess_env(1),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = np.load(tmp_path / 'out.npz')
   model, variables = in_process_model(workdir)
   expected = model.apply(variables, jnp.asarray(x), jnp.asarray(lengths))
   np.testing.assert_allclose(out['logits'], expected, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(out['steps'][:, -1], expected, rtol=1e-5,
-                             atol=1e-5)
-  prefix = model.apply(variables, jnp.asarray(x[:, :4]),
-                       jnp.full((5,), 4, jnp.int32))
+  np.testing.assert_allclose(
+      out['steps'][:, -1], expected, rtol=1e-5, atol=1e-5
+  )
+  prefix = model.apply(
+      variables, jnp.asarray(x[:, :4]), jnp.full((5,), 4, jnp.int32)
+  )
   np.testing.assert_allclose(out['steps'][:, 3], prefix, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(out['probs'], jax.nn.softmax(expected),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      out['probs'], jax.nn.softmax(expected), rtol=1e-5, atol=1e-6
+  )
   # Streams that ended after frame 3 kept the logits of the prefix 0..3.
-  np.testing.assert_allclose(out['valid_logits'],
-                             np.where((ends == 4)[:, None], prefix, expected),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      out['valid_logits'],
+      np.where((ends == 4)[:, None], prefix, expected),
+      rtol=1e-5,
+      atol=1e-5,
+  )
 
 
 def test_cli_prints_how_to_load(exported_run, tmp_path):
   workdir, _ = exported_run
-  proc = sup.run([sys.executable, '-m', 'train.export',
-                  f'--workdir={workdir}', f'--output={tmp_path / "e"}'],
-                 timeout=300)
+  proc = sup.run(
+      [
+          sys.executable,
+          '-m',
+          'train.export',
+          f'--workdir={workdir}',
+          f'--output={tmp_path / "e"}',
+      ],
+      timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'jax.export.deserialize' in proc.stdout
   assert (tmp_path / 'e' / 'step.jax_exported').exists()
@@ -147,16 +172,21 @@ def test_damaged_or_mismatched_artifacts_raise(exported_run, tmp_path):
   assert set(export_lib.load(str(directory))) == set(export_lib.FUNCTIONS)
   step = directory / 'step.jax_exported'
   good = step.read_bytes()
-  step.write_bytes(good[:len(good) // 2])
-  with pytest.raises(ValueError, match=r'step.jax_exported: SHA-256 .* damaged '
-                     'or comes from another export'):
+  step.write_bytes(good[: len(good) // 2])
+  with pytest.raises(
+      ValueError,
+      match=r'step.jax_exported: SHA-256 .* damaged '
+      'or comes from another export',
+  ):
     export_lib.load(str(directory))
   # A file that is not an export, with the card updated to match.
   card = json.loads((directory / 'model_card.json').read_text())
   step.write_bytes(b'not a flatbuffer')
   import hashlib  # pylint: disable=g-import-not-at-top
+
   card['artifacts']['step']['sha256'] = hashlib.sha256(
-      b'not a flatbuffer').hexdigest()
+      b'not a flatbuffer'
+  ).hexdigest()
   (directory / 'model_card.json').write_text(json.dumps(card))
   with pytest.raises(ValueError, match='is not a serialized jax.export'):
     export_lib.load(str(directory), ('step',))
@@ -176,8 +206,9 @@ def test_exported_step_with_valid_is_the_in_process_step(exported_run):
   functions = export_lib.load_callables(str(workdir / 'export'), ('step',))
   assert set(functions) == {'step', 'step_valid'}
   model, variables = in_process_model(workdir)
-  step = jax.jit(lambda c, x_t, v: model.apply(variables, c, x_t, v,
-                                               method='step'))
+  step = jax.jit(
+      lambda c, x_t, v: model.apply(variables, c, x_t, v, method='step')
+  )
   # NumPy, so that nothing but the two steps compiles.
   x = np.random.default_rng(3).standard_normal((3, 4, 3)).astype(np.float32)
   ends = np.array([4, 1, 2])
@@ -189,26 +220,35 @@ def test_exported_step_with_valid_is_the_in_process_step(exported_run):
     previous = jax.device_get(exported_carry)
     carry, logits, _ = step(carry, x[:, t], valid)
     exported_carry, exported_logits, probabilities = functions['step'](
-        exported_carry, x[:, t], valid=valid)
+        exported_carry, x[:, t], valid=valid
+    )
     np.testing.assert_allclose(exported_logits, logits, rtol=1e-5, atol=1e-5)
     e = np.exp(np.asarray(logits) - np.max(logits, axis=-1, keepdims=True))
-    np.testing.assert_allclose(probabilities, e / e.sum(-1, keepdims=True),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        probabilities, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-6
+    )
     jax.tree_util.tree_map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
-        exported_carry, carry)
+        exported_carry,
+        carry,
+    )
     # An ended stream's carry stays as it was.
     jax.tree_util.tree_map(
         lambda a, b, v=valid: np.testing.assert_array_equal(
-            np.asarray(a)[~v], b[~v]),
-        exported_carry, previous)
+            np.asarray(a)[~v], b[~v]
+        ),
+        exported_carry,
+        previous,
+    )
   assert not valid.all()
   # The call without valid is the step export, all frames valid.
   old = functions['step'](exported_carry, x[:, 0])
   new = functions['step'](exported_carry, x[:, 0], valid=np.ones((3,), bool))
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
-      old, new)
+      old,
+      new,
+  )
 
 
 def test_an_export_without_step_valid_still_steps(exported_run, tmp_path):
@@ -234,8 +274,9 @@ def test_an_export_without_step_valid_still_steps(exported_run, tmp_path):
 def test_wrong_feature_size_at_call_names_the_shapes():
   model = StackedRNNClassifier(num_classes=2, hidden_sizes=(4,))
   variables = model.init(jax.random.key(0), jnp.ones((1, 3, 3)))
-  functions = export_lib.export_classifier(model, variables, 3,
-                                           names=('sequence',))
+  functions = export_lib.export_classifier(
+      model, variables, 3, names=('sequence',)
+  )
   assert set(functions) == {'sequence'}
   sequence = jax.export.deserialize(functions['sequence'].serialize())
   with pytest.raises(ValueError, match=r'shape.*\(2, 5, 4\)|4.*3'):
@@ -243,8 +284,9 @@ def test_wrong_feature_size_at_call_names_the_shapes():
 
 
 def test_bidirectional_exports_the_sequence_function_only():
-  model = StackedRNNClassifier(num_classes=2, hidden_sizes=(4,),
-                               bidirectional=True)
+  model = StackedRNNClassifier(
+      num_classes=2, hidden_sizes=(4,), bidirectional=True
+  )
   variables = model.init(jax.random.key(0), jnp.ones((1, 3, 3)))
   assert set(export_lib.export_classifier(model, variables, 3)) == {'sequence'}
 
@@ -252,6 +294,7 @@ def test_bidirectional_exports_the_sequence_function_only():
 def test_stream_replays_through_the_exported_step(exported_run, tmp_path):
   import io  # pylint: disable=g-import-not-at-top
   from train import stream  # pylint: disable=g-import-not-at-top
+
   workdir, _ = exported_run
   out = io.StringIO()
   png = tmp_path / 'p.png'
@@ -264,11 +307,18 @@ def test_stream_replays_through_the_exported_step(exported_run, tmp_path):
   # The last frame's probabilities are the full-sequence model's.
   model, variables = in_process_model(workdir)
   from train import config_lib, input_pipeline  # pylint: disable=g-import-not-at-top
-  config = config_lib.from_json(json.loads((workdir / 'config.json').read_text()))
+
+  config = config_lib.from_json(
+      json.loads((workdir / 'config.json').read_text())
+  )
   builder, info = input_pipeline.prepare_dataset(config, str(workdir))
   batch, _ = input_pipeline.get_example(config, builder, info, 'test', 2)
   logits = model.apply(variables, batch['x'], batch['length'])
-  np.testing.assert_allclose(result['probabilities'][-1],
-                             jax.nn.softmax(logits)[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      result['probabilities'][-1],
+      jax.nn.softmax(logits)[0],
+      rtol=1e-5,
+      atol=1e-6,
+  )
   assert stream.settled_frame([0, 1, 1, 2, 2]) == 3
   assert stream.settled_frame([2, 2]) == 0

@@ -27,8 +27,12 @@ def test_param_tree_pinned():
   """W_xa is [D, D], W_ha is [H, D], b_a is [D]; nothing else is created."""
   _, variables, _, _ = _init()
   assert jax.tree_util.tree_map(jnp.shape, variables) == {
-      'params': {'input_kernel': (D, D), 'recurrent_kernel': (H, D),
-                 'bias': (D,)}}
+      'params': {
+          'input_kernel': (D, D),
+          'recurrent_kernel': (H, D),
+          'bias': (D,),
+      }
+  }
 
 
 @pytest.mark.parametrize('batch_shape', [(2,), (2, 3), ()])
@@ -38,8 +42,11 @@ def test_matches_numpy(batch_shape):
   a = gate.apply(variables, x, h)
   chex.assert_shape(a, batch_shape + (D,))
   chex.assert_type(a, jnp.float32)
-  expected = reference.gate(np.asarray(x, np.float64), np.asarray(h, np.float64),
-                            reference.f64(variables['params']))
+  expected = reference.gate(
+      np.asarray(x, np.float64),
+      np.asarray(h, np.float64),
+      reference.f64(variables['params']),
+  )
   np.testing.assert_allclose(a, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -55,8 +62,11 @@ def test_gate_fn_is_used():
   _, variables, x, h = _init()
   a = EleAttG(gate_fn=jnp.tanh).apply(variables, x, h)
   p = reference.f64(variables['params'])
-  expected = np.tanh(np.asarray(x, np.float64) @ p['input_kernel'] +
-                     np.asarray(h, np.float64) @ p['recurrent_kernel'] + p['bias'])
+  expected = np.tanh(
+      np.asarray(x, np.float64) @ p['input_kernel']
+      + np.asarray(h, np.float64) @ p['recurrent_kernel']
+      + p['bias']
+  )
   np.testing.assert_allclose(a, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -66,7 +76,8 @@ def test_bfloat16_compute_keeps_float32_params():
   gate16 = EleAttG(dtype=jnp.bfloat16)
   params16 = gate16.init(jax.random.key(0), x, h)['params']
   assert {p.dtype for p in jax.tree_util.tree_leaves(params16)} == {
-      jnp.dtype(jnp.float32)}
+      jnp.dtype(jnp.float32)
+  }
   a16 = gate16.apply(variables, x, h)
   chex.assert_type(a16, jnp.bfloat16)
   a32 = EleAttG().apply(variables, x, h)
@@ -84,11 +95,18 @@ def test_check_grads():
     check_grads(jax.jit(f), (params, x, h), order=2, modes=('fwd', 'rev'))
 
 
-@pytest.mark.parametrize('x_shape, h_shape, match', [
-    ((2, D + 1), (2, H), r"'input_kernel' has shape \(3, 3\).*\(4, 4\)"),
-    ((2, D), (2, H + 1), r"'recurrent_kernel' has shape \(5, 3\).*\(6, 3\)"),
-    ((), (2, H), r'EleAttG expects inputs \[\.\.\., D\]'),
-])
+@pytest.mark.parametrize(
+    'x_shape, h_shape, match',
+    [
+        ((2, D + 1), (2, H), r"'input_kernel' has shape \(3, 3\).*\(4, 4\)"),
+        (
+            (2, D),
+            (2, H + 1),
+            r"'recurrent_kernel' has shape \(5, 3\).*\(6, 3\)",
+        ),
+        ((), (2, H), r'EleAttG expects inputs \[\.\.\., D\]'),
+    ],
+)
 def test_bad_input_raises(x_shape, h_shape, match):
   """Sizes that contradict the stored parameters, and scalars, are ValueErrors."""
   gate, variables, _, _ = _init()

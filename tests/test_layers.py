@@ -17,8 +17,13 @@ from jax.test_util import check_grads
 
 import jax_compat
 import reference
-from eleatt_jax import (RNN, EleAtt, EleAttGRUCell, EleAttLSTMCell,
-                        EleAttSimpleCell)
+from eleatt_jax import (
+    RNN,
+    EleAtt,
+    EleAttGRUCell,
+    EleAttLSTMCell,
+    EleAttSimpleCell,
+)
 
 B, T, D, H = 3, 5, 3, 4
 LENGTHS = (5, 3, 1)
@@ -31,18 +36,20 @@ random_bias = jax.nn.initializers.normal(0.5)
 
 CELLS = {
     'eleatt_gru': lambda **kw: EleAttGRUCell(H, bias_init=random_bias, **kw),
-    'gru': lambda **kw: EleAttGRUCell(H, use_gate=False, bias_init=random_bias,
-                                      **kw),
+    'gru': lambda **kw: EleAttGRUCell(
+        H, use_gate=False, bias_init=random_bias, **kw
+    ),
     'eleatt_lstm': lambda **kw: EleAttLSTMCell(H, bias_init=random_bias, **kw),
     'lstm': lambda **kw: EleAttLSTMCell(H, use_gate=False, **kw),
     'eleatt_rnn': lambda **kw: EleAttSimpleCell(H, bias_init=random_bias, **kw),
     'rnn': lambda **kw: EleAttSimpleCell(H, use_gate=False, **kw),
-    'EleAtt(GRUCell)': lambda **kw: EleAtt(nn.GRUCell(H, bias_init=random_bias,
-                                                      **kw),
-                                           bias_init=random_bias, **kw),
+    'EleAtt(GRUCell)': lambda **kw: EleAtt(
+        nn.GRUCell(H, bias_init=random_bias, **kw), bias_init=random_bias, **kw
+    ),
     'EleAtt(LSTMCell)': lambda **kw: EleAtt(nn.LSTMCell(H, **kw), **kw),
     'EleAtt(OptimizedLSTMCell)': lambda **kw: EleAtt(
-        nn.OptimizedLSTMCell(H, **kw), **kw),
+        nn.OptimizedLSTMCell(H, **kw), **kw
+    ),
     'EleAtt(SimpleCell)': lambda **kw: EleAtt(nn.SimpleCell(H, **kw), **kw),
     'EleAtt(MGUCell)': lambda **kw: EleAtt(nn.MGUCell(H, **kw), **kw),
     'GRUCell': lambda **kw: nn.GRUCell(H, bias_init=random_bias, **kw),
@@ -71,15 +78,24 @@ def cell_variables(name):
 
 
 def bidirectional_variables(forward_name, backward_name):
-  return {'params': {'forward_rnn': cell_variables(forward_name)['params'],
-                     'backward_rnn': cell_variables(backward_name)['params']}}
+  return {
+      'params': {
+          'forward_rnn': cell_variables(forward_name)['params'],
+          'backward_rnn': cell_variables(backward_name)['params'],
+      }
+  }
 
 
 def assert_valid_steps_close(y, expected, lengths, rtol=RTOL, atol=ATOL):
   """Compares [B, T, ...] outputs on each sequence's valid steps only."""
   for b, length in enumerate(lengths):
-    np.testing.assert_allclose(y[b, :length], expected[b, :length], rtol=rtol,
-                               atol=atol, err_msg=f'sequence {b}')
+    np.testing.assert_allclose(
+        y[b, :length],
+        expected[b, :length],
+        rtol=rtol,
+        atol=atol,
+        err_msg=f'sequence {b}',
+    )
 
 
 # Against flax.linen.RNN, one parameter tree for both.
@@ -94,7 +110,8 @@ def test_matches_flax_rnn_with_lengths_unroll_and_carry(name):
   variables = cell_variables(name)
   # One parameter tree serves both layers.
   chex.assert_trees_all_equal_shapes_and_dtypes(
-      variables, jax.eval_shape(ours.init, jax.random.key(0), x))
+      variables, jax.eval_shape(ours.init, jax.random.key(0), x)
+  )
   carry, y = ours.apply(variables, x, seq_lengths=lengths)
   flax_carry, flax_y = flax_rnn.apply(variables, x, seq_lengths=lengths)
   chex.assert_shape(y, (B, T, H))
@@ -121,45 +138,58 @@ def test_matches_flax_rnn_layouts(name, layout):
   variables = cell_variables(name)
   y = ours.apply(variables, x)
   chex.assert_shape(y, shape[:-1] + (H,))
-  np.testing.assert_allclose(y, flax_rnn.apply(variables, x), rtol=RTOL,
-                             atol=ATOL)
+  np.testing.assert_allclose(
+      y, flax_rnn.apply(variables, x), rtol=RTOL, atol=ATOL
+  )
 
 
-LAYOUTS = [{'hoist_input_projection': hoist, 'split_gates': split}
-           for hoist in (False, True) for split in (False, True)]
+LAYOUTS = [
+    {'hoist_input_projection': hoist, 'split_gates': split}
+    for hoist in (False, True)
+    for split in (False, True)
+]
 
 
-@pytest.mark.parametrize('name', ['eleatt_gru', 'lstm', 'eleatt_rnn',
-                                  'EleAtt(LSTMCell)'])
+@pytest.mark.parametrize(
+    'name', ['eleatt_gru', 'lstm', 'eleatt_rnn', 'EleAtt(LSTMCell)']
+)
 def test_every_layout_gives_the_same_outputs(name):
   """Hoisting the input-only projection or splitting the gates changes nothing."""
   x, lengths = padded_inputs(), jnp.array(LENGTHS)
   variables = cell_variables(name)
   layouts = LAYOUTS if not name.startswith('EleAtt(') else LAYOUTS[::2]
-  results = [RNN(CELLS[name](), return_carry=True, **layout).apply(
-      variables, x, seq_lengths=lengths) for layout in layouts]
+  results = [
+      RNN(CELLS[name](), return_carry=True, **layout).apply(
+          variables, x, seq_lengths=lengths
+      )
+      for layout in layouts
+  ]
   for layout, result in zip(layouts[1:], results[1:]):
-    chex.assert_trees_all_close(result, results[0], rtol=RTOL, atol=ATOL,
-                                custom_message=str(layout))
+    chex.assert_trees_all_close(
+        result, results[0], rtol=RTOL, atol=ATOL, custom_message=str(layout)
+    )
 
 
 # Against a Python loop over the cell.
 
 
-@pytest.mark.parametrize('name', ['eleatt_gru', 'eleatt_lstm', 'rnn',
-                                  'EleAtt(LSTMCell)', 'GRUCell'])
+@pytest.mark.parametrize(
+    'name', ['eleatt_gru', 'eleatt_lstm', 'rnn', 'EleAtt(LSTMCell)', 'GRUCell']
+)
 def test_matches_python_step_loop(name):
   """RNN == for t: carry, y_t = cell(carry, x_t), from a given initial carry."""
   x = inputs()
   cell = CELLS[name]()
   carry0 = jax.tree_util.tree_map(
       lambda c: jax.random.normal(jax.random.key(3), c.shape),
-      cell.initialize_carry(jax.random.key(0), (B, D)))
+      cell.initialize_carry(jax.random.key(0), (B, D)),
+  )
   layer = RNN(cell, return_carry=True)
   variables = cell_variables(name)
   carry, y = layer.apply(variables, x, initial_carry=carry0)
-  step = jax.jit(functools.partial(cell.apply,
-                                   {'params': variables['params']['cell']}))
+  step = jax.jit(
+      functools.partial(cell.apply, {'params': variables['params']['cell']})
+  )
   loop_carry, loop_y = carry0, []
   for t in range(T):
     loop_carry, y_t = step(loop_carry, x[:, t])
@@ -183,9 +213,13 @@ def test_matches_numpy_reference_with_lengths(name):
   carry, y = layer.apply(variables, x, seq_lengths=lengths)
   zeros = np.zeros((B, H))
   np_carry, np_y, _ = reference.run(
-      step, weights_fn(params),
-      reference.f64(params['gate']) if 'gate' in params else None, x,
-      (zeros, zeros) if 'lstm' in name else zeros, lengths)
+      step,
+      weights_fn(params),
+      reference.f64(params['gate']) if 'gate' in params else None,
+      x,
+      (zeros, zeros) if 'lstm' in name else zeros,
+      lengths,
+  )
   np.testing.assert_allclose(y, np_y, rtol=RTOL, atol=ATOL)
   chex.assert_trees_all_close(carry, np_carry, rtol=RTOL, atol=ATOL)
 
@@ -193,52 +227,68 @@ def test_matches_numpy_reference_with_lengths(name):
 # Padding: a padded batch == each sequence alone.
 
 PADDING_CASES = [
-    *[(name, 'forward') for name in ('eleatt_gru', 'eleatt_lstm',
-                                     'EleAtt(GRUCell)', 'GRUCell')],
-    *[(name, direction) for name in ('eleatt_lstm', 'EleAtt(GRUCell)')
-      for direction in ('reverse', 'reverse_keep_order')],
+    *[
+        (name, 'forward')
+        for name in ('eleatt_gru', 'eleatt_lstm', 'EleAtt(GRUCell)', 'GRUCell')
+    ],
+    *[
+        (name, direction)
+        for name in ('eleatt_lstm', 'EleAtt(GRUCell)')
+        for direction in ('reverse', 'reverse_keep_order')
+    ],
 ]
 
 
 @pytest.mark.parametrize('name, direction', PADDING_CASES)
 def test_padded_batch_equals_each_sequence_alone(name, direction):
   """Outputs (zero past the end) and final carry do not depend on padding."""
-  kwargs = {'forward': {}, 'reverse': {'reverse': True},
-            'reverse_keep_order': {'reverse': True, 'keep_order': True}}
+  kwargs = {
+      'forward': {},
+      'reverse': {'reverse': True},
+      'reverse_keep_order': {'reverse': True, 'keep_order': True},
+  }
   layer = RNN(CELLS[name](), return_carry=True, **kwargs[direction])
   x = padded_inputs()
   variables = cell_variables(name)
   carry, y = layer.apply(variables, x, seq_lengths=jnp.array(LENGTHS))
   for b, length in enumerate(LENGTHS):
-    alone_carry, alone_y = layer.apply(variables, x[b:b + 1, :length])
+    alone_carry, alone_y = layer.apply(variables, x[b : b + 1, :length])
     np.testing.assert_allclose(y[b, :length], alone_y[0], rtol=RTOL, atol=ATOL)
     assert not np.any(y[b, length:])
     chex.assert_trees_all_close(
         jax.tree_util.tree_map(lambda c: c[b], carry),
         jax.tree_util.tree_map(lambda c: c[0], alone_carry),
-        rtol=RTOL, atol=ATOL)
+        rtol=RTOL,
+        atol=ATOL,
+    )
 
 
-@pytest.mark.parametrize('forward_name, backward_name', [
-    ('eleatt_gru', 'eleatt_lstm'), ('EleAtt(LSTMCell)', 'eleatt_rnn')])
-def test_padded_bidirectional_equals_each_sequence_alone(forward_name,
-                                                         backward_name):
+@pytest.mark.parametrize(
+    'forward_name, backward_name',
+    [('eleatt_gru', 'eleatt_lstm'), ('EleAtt(LSTMCell)', 'eleatt_rnn')],
+)
+def test_padded_bidirectional_equals_each_sequence_alone(
+    forward_name, backward_name
+):
   """nn.Bidirectional(RNN, RNN): padding changes neither half nor its carry."""
-  layer = nn.Bidirectional(RNN(CELLS[forward_name]()),
-                           RNN(CELLS[backward_name]()), return_carry=True)
+  layer = nn.Bidirectional(
+      RNN(CELLS[forward_name]()), RNN(CELLS[backward_name]()), return_carry=True
+  )
   x = padded_inputs()
   variables = bidirectional_variables(forward_name, backward_name)
   assert sorted(variables['params']) == ['backward_rnn', 'forward_rnn']
   carry, y = layer.apply(variables, x, seq_lengths=jnp.array(LENGTHS))
   chex.assert_shape(y, (B, T, 2 * H))
   for b, length in enumerate(LENGTHS):
-    alone_carry, alone_y = layer.apply(variables, x[b:b + 1, :length])
+    alone_carry, alone_y = layer.apply(variables, x[b : b + 1, :length])
     np.testing.assert_allclose(y[b, :length], alone_y[0], rtol=RTOL, atol=ATOL)
     assert not np.any(y[b, length:])
     chex.assert_trees_all_close(
         jax.tree_util.tree_map(lambda c: c[b], carry),
         jax.tree_util.tree_map(lambda c: c[0], alone_carry),
-        rtol=RTOL, atol=ATOL)
+        rtol=RTOL,
+        atol=ATOL,
+    )
 
 
 def test_bidirectional_halves_are_forward_and_reversed_layers():
@@ -249,11 +299,14 @@ def test_bidirectional_halves_are_forward_and_reversed_layers():
   y = layer.apply(variables, x, seq_lengths=lengths)
   params = variables['params']
   y_f = RNN(CELLS['eleatt_gru']()).apply(
-      {'params': params['forward_rnn']}, x, seq_lengths=lengths)
+      {'params': params['forward_rnn']}, x, seq_lengths=lengths
+  )
   y_b = RNN(CELLS['gru'](), reverse=True, keep_order=True).apply(
-      {'params': params['backward_rnn']}, x, seq_lengths=lengths)
-  np.testing.assert_allclose(y, jnp.concatenate([y_f, y_b], -1), rtol=RTOL,
-                             atol=ATOL)
+      {'params': params['backward_rnn']}, x, seq_lengths=lengths
+  )
+  np.testing.assert_allclose(
+      y, jnp.concatenate([y_f, y_b], -1), rtol=RTOL, atol=ATOL
+  )
   assert not np.allclose(y_f, y_b)
 
 
@@ -264,14 +317,26 @@ def recomputed_attention(gate_params, x_BTD, y_BTH, reverse=False):
   """sigmoid(x_t W_xa + h_{t-1} W_ha + b_a) with h_{t-1} read off the outputs."""
   y = np.asarray(y_BTH, np.float64)
   zeros = np.zeros_like(y[:, :1])
-  h_prev = (np.concatenate([y[:, 1:], zeros], 1) if reverse
-            else np.concatenate([zeros, y[:, :-1]], 1))
-  return reference.gate(np.asarray(x_BTD, np.float64), h_prev,
-                        reference.f64(gate_params))
+  h_prev = (
+      np.concatenate([y[:, 1:], zeros], 1)
+      if reverse
+      else np.concatenate([zeros, y[:, :-1]], 1)
+  )
+  return reference.gate(
+      np.asarray(x_BTD, np.float64), h_prev, reference.f64(gate_params)
+  )
 
 
-@pytest.mark.parametrize('name', ['eleatt_gru', 'eleatt_lstm', 'eleatt_rnn',
-                                  'EleAtt(GRUCell)', 'EleAtt(LSTMCell)'])
+@pytest.mark.parametrize(
+    'name',
+    [
+        'eleatt_gru',
+        'eleatt_lstm',
+        'eleatt_rnn',
+        'EleAtt(GRUCell)',
+        'EleAtt(LSTMCell)',
+    ],
+)
 def test_sown_attention_is_the_gate_of_the_outputs(name):
   """intermediates/cell/attention == (a [B, T, D],), the same as under nn.RNN."""
   x = inputs()
@@ -281,33 +346,47 @@ def test_sown_attention_is_the_gate_of_the_outputs(name):
   (attention,) = state['intermediates']['cell']['attention']
   chex.assert_shape(attention, (B, T, D))
   p = variables['params']['cell']['gate']
-  np.testing.assert_allclose(attention, recomputed_attention(p, x, y),
-                             rtol=RTOL, atol=ATOL)
-  _, flax_state = nn.RNN(CELLS[name](), variable_axes={'intermediates': 1}).apply(
-      variables, x, mutable='intermediates')
+  np.testing.assert_allclose(
+      attention, recomputed_attention(p, x, y), rtol=RTOL, atol=ATOL
+  )
+  _, flax_state = nn.RNN(
+      CELLS[name](), variable_axes={'intermediates': 1}
+  ).apply(variables, x, mutable='intermediates')
   chex.assert_trees_all_close(flax_state, state, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize('layout', ['time_major', 'batch_dims', 'reverse'])
 def test_sown_attention_follows_the_input_layout(layout):
   """The attention has the inputs' shape and order in every layout."""
-  shape = {'time_major': (T, B, D), 'batch_dims': (2, B, T, D)}.get(layout,
-                                                                    (B, T, D))
-  layer = RNN(CELLS['eleatt_gru'](), time_major=layout == 'time_major',
-              reverse=layout == 'reverse', keep_order=True)
+  shape = {'time_major': (T, B, D), 'batch_dims': (2, B, T, D)}.get(
+      layout, (B, T, D)
+  )
+  layer = RNN(
+      CELLS['eleatt_gru'](),
+      time_major=layout == 'time_major',
+      reverse=layout == 'reverse',
+      keep_order=True,
+  )
   x = inputs(shape)
   variables = cell_variables('eleatt_gru')
   y, state = layer.apply(variables, x, mutable='intermediates')
   (attention,) = state['intermediates']['cell']['attention']
   chex.assert_shape(attention, shape)
-  to_btd = {'time_major': lambda a: jnp.swapaxes(a, 0, 1),
-            'batch_dims': lambda a: a.reshape((-1,) + a.shape[2:])}.get(
-                layout, lambda a: a)
+  to_btd = {
+      'time_major': lambda a: jnp.swapaxes(a, 0, 1),
+      'batch_dims': lambda a: a.reshape((-1,) + a.shape[2:]),
+  }.get(layout, lambda a: a)
   np.testing.assert_allclose(
       to_btd(attention),
-      recomputed_attention(variables['params']['cell']['gate'], to_btd(x),
-                           to_btd(y), reverse=layout == 'reverse'),
-      rtol=RTOL, atol=ATOL)
+      recomputed_attention(
+          variables['params']['cell']['gate'],
+          to_btd(x),
+          to_btd(y),
+          reverse=layout == 'reverse',
+      ),
+      rtol=RTOL,
+      atol=ATOL,
+  )
 
 
 def test_no_attention_without_gate():
@@ -321,15 +400,27 @@ def test_no_attention_without_gate():
 # Gradients.
 
 
-@pytest.mark.parametrize('name, layer_kwargs, modes', [
-    ('eleatt_gru', {'fused_backward': True}, ('rev',)),
-    ('eleatt_lstm', {'fused_backward': True}, ('rev',)),
-    ('lstm', {'fused_backward': True, 'hoist_input_projection': True},
-     ('rev',)),
-    ('eleatt_gru', {'fused_backward': False}, ('fwd', 'rev')),
-    ('EleAtt(GRUCell)', {}, ('fwd', 'rev')),
-], ids=['eleatt_gru', 'eleatt_lstm', 'lstm_hoisted',
-        'eleatt_gru_autodiff', 'EleAtt(GRUCell)'])
+@pytest.mark.parametrize(
+    'name, layer_kwargs, modes',
+    [
+        ('eleatt_gru', {'fused_backward': True}, ('rev',)),
+        ('eleatt_lstm', {'fused_backward': True}, ('rev',)),
+        (
+            'lstm',
+            {'fused_backward': True, 'hoist_input_projection': True},
+            ('rev',),
+        ),
+        ('eleatt_gru', {'fused_backward': False}, ('fwd', 'rev')),
+        ('EleAtt(GRUCell)', {}, ('fwd', 'rev')),
+    ],
+    ids=[
+        'eleatt_gru',
+        'eleatt_lstm',
+        'lstm_hoisted',
+        'eleatt_gru_autodiff',
+        'EleAtt(GRUCell)',
+    ],
+)
 def test_check_grads_with_lengths(name, layer_kwargs, modes):
   """Gradients through the masked sequence match finite differences (float64).
 
@@ -337,21 +428,34 @@ def test_check_grads_with_lengths(name, layer_kwargs, modes):
   scan (``fused_backward=False``, wrapped cells) is checked in forward mode too.
   """
   with jax_compat.enable_x64(True):
-    layer = RNN(CELLS[name](param_dtype=jnp.float64), return_carry=True,
-                **layer_kwargs)
+    layer = RNN(
+        CELLS[name](param_dtype=jnp.float64), return_carry=True, **layer_kwargs
+    )
     x = padded_inputs().astype(jnp.float64) / 10.0
     lengths = jnp.array(LENGTHS)
     params = init(layer, x)['params']
     carry0 = jax.tree_util.tree_map(
         lambda c: jax.random.normal(jax.random.key(3), c.shape, jnp.float64),
-        layer.cell.initialize_carry(jax.random.key(0), (B, D)))
-    f = jax.jit(lambda p, x, c: layer.apply({'params': p}, x, initial_carry=c,
-                                            seq_lengths=lengths))
+        layer.cell.initialize_carry(jax.random.key(0), (B, D)),
+    )
+    f = jax.jit(
+        lambda p, x, c: layer.apply(
+            {'params': p}, x, initial_carry=c, seq_lengths=lengths
+        )
+    )
     check_grads(f, (params, x, carry0), order=1, modes=modes)
 
 
-@pytest.mark.parametrize('name', ['eleatt_gru', 'eleatt_lstm', 'eleatt_rnn',
-                                  'EleAtt(GRUCell)', 'EleAtt(LSTMCell)'])
+@pytest.mark.parametrize(
+    'name',
+    [
+        'eleatt_gru',
+        'eleatt_lstm',
+        'eleatt_rnn',
+        'EleAtt(GRUCell)',
+        'EleAtt(LSTMCell)',
+    ],
+)
 def test_gradient_step_changes_every_parameter(name):
   """One SGD step changes every parameter; no entry has a zero gradient."""
   x, lengths = padded_inputs(), jnp.array(LENGTHS)
@@ -365,9 +469,11 @@ def test_gradient_step_changes_every_parameter(name):
 
   grads = jax.jit(jax.grad(loss))(params)
   new_params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
-  for (path, old), new, grad in zip(jax.tree_util.tree_leaves_with_path(params),
-                                    jax.tree_util.tree_leaves(new_params),
-                                    jax.tree_util.tree_leaves(grads)):
+  for (path, old), new, grad in zip(
+      jax.tree_util.tree_leaves_with_path(params),
+      jax.tree_util.tree_leaves(new_params),
+      jax.tree_util.tree_leaves(grads),
+  ):
     assert np.any(old != new), jax.tree_util.keystr(path)
     # No entry is disconnected from the loss.
     assert np.all(grad != 0), jax.tree_util.keystr(path)
@@ -376,9 +482,17 @@ def test_gradient_step_changes_every_parameter(name):
 # Precision.
 
 
-@pytest.mark.parametrize('name', ['eleatt_gru', 'gru', 'eleatt_lstm',
-                                  'eleatt_rnn', 'EleAtt(GRUCell)',
-                                  'EleAtt(LSTMCell)'])
+@pytest.mark.parametrize(
+    'name',
+    [
+        'eleatt_gru',
+        'gru',
+        'eleatt_lstm',
+        'eleatt_rnn',
+        'EleAtt(GRUCell)',
+        'EleAtt(LSTMCell)',
+    ],
+)
 @pytest.mark.parametrize('layer_cls', [RNN, nn.RNN], ids=['RNN', 'nn.RNN'])
 def test_bfloat16_compute_with_float32_params(name, layer_cls):
   """dtype=bfloat16: float32 params, outputs within BF16_ATOL of float32.
@@ -391,16 +505,19 @@ def test_bfloat16_compute_with_float32_params(name, layer_cls):
   layer16 = layer_cls(CELLS[name](dtype=jnp.bfloat16), return_carry=True)
   shapes = jax.eval_shape(layer16.init, jax.random.key(0), x)
   assert {p.dtype for p in jax.tree_util.tree_leaves(shapes)} == {
-      jnp.dtype(jnp.float32)}
+      jnp.dtype(jnp.float32)
+  }
   variables = cell_variables(name)
   carry16, y16 = layer16.apply(variables, x, seq_lengths=lengths)
-  _, y32 = layer_cls(CELLS[name]()).apply(variables, x, seq_lengths=lengths,
-                                          return_carry=True)
+  _, y32 = layer_cls(CELLS[name]()).apply(
+      variables, x, seq_lengths=lengths, return_carry=True
+  )
   expected_dtype = jnp.float32 if name.startswith('EleAtt(') else jnp.bfloat16
   chex.assert_type(y16, expected_dtype)
   chex.assert_type(jax.tree_util.tree_leaves(carry16), jnp.float32)
-  assert_valid_steps_close(y16.astype(jnp.float32), y32, LENGTHS, rtol=0,
-                           atol=BF16_ATOL)
+  assert_valid_steps_close(
+      y16.astype(jnp.float32), y32, LENGTHS, rtol=0, atol=BF16_ATOL
+  )
   assert not np.array_equal(y16.astype(jnp.float32), y32)  # really bf16
 
 
@@ -410,19 +527,28 @@ def test_bfloat16_compute_with_float32_params(name, layer_cls):
 def test_rank_1_input_raises():
   """A single vector is not a sequence: the message names the layout."""
   layer = RNN(CELLS['eleatt_gru']())
-  with pytest.raises(ValueError, match=r'rank >= 2, \[\*batch, time, features\]'
-                     r'; got shape \(3,\)'):
+  with pytest.raises(
+      ValueError,
+      match=r'rank >= 2, \[\*batch, time, features\]' r'; got shape \(3,\)',
+  ):
     init(layer, jnp.ones((3,)))
   with pytest.raises(ValueError, match=r'\[time, \*batch, features\]'):
     init(RNN(CELLS['eleatt_gru'](), time_major=True), jnp.ones((3,)))
 
 
-@pytest.mark.parametrize('name, match', [
-    ('eleatt_gru', r"'input_kernel' has shape \(3, 12\).*\(4, 12\)"),
-    ('lstm', r"'input_kernel' has shape \(3, 16\).*\(4, 16\)"),
-    ('EleAtt(GRUCell)', r"EleAttG 'gate'.*'input_kernel' has shape \(3, 3\)"),
-    ('GRUCell', r'parameters of GRUCell do not fit inputs with 4 features'),
-], ids=['eleatt_gru', 'lstm', 'EleAtt(GRUCell)', 'GRUCell'])
+@pytest.mark.parametrize(
+    'name, match',
+    [
+        ('eleatt_gru', r"'input_kernel' has shape \(3, 12\).*\(4, 12\)"),
+        ('lstm', r"'input_kernel' has shape \(3, 16\).*\(4, 16\)"),
+        (
+            'EleAtt(GRUCell)',
+            r"EleAttG 'gate'.*'input_kernel' has shape \(3, 3\)",
+        ),
+        ('GRUCell', r'parameters of GRUCell do not fit inputs with 4 features'),
+    ],
+    ids=['eleatt_gru', 'lstm', 'EleAtt(GRUCell)', 'GRUCell'],
+)
 def test_feature_size_mismatch_raises(name, match):
   """Parameters made for D=3 applied to D=4 inputs: a ValueError naming both."""
   layer = RNN(CELLS[name]())
@@ -431,13 +557,23 @@ def test_feature_size_mismatch_raises(name, match):
     layer.apply(variables, inputs((B, T, D + 1)))
 
 
-@pytest.mark.parametrize('lengths, match', [
-    (np.array([5, 5]), r'batch shape \(3,\) of the inputs, got shape \(2,\)'),
-    (np.array([[5], [5], [5]]), r'batch shape \(3,\).*got shape \(3, 1\)'),
-    (np.array([5., 3., 1.]), 'seq_lengths must be integers, got dtype float'),
-    (np.array([5, 0, 1]), r'seq_length must be in \[1, 5\].*got 0'),
-    (np.array([5, 6, 1]), r'seq_length must be in \[1, 5\].*got 6'),
-], ids=['short', 'rank2', 'float', 'zero', 'beyond_T'])
+@pytest.mark.parametrize(
+    'lengths, match',
+    [
+        (
+            np.array([5, 5]),
+            r'batch shape \(3,\) of the inputs, got shape \(2,\)',
+        ),
+        (np.array([[5], [5], [5]]), r'batch shape \(3,\).*got shape \(3, 1\)'),
+        (
+            np.array([5.0, 3.0, 1.0]),
+            'seq_lengths must be integers, got dtype float',
+        ),
+        (np.array([5, 0, 1]), r'seq_length must be in \[1, 5\].*got 0'),
+        (np.array([5, 6, 1]), r'seq_length must be in \[1, 5\].*got 6'),
+    ],
+    ids=['short', 'rank2', 'float', 'zero', 'beyond_T'],
+)
 def test_bad_seq_lengths_raise(lengths, match):
   """Wrong shape, dtype or values of seq_lengths fail before anything runs."""
   layer = RNN(CELLS['eleatt_gru']())
@@ -457,15 +593,17 @@ def test_seq_lengths_must_match_all_batch_dims():
 def test_fused_backward_with_split_gates_raises():
   """The custom backward works on the fused layout; asking for both is an error."""
   layer = RNN(CELLS['eleatt_gru'](), fused_backward=True, split_gates=True)
-  with pytest.raises(ValueError, match='fused_backward=True needs '
-                     'split_gates=False'):
+  with pytest.raises(
+      ValueError, match='fused_backward=True needs split_gates=False'
+  ):
     layer.apply(cell_variables('eleatt_gru'), inputs())
 
 
 def test_integer_inputs_raise():
   """Integer inputs are a ValueError that says to cast."""
-  with pytest.raises(ValueError, match='RNN: expected floating-point inputs, '
-                     'got dtype int32'):
+  with pytest.raises(
+      ValueError, match='RNN: expected floating-point inputs, got dtype int32'
+  ):
     init(RNN(CELLS['GRUCell']()), jnp.ones((B, T, D), jnp.int32))
 
 
@@ -477,6 +615,8 @@ def test_traced_out_of_range_lengths_raise_at_run_time():
   variables = cell_variables('eleatt_gru')
   apply = jax.jit(lambda l: layer.apply(variables, inputs(), seq_lengths=l))
   apply(jnp.array(LENGTHS)).block_until_ready()  # in range: runs
-  with pytest.raises((ValueError, jax_compat.JaxRuntimeError),
-                     match=r'seq_length must be in \[1, 5\].*got 6'):
+  with pytest.raises(
+      (ValueError, jax_compat.JaxRuntimeError),
+      match=r'seq_length must be in \[1, 5\].*got 6',
+  ):
     apply(jnp.array([5, 6, 1])).block_until_ready()

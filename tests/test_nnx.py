@@ -16,9 +16,11 @@ from eleatt_jax.nnx.cells import value_of
 
 B, T, D, H = 3, 6, 4, 5
 LENGTHS = jnp.array([6, 4, 1])
-PAIRS = [(eleatt_jax.EleAttGRUCell, enx.EleAttGRUCell),
-         (eleatt_jax.EleAttLSTMCell, enx.EleAttLSTMCell),
-         (eleatt_jax.EleAttSimpleCell, enx.EleAttSimpleCell)]
+PAIRS = [
+    (eleatt_jax.EleAttGRUCell, enx.EleAttGRUCell),
+    (eleatt_jax.EleAttLSTMCell, enx.EleAttLSTMCell),
+    (eleatt_jax.EleAttSimpleCell, enx.EleAttSimpleCell),
+]
 IDS = ['gru', 'lstm', 'simple']
 
 
@@ -28,7 +30,8 @@ def _x(shape=(B, T, D), seed=0):
 
 def _close(a, b, atol=1e-5):
   jax.tree_util.tree_map(
-      lambda u, v: np.testing.assert_allclose(u, v, atol=atol, rtol=1e-5), a, b)
+      lambda u, v: np.testing.assert_allclose(u, v, atol=atol, rtol=1e-5), a, b
+  )
 
 
 def _linen_layer(linen_cls, use_gate=True, **kw):
@@ -43,8 +46,9 @@ def test_same_params_same_outputs_as_linen(pair, reverse, use_gate):
   linen_cls, nnx_cls = pair
   kw = dict(return_carry=True, reverse=reverse, keep_order=True)
   layer, variables = _linen_layer(linen_cls, use_gate, **kw)
-  (carry, y), state = layer.apply(variables, _x(), seq_lengths=LENGTHS,
-                                  mutable='intermediates')
+  (carry, y), state = layer.apply(
+      variables, _x(), seq_lengths=LENGTHS, mutable='intermediates'
+  )
   cell = enx.from_linen(variables['params']['cell'])
   assert isinstance(cell, nnx_cls) and cell.use_gate == use_gate
   nnx_layer = enx.RNN(cell, **kw)
@@ -56,10 +60,13 @@ def test_same_params_same_outputs_as_linen(pair, reverse, use_gate):
     _close(value_of(attention), state['intermediates']['cell']['attention'][0])
   # And back: linen applies to_linen(cell) to the same numbers.
   params = enx.to_linen(cell)
-  _close(params, jax.tree_util.tree_map(jnp.asarray,
-                                        dict(variables['params']['cell'])))
-  _close(layer.apply({'params': {'cell': params}}, _x(),
-                     seq_lengths=LENGTHS)[1], y)
+  _close(
+      params,
+      jax.tree_util.tree_map(jnp.asarray, dict(variables['params']['cell'])),
+  )
+  _close(
+      layer.apply({'params': {'cell': params}}, _x(), seq_lengths=LENGTHS)[1], y
+  )
 
 
 @pytest.mark.parametrize('pair', PAIRS, ids=IDS)
@@ -70,12 +77,15 @@ def test_cells_run_under_nnx_rnn_and_bidirectional(pair):
   cell = enx.from_linen(variables['params']['cell'])
   _close(nnx.RNN(cell)(_x()), y)  # Flax's own loop, our cell's __call__.
   x = _x()
-  bi = nnx.Bidirectional(enx.RNN(nnx_cls(D, H, rngs=nnx.Rngs(0))),
-                         enx.RNN(nnx_cls(D, H, rngs=nnx.Rngs(1))))
+  bi = nnx.Bidirectional(
+      enx.RNN(nnx_cls(D, H, rngs=nnx.Rngs(0))),
+      enx.RNN(nnx_cls(D, H, rngs=nnx.Rngs(1))),
+  )
   ours = bi(x, seq_lengths=LENGTHS)
   assert ours.shape == (B, T, 2 * H)
-  flax_bi = nnx.Bidirectional(nnx.RNN(bi.forward_rnn.cell),
-                              nnx.RNN(bi.backward_rnn.cell))
+  flax_bi = nnx.Bidirectional(
+      nnx.RNN(bi.forward_rnn.cell), nnx.RNN(bi.backward_rnn.cell)
+  )
   theirs = flax_bi(x, seq_lengths=LENGTHS)
   valid = (jnp.arange(T)[None, :] < LENGTHS[:, None])[..., None]
   _close(ours, jnp.where(valid, theirs, 0))
@@ -101,10 +111,14 @@ def test_under_nnx_jit():
   _close(y, model(_x()))
 
 
-@pytest.mark.parametrize('make_cell', [
-    lambda rngs: nnx.GRUCell(D, H, rngs=rngs),
-    lambda rngs: nnx.OptimizedLSTMCell(D, H, rngs=rngs),
-], ids=['gru', 'optimized_lstm'])
+@pytest.mark.parametrize(
+    'make_cell',
+    [
+        lambda rngs: nnx.GRUCell(D, H, rngs=rngs),
+        lambda rngs: nnx.OptimizedLSTMCell(D, H, rngs=rngs),
+    ],
+    ids=['gru', 'optimized_lstm'],
+)
 def test_eleatt_wrapper_of_an_nnx_cell(make_cell):
   rngs = nnx.Rngs(0)
   cell = enx.EleAtt(make_cell(rngs), rngs=rngs)
@@ -132,24 +146,34 @@ def test_eleatt_wrapper_gate_matches_linen_wrapper_gate():
   _close(cell.gate(x, h), a)
 
 
-@pytest.mark.parametrize('bidirectional,readout,cell', [
-    (False, 'mean', 'eleatt_gru'), (True, 'last', 'eleatt_lstm'),
-    (False, 'last', 'rnn')])
+@pytest.mark.parametrize(
+    'bidirectional,readout,cell',
+    [
+        (False, 'mean', 'eleatt_gru'),
+        (True, 'last', 'eleatt_lstm'),
+        (False, 'last', 'rnn'),
+    ],
+)
 def test_classifier_matches_linen(bidirectional, readout, cell):
-  kw = dict(cell=cell, hidden_sizes=(6, 5), gate_layers=1, readout=readout,
-            bidirectional=bidirectional)
+  kw = dict(
+      cell=cell,
+      hidden_sizes=(6, 5),
+      gate_layers=1,
+      readout=readout,
+      bidirectional=bidirectional,
+  )
   linen_model = eleatt_jax.StackedRNNClassifier(num_classes=7, **kw)
   x = _x()
   variables = linen_model.init(jax.random.key(0), x, LENGTHS)
   model = enx.StackedRNNClassifier(D, 7, rngs=nnx.Rngs(0), **kw)
   jax.tree_util.tree_map(  # Same tree, same shapes before loading.
       lambda a, b: np.testing.assert_equal(a.shape, b.shape),
-      enx.to_linen(model), jax.tree_util.tree_map(jnp.asarray,
-                                                  nn.unbox(variables['params'])))
+      enx.to_linen(model),
+      jax.tree_util.tree_map(jnp.asarray, nn.unbox(variables['params'])),
+  )
   enx.from_linen(variables, model)
   model.eval()
-  _close(model(x, LENGTHS), linen_model.apply(variables, x, LENGTHS),
-         atol=1e-5)
+  _close(model(x, LENGTHS), linen_model.apply(variables, x, LENGTHS), atol=1e-5)
   model.train()
   y1 = model(x, LENGTHS)
   assert not np.allclose(y1, model(x, LENGTHS))  # dropout draws anew
@@ -161,7 +185,9 @@ def test_from_linen_errors_name_the_path():
   with pytest.raises(ValueError, match='missing'):
     enx.from_linen(variables)  # an RNN's tree, not a cell's
   wrong = enx.EleAttGRUCell(D + 1, H, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match=r'has shape \(4,\); EleAttGRUCell expects \(5,\)'):
+  with pytest.raises(
+      ValueError, match=r'has shape \(4,\); EleAttGRUCell expects \(5,\)'
+  ):
     enx.from_linen(params, wrong)
   lstm = enx.EleAttLSTMCell(D, H, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match='unexpected'):
@@ -175,10 +201,13 @@ def test_wrong_input_features_name_the_shape():
 
 
 def test_import_eleatt_jax_does_not_load_nnx():
-  code = ('import sys, eleatt_jax; assert "eleatt_jax.nnx" not in sys.modules; '
-          'assert "flax.nnx" not in sys.modules, "flax.nnx loaded"; '
-          'import eleatt_jax.nnx as m; assert eleatt_jax.nnx is m; '
-          'print("ok")')
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                       text=True, check=False)
+  code = (
+      'import sys, eleatt_jax; assert "eleatt_jax.nnx" not in sys.modules; '
+      'assert "flax.nnx" not in sys.modules, "flax.nnx loaded"; '
+      'import eleatt_jax.nnx as m; assert eleatt_jax.nnx is m; '
+      'print("ok")'
+  )
+  out = subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, check=False
+  )
   assert out.stdout.strip() == 'ok', out.stderr

@@ -17,14 +17,19 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / 'notebooks'
-NOTEBOOKS = ('01_quickstart.ipynb', '02_skeleton_attention.ipynb',
-             '03_use_in_your_flax_code.ipynb')
+NOTEBOOKS = (
+    '01_quickstart.ipynb',
+    '02_skeleton_attention.ipynb',
+    '03_use_in_your_flax_code.ipynb',
+)
 KERNEL_NAME = 'eleatt-test-python'
 CELL_TIMEOUT_S = 600
 
 
 def test_notebooks_present():
-  assert sorted(p.name for p in NOTEBOOK_DIR.glob('*.ipynb')) == sorted(NOTEBOOKS)
+  assert sorted(p.name for p in NOTEBOOK_DIR.glob('*.ipynb')) == sorted(
+      NOTEBOOKS
+  )
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
@@ -32,11 +37,17 @@ def test_committed_without_outputs(name):
   """Outputs are cleared: no outputs, no execution counts (nbformat 4)."""
   nb = json.loads((NOTEBOOK_DIR / name).read_text(encoding='utf-8'))
   assert nb['nbformat'] == 4
-  dirty = [i for i, cell in enumerate(nb['cells']) if cell['cell_type'] == 'code'
-           and (cell.get('outputs') or cell.get('execution_count') is not None)]
-  assert not dirty, (f'{name}: cells {dirty} have outputs or execution counts; '
-                     'clear them before committing (e.g. jupyter nbconvert '
-                     '--clear-output --inplace notebooks/*.ipynb)')
+  dirty = [
+      i
+      for i, cell in enumerate(nb['cells'])
+      if cell['cell_type'] == 'code'
+      and (cell.get('outputs') or cell.get('execution_count') is not None)
+  ]
+  assert not dirty, (
+      f'{name}: cells {dirty} have outputs or execution counts; '
+      'clear them before committing (e.g. jupyter nbconvert '
+      '--clear-output --inplace notebooks/*.ipynb)'
+  )
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
@@ -58,16 +69,26 @@ def kernel_env(tmp_path_factory):
   jupyter_path = tmp_path_factory.mktemp('jupyter')
   spec_dir = jupyter_path / 'kernels' / KERNEL_NAME
   spec_dir.mkdir(parents=True)
-  (spec_dir / 'kernel.json').write_text(json.dumps({
-      'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f',
-               '{connection_file}'],
-      'display_name': 'eleatt-jax tests', 'language': 'python'}))
+  (spec_dir / 'kernel.json').write_text(
+      json.dumps({
+          'argv': [
+              sys.executable,
+              '-m',
+              'ipykernel_launcher',
+              '-f',
+              '{connection_file}',
+          ],
+          'display_name': 'eleatt-jax tests',
+          'language': 'python',
+      })
+  )
   return jupyter_path
 
 
 def run_notebook(name, jupyter_path, tmp_path, monkeypatch, **env):
   import nbclient  # pylint: disable=g-import-not-at-top
   import nbformat  # pylint: disable=g-import-not-at-top
+
   monkeypatch.setenv('JUPYTER_PATH', str(jupyter_path))
   monkeypatch.setenv('ELEATT_SMALL', '1')
   monkeypatch.setenv('JAX_NUMPY_RANK_PROMOTION', 'raise')  # as the suite's
@@ -78,8 +99,11 @@ def run_notebook(name, jupyter_path, tmp_path, monkeypatch, **env):
     monkeypatch.setenv(key, value)
   nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
   client = nbclient.NotebookClient(
-      nb, kernel_name=KERNEL_NAME, timeout=CELL_TIMEOUT_S,
-      resources={'metadata': {'path': str(NOTEBOOK_DIR)}})
+      nb,
+      kernel_name=KERNEL_NAME,
+      timeout=CELL_TIMEOUT_S,
+      resources={'metadata': {'path': str(NOTEBOOK_DIR)}},
+  )
   start = time.perf_counter()
   client.execute()  # raises CellExecutionError naming the cell that failed
   elapsed = time.perf_counter() - start
@@ -91,14 +115,18 @@ def _text(nb):
   out = []
   for cell in nb.cells:
     for o in cell.get('outputs', []):
-      out.append(o.get('text', '') or ''.join(
-          o.get('data', {}).get('text/plain', '')))
+      out.append(
+          o.get('text', '') or ''.join(o.get('data', {}).get('text/plain', ''))
+      )
   return '\n'.join(out)
 
 
 def _images(nb):
-  return sum('image/png' in o.get('data', {}) or 'image/gif' in o.get('data', {})
-             for cell in nb.cells for o in cell.get('outputs', []))
+  return sum(
+      'image/png' in o.get('data', {}) or 'image/gif' in o.get('data', {})
+      for cell in nb.cells
+      for o in cell.get('outputs', [])
+  )
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
@@ -113,10 +141,13 @@ def test_notebook_runs(name, kernel_env, tmp_path, monkeypatch):
     assert _images(nb) >= 6  # skeleton, GIF, curves, confusion, heat map, ...
     assert (tmp_path / 'outputs' / 'skeleton_attention.gif').stat().st_size > 0
   else:
-    for check in ('same outputs: True', 'outputs past the end are zero: True',
-                  'final carry = carry at the last valid step: True',
-                  'pmap and jit + sharding give the same parameters: True',
-                  'restored equals saved: True'):
+    for check in (
+        'same outputs: True',
+        'outputs past the end are zero: True',
+        'final carry = carry at the last valid step: True',
+        'pmap and jit + sharding give the same parameters: True',
+        'restored equals saved: True',
+    ):
       assert check in text
 
 
@@ -125,13 +156,20 @@ def test_skeleton_notebook_without_real_data(kernel_env, tmp_path, monkeypatch):
 
   (Where the real data is absent, test_notebook_runs already takes this path.)
   """
-  data = pathlib.Path(os.environ.get('ELEATT_SHARED_DATA') or
-                      ROOT.parent / 'shared' / 'data')
+  data = pathlib.Path(
+      os.environ.get('ELEATT_SHARED_DATA') or ROOT.parent / 'shared' / 'data'
+  )
   if not (data / 'nucla').is_dir():
-    pytest.skip(f'{data / "nucla"} is absent: test_notebook_runs covers the '
-                'fallback')
-  nb = run_notebook('02_skeleton_attention.ipynb', kernel_env, tmp_path,
-                    monkeypatch, ELEATT_SHARED_DATA=str(tmp_path / 'absent'))
+    pytest.skip(
+        f'{data / "nucla"} is absent: test_notebook_runs covers the fallback'
+    )
+  nb = run_notebook(
+      '02_skeleton_attention.ipynb',
+      kernel_env,
+      tmp_path,
+      monkeypatch,
+      ELEATT_SHARED_DATA=str(tmp_path / 'absent'),
+  )
   text = _text(nb)
   assert 'N-UCLA not found' in text and 'FALLBACK' in text
   assert 'synthetic: train' in text

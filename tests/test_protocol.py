@@ -18,17 +18,24 @@ from train import input_pipeline
 from train import state
 
 CONFIGS = sorted(
-    p.stem for p in (pathlib.Path(__file__).resolve().parents[1] / 'train' /
-                     'configs').glob('*.py')
-    if not p.stem.startswith('_') and p.stem != '__init__')
+    p.stem
+    for p in (
+        pathlib.Path(__file__).resolve().parents[1] / 'train' / 'configs'
+    ).glob('*.py')
+    if not p.stem.startswith('_') and p.stem != '__init__'
+)
 
 
 def _info(num_train: int) -> input_pipeline.DatasetInfo:
   return input_pipeline.DatasetInfo(
-      name='toy', num_classes=10, class_names=tuple('abcdefghij'),
-      input_dim=60, num_frames=50,
+      name='toy',
+      num_classes=10,
+      class_names=tuple('abcdefghij'),
+      input_dim=60,
+      num_frames=50,
       splits={'train': num_train, 'validation': 43, 'test': 504},
-      data_dir='')
+      data_dir='',
+  )
 
 
 def rate_after(config, info, fraction: float) -> float:
@@ -42,7 +49,8 @@ def rate_after(config, info, fraction: float) -> float:
   for i, _ in enumerate(range(every, target + 1, every)):
     if config.optim.schedule == 'plateau':
       _, plateau_state = plateau.update(
-          updates=jnp.zeros(()), state=plateau_state, value=1.0 + 0.1 * i)
+          updates=jnp.zeros(()), state=plateau_state, value=1.0 + 0.1 * i
+      )
   return float(schedule(target)) * float(plateau_state.scale)
 
 
@@ -55,8 +63,9 @@ def test_no_config_selects_on_the_test_split(name):
 
 @pytest.mark.parametrize('name', CONFIGS)
 @pytest.mark.parametrize('batches_per_epoch', [1, 2, 50])
-def test_rate_is_near_its_peak_after_a_tenth_of_training(name,
-                                                         batches_per_epoch):
+def test_rate_is_near_its_peak_after_a_tenth_of_training(
+    name, batches_per_epoch
+):
   config = importlib.import_module(f'train.configs.{name}').get_config()
   info = _info(batches_per_epoch * config.batch_size)
   peak = float(config.optim.learning_rate)

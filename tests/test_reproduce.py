@@ -14,21 +14,32 @@ import pytest
 import datasets_fixtures as fx
 from benchmarks import reproduce
 
-TINY = {'num_train_steps': 2, 'eval_every_steps': 2, 'log_every_steps': 1,
-        'model.hidden_sizes': (4,), 'data.num_threads': 1,
-        'data.prefetch': 2}
+TINY = {
+    'num_train_steps': 2,
+    'eval_every_steps': 2,
+    'log_every_steps': 1,
+    'model.hidden_sizes': (4,),
+    'data.num_threads': 1,
+    'data.prefetch': 2,
+}
 # study -> (a gated and a plain variant, extra tiny keys)
 CASES = {
-    'nucla_dev': (['eleatt_gru', 'gru_noaug'],
-                  {'data.num_frames': 4, 'batch_size': 8,
-                   'eval_batch_size': 64}),
-    'nucla_gate_layers': (['gate_first_0', 'gate_first_1'],
-                          {'data.num_frames': 4, 'batch_size': 8,
-                           'eval_batch_size': 64}),
-    'smnist': (['row_eleatt_gru', 'pixel_lstm'],
-               {'batch_size': 8, 'eval_batch_size': 250}),
-    'basicmotions': (['eleatt_gru', 'gru'],
-                     {'batch_size': 8, 'eval_batch_size': 8}),
+    'nucla_dev': (
+        ['eleatt_gru', 'gru_noaug'],
+        {'data.num_frames': 4, 'batch_size': 8, 'eval_batch_size': 64},
+    ),
+    'nucla_gate_layers': (
+        ['gate_first_0', 'gate_first_1'],
+        {'data.num_frames': 4, 'batch_size': 8, 'eval_batch_size': 64},
+    ),
+    'smnist': (
+        ['row_eleatt_gru', 'pixel_lstm'],
+        {'batch_size': 8, 'eval_batch_size': 250},
+    ),
+    'basicmotions': (
+        ['eleatt_gru', 'gru'],
+        {'batch_size': 8, 'eval_batch_size': 8},
+    ),
 }
 
 
@@ -53,10 +64,16 @@ def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
   variants, extra = CASES[name]
   data_dir = tmp_path_factory.getbasetemp() / 'reproduce_tfds'
   summary = reproduce.run_study(
-      name, seeds=1, workdir=str(tmp_path / 'runs'), data_dir=str(data_dir),
-      overrides={**TINY, **extra}, variants=variants,
+      name,
+      seeds=1,
+      workdir=str(tmp_path / 'runs'),
+      data_dir=str(data_dir),
+      overrides={**TINY, **extra},
+      variants=variants,
       jobs=2 if name == 'basicmotions' else 1,  # the process-pool path too
-      docs=str(tmp_path / 'docs'), command='test')
+      docs=str(tmp_path / 'docs'),
+      command='test',
+  )
   assert sorted(s['variant'] for s in summary) == sorted(variants)
   for s in summary:
     assert s['seeds'] == 1 and 0.0 <= s['mean'] <= 1.0 and s['std'] == 0.0
@@ -64,8 +81,11 @@ def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
   gated, plain = sorted(summary, key=lambda s: s['variant'] != variants[0])
   if name != 'nucla_gate_layers':  # the gate adds parameters
     assert gated['params'] > plain['params']
-  results = json.loads((tmp_path / 'docs' / 'results' / name /
-                        f'{variants[0]}_seed0.json').read_text())
+  results = json.loads(
+      (
+          tmp_path / 'docs' / 'results' / name / f'{variants[0]}_seed0.json'
+      ).read_text()
+  )
   assert results['step'] == 2 and results['split'] == 'test'
   assert results['checkpoint']['selection_split'] == 'validation'
   table = (tmp_path / 'docs' / 'results' / f'{name}.md').read_text()
@@ -74,10 +94,14 @@ def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
   assert png.read_bytes()[:4] == b'\x89PNG'
   # A second call reads the finished runs back instead of training again.
   again = reproduce.run_study(
-      name, seeds=1, workdir=str(tmp_path / 'runs'), data_dir=str(data_dir),
-      overrides={**TINY, **extra}, variants=variants)
-  assert [s['accuracies'] for s in again] == [s['accuracies']
-                                               for s in summary]
+      name,
+      seeds=1,
+      workdir=str(tmp_path / 'runs'),
+      data_dir=str(data_dir),
+      overrides={**TINY, **extra},
+      variants=variants,
+  )
+  assert [s['accuracies'] for s in again] == [s['accuracies'] for s in summary]
 
 
 def test_bad_study_arguments_are_named():
@@ -86,6 +110,10 @@ def test_bad_study_arguments_are_named():
   with pytest.raises(ValueError, match=r"--override 'x'"):
     reproduce.parse_override('x')
   assert reproduce.parse_override('model.hidden_sizes=(4,)') == (
-      'model.hidden_sizes', (4,))
+      'model.hidden_sizes',
+      (4,),
+  )
   assert reproduce.parse_override('optim.optimizer=adamw') == (
-      'optim.optimizer', 'adamw')
+      'optim.optimizer',
+      'adamw',
+  )

@@ -31,17 +31,26 @@ def padded_inputs(dtype=jnp.float32):
 
 @functools.cache
 def model_and_variables(cell, readout, dtype=None):
-  model = StackedRNNClassifier(num_classes=C, cell=cell, hidden_sizes=HIDDEN,
-                               readout=readout, dtype=dtype,
-                               gate_layers=1 if cell == 'eleatt_lstm' else 'all')
+  model = StackedRNNClassifier(
+      num_classes=C,
+      cell=cell,
+      hidden_sizes=HIDDEN,
+      readout=readout,
+      dtype=dtype,
+      gate_layers=1 if cell == 'eleatt_lstm' else 'all',
+  )
   x, _ = padded_inputs()
   bias = jax.nn.initializers.normal(0.5)
   variables = model.init(jax.random.key(0), x, jnp.array(LENGTHS))
   # Random biases, so that nothing is zero by accident.
   variables = jax.tree_util.tree_map_with_path(
-      lambda p, v: (bias(jax.random.key(hash(jax.tree_util.keystr(p)) % 1000),
-                         v.shape) if 'bias' in jax.tree_util.keystr(p) else v),
-      variables)
+      lambda p, v: (
+          bias(jax.random.key(hash(jax.tree_util.keystr(p)) % 1000), v.shape)
+          if 'bias' in jax.tree_util.keystr(p)
+          else v
+      ),
+      variables,
+  )
   return model, variables
 
 
@@ -50,7 +59,7 @@ def prefix_logits(model, variables, x, valid):
   out = np.zeros((B, T, C), np.float32)
   for t in range(T):
     lengths = np.minimum(np.array(LENGTHS), t + 1)
-    out[:, t] = model.apply(variables, x[:, :t + 1], jnp.array(lengths))
+    out[:, t] = model.apply(variables, x[:, : t + 1], jnp.array(lengths))
   return out
 
 
@@ -69,16 +78,18 @@ def stream_chunks(model, variables, x, valid, size):
   carry = model.initialize_carry((B,))
   logits = []
   for start in range(0, T, size):
-    carry, logits_c, _ = chunk(carry, x[:, start:start + size],
-                               valid[:, start:start + size])
+    carry, logits_c, _ = chunk(
+        carry, x[:, start : start + size], valid[:, start : start + size]
+    )
     logits.append(logits_c)
   return carry, jnp.concatenate(logits, axis=1)
 
 
 def assert_valid_close(a, b, valid, **tol):
   valid = np.asarray(valid)
-  np.testing.assert_allclose(np.asarray(a, np.float32)[valid],
-                             np.asarray(b, np.float32)[valid], **tol)
+  np.testing.assert_allclose(
+      np.asarray(a, np.float32)[valid], np.asarray(b, np.float32)[valid], **tol
+  )
 
 
 @pytest.mark.parametrize('readout', ['mean', 'last'])
@@ -99,8 +110,8 @@ def test_steps_chunks_and_full_sequence_agree(cell, readout):
     assert_valid_close(chunk_logits, expected, valid, **TOL)
     np.testing.assert_allclose(chunk_logits[:, -1], full, **TOL)
     jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, **TOL), chunk_carry,
-        carry)
+        lambda a, b: np.testing.assert_allclose(a, b, **TOL), chunk_carry, carry
+    )
 
 
 @pytest.mark.parametrize('cell', ['eleatt_gru', 'eleatt_lstm', 'rnn'])
@@ -118,11 +129,13 @@ def test_bfloat16_streaming_agrees_with_full_sequence(cell):
 def test_step_returns_each_layers_attention():
   model, variables = model_and_variables('eleatt_lstm', 'mean')  # gate on 1
   x, valid = padded_inputs()
-  _, _, attention = model.apply(variables, model.initialize_carry(B),
-                                x[:, 0], method='step')
+  _, _, attention = model.apply(
+      variables, model.initialize_carry(B), x[:, 0], method='step'
+  )
   assert attention[0].shape == (B, D) and attention[1] is None
-  _, _, attention = model.apply(variables, model.initialize_carry(B),
-                                x[:, :3], method='chunk')
+  _, _, attention = model.apply(
+      variables, model.initialize_carry(B), x[:, :3], method='chunk'
+  )
   assert attention[0].shape == (B, 3, D) and attention[1] is None
   # The full-sequence attention at the same frames.
   _, state = model.apply(variables, x, mutable='intermediates')
@@ -131,8 +144,9 @@ def test_step_returns_each_layers_attention():
 
 
 def test_bidirectional_cannot_stream():
-  model = StackedRNNClassifier(num_classes=C, hidden_sizes=HIDDEN,
-                               bidirectional=True)
+  model = StackedRNNClassifier(
+      num_classes=C, hidden_sizes=HIDDEN, bidirectional=True
+  )
   with pytest.raises(ValueError, match='bidirectional model .* cannot stream'):
     model.initialize_carry(B)
   variables = model.init(jax.random.key(0), padded_inputs()[0])
@@ -145,19 +159,31 @@ def test_bad_carry_or_shapes_raise():
   x, _ = padded_inputs()
   with pytest.raises(ValueError, match=r"keys \['count', 'layers', 'sum'\]"):
     model.apply(variables, {'layers': ()}, x[:, 0], method='step')
-  with pytest.raises(ValueError, match=r'carry is for batch \(2,\), the inputs '
-                     r'for \(3,\)'):
+  with pytest.raises(
+      ValueError, match=r'carry is for batch \(2,\), the inputs ' r'for \(3,\)'
+  ):
     model.apply(variables, model.initialize_carry(2), x[:, 0], method='step')
   with pytest.raises(ValueError, match=r'step expects x_t \[batch, features\]'):
     model.apply(variables, model.initialize_carry(B), x, method='step')
   with pytest.raises(ValueError, match=r'valid must have the shape \(3, 2\)'):
-    model.apply(variables, model.initialize_carry(B), x[:, :2],
-                jnp.ones((B, 3), bool), method='chunk')
+    model.apply(
+        variables,
+        model.initialize_carry(B),
+        x[:, :2],
+        jnp.ones((B, 3), bool),
+        method='chunk',
+    )
 
 
-@pytest.mark.parametrize('make_cell', [
-    lambda: EleAttGRUCell(6), lambda: EleAtt(nn.GRUCell(6)),
-    lambda: nn.LSTMCell(6)], ids=['fused', 'EleAtt(GRUCell)', 'LSTMCell'])
+@pytest.mark.parametrize(
+    'make_cell',
+    [
+        lambda: EleAttGRUCell(6),
+        lambda: EleAtt(nn.GRUCell(6)),
+        lambda: nn.LSTMCell(6),
+    ],
+    ids=['fused', 'EleAtt(GRUCell)', 'LSTMCell'],
+)
 def test_rnn_step_and_chunk_agree_with_call(make_cell):
   layer = RNN(make_cell(), return_carry=True)
   x, valid = padded_inputs()
@@ -167,20 +193,24 @@ def test_rnn_step_and_chunk_agree_with_call(make_cell):
   carry = layer.initialize_carry((B, D))
   ys = []
   for t in range(T):
-    carry, y_t, _ = layer.apply(variables, carry, x[:, t], valid[:, t],
-                                method='step')
+    carry, y_t, _ = layer.apply(
+        variables, carry, x[:, t], valid[:, t], method='step'
+    )
     ys.append(y_t)
   np.testing.assert_allclose(jnp.stack(ys, 1), y, **TOL)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, **TOL),
-                         carry, final)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, **TOL), carry, final
+  )
   carry, parts = layer.initialize_carry((B, D)), []
   for start, stop in ((0, 3), (3, 5), (5, T)):
-    carry, y_c, _ = layer.apply(variables, carry, x[:, start:stop],
-                                valid[:, start:stop], method='chunk')
+    carry, y_c, _ = layer.apply(
+        variables, carry, x[:, start:stop], valid[:, start:stop], method='chunk'
+    )
     parts.append(y_c)
   np.testing.assert_allclose(jnp.concatenate(parts, 1), y, **TOL)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, **TOL),
-                         carry, final)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, **TOL), carry, final
+  )
 
 
 def test_reverse_rnn_cannot_stream():
@@ -188,5 +218,6 @@ def test_reverse_rnn_cannot_stream():
   x, _ = padded_inputs()
   variables = layer.init(jax.random.key(0), x)
   with pytest.raises(ValueError, match='reverse=True layer .* cannot stream'):
-    layer.apply(variables, layer.initialize_carry((B, D)), x[:, 0],
-                method='step')
+    layer.apply(
+        variables, layer.initialize_carry((B, D)), x[:, 0], method='step'
+    )

@@ -30,18 +30,32 @@ from train import train
 from train.configs import default
 
 CONFIG_DIR = sup.REPO / 'train' / 'configs'
-EXPERIMENTS = sorted(p.stem for p in CONFIG_DIR.glob('*.py')
-                     if not p.stem.startswith('_') and p.stem not in (
-                         '__init__', 'default'))
+EXPERIMENTS = sorted(
+    p.stem
+    for p in CONFIG_DIR.glob('*.py')
+    if not p.stem.startswith('_') and p.stem not in ('__init__', 'default')
+)
 ISSUE_CONFIGS = {
-    'smnist', 'smnist_pixel', 'pmnist', 'ntu60_xsub', 'ntu60_xview',
-    'ntu120_xsub', 'ntu120_xset', 'nucla', 'nucla_dev', 'sysu', 'dhg14',
-    'dhg28', 'shrec14', 'shrec28', 'npz'}
+    'smnist',
+    'smnist_pixel',
+    'pmnist',
+    'ntu60_xsub',
+    'ntu60_xview',
+    'ntu120_xsub',
+    'ntu120_xset',
+    'nucla',
+    'nucla_dev',
+    'sysu',
+    'dhg14',
+    'dhg28',
+    'shrec14',
+    'shrec28',
+    'npz',
+}
 
 
 # Module-scoped fixtures shared by the train test modules.
 from train_support import _jax_cache, data_dir, npz_dir  # noqa: E402, F401  # pylint: disable=unused-import
-
 
 # ---------------------------------------------------------------- configs --
 
@@ -52,6 +66,7 @@ def test_every_issue_config_exists():
 
 def _load(name):
   import importlib  # pylint: disable=g-import-not-at-top
+
   return importlib.import_module(f'train.configs.{name}').get_config()
 
 
@@ -86,21 +101,34 @@ def test_every_default_field_has_a_comment():
 
 def test_unknown_key_from_the_command_line_lists_valid_keys():
   msg = train_main.unknown_config_keys(
-      ['main', '--config=train/configs/smnist.py', '--config.model.cel=gru'])
+      ['main', '--config=train/configs/smnist.py', '--config.model.cel=gru']
+  )
   assert "Unknown config key 'model.cel'" in msg
   assert "did you mean 'model.cell'" in msg
   for key in ('cell', 'hidden_sizes', 'gate_layers', 'dropout_rate'):
     assert key in msg
   msg = train_main.unknown_config_keys(
-      ['main', '--config', 'train/configs/npz.py', '--config.bogus=1'])
+      ['main', '--config', 'train/configs/npz.py', '--config.bogus=1']
+  )
   assert "'bogus'" in msg and 'batch_size' in msg and 'data' in msg
-  assert train_main.unknown_config_keys(
-      ['main', '--config=train/configs/npz.py', '--config.model.cell=gru',
-       '--config.data.path=/x']) is None
+  assert (
+      train_main.unknown_config_keys([
+          'main',
+          '--config=train/configs/npz.py',
+          '--config.model.cell=gru',
+          '--config.data.path=/x',
+      ])
+      is None
+  )
   # And the real CLI exits with it (status 2) before importing jax.
-  proc = sup.run([sys.executable, '-m', 'train.main',
-                  '--config=train/configs/smnist.py', '--workdir=/tmp/x',
-                  '--config.optim.learnig_rate=1'])
+  proc = sup.run([
+      sys.executable,
+      '-m',
+      'train.main',
+      '--config=train/configs/smnist.py',
+      '--workdir=/tmp/x',
+      '--config.optim.learnig_rate=1',
+  ])
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "Unknown config key 'optim.learnig_rate'" in proc.stderr
   assert 'learning_rate' in proc.stderr and 'grad_clip_norm' in proc.stderr
@@ -109,8 +137,9 @@ def test_unknown_key_from_the_command_line_lists_valid_keys():
 def test_unknown_key_in_python_lists_valid_keys():
   config = default.get_config()
   config.model.celll = 'gru'
-  with pytest.raises(KeyError, match=r"'model.celll'.*model.cell, "
-                     r'model.dropout_rate'):
+  with pytest.raises(
+      KeyError, match=r"'model.celll'.*model.cell, " r'model.dropout_rate'
+  ):
     config_lib.validate(config)
   config = default.get_config()
   config.parallel = 'pjit'
@@ -126,22 +155,29 @@ def test_schedules():
   config.optim.learning_rate = 1.0
   config.optim.schedule = 'cosine'
   f = state_lib.make_schedule(config, 100)
-  assert float(f(0)) == pytest.approx(1.0) and float(f(100)) == pytest.approx(
-      0.0, abs=1e-6) and float(f(50)) == pytest.approx(0.5, abs=1e-6)
+  assert (
+      float(f(0)) == pytest.approx(1.0)
+      and float(f(100)) == pytest.approx(0.0, abs=1e-6)
+      and float(f(50)) == pytest.approx(0.5, abs=1e-6)
+  )
   config.optim.schedule = 'step'
   config.optim.decay_steps = (10, 20)
   f = state_lib.make_schedule(config, 100)
   assert [float(f(s)) for s in (9, 10, 19, 20)] == pytest.approx(
-      [1.0, 0.1, 0.1, 0.01])
+      [1.0, 0.1, 0.1, 0.01]
+  )
   config.optim.schedule = 'constant'
   config.optim.warmup_steps = 4
   f = state_lib.make_schedule(config, 100)
   assert [float(f(s)) for s in (0, 2, 4, 50)] == pytest.approx(
-      [0.0, 0.5, 1.0, 1.0])
+      [0.0, 0.5, 1.0, 1.0]
+  )
 
 
-@pytest.mark.parametrize('optimizer,weight_decay', [
-    ('adam', 0.0), ('adam', 0.1), ('adamw', 0.1), ('sgd', 0.1)])
+@pytest.mark.parametrize(
+    'optimizer,weight_decay',
+    [('adam', 0.0), ('adam', 0.1), ('adamw', 0.1), ('sgd', 0.1)],
+)
 def test_optimizers_and_weight_decay(optimizer, weight_decay):
   config = default.get_config()
   config.optim.optimizer = optimizer
@@ -172,8 +208,14 @@ def _setup(mode, dropout=0.0, batch=8, seed=0, num_classes=3, plateau=False):
   config.optim.schedule = 'plateau' if plateau else 'constant'
   config.optim.plateau_patience = 1
   info = input_pipeline.DatasetInfo(
-      name='toy', num_classes=num_classes, class_names=('a', 'b', 'c'),
-      input_dim=3, num_frames=7, splits={'train': 64}, data_dir='')
+      name='toy',
+      num_classes=num_classes,
+      class_names=('a', 'b', 'c'),
+      input_dim=3,
+      num_frames=7,
+      splits={'train': 64},
+      data_dir='',
+  )
   exp = state_lib.build(config, info, 10)
   par = parallel.create(mode, exp, num_classes)
   rng = np.random.default_rng(seed)
@@ -184,14 +226,16 @@ def _setup(mode, dropout=0.0, batch=8, seed=0, num_classes=3, plateau=False):
         'length': rng.integers(2, 8, batch).astype(np.int32),
         'label': rng.integers(0, num_classes, batch).astype(np.int32),
         'mask': np.ones(batch, bool),
-        'index': np.arange(batch, dtype=np.int32)})
+        'index': np.arange(batch, dtype=np.int32),
+    })
   return config, exp.model, exp.tx, exp.schedule, exp.init_fn, par, batches
 
 
 def test_train_step_is_pure_uses_fold_in_and_clips():
   config, model, tx, schedule, init_fn, _, batches = _setup('jit', 0.3)
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
-                                   schedule=schedule))
+  step = jax.jit(
+      functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule)
+  )
   state = jax.jit(init_fn)()
   rng = jax.random.key(1)
   batch = {k: jnp.asarray(v) for k, v in batches[0].items()}
@@ -199,8 +243,13 @@ def test_train_step_is_pure_uses_fold_in_and_clips():
   s2, m2 = step(state, batch, rng)  # same inputs, same outputs
   chex.assert_trees_all_equal(s1, s2)
   chex.assert_trees_all_equal(m1, m2)
-  assert int(s1.step) == 1 and set(m1) == {'loss', 'accuracy', 'grad_norm',
-                                           'learning_rate', 'params_finite'}
+  assert int(s1.step) == 1 and set(m1) == {
+      'loss',
+      'accuracy',
+      'grad_norm',
+      'learning_rate',
+      'params_finite',
+  }
   assert bool(m1['params_finite'])
   # The dropout key is fold_in(rng, step): at step 1 the same parameters and
   # batch give another dropout mask, hence another loss.
@@ -210,8 +259,9 @@ def test_train_step_is_pure_uses_fold_in_and_clips():
   # at most ~lr on Adam's first step, and the reported norm is pre-clipping.
   big = dict(batch, x=batch['x'] * 100.0)
   new, metrics = step(state, big, rng)
-  delta = jax.tree_util.tree_map(lambda a, b: jnp.max(jnp.abs(a - b)),
-                                 new.params, state.params)
+  delta = jax.tree_util.tree_map(
+      lambda a, b: jnp.max(jnp.abs(a - b)), new.params, state.params
+  )
   assert max(float(d) for d in jax.tree_util.tree_leaves(delta)) <= 0.05 * 1.01
   assert np.isfinite(float(metrics['grad_norm']))
   assert float(config.optim.grad_clip_norm) == 1.0
@@ -229,15 +279,22 @@ def test_jit_sharded_and_single_device_agree():
     _, model, tx, schedule, init_fn, par, batches = _setup('jit', 0.3)
     rng = jax.random.key(0)
     if mode == 'single':
-      step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
-                                       schedule=schedule))
+      step = jax.jit(
+          functools.partial(
+              steps.train_step, model=model, tx=tx, schedule=schedule
+          )
+      )
       state = jax.jit(init_fn)()
       for b in batches:
-        state, metrics = step(state, {k: jnp.asarray(v) for k, v in b.items()
-                                      if k != 'index'}, rng)
+        state, metrics = step(
+            state,
+            {k: jnp.asarray(v) for k, v in b.items() if k != 'index'},
+            rng,
+        )
     else:
-      state = par.device_state(jax.jit(
-          init_fn, out_shardings=par.state_sharding())())
+      state = par.device_state(
+          jax.jit(init_fn, out_shardings=par.state_sharding())()
+      )
       drng = par.device_rng(rng)
       for b in batches:
         state, metrics = par.train_step(state, par.device_batch(b), drng)
@@ -248,8 +305,9 @@ def test_jit_sharded_and_single_device_agree():
       state = par.host_state(state)
     results[mode] = (jax.device_get(state.params), float(metrics['loss']))
   for mode in ('single',):
-    chex.assert_trees_all_close(results[mode][0], results['jit'][0],
-                                atol=2e-6, rtol=2e-5)
+    chex.assert_trees_all_close(
+        results[mode][0], results['jit'][0], atol=2e-6, rtol=2e-5
+    )
     assert results[mode][1] == pytest.approx(results['jit'][1], rel=1e-5)
 
 
@@ -263,8 +321,9 @@ def test_plateau_reduces_learning_rate_after_patience():
   # patience 1: a second evaluation without improvement multiplies by 0.1.
   assert scales[:2] == [1.0, 1.0] and scales[-1] < 1.0
   # The step applies the scale: the lr metric shows it.
-  _, metrics = par.train_step(state, par.device_batch(batches[0]),
-                              par.device_rng(jax.random.key(0)))
+  _, metrics = par.train_step(
+      state, par.device_batch(batches[0]), par.device_rng(jax.random.key(0))
+  )
   assert float(metrics['learning_rate']) == pytest.approx(0.05 * scales[-1])
 
 
@@ -277,15 +336,22 @@ def test_evaluate_counts_each_example_once(npz_dir, data_dir):
   exp = state_lib.build(config, info, 6)
   par = parallel.create('jit', exp, info.num_classes)
   state = jax.jit(exp.init_fn, out_shardings=par.state_sharding())()
-  res = steps.evaluate(par, state, input_pipeline.eval_batches(
-      config, builder, info, 'test'), info.num_classes)
+  res = steps.evaluate(
+      par,
+      state,
+      input_pipeline.eval_batches(config, builder, info, 'test'),
+      info.num_classes,
+  )
   assert res['num_examples'] == n
   # Reference: all examples in one unpadded batch, no masking.
-  rows = [input_pipeline.get_example(config, builder, info, 'test', i)[0]
-          for i in range(n)]
+  rows = [
+      input_pipeline.get_example(config, builder, info, 'test', i)[0]
+      for i in range(n)
+  ]
   whole = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-  logits = jax.jit(exp.model.apply)({'params': state.params}, whole['x'],
-                                whole['length'])
+  logits = jax.jit(exp.model.apply)(
+      {'params': state.params}, whole['x'], whole['length']
+  )
   pred = np.asarray(logits).argmax(-1)
   correct = int((pred == whole['label']).sum())
   confusion = np.zeros((3, 3), int)
@@ -293,12 +359,14 @@ def test_evaluate_counts_each_example_once(npz_dir, data_dir):
   assert res['accuracy'] == pytest.approx(correct / n)
   np.testing.assert_array_equal(res['confusion_matrix'], confusion)
   assert res['per_class_accuracy'] == pytest.approx(
-      [confusion[c, c] / confusion[c].sum() for c in range(3)])
+      [confusion[c, c] / confusion[c].sum() for c in range(3)]
+  )
   # Two processes' shards of each global batch cover the split exactly once.
   seen = []
   for p in range(2):
-    for b in input_pipeline.eval_batches(config, builder, info, 'test',
-                                         process_index=p, process_count=2):
+    for b in input_pipeline.eval_batches(
+        config, builder, info, 'test', process_index=p, process_count=2
+    ):
       assert len(b['mask']) == 3
       seen += b['index'][b['mask']].tolist()
   assert sorted(seen) == list(range(n))
@@ -307,62 +375,95 @@ def test_evaluate_counts_each_example_once(npz_dir, data_dir):
 def test_training_batches_do_not_depend_on_process_count(npz_dir, data_dir):
   config = sup.tiny_config(npz_dir, data_dir)
   builder, info = input_pipeline.prepare_dataset(config, str(data_dir))
-  one = input_pipeline.train_iterator(config, builder, info, process_index=0,
-                                      process_count=1)
-  halves = [input_pipeline.train_iterator(config, builder, info,
-                                          process_index=p, process_count=2)
-            for p in range(2)]
+  one = input_pipeline.train_iterator(
+      config, builder, info, process_index=0, process_count=1
+  )
+  halves = [
+      input_pipeline.train_iterator(
+          config, builder, info, process_index=p, process_count=2
+      )
+      for p in range(2)
+  ]
   for _ in range(8):  # more than an epoch (48 examples / 8)
     whole = next(one)
     parts = [next(h) for h in halves]
     for k in ('x', 'label', 'length', 'index'):
       np.testing.assert_array_equal(
-          whole[k], np.concatenate([parts[0][k], parts[1][k]]))
+          whole[k], np.concatenate([parts[0][k], parts[1][k]])
+      )
 
 
 # ------------------------------------------------------------ end to end --
 
 
-def test_train_and_evaluate_writes_everything(npz_dir, data_dir, tmp_path,
-                                               capsys):
+def test_train_and_evaluate_writes_everything(
+    npz_dir, data_dir, tmp_path, capsys
+):
   workdir = tmp_path / 'run'
-  config = sup.tiny_config(npz_dir, data_dir, tensorboard=True, plots=True,
-                           num_train_steps=8, keep_best=1)
+  config = sup.tiny_config(
+      npz_dir,
+      data_dir,
+      tensorboard=True,
+      plots=True,
+      num_train_steps=8,
+      keep_best=1,
+  )
   out = train.train_and_evaluate(config, str(workdir))
   log = capsys.readouterr().out
   # Where, parameter table, progress lines, evaluations, final line.
-  assert log.startswith(f'Workdir: {workdir}\nData:    sequence_npz in '
-                        f'{data_dir} (built there on first use; from '
-                        '--config.data.data_dir)\n'), log[:500]
+  assert log.startswith(
+      f'Workdir: {workdir}\nData:    sequence_npz in '
+      f'{data_dir} (built there on first use; from '
+      '--config.data.data_dir)\n'
+  ), log[:500]
   assert 'total' in log and 'layer_0/cell/gate/input_kernel' in log
   assert 'step 2/8  loss' in log and 'examples/s' in log
   assert 'step 3: validation accuracy' in log and 'Final test accuracy' in log
   results = json.loads((workdir / 'eval_results.json').read_text())
-  assert {'step', 'split', 'accuracy', 'per_class_accuracy', 'num_examples',
-          'config'} <= set(results)
+  assert {
+      'step',
+      'split',
+      'accuracy',
+      'per_class_accuracy',
+      'num_examples',
+      'config',
+  } <= set(results)
   assert results['step'] == 8 and results['split'] == 'test'
   assert results['num_examples'] == 21
   assert len(results['per_class_accuracy']) == sup.NUM_CLASSES
   assert results['config']['model']['hidden_sizes'] == [8]
   assert np.sum(results['confusion_matrix']) == 21
   assert out['accuracy'] == results['accuracy']
-  lines = [json.loads(l) for l in
-           (workdir / 'metrics.jsonl').read_text().splitlines()]
+  lines = [
+      json.loads(l)
+      for l in (workdir / 'metrics.jsonl').read_text().splitlines()
+  ]
   train_steps = [l['step'] for l in lines if 'train/loss' in l]
   assert train_steps == [2, 3, 4, 6, 8]  # and before each evaluation
-  assert [l['step'] for l in lines
-          if 'validation/accuracy' in l] == [2, 3, 4, 6, 8]
+  assert [l['step'] for l in lines if 'validation/accuracy' in l] == [
+      2,
+      3,
+      4,
+      6,
+      8,
+  ]
   assert all(np.isfinite(l['train/loss']) for l in lines if 'train/loss' in l)
   assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
   for png in ('curves.png', 'confusion_matrix.png'):
     assert (workdir / png).read_bytes()[:4] == b'\x89PNG'
   # Best 1 by validation accuracy plus the latest: at most two checkpoints remain,
   # and the latest (8) is one of them.
-  steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
-                 if p.name.isdigit())
+  steps = sorted(
+      int(p.name)
+      for p in (workdir / 'checkpoints').iterdir()
+      if p.name.isdigit()
+  )
   assert 8 in steps and len(steps) <= 2
-  best = max((l['validation/accuracy'], l['step']) for l in lines
-             if 'validation/accuracy' in l and l['step'] % 2 == 0)
+  best = max(
+      (l['validation/accuracy'], l['step'])
+      for l in lines
+      if 'validation/accuracy' in l and l['step'] % 2 == 0
+  )
   assert best[1] in steps
 
   # Resume: the same workdir with more steps continues from step 8.
@@ -379,6 +480,7 @@ def test_train_and_evaluate_writes_everything(npz_dir, data_dir, tmp_path,
   # train.attention plots a_t of one example.
   from train import attention  # pylint: disable=g-import-not-at-top
   from train import eval as train_eval  # pylint: disable=g-import-not-at-top
+
   final = json.loads((workdir / 'eval_results.json').read_text())
   again = train_eval.evaluate_checkpoint(str(workdir))
   assert again['accuracy'] == final['accuracy'] and again['step'] == 10
@@ -400,17 +502,20 @@ def test_pmap_run_matches_jit_run(npz_dir, data_dir, tmp_path):
   """--config.parallel=pmap trains the same parameters as the jit default."""
   params = {}
   for mode in ('jit', 'pmap'):
-    config = sup.tiny_config(npz_dir, data_dir, parallel=mode,
-                             **{'model.dropout_rate': 0.0})
+    config = sup.tiny_config(
+        npz_dir, data_dir, parallel=mode, **{'model.dropout_rate': 0.0}
+    )
     train.train_and_evaluate(config, str(tmp_path / mode))
     params[mode], _ = sup.final_params(tmp_path / mode)
-  chex.assert_trees_all_close(params['pmap'], params['jit'], atol=2e-6,
-                              rtol=2e-5)
+  chex.assert_trees_all_close(
+      params['pmap'], params['jit'], atol=2e-6, rtol=2e-5
+  )
 
 
 def test_gate_less_model_has_no_attention():
   from train import attention  # pylint: disable=g-import-not-at-top
   from eleatt_jax import StackedRNNClassifier  # pylint: disable=g-import-not-at-top
+
   x = jnp.ones((1, 4, 3))
   lengths = jnp.array([4])
   batch = {'x': x, 'length': lengths}
@@ -418,8 +523,11 @@ def test_gate_less_model_has_no_attention():
   params = jax.jit(gated.init)(jax.random.key(0), x, lengths)['params']
   a, logits = attention.gate_values(gated, params, batch, 0)
   assert a.shape == (1, 4, 3) and logits.shape == (1, 3)
-  with pytest.raises(ValueError, match=r"Layer 1 has no EleAtt gate.*"
-                     r"layers with a gate: \['layer_0'\]"):
+  with pytest.raises(
+      ValueError,
+      match=r'Layer 1 has no EleAtt gate.*'
+      r"layers with a gate: \['layer_0'\]",
+  ):
     attention.gate_values(gated, params, batch, 1)
   plain = StackedRNNClassifier(3, cell='gru', hidden_sizes=(4,))
   params = jax.jit(plain.init)(jax.random.key(0), x, lengths)['params']
@@ -429,8 +537,13 @@ def test_gate_less_model_has_no_attention():
 
 def test_reporting_bar_lines_table_and_resumed_metrics(tmp_path, capsys):
   from train import reporting  # pylint: disable=g-import-not-at-top
-  metrics = {'loss': 0.5, 'accuracy': 0.75, 'learning_rate': 0.01,
-             'examples_per_sec': 1234.0}
+
+  metrics = {
+      'loss': 0.5,
+      'accuracy': 0.75,
+      'learning_rate': 0.01,
+      'examples_per_sec': 1234.0,
+  }
   bar = reporting.Progress('bar', total=10, initial=0, primary=True)
   bar.tick(3)
   bar.update(4, metrics)
@@ -444,13 +557,17 @@ def test_reporting_bar_lines_table_and_resumed_metrics(tmp_path, capsys):
   # Without a terminal the lines tell the elapsed time and an ETA.
   assert re.fullmatch(
       r'step 4/10  loss 0.5000  accuracy 0.7500  lr 0.01  1234 examples/s  '
-      r'elapsed 0:00:\d\d  eta 0:\d\d:\d\d\n', capsys.readouterr().out)
+      r'elapsed 0:00:\d\d  eta 0:\d\d:\d\d\n',
+      capsys.readouterr().out,
+  )
   assert lines.timing(4, now=lines.start + 40.0) == (
-      'elapsed 0:00:40  eta 0:01:00')
+      'elapsed 0:00:40  eta 0:01:00'
+  )
   reporting.Progress('lines', 10, 0, primary=False).update(4, metrics)
   assert capsys.readouterr().out == ''  # only process 0 prints
-  table = reporting.param_table({'dense': {'kernel': np.zeros((3, 4)),
-                                           'bias': np.zeros(4)}})
+  table = reporting.param_table(
+      {'dense': {'kernel': np.zeros((3, 4)), 'bias': np.zeros(4)}}
+  )
   assert 'dense/kernel' in table and '3x4' in table and table.endswith('16')
   # A resumed run drops the lines the interrupted run wrote after its last
   # checkpoint (and a line cut by the crash).
@@ -460,11 +577,13 @@ def test_reporting_bar_lines_table_and_resumed_metrics(tmp_path, capsys):
   with open(tmp_path / 'metrics.jsonl', 'a') as f:
     f.write('{"step": 5, "train/lo')
   reporting.MetricWriter(str(tmp_path), True, False, truncate_after=2)
-  steps = [r['step'] for r in reporting.read_metrics(
-      str(tmp_path / 'metrics.jsonl'))]
+  steps = [
+      r['step'] for r in reporting.read_metrics(str(tmp_path / 'metrics.jsonl'))
+  ]
   assert steps == [1, 2]
-  png = reporting.plot_curves(str(tmp_path / 'metrics.jsonl'),
-                              str(tmp_path / 'curves.png'))
+  png = reporting.plot_curves(
+      str(tmp_path / 'metrics.jsonl'), str(tmp_path / 'curves.png')
+  )
   assert pathlib.Path(png).read_bytes()[:4] == b'\x89PNG'
 
 
@@ -473,27 +592,36 @@ def test_attention_puts_mnist_sequences_back_into_images(mode):
   from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
   from eleatt_jax.datasets import sequential_mnist  # pylint: disable=g-import-not-at-top
   from train import attention  # pylint: disable=g-import-not-at-top
+
   image = np.random.default_rng(0).integers(0, 256, (1, 28, 28), np.uint8)
   seq = sequential_mnist.to_sequence(image, mode)[0]
-  np.testing.assert_allclose(viz.mnist_image(seq, mode), image[0] / 255.0,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      viz.mnist_image(seq, mode), image[0] / 255.0, rtol=1e-6
+  )
   assert attention._mnist_mode(f'sequential_mnist/mnist5k_{mode}') == mode
 
 
 def test_missing_data_errors_say_what_to_do(tmp_path):
   from train.configs import npz, nucla  # pylint: disable=g-import-not-at-top
+
   config = nucla.get_config()
   config.data.data_dir = str(tmp_path / 'tfds')
-  with pytest.raises(FileNotFoundError, match=r'nucla/xview is not built in .*'
-                     r'give --config.data.manual_dir=DIR'):
+  with pytest.raises(
+      FileNotFoundError,
+      match=r'nucla/xview is not built in .*'
+      r'give --config.data.manual_dir=DIR',
+  ):
     input_pipeline.prepare_dataset(config, str(tmp_path))
   config.data.manual_dir = str(tmp_path / 'nowhere')
   with pytest.raises(FileNotFoundError, match='nowhere.*is not a directory'):
     input_pipeline.prepare_dataset(config, str(tmp_path))
   config.data.manual_dir = ''
   config.data.name = 'nukla/xview'
-  with pytest.raises(ValueError, match=r"not a known dataset \(did you mean "
-                     r"'nucla'\?\); the eleatt_jax.datasets builders are"):
+  with pytest.raises(
+      ValueError,
+      match=r'not a known dataset \(did you mean '
+      r"'nucla'\?\); the eleatt_jax.datasets builders are",
+  ):
     input_pipeline.prepare_dataset(config, str(tmp_path))
   config = npz.get_config()
   with pytest.raises(ValueError, match='needs --config.data.path=DIR'):
@@ -501,10 +629,12 @@ def test_missing_data_errors_say_what_to_do(tmp_path):
 
 
 def test_demo_says_where_it_builds_its_data_and_honours_data_dir(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
   """`make demo` builds the digits into tfds' default data_dir unless
   DATA_DIR=D: the trainer's first lines say where (without training)."""
   from train.configs import smnist  # pylint: disable=g-import-not-at-top
+
   config = smnist.get_config()
   monkeypatch.setenv('HOME', str(tmp_path))
   monkeypatch.delenv('TFDS_DATA_DIR', raising=False)
@@ -512,37 +642,51 @@ def test_demo_says_where_it_builds_its_data_and_honours_data_dir(
       f'Data:    sequential_mnist/mnist5k_row in {tmp_path}/tensorflow_datasets'
       ' (built there on first use; the tfds default, $TFDS_DATA_DIR or '
       '~/tensorflow_datasets; another: --config.data.data_dir=D, or make '
-      'demo DATA_DIR=D)')
+      'demo DATA_DIR=D)'
+  )
   assert input_pipeline.data_location(config, 'runs/demo') == default_line
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds_env'))
   assert f'in {tmp_path}/tfds_env (built' in input_pipeline.data_location(
-      config, 'runs/demo')
+      config, 'runs/demo'
+  )
   config.data.data_dir = str(tmp_path / 'd')
   assert input_pipeline.data_location(config, 'runs/demo') == (
       f'Data:    sequential_mnist/mnist5k_row in {tmp_path}/d (built there on '
-      'first use; from --config.data.data_dir)')
+      'first use; from --config.data.data_dir)'
+  )
   # The make variable reaches the trainer (a dry run: nothing is built).
   if shutil.which('make') is None:
     pytest.skip('no make')
-  make = subprocess.run(['make', '-n', '-o', '.venv/.installed-stamp', 'demo',
-                         'DATA_DIR=/d d'], cwd=sup.REPO, capture_output=True,
-                        text=True, check=False)
+  make = subprocess.run(
+      ['make', '-n', '-o', '.venv/.installed-stamp', 'demo', 'DATA_DIR=/d d'],
+      cwd=sup.REPO,
+      capture_output=True,
+      text=True,
+      check=False,
+  )
   assert make.returncode == 0, make.stderr
-  assert ("--workdir=runs/demo \\\n  '--config.data.data_dir=/d d'"
-          in make.stdout), make.stdout
+  assert (
+      "--workdir=runs/demo \\\n  '--config.data.data_dir=/d d'" in make.stdout
+  ), make.stdout
 
 
-def test_bad_split_and_batch_size_errors_name_the_key(npz_dir, data_dir,
-                                                     tmp_path):
+def test_bad_split_and_batch_size_errors_name_the_key(
+    npz_dir, data_dir, tmp_path
+):
   config = sup.tiny_config(npz_dir, data_dir, **{'data.eval_split': 'valid'})
-  with pytest.raises(ValueError, match=r"config.data.eval_split='valid'.*"
-                     r"\['test', 'train', 'validation'\]"):
+  with pytest.raises(
+      ValueError,
+      match=r"config.data.eval_split='valid'.*"
+      r"\['test', 'train', 'validation'\]",
+  ):
     input_pipeline.prepare_dataset(config, str(data_dir))
   config = sup.tiny_config(npz_dir, data_dir, batch_size=64)
   builder, info = input_pipeline.prepare_dataset(config, str(data_dir))
   with pytest.raises(ValueError, match='batch_size=64 is larger than the 42'):
     input_pipeline.train_iterator(config, builder, info)
   config = sup.tiny_config(npz_dir, data_dir, batch_size=7)
-  with pytest.raises(ValueError, match=r'batch_size=7 gives 7 rows, not '
-                     r'divisible by the 2 devices'):
+  with pytest.raises(
+      ValueError,
+      match=r'batch_size=7 gives 7 rows, not ' r'divisible by the 2 devices',
+  ):
     train.train_and_evaluate(config, str(tmp_path))

@@ -28,9 +28,15 @@ ATTENTION_PLOTS = {'smnist': 28, 'pmnist': 1, 'nucla': 60}
 # an xsub validation performer (NTU60 and NTU120), P011 an xview one (camera
 # 2: validation), P002 an xset one (even setup 2: validation).
 NTU_NAMES = (
-    'S001C001P001R001A001', 'S001C002P003R001A002', 'S002C003P002R002A003',
-    'S003C001P007R001A060', 'S002C001P001R001A004', 'S004C002P003R001A005',
-    'S001C001P031R001A006', 'S002C002P011R001A007')
+    'S001C001P001R001A001',
+    'S001C002P003R001A002',
+    'S002C003P002R002A003',
+    'S003C001P007R001A060',
+    'S002C001P001R001A004',
+    'S004C002P003R001A005',
+    'S001C001P031R001A006',
+    'S002C002P011R001A007',
+)
 
 
 # The compilation cache shared by the train test modules.
@@ -39,8 +45,10 @@ from train_support import _jax_cache  # noqa: E402, F401  # pylint: disable=unus
 
 def write_ntu(root: pathlib.Path) -> pathlib.Path:
   for i, name in enumerate(NTU_NAMES):
-    fx.write_ntu_skeleton(root / 'nturgb+d_skeletons' / f'{name}.skeleton',
-                          fx.one_person_frames(6, seed=i))
+    fx.write_ntu_skeleton(
+        root / 'nturgb+d_skeletons' / f'{name}.skeleton',
+        fx.one_person_frames(6, seed=i),
+    )
   return root
 
 
@@ -48,28 +56,34 @@ def write_nucla(root: pathlib.Path) -> pathlib.Path:
   for action in (1, 2):
     for view in (1, 2, 3):
       for subject in (1, 2, 9):  # 9: the validation subject
-        fx.write_nucla_json(root / 'all_sqe', action, subject, 0, view,
-                            num_frames=6)
+        fx.write_nucla_json(
+            root / 'all_sqe', action, subject, 0, view, num_frames=6
+        )
   return root
 
 
 def write_sysu(root: pathlib.Path) -> pathlib.Path:
   import scipy.io  # pylint: disable=g-import-not-at-top
+
   for s in range(6):  # 3 train half (2 of them validation), 3 test
     for action in (1, 5):
       d = root / '3DvideoNorm' / f'subj{s:02d}' / f'video{action}'
       d.mkdir(parents=True)
       rng = np.random.default_rng(10 * s + action)
-      scipy.io.savemat(d / 'sklWorld.mat',
-                       {'SW': rng.normal(size=(20, 3, 7))})
+      scipy.io.savemat(d / 'sklWorld.mat', {'SW': rng.normal(size=(20, 3, 7))})
   return root
 
 
 def _hand_file(path: pathlib.Path, num_frames: int, seed: int) -> None:
   rng = np.random.default_rng(seed)
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text('\n'.join(' '.join(f'{v:.4f}' for v in rng.normal(size=66))
-                            for _ in range(num_frames)) + '\n')
+  path.write_text(
+      '\n'.join(
+          ' '.join(f'{v:.4f}' for v in rng.normal(size=66))
+          for _ in range(num_frames)
+      )
+      + '\n'
+  )
 
 
 def write_dhg(root: pathlib.Path) -> pathlib.Path:
@@ -78,11 +92,20 @@ def write_dhg(root: pathlib.Path) -> pathlib.Path:
   for g in (1, 14):
     for f in (1, 2):
       for s in (1, 2, 3):  # 14_loso_01: 1 test, 2 (the next) validation
-        _hand_file(base / f'gesture_{g}' / f'finger_{f}' / f'subject_{s}' /
-                   'essai_1' / 'skeleton_world.txt', 10, g * 100 + f * 10 + s)
+        _hand_file(
+            base
+            / f'gesture_{g}'
+            / f'finger_{f}'
+            / f'subject_{s}'
+            / 'essai_1'
+            / 'skeleton_world.txt',
+            10,
+            g * 100 + f * 10 + s,
+        )
         rows.append(f'{g} {f} {s} 1 1 8')
   (base / 'informations_troncage_sequences.txt').write_text(
-      '\n'.join(rows) + '\n')
+      '\n'.join(rows) + '\n'
+  )
   return root
 
 
@@ -93,10 +116,19 @@ def write_shrec(root: pathlib.Path) -> pathlib.Path:
     for f in (1, 2):
       for s in (1, 2, 15):  # 2: test table; 15: a validation subject
         n = 6 + g + f
-        _hand_file(base / f'gesture_{g}' / f'finger_{f}' / f'subject_{s}' /
-                   'essai_1' / 'skeletons_world.txt', n, g * 100 + f * 10 + s)
+        _hand_file(
+            base
+            / f'gesture_{g}'
+            / f'finger_{f}'
+            / f'subject_{s}'
+            / 'essai_1'
+            / 'skeletons_world.txt',
+            n,
+            g * 100 + f * 10 + s,
+        )
         tables['test' if s == 2 else 'train'].append(
-            f'{g} {f} {s} 1 {g} {2 * (g - 1) + f} {n}')
+            f'{g} {f} {s} 1 {g} {2 * (g - 1) + f} {n}'
+        )
   for split, rows in tables.items():
     (base / f'{split}_gestures.txt').write_text('\n'.join(rows) + '\n')
   return root
@@ -105,10 +137,14 @@ def write_shrec(root: pathlib.Path) -> pathlib.Path:
 def write_idx(root: pathlib.Path) -> pathlib.Path:
   rng = np.random.default_rng(0)
   for split, n in (('train', 20), ('t10k', 6)):  # 2 a class: 1 validates
-    fx.write_idx(root / f'{split}-images-idx3-ubyte.gz',
-                 rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    fx.write_idx(root / f'{split}-labels-idx1-ubyte.gz',
-                 np.arange(n, dtype=np.uint8) % 10)
+    fx.write_idx(
+        root / f'{split}-images-idx3-ubyte.gz',
+        rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+    )
+    fx.write_idx(
+        root / f'{split}-labels-idx1-ubyte.gz',
+        np.arange(n, dtype=np.uint8) % 10,
+    )
   return root
 
 
@@ -133,16 +169,21 @@ SOURCES = {
 
 
 def test_every_experiment_config_is_covered_here():
-  configs = {p.stem for p in (sup.REPO / 'train' / 'configs').glob('*.py')
-             if not p.stem.startswith('_') and p.stem not in ('__init__',
-                                                               'default')}
+  configs = {
+      p.stem
+      for p in (sup.REPO / 'train' / 'configs').glob('*.py')
+      if not p.stem.startswith('_') and p.stem not in ('__init__', 'default')
+  }
   assert configs == set(SOURCES)
 
 
 def test_no_config_selects_on_the_test_split():
   """Schedules, early stopping and best checkpoints never see test (issue 9)."""
-  names = sorted(p.stem for p in (sup.REPO / 'train' / 'configs').glob('*.py')
-                 if not p.stem.startswith('_'))
+  names = sorted(
+      p.stem
+      for p in (sup.REPO / 'train' / 'configs').glob('*.py')
+      if not p.stem.startswith('_')
+  )
   assert 'default' in names and len(names) == len(SOURCES) + 1
   for name in names:
     config = importlib.import_module(f'train.configs.{name}').get_config()
@@ -207,6 +248,7 @@ def test_config_trains_at_toy_size(name, sources, tmp_path_factory):
   assert (workdir / 'checkpoints' / '2').is_dir()
   if name in ATTENTION_PLOTS:  # one of each kind of plot
     from train import attention  # pylint: disable=g-import-not-at-top
+
     png = attention.plot_attention(str(workdir), index=1)
     assert pathlib.Path(png).read_bytes()[:4] == b'\x89PNG'
     a = np.load(png[:-4] + '.npz')['attention']

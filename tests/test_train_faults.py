@@ -34,42 +34,66 @@ NPZ_CONFIG = 'train/configs/npz.py'
 
 
 def _steps(workdir):
-  return sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
-                if p.name.isdigit())
+  return sorted(
+      int(p.name)
+      for p in (workdir / 'checkpoints').iterdir()
+      if p.name.isdigit()
+  )
 
 
 def _same_params(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(
-      jax.tree_util.tree_leaves(sup.final_params(a)[0]),
-      jax.tree_util.tree_leaves(sup.final_params(b)[0])))
+  return all(
+      np.array_equal(x, y)
+      for x, y in zip(
+          jax.tree_util.tree_leaves(sup.final_params(a)[0]),
+          jax.tree_util.tree_leaves(sup.final_params(b)[0]),
+      )
+  )
 
 
 def _history(workdir):
   """metrics.jsonl without the timings."""
-  return [{k: v for k, v in json.loads(line).items() if 'per_sec' not in k}
-          for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [
+      {k: v for k, v in json.loads(line).items() if 'per_sec' not in k}
+      for line in (workdir / 'metrics.jsonl').read_text().splitlines()
+  ]
 
 
 def _truncate_state(step_dir):
-  files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir / 'state')
-           for f in fs]
+  files = [
+      os.path.join(d, f) for d, _, fs in os.walk(step_dir / 'state') for f in fs
+  ]
   victim = max(files, key=os.path.getsize)
   with open(victim, 'r+b') as f:
     f.truncate(os.path.getsize(victim) // 2)
 
 
 def test_best_k_survives_kill_and_sigterm_like_an_unbroken_run(
-    npz_dir, data_dir, tmp_path):
+    npz_dir, data_dir, tmp_path
+):
   """Kept steps, the `best` evaluation and train.eval --checkpoint=best are
   those of an unbroken run after kill -9 and SIGTERM restarts."""
   overrides = sup.cli_overrides(
-      npz_dir, data_dir, num_train_steps=24, log_every_steps=1,
-      checkpoint_every_steps=2, eval_every_steps=2, keep_best=2,
-      final_checkpoint='best', **{'optim.learning_rate': 0.03})
+      npz_dir,
+      data_dir,
+      num_train_steps=24,
+      log_every_steps=1,
+      checkpoint_every_steps=2,
+      eval_every_steps=2,
+      keep_best=2,
+      final_checkpoint='best',
+      **{'optim.learning_rate': 0.03},
+  )
   ref = tmp_path / 'unbroken'
-  config = sup.tiny_config(npz_dir, data_dir, **{
-      k: v for k, v in overrides.items()
-      if k not in ('data.path', 'data.data_dir')})
+  config = sup.tiny_config(
+      npz_dir,
+      data_dir,
+      **{
+          k: v
+          for k, v in overrides.items()
+          if k not in ('data.path', 'data.data_dir')
+      },
+  )
   train.train_and_evaluate(config, str(ref))
 
   workdir = tmp_path / 'broken'
@@ -88,33 +112,42 @@ def test_best_k_survives_kill_and_sigterm_like_an_unbroken_run(
   assert ours['accuracy'] == theirs['accuracy']
   # The true best: the highest eval accuracy logged at a checkpoint step.
   records = map(json.loads, (ref / 'metrics.jsonl').read_text().splitlines())
-  logged = {r['step']: r['validation/accuracy'] for r in records
-            if 'validation/accuracy' in r}
+  logged = {
+      r['step']: r['validation/accuracy']
+      for r in records
+      if 'validation/accuracy' in r
+  }
   best = max(logged.values())
   assert ours['checkpoint']['selection_accuracy'] == best
   assert logged[ours['checkpoint']['step']] == best
   # Each checkpoint carries the metrics it is ranked by.
   ckpt = checkpoints.Checkpointer(str(workdir), 2, read_only=True)
   assert [ckpt.stored_accuracy(s) for s in _steps(workdir)] == [
-      logged[s] for s in _steps(workdir)]
+      logged[s] for s in _steps(workdir)
+  ]
   ckpt.close()
-  again = train_eval.evaluate_checkpoint(str(workdir), checkpoint='best',
-                                         output=str(tmp_path / 'best.json'))
+  again = train_eval.evaluate_checkpoint(
+      str(workdir), checkpoint='best', output=str(tmp_path / 'best.json')
+  )
   assert again['step'] == ours['checkpoint']['step']
   assert again['accuracy'] == ours['accuracy']
 
 
 def test_rerun_with_another_model_is_refused_and_overwrite_keeps_the_old(
-    npz_dir, data_dir, tmp_path):
+    npz_dir, data_dir, tmp_path
+):
   workdir = tmp_path / 'run'
   train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir), str(workdir))
   before = _steps(workdir)
   metrics = (workdir / 'metrics.jsonl').read_text()
-  other = sup.tiny_config(npz_dir, data_dir, seed=3,
-                          **{'model.hidden_sizes': (6,)})
-  with pytest.raises(workdir_lib.WorkdirError,
-                     match=r'differs in model.hidden_sizes, seed;.*'
-                     r'--config.overwrite=True'):
+  other = sup.tiny_config(
+      npz_dir, data_dir, seed=3, **{'model.hidden_sizes': (6,)}
+  )
+  with pytest.raises(
+      workdir_lib.WorkdirError,
+      match=r'differs in model.hidden_sizes, seed;.*'
+      r'--config.overwrite=True',
+  ):
     train.train_and_evaluate(other, str(workdir))
   assert _steps(workdir) == before  # nothing moved, nothing rewritten
   assert (workdir / 'metrics.jsonl').read_text() == metrics
@@ -129,13 +162,18 @@ def test_rerun_with_another_model_is_refused_and_overwrite_keeps_the_old(
     old = workdir / 'replaced' / str(n)
     assert (old / 'config.json').exists() and (old / 'metrics.jsonl').exists()
   assert _steps(workdir / 'replaced' / '1') == kept
-  assert json.loads((workdir / 'replaced' / '2' / 'config.json').read_text()
-                    )['seed'] == 3
+  assert (
+      json.loads((workdir / 'replaced' / '2' / 'config.json').read_text())[
+          'seed'
+      ]
+      == 3
+  )
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 4
 
 
 def test_twice_corrupt_checkpoint_is_kept_under_a_fresh_name(
-    npz_dir, data_dir, tmp_path):
+    npz_dir, data_dir, tmp_path
+):
   workdir = tmp_path / 'run'
   config = sup.tiny_config(npz_dir, data_dir, keep_best=3)
   for _ in range(2):
@@ -148,7 +186,8 @@ def test_twice_corrupt_checkpoint_is_kept_under_a_fresh_name(
 
 
 def test_when_no_checkpoint_is_readable_the_data_restarts_too(
-    npz_dir, data_dir, tmp_path, capsys):
+    npz_dir, data_dir, tmp_path, capsys
+):
   workdir = tmp_path / 'run'
   config = sup.tiny_config(npz_dir, data_dir, keep_best=3)
   train.train_and_evaluate(config, str(workdir))
@@ -165,21 +204,30 @@ def test_when_no_checkpoint_is_readable_the_data_restarts_too(
 
 
 def test_second_trainer_exits_naming_the_holder_and_stale_lock_is_no_block(
-    npz_dir, data_dir, tmp_path):
+    npz_dir, data_dir, tmp_path
+):
   workdir = tmp_path / 'run'
-  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=100000,
-                                log_every_steps=1, checkpoint_every_steps=0,
-                                eval_every_steps=100000)
+  overrides = sup.cli_overrides(
+      npz_dir,
+      data_dir,
+      num_train_steps=100000,
+      log_every_steps=1,
+      checkpoint_every_steps=0,
+      eval_every_steps=100000,
+  )
   holder = subprocess.Popen(
-      sup.train_cmd(NPZ_CONFIG, workdir, overrides), cwd=sup.REPO,
-      env=sup.subprocess_env(), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+      sup.train_cmd(NPZ_CONFIG, workdir, overrides),
+      cwd=sup.REPO,
+      env=sup.subprocess_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   try:
     for line in holder.stdout:
       if line.startswith('step 1/'):
         break
-    second = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, overrides),
-                     timeout=60)
+    second = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, overrides), timeout=60)
   finally:
     holder.kill()
     holder.wait(timeout=60)
@@ -188,40 +236,52 @@ def test_second_trainer_exits_naming_the_holder_and_stale_lock_is_no_block(
   assert 'Traceback' not in second.stderr
   # The killed holder left its lock file: it does not block a rerun.
   assert (workdir / 'train.lock').exists()
-  rerun = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, dict(
-      overrides, num_train_steps=2)))
+  rerun = sup.run(
+      sup.train_cmd(NPZ_CONFIG, workdir, dict(overrides, num_train_steps=2))
+  )
   assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
 
 
-@pytest.mark.parametrize('key,value,allowed', [
-    ('batch_size', 0, 'an integer >= 1'),
-    ('log_every_steps', 0, 'an integer >= 1'),
-    ('model.dropout_rate', 1.5, 'a number >= 0 and < 1'),
-    ('num_train_steps', -5, 'an integer >= 0'),
-    ('eval_every_steps', -1, 'an integer >= 0'),
-    ('keep_best', 0, 'an integer >= 1'),
-])
+@pytest.mark.parametrize(
+    'key,value,allowed',
+    [
+        ('batch_size', 0, 'an integer >= 1'),
+        ('log_every_steps', 0, 'an integer >= 1'),
+        ('model.dropout_rate', 1.5, 'a number >= 0 and < 1'),
+        ('num_train_steps', -5, 'an integer >= 0'),
+        ('eval_every_steps', -1, 'an integer >= 0'),
+        ('keep_best', 0, 'an integer >= 1'),
+    ],
+)
 def test_config_values_out_of_range_are_refused_at_start(
-    npz_dir, data_dir, tmp_path, key, value, allowed):
+    npz_dir, data_dir, tmp_path, key, value, allowed
+):
   config = sup.tiny_config(npz_dir, data_dir, **{key: value})
-  with pytest.raises(config_lib.ConfigError,
-                     match=re.escape(f'config.{key} must be {allowed}, got '
-                                     f'{value!r}')):
+  with pytest.raises(
+      config_lib.ConfigError,
+      match=re.escape(f'config.{key} must be {allowed}, got {value!r}'),
+  ):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
 
 
-def test_bad_value_on_the_command_line_is_one_line(npz_dir, data_dir,
-                                                   tmp_path):
-  proc = sup.run(sup.train_cmd(NPZ_CONFIG, tmp_path / 'run', sup.cli_overrides(
-      npz_dir, data_dir, batch_size=0)))
+def test_bad_value_on_the_command_line_is_one_line(npz_dir, data_dir, tmp_path):
+  proc = sup.run(
+      sup.train_cmd(
+          NPZ_CONFIG,
+          tmp_path / 'run',
+          sup.cli_overrides(npz_dir, data_dir, batch_size=0),
+      )
+  )
   assert proc.returncode == 2
-  assert proc.stderr.strip() == ('FATAL: config.batch_size must be an integer '
-                                 '>= 1, got 0.')
+  assert proc.stderr.strip() == (
+      'FATAL: config.batch_size must be an integer >= 1, got 0.'
+  )
 
 
-def test_eval_of_a_corrupt_latest_checkpoint_falls_back(npz_dir, data_dir,
-                                                        tmp_path, capsys):
+def test_eval_of_a_corrupt_latest_checkpoint_falls_back(
+    npz_dir, data_dir, tmp_path, capsys
+):
   workdir = tmp_path / 'run'
   config = sup.tiny_config(npz_dir, data_dir, keep_best=3)
   train.train_and_evaluate(config, str(workdir))
@@ -236,10 +296,14 @@ def test_eval_of_a_corrupt_latest_checkpoint_falls_back(npz_dir, data_dir,
 
 
 def test_dataset_not_built_names_data_dir_in_one_screen(tmp_path):
-  proc = sup.run([sys.executable, '-m', 'train.main',
-                  '--config=train/configs/nucla_dev.py',
-                  f'--workdir={tmp_path / "run"}',
-                  f'--config.data.data_dir={tmp_path / "tfds"}'])
+  proc = sup.run([
+      sys.executable,
+      '-m',
+      'train.main',
+      '--config=train/configs/nucla_dev.py',
+      f'--workdir={tmp_path / "run"}',
+      f'--config.data.data_dir={tmp_path / "tfds"}',
+  ])
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert 'Traceback' not in proc.stderr
   assert 'nucla/dev is not built in' in proc.stderr
@@ -250,7 +314,8 @@ def test_dataset_not_built_names_data_dir_in_one_screen(tmp_path):
 
 
 def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
-    npz_dir, data_dir, tmp_path):
+    npz_dir, data_dir, tmp_path
+):
   """Once the first checkpoint is written the trainer's file-size limit drops
   to 4 KiB (below the next checkpoint's files: they fail in orbax's
   background threads; metrics.jsonl, smaller, may fail first). Python
@@ -259,8 +324,14 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
   and a rerun ends like an unbroken run."""
   steps, limit = 20, 4096
   overrides = sup.cli_overrides(
-      npz_dir, data_dir, num_train_steps=steps, log_every_steps=1,
-      checkpoint_every_steps=4, eval_every_steps=4, keep_best=2)
+      npz_dir,
+      data_dir,
+      num_train_steps=steps,
+      log_every_steps=1,
+      checkpoint_every_steps=4,
+      eval_every_steps=4,
+      keep_best=2,
+  )
   workdir = tmp_path / 'run'
   cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
   before = {}
@@ -270,27 +341,33 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
     before['config'] = (workdir / 'config.json').read_text()
     resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, limit))
 
-  rc, out, err, at = sup.run_and_act(cmd, workdir, 1, fill_the_disk,
-                                     stderr_apart=True)
+  rc, out, err, at = sup.run_and_act(
+      cmd, workdir, 1, fill_the_disk, stderr_apart=True
+  )
   assert at is not None and rc == 1, out[-3000:] + err[-3000:]
   assert 'sys.meta_path' not in err and 'Traceback' not in err, err[-3000:]
   assert len(err.strip().splitlines()) == 1, err[-3000:]
   assert re.match(
       rf'FATAL: Writing {re.escape(str(workdir))}/(checkpoints/\d+\.orbax-'
       r'checkpoint-tmp/\S+|metrics\.jsonl) failed: file too large \(EFBIG\)',
-      err), err
+      err,
+  ), err
   kept = _steps(workdir)
   assert max(before['steps']) <= max(kept) < steps, (before, kept)
-  assert (f'the checkpoints written before (steps {", ".join(map(str, kept))}'
-          f' in {workdir / "checkpoints"}) are intact') in err
+  assert (
+      f'the checkpoints written before (steps {", ".join(map(str, kept))}'
+      f' in {workdir / "checkpoints"}) are intact'
+  ) in err
   assert 'run the same command to resume' in err
   # What the run wrote before is whole: each checkpoint restores, the config
   # is unchanged, each metrics line is complete (a cut one is cut off).
   for step in kept:
     assert sup.final_params(workdir, str(step))[1] == step
   assert (workdir / 'config.json').read_text() == before['config']
-  records = [json.loads(line) for line in
-             (workdir / 'metrics.jsonl').read_text().splitlines()]
+  records = [
+      json.loads(line)
+      for line in (workdir / 'metrics.jsonl').read_text().splitlines()
+  ]
   assert records and records[-1]['step'] >= max(kept)
 
   rerun = sup.run(cmd)
@@ -298,9 +375,18 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
   assert f'Resuming from checkpoint step {max(kept)} ' in rerun.stdout
   assert not list((workdir / 'checkpoints').glob('*tmp*'))
   ref = tmp_path / 'unbroken'
-  train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir, **{
-      k: v for k, v in overrides.items()
-      if k not in ('data.path', 'data.data_dir')}), str(ref))
+  train.train_and_evaluate(
+      sup.tiny_config(
+          npz_dir,
+          data_dir,
+          **{
+              k: v
+              for k, v in overrides.items()
+              if k not in ('data.path', 'data.data_dir')
+          },
+      ),
+      str(ref),
+  )
   params, step = sup.final_params(workdir)
   ref_params, ref_step = sup.final_params(ref)
   assert step == ref_step == steps
@@ -326,34 +412,51 @@ def test_disk_full_errors_are_recognised_from_real_writes(tmp_path):
     chained = e
   assert workdir_lib.disk_full_errno(chained)[0] == errno.ENOSPC
   child = subprocess.run(
-      [sys.executable, '-c', 'import resource\n'
-       'from train import workdir\n'
-       'resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))\n'
-       'try:\n'
-       f'  with open({str(tmp_path / "big")!r}, "w") as f:\n'
-       '    f.write("x" * 100)\n'
-       'except OSError as e:\n'
-       '  print(workdir.disk_full_errno(e))'],
-      cwd=sup.REPO, env=sup.subprocess_env(), capture_output=True, text=True,
-      timeout=60)
+      [
+          sys.executable,
+          '-c',
+          (
+              'import resource\n'
+              'from train import workdir\n'
+              'resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))\n'
+              'try:\n'
+              f'  with open({str(tmp_path / "big")!r}, "w") as f:\n'
+              '    f.write("x" * 100)\n'
+              'except OSError as e:\n'
+              '  print(workdir.disk_full_errno(e))'
+          ),
+      ],
+      cwd=sup.REPO,
+      env=sup.subprocess_env(),
+      capture_output=True,
+      text=True,
+      timeout=60,
+  )
   assert child.stdout.strip() == f'({errno.EFBIG}, None)', (
-      child.stdout + child.stderr)
+      child.stdout + child.stderr
+  )
   tensorstore = ValueError(
       'OUT_OF_RANGE: Error writing local file "/w/checkpoints/8.orbax-'
       'checkpoint-tmp/state/_sharding": Failed to write 8921 bytes to file 9: '
-      "File too large [os_error_code='27']")
+      "File too large [os_error_code='27']"
+  )
   assert workdir_lib.disk_full_errno(tensorstore) == (
-      errno.EFBIG, '/w/checkpoints/8.orbax-checkpoint-tmp/state/_sharding')
+      errno.EFBIG,
+      '/w/checkpoints/8.orbax-checkpoint-tmp/state/_sharding',
+  )
   assert workdir_lib.disk_full_errno(OSError(errno.EACCES, 'no')) is None
   assert workdir_lib.disk_full_errno(ValueError('os_error_code=2')) is None
   message = str(workdir_lib.disk_full_error(tensorstore, str(tmp_path)))
-  assert message.startswith('Writing /w/checkpoints/8.orbax-checkpoint-tmp/'
-                            'state/_sharding failed: file too large (EFBIG)')
+  assert message.startswith(
+      'Writing /w/checkpoints/8.orbax-checkpoint-tmp/'
+      'state/_sharding failed: file too large (EFBIG)'
+  )
   assert 'no checkpoint was written yet' in message
 
 
 def test_full_disk_at_the_start_of_a_run_is_a_disk_full_error(
-    npz_dir, data_dir, tmp_path):
+    npz_dir, data_dir, tmp_path
+):
   """A run whose config.json cannot be written (into /dev/full: ENOSPC)
   stops with the short error, having written no checkpoint."""
   workdir = tmp_path / 'run'
@@ -363,10 +466,13 @@ def test_full_disk_at_the_start_of_a_run_is_a_disk_full_error(
     train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir), str(workdir))
   assert str(err.value).startswith(
       f'Writing in {workdir} failed: no space left on device (ENOSPC): the '
-      'disk is full.')
+      'disk is full.'
+  )
   assert 'no checkpoint was written yet' in str(err.value)
-  assert sorted(p.name for p in workdir.iterdir()) == ['checkpoints',
-                                                       'train.lock']
+  assert sorted(p.name for p in workdir.iterdir()) == [
+      'checkpoints',
+      'train.lock',
+  ]
 
 
 def test_full_disk_while_rewriting_a_file_leaves_the_old_one(tmp_path):

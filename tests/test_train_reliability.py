@@ -27,32 +27,48 @@ NPZ_CONFIG = 'train/configs/npz.py'
 # Module-scoped fixtures shared by the train test modules.
 from train_support import _jax_cache, data_dir, npz_dir  # noqa: E402, F401  # pylint: disable=unused-import
 
-
 _bitwise_equal = sup.bitwise_equal
 
 
 def test_kill9_at_a_random_step_then_resume_is_bitwise_equal(
-    npz_dir, data_dir, tmp_path):
+    npz_dir, data_dir, tmp_path
+):
   """SIGKILL mid-run; the rerun's final parameters equal an unbroken run's."""
   steps = 14
-  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=steps,
-                                log_every_steps=1, checkpoint_every_steps=3,
-                                eval_every_steps=3, keep_best=2)
+  overrides = sup.cli_overrides(
+      npz_dir,
+      data_dir,
+      num_train_steps=steps,
+      log_every_steps=1,
+      checkpoint_every_steps=3,
+      eval_every_steps=3,
+      keep_best=2,
+  )
   seed = int(os.environ.get('KILL_SEED', time.time_ns() % 10_000))
   kill_at = random.Random(seed).randint(4, steps - 2)
   # The uninterrupted reference, in this process (same XLA, same devices).
   ref_dir = tmp_path / 'reference'
-  config = sup.tiny_config(npz_dir, data_dir, **{
-      k: v for k, v in overrides.items() if k not in ('data.path',
-                                                       'data.data_dir')})
+  config = sup.tiny_config(
+      npz_dir,
+      data_dir,
+      **{
+          k: v
+          for k, v in overrides.items()
+          if k not in ('data.path', 'data.data_dir')
+      },
+  )
   train.train_and_evaluate(config, str(ref_dir))
 
   workdir = tmp_path / 'killed'
   rc, text, killed_at = sup.run_and_signal(
-      sup.train_cmd(NPZ_CONFIG, workdir, overrides), workdir, kill_at,
-      signal.SIGKILL)
+      sup.train_cmd(NPZ_CONFIG, workdir, overrides),
+      workdir,
+      kill_at,
+      signal.SIGKILL,
+  )
   assert rc == -signal.SIGKILL, (
-      f'seed {seed}: the run ended before step {kill_at}:\n' + text)
+      f'seed {seed}: the run ended before step {kill_at}:\n' + text
+  )
   rerun = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, overrides))
   assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
   resumed = re.search(r'Resuming from checkpoint step (\d+)', rerun.stdout)
@@ -64,8 +80,11 @@ def test_kill9_at_a_random_step_then_resume_is_bitwise_equal(
   assert _bitwise_equal(params, ref_params), f'kill seed {seed} at {kill_at}'
   # metrics.jsonl tells one history: each logged step once.
   import json  # pylint: disable=g-import-not-at-top
-  lines = [json.loads(l) for l in
-           (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+  lines = [
+      json.loads(l)
+      for l in (workdir / 'metrics.jsonl').read_text().splitlines()
+  ]
   logged = [l['step'] for l in lines if 'train/loss' in l]
   assert logged == sorted(set(logged)) and logged[-1] == steps
 
@@ -76,16 +95,24 @@ def _largest_file(directory):
 
 
 def test_truncated_newest_checkpoint_falls_back_to_previous(
-    npz_dir, data_dir, tmp_path, capsys):
+    npz_dir, data_dir, tmp_path, capsys
+):
   workdir = tmp_path / 'run'
   # A rate that does not depend on the total steps: the rerun trains 8, not 6.
-  config = sup.tiny_config(npz_dir, data_dir, num_train_steps=6,
-                           keep_best=3, **{'model.dropout_rate': 0.0,
-                                           'optim.schedule': 'constant'})
+  config = sup.tiny_config(
+      npz_dir,
+      data_dir,
+      num_train_steps=6,
+      keep_best=3,
+      **{'model.dropout_rate': 0.0, 'optim.schedule': 'constant'},
+  )
   train.train_and_evaluate(config, str(workdir))
   ckpts = workdir / 'checkpoints'
   assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [
-      2, 4, 6]
+      2,
+      4,
+      6,
+  ]
   # A crash mid-write: the newest checkpoint's array data is cut in half.
   victim = _largest_file(ckpts / '6' / 'state')
   size = os.path.getsize(victim)
@@ -107,19 +134,29 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(
 
 
 def test_nan_batch_stops_with_message_and_writes_no_nan_checkpoint(
-    npz_dir, data_dir, tmp_path):
+    npz_dir, data_dir, tmp_path
+):
   workdir = tmp_path / 'run'
-  config = sup.tiny_config(npz_dir, data_dir, num_train_steps=12,
-                           keep_best=5, inject_nan_at_step=5,
-                           log_every_steps=4, eval_every_steps=4,
-                           checkpoint_every_steps=2)
+  config = sup.tiny_config(
+      npz_dir,
+      data_dir,
+      num_train_steps=12,
+      keep_best=5,
+      inject_nan_at_step=5,
+      log_every_steps=4,
+      eval_every_steps=4,
+      checkpoint_every_steps=2,
+  )
   with pytest.raises(reporting.NonFiniteLossError) as err:
     train.train_and_evaluate(config, str(workdir))
   msg = str(err.value)
   assert 'at step 5' in msg, msg
   assert 'last checkpoint is step 4' in msg and 'left intact' in msg, msg
-  steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()
-                 if p.name.isdigit())
+  steps = sorted(
+      int(p.name)
+      for p in (workdir / 'checkpoints').iterdir()
+      if p.name.isdigit()
+  )
   assert steps == [2, 4]
   params, step = sup.final_params(workdir)
   assert step == 4
@@ -129,39 +166,57 @@ def test_nan_batch_stops_with_message_and_writes_no_nan_checkpoint(
   assert 'NaN' not in text and 'Infinity' not in text
 
 
-@pytest.mark.parametrize('sig,status,what', [
-    (signal.SIGTERM, 143, 'Preempted'),
-    (signal.SIGINT, 130, 'Interrupted'),  # Ctrl-C
-], ids=['SIGTERM', 'SIGINT'])
+@pytest.mark.parametrize(
+    'sig,status,what',
+    [
+        (signal.SIGTERM, 143, 'Preempted'),
+        (signal.SIGINT, 130, 'Interrupted'),  # Ctrl-C
+    ],
+    ids=['SIGTERM', 'SIGINT'],
+)
 def test_signal_saves_a_checkpoint_and_resume_is_bitwise_equal(
-    npz_dir, data_dir, tmp_path, sig, status, what):
+    npz_dir, data_dir, tmp_path, sig, status, what
+):
   """SIGTERM (preemption) or Ctrl-C: a checkpoint at the step reached, exit
   128 + the signal; the rerun's final parameters equal an unbroken run's."""
   steps = 80
-  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=steps,
-                                log_every_steps=1, checkpoint_every_steps=40,
-                                eval_every_steps=40)
+  overrides = sup.cli_overrides(
+      npz_dir,
+      data_dir,
+      num_train_steps=steps,
+      log_every_steps=1,
+      checkpoint_every_steps=40,
+      eval_every_steps=40,
+  )
   workdir = tmp_path / 'run'
   cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
-  rc, text, _ = sup.run_and_signal(cmd, workdir, 3, sig,
-                                   after_checkpoint=False)
+  rc, text, _ = sup.run_and_signal(cmd, workdir, 3, sig, after_checkpoint=False)
   assert rc == status, text[-3000:]
   m = re.search(rf'{what} \({sig.name}\) at step (\d+)', text)
   assert m, text[-3000:]
   saved = int(m.group(1))
   assert 3 <= saved < 40
   assert 'Traceback' not in text
-  steps_on_disk = [int(p.name) for p in (workdir / 'checkpoints').iterdir()
-                   if p.name.isdigit()]
+  steps_on_disk = [
+      int(p.name)
+      for p in (workdir / 'checkpoints').iterdir()
+      if p.name.isdigit()
+  ]
   assert steps_on_disk == [saved]
 
   rerun = sup.run(cmd)
   assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
   assert f'Resuming from checkpoint step {saved} ' in rerun.stdout
   ref_dir = tmp_path / 'reference'
-  config = sup.tiny_config(npz_dir, data_dir, **{
-      k: v for k, v in overrides.items() if k not in ('data.path',
-                                                       'data.data_dir')})
+  config = sup.tiny_config(
+      npz_dir,
+      data_dir,
+      **{
+          k: v
+          for k, v in overrides.items()
+          if k not in ('data.path', 'data.data_dir')
+      },
+  )
   train.train_and_evaluate(config, str(ref_dir))
   params, step = sup.final_params(workdir)
   ref_params, ref_step = sup.final_params(ref_dir)
@@ -177,22 +232,38 @@ def _free_port():
 
 
 def test_two_processes_with_jax_distributed_match_one_process(
-    npz_dir, data_dir, tmp_path):
+    npz_dir, data_dir, tmp_path
+):
   """Two processes (one CPU device each, gloo collectives) over localhost,
   each reading its half of every global batch, train the same parameters as
   one process on the whole batch."""
-  overrides = sup.cli_overrides(npz_dir, data_dir, num_train_steps=6,
-                                checkpoint_every_steps=3, eval_every_steps=3)
+  overrides = sup.cli_overrides(
+      npz_dir,
+      data_dir,
+      num_train_steps=6,
+      checkpoint_every_steps=3,
+      eval_every_steps=3,
+  )
   workdir = tmp_path / 'two'
   port = _free_port()
   procs = []
   for pid in range(2):
     env = sup.subprocess_env(
-        num_devices=1, JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-        JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=pid)
-    procs.append(subprocess.Popen(
-        sup.train_cmd(NPZ_CONFIG, workdir, overrides), cwd=sup.REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        num_devices=1,
+        JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+        JAX_NUM_PROCESSES=2,
+        JAX_PROCESS_ID=pid,
+    )
+    procs.append(
+        subprocess.Popen(
+            sup.train_cmd(NPZ_CONFIG, workdir, overrides),
+            cwd=sup.REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    )
   outs = []
   for p in procs:
     try:
@@ -209,15 +280,23 @@ def test_two_processes_with_jax_distributed_match_one_process(
   # Each process saved its own data-iterator state with the checkpoint.
   data = workdir / 'checkpoints' / '6' / 'data'
   assert sorted(p.name for p in data.glob('process_*.json')) == [
-      'process_0-of-2.json', 'process_1-of-2.json']
+      'process_0-of-2.json',
+      'process_1-of-2.json',
+  ]
   # One process, same config, whole batch.
-  config = sup.tiny_config(npz_dir, data_dir, num_train_steps=6,
-                           checkpoint_every_steps=3, eval_every_steps=3)
+  config = sup.tiny_config(
+      npz_dir,
+      data_dir,
+      num_train_steps=6,
+      checkpoint_every_steps=3,
+      eval_every_steps=3,
+  )
   train.train_and_evaluate(config, str(tmp_path / 'one'))
   two, _ = sup.final_params(workdir)
   one, _ = sup.final_params(tmp_path / 'one')
   chex.assert_trees_all_close(two, one, atol=1e-5, rtol=1e-5)
   import json  # pylint: disable=g-import-not-at-top
+
   r2 = json.loads((workdir / 'eval_results.json').read_text())
   r1 = json.loads((tmp_path / 'one' / 'eval_results.json').read_text())
   assert r2['num_examples'] == r1['num_examples'] == 21

@@ -16,8 +16,13 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import reference
-from eleatt_jax import (RNN, EleAtt, EleAttGRUCell, EleAttLSTMCell,
-                        StackedRNNClassifier)
+from eleatt_jax import (
+    RNN,
+    EleAtt,
+    EleAttGRUCell,
+    EleAttLSTMCell,
+    StackedRNNClassifier,
+)
 
 B, T, D, H = 4, 5, 3, 4
 LENGTHS = (5, 3, 1, 4)
@@ -55,7 +60,8 @@ class LayerVariantsTest(chex.TestCase):
     variables = cell_variables(name)
     layer = RNN(CELLS[name](), return_carry=True)
     apply = self.variant(
-        lambda v, x, lengths: layer.apply(v, x, seq_lengths=lengths))
+        lambda v, x, lengths: layer.apply(v, x, seq_lengths=lengths)
+    )
     x, lengths = inputs(), jnp.array(LENGTHS)
     carry, y = apply(variables, x, lengths)
     params = variables['params']['cell']
@@ -65,8 +71,13 @@ class LayerVariantsTest(chex.TestCase):
     }[name]
     zeros = np.zeros((B, H))
     np_carry, np_y, _ = reference.run(
-        step, weights(params), reference.f64(params['gate']), x,
-        (zeros, zeros) if name == 'eleatt_lstm' else zeros, lengths)
+        step,
+        weights(params),
+        reference.f64(params['gate']),
+        x,
+        (zeros, zeros) if name == 'eleatt_lstm' else zeros,
+        lengths,
+    )
     chex.assert_shape(y, (B, T, H))
     chex.assert_type(y, jnp.float32)
     np.testing.assert_allclose(y, np_y, rtol=RTOL, atol=ATOL)
@@ -81,8 +92,9 @@ def test_vmap_over_an_extra_batch_axis_equals_batched_call(name):
   x = inputs((2, B, T, D))
   lengths = jnp.array([LENGTHS, LENGTHS[::-1]])
   apply = lambda x, lengths: layer.apply(variables, x, seq_lengths=lengths)
-  np.testing.assert_allclose(jax.vmap(apply)(x, lengths), apply(x, lengths),
-                             rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(
+      jax.vmap(apply)(x, lengths), apply(x, lengths), rtol=RTOL, atol=ATOL
+  )
 
 
 def test_vmap_over_parameters_is_an_ensemble():
@@ -103,27 +115,31 @@ def masked_loss(layer, variables, x, lengths, target):
   return jnp.sum(valid_mask(lengths) * (y - target) ** 2)
 
 
-@pytest.mark.parametrize('name', ['eleatt_gru', 'eleatt_lstm',
-                                  'EleAtt(LSTMCell)'])
+@pytest.mark.parametrize(
+    'name', ['eleatt_gru', 'eleatt_lstm', 'EleAtt(LSTMCell)']
+)
 def test_grad_matches_flax_rnn(name):
   """jit(grad) w.r.t. parameters and inputs equals that of nn.RNN."""
   variables = cell_variables(name)
   x, lengths = inputs(), jnp.array(LENGTHS)
   target = inputs((B, T, H), jax.random.key(9))
-  grad = lambda layer: jax.jit(jax.grad(
-      functools.partial(masked_loss, layer), argnums=(0, 1)))(
-          variables, x, lengths, target)
+  grad = lambda layer: jax.jit(
+      jax.grad(functools.partial(masked_loss, layer), argnums=(0, 1))
+  )(variables, x, lengths, target)
   ours, theirs = grad(RNN(CELLS[name]())), grad(nn.RNN(CELLS[name]()))
   chex.assert_trees_all_close(ours, theirs, rtol=RTOL, atol=ATOL)
 
 
 # Each choice both ways (fused_backward=True needs the unsplit kernels).
-LAYOUTS = [dict(fused_backward=fused, hoist_input_projection=hoist,
-                split_gates=split)
-           for fused, hoist, split in [(False, False, False),
-                                       (False, True, True),
-                                       (True, False, False),
-                                       (True, True, False)]]
+LAYOUTS = [
+    dict(fused_backward=fused, hoist_input_projection=hoist, split_gates=split)
+    for fused, hoist, split in [
+        (False, False, False),
+        (False, True, True),
+        (True, False, False),
+        (True, True, False),
+    ]
+]
 
 
 @pytest.mark.parametrize('name', ['eleatt_gru', 'lstm'])
@@ -133,20 +149,26 @@ def test_value_and_grad_same_for_every_layout(name):
   x, lengths = inputs(), jnp.array(LENGTHS)
   target = inputs((B, T, H), jax.random.key(9))
   results = [
-      jax.jit(jax.value_and_grad(
-          functools.partial(masked_loss, RNN(CELLS[name](), **layout)),
-          argnums=(0, 1)))(variables, x, lengths, target)
-      for layout in LAYOUTS]
+      jax.jit(
+          jax.value_and_grad(
+              functools.partial(masked_loss, RNN(CELLS[name](), **layout)),
+              argnums=(0, 1),
+          )
+      )(variables, x, lengths, target)
+      for layout in LAYOUTS
+  ]
   for layout, result in zip(LAYOUTS[1:], results[1:]):
-    chex.assert_trees_all_close(result, results[0], rtol=RTOL, atol=ATOL,
-                                custom_message=str(layout))
+    chex.assert_trees_all_close(
+        result, results[0], rtol=RTOL, atol=ATOL, custom_message=str(layout)
+    )
 
 
 @pytest.mark.parametrize('fused_backward', [False, True])
 def test_grad_of_jitted_apply_equals_jitted_grad(fused_backward):
   """grad(jit(f)) == jit(grad(f)) with seq_lengths, for both backward passes."""
-  layer = RNN(CELLS['eleatt_gru'](), fused_backward=fused_backward,
-              split_gates=False)
+  layer = RNN(
+      CELLS['eleatt_gru'](), fused_backward=fused_backward, split_gates=False
+  )
   variables = cell_variables('eleatt_gru')
   x, lengths = inputs(), jnp.array(LENGTHS)
   target = inputs((B, T, H), jax.random.key(9))
@@ -154,7 +176,9 @@ def test_grad_of_jitted_apply_equals_jitted_grad(fused_backward):
   chex.assert_trees_all_close(
       jax.grad(jax.jit(loss))(variables, x, lengths, target),
       jax.jit(jax.grad(loss))(variables, x, lengths, target),
-      rtol=RTOL, atol=ATOL)
+      rtol=RTOL,
+      atol=ATOL,
+  )
 
 
 def test_pmap_over_two_devices_equals_one_call():
@@ -165,8 +189,9 @@ def test_pmap_over_two_devices_equals_one_call():
   x, lengths = inputs(), jnp.array(LENGTHS)
   apply = lambda v, x, lengths: layer.apply(v, x, seq_lengths=lengths)
   shard = lambda a: a.reshape((2, B // 2) + a.shape[1:])
-  carry, y = jax.pmap(apply, in_axes=(None, 0, 0))(variables, shard(x),
-                                                   shard(lengths))
+  carry, y = jax.pmap(apply, in_axes=(None, 0, 0))(
+      variables, shard(x), shard(lengths)
+  )
   expected_carry, expected_y = apply(variables, x, lengths)
   np.testing.assert_allclose(y, shard(expected_y), rtol=RTOL, atol=ATOL)
   np.testing.assert_allclose(carry, shard(expected_carry), rtol=RTOL, atol=ATOL)
@@ -178,8 +203,9 @@ NUM_STEPS = 2
 
 
 def classifier():
-  return StackedRNNClassifier(num_classes=3, hidden_sizes=(4, 4), gate_layers=1,
-                              dropout_rate=0.0)
+  return StackedRNNClassifier(
+      num_classes=3, hidden_sizes=(4, 4), gate_layers=1, dropout_rate=0.0
+  )
 
 
 def training_setup():
@@ -225,7 +251,8 @@ def test_pmap_pmean_training_step_equals_single_device_step():
     return optax.apply_updates(params, updates), opt_state
 
   replicate = lambda tree: jax.tree_util.tree_map(
-      lambda a: jnp.broadcast_to(a, (2,) + a.shape), tree)
+      lambda a: jnp.broadcast_to(a, (2,) + a.shape), tree
+  )
   shard = lambda a: a.reshape((2, B // 2) + a.shape[1:])
   params, opt_state = replicate(params), replicate(optimizer.init(params))
   batch = jax.tree_util.tree_map(shard, batch)
@@ -234,11 +261,16 @@ def test_pmap_pmean_training_step_equals_single_device_step():
   expected = single_device_params()
   for replica in range(2):
     chex.assert_trees_all_close(
-        jax.tree_util.tree_map(lambda p: p[replica], params), expected,
-        rtol=RTOL, atol=ATOL)
+        jax.tree_util.tree_map(lambda p: p[replica], params),
+        expected,
+        rtol=RTOL,
+        atol=ATOL,
+    )
   # The parameters did move.
-  assert not np.allclose(expected['classifier']['kernel'],
-                         training_setup()[2]['classifier']['kernel'])
+  assert not np.allclose(
+      expected['classifier']['kernel'],
+      training_setup()[2]['classifier']['kernel'],
+  )
 
 
 def test_jit_sharded_batch_training_step_equals_single_device_step():
@@ -260,5 +292,6 @@ def test_jit_sharded_batch_training_step_equals_single_device_step():
 
   for _ in range(NUM_STEPS):
     params, opt_state = train_step(params, opt_state, batch)
-  chex.assert_trees_all_close(params, single_device_params(), rtol=RTOL,
-                              atol=ATOL)
+  chex.assert_trees_all_close(
+      params, single_device_params(), rtol=RTOL, atol=ATOL
+  )

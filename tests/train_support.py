@@ -19,8 +19,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
 
 
-def write_npz_split(path, n: int, seed: int, num_frames: int = 10,
-                    dim: int = 3) -> None:
+def write_npz_split(
+    path, n: int, seed: int, num_frames: int = 10, dim: int = 3
+) -> None:
   """A learnable sequence-npz split: class c lights up feature c."""
   rng = np.random.default_rng(seed)
   y = np.arange(n) % NUM_CLASSES
@@ -31,12 +32,18 @@ def write_npz_split(path, n: int, seed: int, num_frames: int = 10,
     t = lengths[i]
     x[i, :t] = 0.3 * rng.standard_normal((t, dim))
     x[i, :t, y[i] % dim] += 1.0
-  np.savez(path, x=x, lengths=lengths, y=y.astype(np.int64),
-           class_names=np.array(['up', 'down', 'flat']))
+  np.savez(
+      path,
+      x=x,
+      lengths=lengths,
+      y=y.astype(np.int64),
+      class_names=np.array(['up', 'down', 'flat']),
+  )
 
 
-def write_npz_dataset(root, n_train: int = 48, n_test: int = 21,
-                      validation: bool = False) -> pathlib.Path:
+def write_npz_dataset(
+    root, n_train: int = 48, n_test: int = 21, validation: bool = False
+) -> pathlib.Path:
   root = pathlib.Path(root)
   root.mkdir(parents=True, exist_ok=True)
   write_npz_split(root / 'train.npz', n_train, seed=1)
@@ -49,6 +56,7 @@ def write_npz_dataset(root, n_train: int = 48, n_test: int = 21,
 def tiny_config(npz_dir, data_dir, **overrides):
   """The npz experiment at toy size; `overrides` are 'a.b' -> value."""
   from train.configs import npz  # pylint: disable=g-import-not-at-top
+
   config = npz.get_config()
   config.data.path = os.fspath(npz_dir)
   config.data.data_dir = os.fspath(data_dir)
@@ -86,8 +94,11 @@ def flag_args(overrides) -> list[str]:
   out = []
   for key, value in overrides.items():
     if isinstance(value, (tuple, list)):
-      value = '(' + ','.join(str(v) for v in value) + (',)' if len(value) == 1
-                                                         else ')')
+      value = (
+          '('
+          + ','.join(str(v) for v in value)
+          + (',)' if len(value) == 1 else ')')
+      )
     out.append(f'--config.{key}={value}')
   return out
 
@@ -95,13 +106,23 @@ def flag_args(overrides) -> list[str]:
 def cli_overrides(npz_dir, data_dir, **overrides):
   """The `tiny_config` values as CLI overrides of train/configs/npz.py."""
   base = {
-      'data.path': os.fspath(npz_dir), 'data.data_dir': os.fspath(data_dir),
-      'data.num_threads': 1, 'data.prefetch': 2, 'model.hidden_sizes': (8,),
-      'model.dropout_rate': 0.1, 'optim.learning_rate': 0.01,
-      'batch_size': 8, 'eval_batch_size': 6, 'num_train_steps': 6,
-      'log_every_steps': 2, 'eval_every_steps': 3,
-      'checkpoint_every_steps': 2, 'keep_best': 1, 'progress': 'lines',
-      'tensorboard': False, 'plots': False,
+      'data.path': os.fspath(npz_dir),
+      'data.data_dir': os.fspath(data_dir),
+      'data.num_threads': 1,
+      'data.prefetch': 2,
+      'model.hidden_sizes': (8,),
+      'model.dropout_rate': 0.1,
+      'optim.learning_rate': 0.01,
+      'batch_size': 8,
+      'eval_batch_size': 6,
+      'num_train_steps': 6,
+      'log_every_steps': 2,
+      'eval_every_steps': 3,
+      'checkpoint_every_steps': 2,
+      'keep_best': 1,
+      'progress': 'lines',
+      'tensorboard': False,
+      'plots': False,
   }
   base.update(overrides)
   return base
@@ -109,14 +130,18 @@ def cli_overrides(npz_dir, data_dir, **overrides):
 
 def subprocess_env(num_devices: int = 2, **extra) -> dict[str, str]:
   env = dict(os.environ)
-  flags = [f for f in env.get('XLA_FLAGS', '').split()
-           if not f.startswith('--xla_force_host_platform_device_count')]
+  flags = [
+      f
+      for f in env.get('XLA_FLAGS', '').split()
+      if not f.startswith('--xla_force_host_platform_device_count')
+  ]
   flags.append(f'--xla_force_host_platform_device_count={num_devices}')
   env['XLA_FLAGS'] = ' '.join(flags)
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = os.pathsep.join(
-      [str(REPO)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep)
-                     if p])
+      [str(REPO)]
+      + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
+  )
   env['PYTHONUNBUFFERED'] = '1'
   if env.get(CACHE_ENV):
     env['JAX_COMPILATION_CACHE_DIR'] = env[CACHE_ENV]
@@ -126,13 +151,24 @@ def subprocess_env(num_devices: int = 2, **extra) -> dict[str, str]:
 
 
 def train_cmd(config_file: str, workdir, overrides) -> list[str]:
-  return [sys.executable, '-m', 'train.main', f'--config={config_file}',
-          f'--workdir={workdir}'] + flag_args(overrides)
+  return [
+      sys.executable,
+      '-m',
+      'train.main',
+      f'--config={config_file}',
+      f'--workdir={workdir}',
+  ] + flag_args(overrides)
 
 
 def run(cmd, env=None, timeout=120) -> subprocess.CompletedProcess:
-  return subprocess.run(cmd, cwd=REPO, env=env or subprocess_env(),
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+      cmd,
+      cwd=REPO,
+      env=env or subprocess_env(),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
 
 
 def run_and_signal(cmd, workdir, at_step: int, sig, after_checkpoint=True):
@@ -143,14 +179,19 @@ def run_and_signal(cmd, workdir, at_step: int, sig, after_checkpoint=True):
   Returns:
     ``(return code, output, the step signalled at or None)``.
   """
-  rc, out, _, at = run_and_act(cmd, workdir, at_step,
-                               lambda proc: proc.send_signal(sig),
-                               after_checkpoint=after_checkpoint)
+  rc, out, _, at = run_and_act(
+      cmd,
+      workdir,
+      at_step,
+      lambda proc: proc.send_signal(sig),
+      after_checkpoint=after_checkpoint,
+  )
   return rc, out, at
 
 
-def run_and_act(cmd, workdir, at_step: int, act, after_checkpoint=True,
-                stderr_apart=False):
+def run_and_act(
+    cmd, workdir, at_step: int, act, after_checkpoint=True, stderr_apart=False
+):
   """Starts the CLI; calls ``act(process)`` at the first progress line past
   `at_step` once a checkpoint is complete in WORKDIR (orbax renames it to its
   step number when it is), or at once if not `after_checkpoint`.
@@ -161,16 +202,30 @@ def run_and_act(cmd, workdir, at_step: int, act, after_checkpoint=True,
   """
   with tempfile.TemporaryFile('w+') as err:
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
-        stderr=err if stderr_apart else subprocess.STDOUT, text=True)
+        cmd,
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=err if stderr_apart else subprocess.STDOUT,
+        text=True,
+    )
     out, at = [], None
     try:
       for line in proc.stdout:
         out.append(line)
         m = re.match(r'step (\d+)/', line)
         ckpts = pathlib.Path(workdir) / 'checkpoints'
-        if m and int(m.group(1)) >= at_step and (not after_checkpoint or (
-            ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()))):
+        if (
+            m
+            and int(m.group(1)) >= at_step
+            and (
+                not after_checkpoint
+                or (
+                    ckpts.is_dir()
+                    and any(p.name.isdigit() for p in ckpts.iterdir())
+                )
+            )
+        ):
           act(proc)
           at = int(m.group(1))
           break
@@ -184,8 +239,11 @@ def run_and_act(cmd, workdir, at_step: int, act, after_checkpoint=True,
 def same_results(workdir, other) -> bool:
   """Two runs' eval_results.json agree (but for the config's paths)."""
   import json  # pylint: disable=g-import-not-at-top
-  a, b = (json.loads((pathlib.Path(w) / 'eval_results.json').read_text())
-          for w in (workdir, other))
+
+  a, b = (
+      json.loads((pathlib.Path(w) / 'eval_results.json').read_text())
+      for w in (workdir, other)
+  )
   a.pop('config'), b.pop('config')
   return a == b
 
@@ -193,17 +251,22 @@ def same_results(workdir, other) -> bool:
 def bitwise_equal(a, b) -> bool:
   """Two trees of arrays with the same structure, dtypes, shapes and bits."""
   import jax  # pylint: disable=g-import-not-at-top
+
   la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
   assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  return all(x.dtype == y.dtype and x.shape == y.shape and
-             np.array_equal(x.view(np.uint8), y.view(np.uint8))
-             for x, y in zip(la, lb))
+  return all(
+      x.dtype == y.dtype
+      and x.shape == y.shape
+      and np.array_equal(x.view(np.uint8), y.view(np.uint8))
+      for x, y in zip(la, lb)
+  )
 
 
 def final_params(workdir, checkpoint='latest'):
   """The parameters (as NumPy) and step of a run's checkpoint."""
   import jax  # pylint: disable=g-import-not-at-top
   from train import checkpoints  # pylint: disable=g-import-not-at-top
+
   run = checkpoints.load_run(workdir, checkpoint)
   params = jax.tree_util.tree_map(np.asarray, jax.device_get(run.state.params))
   return params, run.step
@@ -229,9 +292,12 @@ def compilation_cache(path):
   """
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental.compilation_cache import compilation_cache as cc  # pylint: disable=g-import-not-at-top
-  previous = (jax.config.jax_compilation_cache_dir,
-              jax.config.jax_persistent_cache_min_compile_time_secs,
-              os.environ.get(CACHE_ENV))
+
+  previous = (
+      jax.config.jax_compilation_cache_dir,
+      jax.config.jax_persistent_cache_min_compile_time_secs,
+      os.environ.get(CACHE_ENV),
+  )
   jax.config.update('jax_compilation_cache_dir', os.fspath(path))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   os.environ[CACHE_ENV] = os.fspath(path)
@@ -240,8 +306,7 @@ def compilation_cache(path):
     yield path
   finally:
     jax.config.update('jax_compilation_cache_dir', previous[0])
-    jax.config.update('jax_persistent_cache_min_compile_time_secs',
-                      previous[1])
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', previous[1])
     if previous[2] is None:
       os.environ.pop(CACHE_ENV, None)
     else:
@@ -267,6 +332,7 @@ def npz_dir(tmp_path_factory):
 def data_dir(tmp_path_factory, npz_dir):  # pylint: disable=redefined-outer-name
   """A tfds data_dir with the npz fixture built once for the module."""
   from train import input_pipeline  # pylint: disable=g-import-not-at-top
+
   d = tmp_path_factory.mktemp('tfds')
   input_pipeline.prepare_dataset(tiny_config(npz_dir, d), str(d))
   return d

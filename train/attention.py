@@ -32,10 +32,15 @@ def define_flags() -> None:
   """The command-line flags (defined only when run as a program)."""
   flags.DEFINE_string('workdir', None, "The training run's --workdir.")
   flags.DEFINE_integer('index', 0, 'Example index in the split.')
-  flags.DEFINE_string('split', None, "Split (default: the config's "
-                      'data.test_split).')
-  flags.DEFINE_integer('layer', 0, 'Recurrent layer whose gate is shown (0: the '
-                       'one that sees the input features).')
+  flags.DEFINE_string(
+      'split', None, "Split (default: the config's data.test_split)."
+  )
+  flags.DEFINE_integer(
+      'layer',
+      0,
+      'Recurrent layer whose gate is shown (0: the '
+      'one that sees the input features).',
+  )
   flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step.")
   flags.DEFINE_string('output', None, 'PNG to write (default in WORKDIR).')
   flags.mark_flag_as_required('workdir')
@@ -48,8 +53,12 @@ def gate_values(model, params, batch, layer: int):
   import numpy as np
   # pylint: enable=g-import-not-at-top
   logits, state = model.apply(
-      {'params': params}, batch['x'], batch['length'], train=False,
-      mutable='intermediates')
+      {'params': params},
+      batch['x'],
+      batch['length'],
+      train=False,
+      mutable='intermediates',
+  )
   inter = state.get('intermediates', {})
   name = f'layer_{layer}'
   if name not in inter:
@@ -57,9 +66,13 @@ def gate_values(model, params, batch, layer: int):
     raise ValueError(
         f'Layer {layer} has no EleAtt gate (cell={model.cell!r}, '
         f'gate_layers={model.gate_layers!r}); layers with a gate: '
-        f'{gated or "none"}.')
-  leaves = [v for path, v in jax.tree_util.tree_flatten_with_path(
-      inter[name])[0] if 'attention' in jax.tree_util.keystr(path)]
+        f'{gated or "none"}.'
+    )
+  leaves = [
+      v
+      for path, v in jax.tree_util.tree_flatten_with_path(inter[name])[0]
+      if 'attention' in jax.tree_util.keystr(path)
+  ]
   # Bidirectional layers have two gates (forward first): show the forward.
   return np.asarray(leaves[0]), np.asarray(logits)
 
@@ -74,9 +87,14 @@ def _mnist_mode(name: str) -> str | None:
   return None
 
 
-def plot_attention(workdir: str, index: int, split: str | None = None,
-                   layer: int = 0, checkpoint: str = 'latest',
-                   output: str | None = None) -> str:
+def plot_attention(
+    workdir: str,
+    index: int,
+    split: str | None = None,
+    layer: int = 0,
+    checkpoint: str = 'latest',
+    output: str | None = None,
+) -> str:
   """Writes the attention plot of example `index`; returns its path."""
   # pylint: disable=g-import-not-at-top
   import numpy as np
@@ -97,9 +115,12 @@ def plot_attention(workdir: str, index: int, split: str | None = None,
   label = int(batch['label'][0])
   pred = int(logits[0].argmax())
   names = info.class_names
-  title = (f'{info.name} {split} #{index}: true {names[label]}, predicted '
-           f'{names[pred]} (step {step}, layer {layer} gate)')
+  title = (
+      f'{info.name} {split} #{index}: true {names[label]}, predicted '
+      f'{names[pred]} (step {step}, layer {layer} gate)'
+  )
   from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
+
   reporting._pyplot()  # selects Agg  # pylint: disable=protected-access
   mode = _mnist_mode(info.name)
   output = output or os.path.join(workdir, f'attention_{split}_{index}.png')
@@ -107,21 +128,37 @@ def plot_attention(workdir: str, index: int, split: str | None = None,
     fig = viz.plot_mnist_attention(x, a, mode=mode, title=title)
   else:
     a_valid = a[:length]
-    skeleton = (config.data.preprocess == 'skeleton' and layer == 0
-                and a_valid.shape[-1] % 3 == 0)
+    skeleton = (
+        config.data.preprocess == 'skeleton'
+        and layer == 0
+        and a_valid.shape[-1] % 3 == 0
+    )
     values = viz.joint_attention(a_valid) if skeleton else a_valid
     fig = viz.plot_attention_heatmap(
-        values, feature_labels=viz.joint_labels(
-            values.shape[-1], _num_joints(builder)) if skeleton else None,
-        ylabel='joint (of body m: row m * J + j)' if skeleton else
-        'input feature',
+        values,
+        feature_labels=viz.joint_labels(values.shape[-1], _num_joints(builder))
+        if skeleton
+        else None,
+        ylabel='joint (of body m: row m * J + j)'
+        if skeleton
+        else 'input feature',
         colorbar_label='a_t (mean over x, y, z)' if skeleton else 'a_t',
-        title=title, figsize=(10, 6))
+        title=title,
+        figsize=(10, 6),
+    )
   viz.save_figure(fig, output, dpi=100, close=True)
-  np.savez(os.path.splitext(output)[0] + '.npz', attention=a[:length],
-           x=x[:length], label=label, prediction=pred)
-  print(f'Attention of {split} example {index} (true {names[label]}, '
-        f'predicted {names[pred]}): {output}', flush=True)
+  np.savez(
+      os.path.splitext(output)[0] + '.npz',
+      attention=a[:length],
+      x=x[:length],
+      label=label,
+      prediction=pred,
+  )
+  print(
+      f'Attention of {split} example {index} (true {names[label]}, '
+      f'predicted {names[pred]}): {output}',
+      flush=True,
+  )
   return output
 
 
@@ -135,9 +172,16 @@ def _num_joints(builder) -> int | None:
 
 def main(argv):
   from train import reporting  # pylint: disable=g-import-not-at-top
+
   reporting.start_command(argv)
-  plot_attention(FLAGS.workdir, FLAGS.index, FLAGS.split, FLAGS.layer,
-                 FLAGS.checkpoint, FLAGS.output)
+  plot_attention(
+      FLAGS.workdir,
+      FLAGS.index,
+      FLAGS.split,
+      FLAGS.layer,
+      FLAGS.checkpoint,
+      FLAGS.output,
+  )
 
 
 if __name__ == '__main__':

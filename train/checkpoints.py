@@ -41,8 +41,11 @@ def _accuracy(metrics) -> float:
 
 
 def short(err: BaseException) -> str:
-  return f'{type(err).__name__}: {str(err).splitlines()[0][:300]}' if str(
-      err) else type(err).__name__
+  return (
+      f'{type(err).__name__}: {str(err).splitlines()[0][:300]}'
+      if str(err)
+      else type(err).__name__
+  )
 
 
 class Checkpointer:
@@ -58,16 +61,23 @@ class Checkpointer:
     policies = ocp.checkpoint_managers
     options = ocp.CheckpointManagerOptions(
         # best_fn makes orbax store each checkpoint's metrics and rank by them.
-        best_fn=_accuracy, best_mode='max',
+        best_fn=_accuracy,
+        best_mode='max',
         preservation_policy=policies.AnyPreservationPolicy([
             policies.LatestN(n=1),
-            policies.BestN(get_metric_fn=_accuracy, n=self._keep_best,
-                           keep_checkpoints_without_metrics=False),
+            policies.BestN(
+                get_metric_fn=_accuracy,
+                n=self._keep_best,
+                keep_checkpoints_without_metrics=False,
+            ),
         ]),
-        cleanup_tmp_directories=True, create=not self._read_only,
-        read_only=self._read_only)
+        cleanup_tmp_directories=True,
+        create=not self._read_only,
+        read_only=self._read_only,
+    )
     return ocp.CheckpointManager(
-        os.path.join(self.workdir, 'checkpoints'), options=options)
+        os.path.join(self.workdir, 'checkpoints'), options=options
+    )
 
   @property
   def directory(self) -> str:
@@ -95,16 +105,23 @@ class Checkpointer:
       ranked = sorted((a, s) for a, s in scored if a is not None)[::-1]
       return [s for _, s in ranked] + [s for a, s in scored if a is None]
     if int(checkpoint) not in steps:
-      raise ValueError(f'No checkpoint at step {checkpoint} in '
-                       f'{self.directory}; there are {sorted(steps)}.')
+      raise ValueError(
+          f'No checkpoint at step {checkpoint} in '
+          f'{self.directory}; there are {sorted(steps)}.'
+      )
     return [int(checkpoint)]
 
   def save(self, step: int, state, data_iterator, metrics) -> None:
     """Saves `state` and the iterator; `metrics` (accuracy, loss) or None."""
-    self.mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator)),
-                   metrics=metrics, force=True)
+    self.mngr.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(data_iterator),
+        ),
+        metrics=metrics,
+        force=True,
+    )
 
   def restore_state(self, step: int, abstract):
     """The state saved at `step` (`abstract`: shapes and shardings)."""
@@ -120,8 +137,12 @@ class Checkpointer:
       raise ValueError(f'it holds step {int(jax.device_get(state.step))}')
     return state, restored['data'] if iterator is not None else None
 
-  def restore_latest(self, abstract, new_iterator: Callable[[], Any],
-                     log: Callable[[str], None]):
+  def restore_latest(
+      self,
+      abstract,
+      new_iterator: Callable[[], Any],
+      log: Callable[[str], None],
+  ):
     """Restores the newest readable checkpoint.
 
     Args:
@@ -139,22 +160,28 @@ class Checkpointer:
       try:
         state, iterator = self._restore(step, abstract, new_iterator())
       except Exception as err:  # pylint: disable=broad-except
-        log(f'Checkpoint at step {step} in {self.directory} is unreadable '
-            f'({short(err)}); trying an older one.')
+        log(
+            f'Checkpoint at step {step} in {self.directory} is unreadable '
+            f'({short(err)}); trying an older one.'
+        )
         failed.append(step)
         continue
       if failed:
-        log(f'Resuming from step {step} (the newer checkpoint(s) {failed} '
+        log(
+            f'Resuming from step {step} (the newer checkpoint(s) {failed} '
             'could not be read and were moved to '
-            f'{os.path.join(self.workdir, CORRUPT)}).')
+            f'{os.path.join(self.workdir, CORRUPT)}).'
+        )
         self._move_aside(failed)
       else:
         log(f'Resuming from checkpoint step {step} in {self.directory}.')
       return state, iterator
     if failed:
-      log(f'No checkpoint in {self.directory} could be read ({failed}); '
-          f'they and metrics.jsonl were moved to '
-          f'{os.path.join(self.workdir, CORRUPT)}; starting from scratch.')
+      log(
+          f'No checkpoint in {self.directory} could be read ({failed}); '
+          'they and metrics.jsonl were moved to '
+          f'{os.path.join(self.workdir, CORRUPT)}; starting from scratch.'
+      )
       self._move_aside(failed, also=('metrics.jsonl',))
     return None, new_iterator()
 
@@ -234,8 +261,9 @@ class Preemption:
     del frame
     self.requested = self.requested or signal.Signals(signum).name
     if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
-      signal.signal(signum, self._previous.get(signum) or
-                    signal.default_int_handler)
+      signal.signal(
+          signum, self._previous.get(signum) or signal.default_int_handler
+      )
 
   def __exit__(self, *exc):
     for sig, previous in self._previous.items():
@@ -271,8 +299,9 @@ class LoadedRun:
     return self.experiment.model
 
 
-def load_run(workdir: str, checkpoint: str = 'latest',
-             log: Callable[[str], None] = print) -> LoadedRun:
+def load_run(
+    workdir: str, checkpoint: str = 'latest', log: Callable[[str], None] = print
+) -> LoadedRun:
   """Restores a checkpoint ('latest', 'best' or a step) of a run.
 
   An unreadable checkpoint is skipped with a one-line message (`log`) and the
@@ -286,8 +315,10 @@ def load_run(workdir: str, checkpoint: str = 'latest',
   workdir = os.path.abspath(os.path.expanduser(workdir))
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: is {workdir!r} the '
-                            '--workdir of a training run?')
+    raise FileNotFoundError(
+        f'{path} does not exist: is {workdir!r} the '
+        '--workdir of a training run?'
+    )
   with open(path) as f:
     config = config_lib.from_json(json.load(f))
   config_lib.validate(config)
@@ -298,19 +329,24 @@ def load_run(workdir: str, checkpoint: str = 'latest',
   candidates = ckpt.ranked_steps(checkpoint)
   if not candidates:
     raise FileNotFoundError(f'No checkpoint in {ckpt.directory}.')
-  abstract = exp.abstract_state(jax.sharding.SingleDeviceSharding(
-      jax.local_devices()[0]))
+  abstract = exp.abstract_state(
+      jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  )
   try:
     for step in candidates:
       try:
         state = ckpt.restore_state(step, abstract)
       except Exception as err:  # pylint: disable=broad-except
-        log(f'Checkpoint at step {step} in {ckpt.directory} is unreadable '
-            f'({short(err)}); trying the next one.')
+        log(
+            f'Checkpoint at step {step} in {ckpt.directory} is unreadable '
+            f'({short(err)}); trying the next one.'
+        )
         continue
-      return LoadedRun(config, builder, info, exp, state, step,
-                       ckpt.stored_accuracy(step))
+      return LoadedRun(
+          config, builder, info, exp, state, step, ckpt.stored_accuracy(step)
+      )
   finally:
     ckpt.close()
-  raise ValueError(f'No checkpoint of {candidates} in {ckpt.directory} could '
-                   'be read.')
+  raise ValueError(
+      f'No checkpoint of {candidates} in {ckpt.directory} could be read.'
+  )

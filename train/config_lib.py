@@ -57,11 +57,14 @@ def unknown_key(key: str, where: str = '') -> str | None:
     if part not in children:
       section = '.'.join(walked)
       close = difflib.get_close_matches(part, children, n=1)
-      return (f'Unknown config key {key!r}{where}'
-              + (f' (did you mean {".".join(walked + close)!r}?)'
-                 if close else '') + '. Valid keys'
-              + (f' under {section!r}' if section else '') + ': '
-              + ', '.join(sorted('.'.join(walked + [c]) for c in children)))
+      return (
+          f'Unknown config key {key!r}{where}'
+          + (f' (did you mean {".".join(walked + close)!r}?)' if close else '')
+          + '. Valid keys'
+          + (f' under {section!r}' if section else '')
+          + ': '
+          + ', '.join(sorted('.'.join(walked + [c]) for c in children))
+      )
     walked.append(part)
     node = node[part]
   return None
@@ -74,8 +77,9 @@ def _one_of(*allowed) -> tuple[Callable[[Any], bool], str]:
   return (lambda v: v in allowed), f'one of {allowed}'
 
 
-def _number(lo=None, hi=None, *, lo_open=False, hi_open=False,
-            integer=False) -> tuple[Callable[[Any], bool], str]:
+def _number(
+    lo=None, hi=None, *, lo_open=False, hi_open=False, integer=False
+) -> tuple[Callable[[Any], bool], str]:
   """A range check ``lo <(=) v <(=) hi`` and its description."""
 
   def ok(v):
@@ -149,8 +153,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'seed': _number(0, integer=True),
     'parallel': _one_of('jit', 'pmap'),
     'progress': _one_of('auto', 'bar', 'lines', 'none'),
-    'inject_nan_at_step': (lambda v: v == -1 or (
-        isinstance(v, int) and v >= 1), '-1 (off) or a step >= 1'),
+    'inject_nan_at_step': (
+        lambda v: v == -1 or (isinstance(v, int) and v >= 1),
+        '-1 (off) or a step >= 1',
+    ),
 }
 
 
@@ -169,8 +175,9 @@ def validate(config) -> None:
     raise KeyError(unknown_key(unknown[0]))
   missing = sorted(set(schema) - set(given))
   if missing:
-    raise KeyError(f'Config lacks the keys {missing}; start from '
-                   'train/configs/default.py.')
+    raise KeyError(
+        f'Config lacks the keys {missing}; start from train/configs/default.py.'
+    )
   for key, (ok, allowed) in RULES.items():
     value = given[key]
     try:
@@ -180,9 +187,12 @@ def validate(config) -> None:
     if not good:
       raise ConfigError(f'config.{key} must be {allowed}, got {value!r}.')
   if given['optim.schedule'] == 'step' and not all(
-      int(s) > 0 for s in given['optim.decay_steps']):
-    raise ConfigError('config.optim.decay_steps must be steps > 0, got '
-                      f'{given["optim.decay_steps"]!r}.')
+      int(s) > 0 for s in given['optim.decay_steps']
+  ):
+    raise ConfigError(
+        'config.optim.decay_steps must be steps > 0, got '
+        f'{given["optim.decay_steps"]!r}.'
+    )
 
 
 def from_json(values: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -202,11 +212,25 @@ def from_json(values: Mapping[str, Any]) -> ml_collections.ConfigDict:
 # Keys that say how a run is carried out, not what it trains: they may change
 # between a run and its resumption (more steps, other logging, elsewhere).
 OPERATIONAL_KEYS = frozenset({
-    'data.data_dir', 'data.manual_dir', 'data.path', 'data.num_threads',
-    'data.prefetch', 'eval_batch_size', 'num_train_steps', 'num_epochs',
-    'log_every_steps', 'checkpoint_every_steps', 'keep_best',
-    'final_checkpoint', 'parallel', 'progress', 'tensorboard', 'plots',
-    'inject_nan_at_step', 'overwrite'})
+    'data.data_dir',
+    'data.manual_dir',
+    'data.path',
+    'data.num_threads',
+    'data.prefetch',
+    'eval_batch_size',
+    'num_train_steps',
+    'num_epochs',
+    'log_every_steps',
+    'checkpoint_every_steps',
+    'keep_best',
+    'final_checkpoint',
+    'parallel',
+    'progress',
+    'tensorboard',
+    'plots',
+    'inject_nan_at_step',
+    'overwrite',
+})
 
 
 def run_defining_diff(saved: Mapping[str, Any], config) -> list[str]:
@@ -214,5 +238,8 @@ def run_defining_diff(saved: Mapping[str, Any], config) -> list[str]:
   saved config.json (keys the saved one lacks do not count)."""
   old = flatten(saved)
   new = flatten(json.loads(config.to_json_best_effort()))
-  return sorted(k for k in new if k in old and k not in OPERATIONAL_KEYS
-                and old[k] != new[k])
+  return sorted(
+      k
+      for k in new
+      if k in old and k not in OPERATIONAL_KEYS and old[k] != new[k]
+  )

@@ -27,19 +27,26 @@ def initialize() -> None:
   address = os.environ.get('JAX_COORDINATOR_ADDRESS')
   num = os.environ.get('JAX_NUM_PROCESSES')
   pid = os.environ.get('JAX_PROCESS_ID')
-  auto = any(k in os.environ for k in (
-      'SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES'))
+  auto = any(
+      k in os.environ
+      for k in ('SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES')
+  )
   if not address and not auto:
     return
   if address and (num is None or pid is None):
-    raise ValueError('JAX_COORDINATOR_ADDRESS is set: also set '
-                     'JAX_NUM_PROCESSES and JAX_PROCESS_ID.')
-  if jax.config.jax_platforms in (None, '', 'cpu') or os.environ.get(
-      'JAX_PLATFORMS', '') == 'cpu':
+    raise ValueError(
+        'JAX_COORDINATOR_ADDRESS is set: also set '
+        'JAX_NUM_PROCESSES and JAX_PROCESS_ID.'
+    )
+  if (
+      jax.config.jax_platforms in (None, '', 'cpu')
+      or os.environ.get('JAX_PLATFORMS', '') == 'cpu'
+  ):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if address:
-    jax.distributed.initialize(coordinator_address=address,
-                               num_processes=int(num), process_id=int(pid))
+    jax.distributed.initialize(
+        coordinator_address=address, num_processes=int(num), process_id=int(pid)
+    )
   else:
     jax.distributed.initialize()
 
@@ -53,6 +60,7 @@ def sync(name: str) -> None:
   """All processes wait here (a no-op with one process)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -61,4 +69,5 @@ def agree(flag: bool) -> bool:
   if jax.process_count() == 1:
     return flag
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))

@@ -35,16 +35,17 @@ _PATH_KEYS = ('data_dir', 'manual_dir', 'path', 'num_threads', 'prefetch')
 
 
 def define_flags() -> None:
-  flags.DEFINE_string('workdir', None, 'The training run\'s --workdir.')
+  flags.DEFINE_string('workdir', None, "The training run's --workdir.")
   flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step.")
-  flags.DEFINE_string('output', None, 'Directory to write (default: '
-                      'WORKDIR/export).')
+  flags.DEFINE_string(
+      'output', None, 'Directory to write (default: WORKDIR/export).'
+  )
   flags.mark_flag_as_required('workdir')
 
 
 def usage(directory: str) -> str:
   """How to load an export directory, as printed after exporting."""
-  return f'''To run it (JAX alone; no flax, no eleatt_jax):
+  return f"""To run it (JAX alone; no flax, no eleatt_jax):
 
   import json, jax, numpy as np
   d = {directory!r}
@@ -64,11 +65,12 @@ def usage(directory: str) -> str:
 With eleatt_jax installed, eleatt_jax.export.load_callables(d) checks the files
 against the card and returns them jitted, step(carry, x_t, valid=None).
 
-Or `python -m train.stream --workdir=WORKDIR` to replay a test sequence.'''
+Or `python -m train.stream --workdir=WORKDIR` to replay a test sequence."""
 
 
-def export_run(workdir: str, checkpoint: str = 'latest',
-               output: str | None = None) -> dict:
+def export_run(
+    workdir: str, checkpoint: str = 'latest', output: str | None = None
+) -> dict:
   """Exports a checkpoint of the run in ``workdir``; returns the model card."""
   # pylint: disable=g-import-not-at-top
   import flax
@@ -84,43 +86,62 @@ def export_run(workdir: str, checkpoint: str = 'latest',
   config, info = run.config, run.info
   output = output or os.path.join(workdir, 'export')
   functions = export_lib.export_classifier(
-      run.model, {'params': jax.device_get(run.state.params)}, info.input_dim)
+      run.model, {'params': jax.device_get(run.state.params)}, info.input_dim
+  )
   data = json.loads(config.data.to_json_best_effort())
   card = {
       'dataset': info.name,
       'classes': list(info.class_names),
       'num_classes': info.num_classes,
-      'input': {'layout': '[batch, time, D]', 'T': info.num_frames,
-                'D': info.input_dim, 'dtype': 'float32',
-                'note': 'right-padded; lengths <int32>[batch] in [1, time]'},
+      'input': {
+          'layout': '[batch, time, D]',
+          'T': info.num_frames,
+          'D': info.input_dim,
+          'dtype': 'float32',
+          'note': 'right-padded; lengths <int32>[batch] in [1, time]',
+      },
       'preprocessing': {k: v for k, v in data.items() if k not in _PATH_KEYS},
       'model': json.loads(config.model.to_json_best_effort()),
-      'checkpoint': {'workdir': workdir, 'step': run.step,
-                     'chosen_by': f'--checkpoint={checkpoint}',
-                     'selection_split': config.data.eval_split,
-                     'selection_accuracy': run.stored_accuracy},
-      'versions': {'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
-                   'flax': flax.__version__,
-                   'eleatt_jax': eleatt_jax.__version__,
-                   'python': platform.python_version()},
+      'checkpoint': {
+          'workdir': workdir,
+          'step': run.step,
+          'chosen_by': f'--checkpoint={checkpoint}',
+          'selection_split': config.data.eval_split,
+          'selection_accuracy': run.stored_accuracy,
+      },
+      'versions': {
+          'jax': jax.__version__,
+          'jaxlib': jaxlib.__version__,
+          'flax': flax.__version__,
+          'eleatt_jax': eleatt_jax.__version__,
+          'python': platform.python_version(),
+      },
   }
   results = os.path.join(workdir, 'eval_results.json')
   if os.path.exists(results):
     with open(results) as f:
       res = json.load(f)
-    card['accuracy'] = {'split': res.get('split'), 'value': res.get('accuracy'),
-                        'step': res.get('step'),
-                        'num_examples': res.get('num_examples')}
+    card['accuracy'] = {
+        'split': res.get('split'),
+        'value': res.get('accuracy'),
+        'step': res.get('step'),
+        'num_examples': res.get('num_examples'),
+    }
   card = export_lib.save(functions, output, card)
-  print(f'Exported {info.name} ({info.num_classes} classes, D={info.input_dim})'
-        f' at step {run.step} to {output}/: '
-        + ', '.join(sorted(card['artifacts'])) + ' and model_card.json.\n'
-        + usage(output), flush=True)
+  print(
+      f'Exported {info.name} ({info.num_classes} classes, D={info.input_dim})'
+      f' at step {run.step} to {output}/: '
+      + ', '.join(sorted(card['artifacts']))
+      + ' and model_card.json.\n'
+      + usage(output),
+      flush=True,
+  )
   return card
 
 
 def main(argv):
   from train import reporting  # pylint: disable=g-import-not-at-top
+
   reporting.start_command(argv)
   export_run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.output)
 

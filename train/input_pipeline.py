@@ -89,11 +89,16 @@ def data_location(config, workdir: str) -> str:
   else:
     # tfds' own default (tfds.core.constants.get_default_data_dir).
     data_dir = os.environ.get('TFDS_DATA_DIR') or os.path.join(
-        os.path.expanduser('~'), 'tensorflow_datasets')
-    why = ("the tfds default, $TFDS_DATA_DIR or ~/tensorflow_datasets; "
-           'another: --config.data.data_dir=D, or make demo DATA_DIR=D')
-  return (f'Data:    {config.data.name} in {os.path.abspath(data_dir)} '
-          f'(built there on first use; {why})')
+        os.path.expanduser('~'), 'tensorflow_datasets'
+    )
+    why = (
+        'the tfds default, $TFDS_DATA_DIR or ~/tensorflow_datasets; '
+        'another: --config.data.data_dir=D, or make demo DATA_DIR=D'
+    )
+  return (
+      f'Data:    {config.data.name} in {os.path.abspath(data_dir)} '
+      f'(built there on first use; {why})'
+  )
 
 
 def _manual_dir(config) -> str | None:
@@ -101,7 +106,8 @@ def _manual_dir(config) -> str | None:
   if manual and path and os.path.abspath(manual) != os.path.abspath(path):
     raise ValueError(
         f'config.data.manual_dir={manual!r} and config.data.path={path!r} '
-        'differ; give one of them.')
+        'differ; give one of them.'
+    )
   chosen = manual or path
   return os.path.expanduser(chosen) if chosen else None
 
@@ -128,21 +134,32 @@ def get_builder(config, workdir: str):
   if name.split('/')[0] == 'sequence_npz' and not manual_dir:
     raise ValueError(
         'config.data.path is empty: sequence_npz needs --config.data.path=DIR,'
-        ' the folder with train.npz and test.npz.')
+        ' the folder with train.npz and test.npz.'
+    )
   if manual_dir and not os.path.isdir(manual_dir):
     raise FileNotFoundError(
-        f'config.data.manual_dir / path {manual_dir!r} is not a directory.')
+        f'config.data.manual_dir / path {manual_dir!r} is not a directory.'
+    )
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    ours = ['ntu_rgbd60', 'ntu_rgbd120', 'nucla', 'sysu3d', 'dhg', 'shrec17',
-            'sequential_mnist', 'sequence_npz']
+    ours = [
+        'ntu_rgbd60',
+        'ntu_rgbd120',
+        'nucla',
+        'sysu3d',
+        'dhg',
+        'shrec17',
+        'sequential_mnist',
+        'sequence_npz',
+    ]
     close = difflib.get_close_matches(name.split('/')[0], ours, n=1)
     raise ValueError(
         f'config.data.name={name!r} is not a known dataset'
         + (f' (did you mean {close[0]!r}?)' if close else '')
         + f'; the eleatt_jax.datasets builders are {ours} (tfds name '
-        "'builder/config', e.g. 'nucla/xview').") from None
+        "'builder/config', e.g. 'nucla/xview')."
+    ) from None
   except ValueError as err:  # an unknown builder config
     raise ValueError(f'config.data.name={name!r}: {err}') from None
 
@@ -150,11 +167,16 @@ def get_builder(config, workdir: str):
     if builder.is_prepared():
       return
     where = builder.data_dir
-    print(f'Building {name} into {where} (first use)'
-          + (f' from {manual_dir}' if manual_dir else '') + ' ...', flush=True)
+    print(
+        f'Building {name} into {where} (first use)'
+        + (f' from {manual_dir}' if manual_dir else '')
+        + ' ...',
+        flush=True,
+    )
     try:
       builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+      )
     except AssertionError as err:
       if 'manual' in str(err).lower() and not manual_dir:
         raise DatasetNotBuiltError(
@@ -163,11 +185,13 @@ def get_builder(config, workdir: str):
             'If you built it elsewhere (`python -m eleatt_jax.datasets build '
             f'{name} --data_dir=D`), give --config.data.data_dir=D; otherwise '
             'give --config.data.manual_dir=DIR, the folder of your download, '
-            'and it is built there on first use.') from None
+            'and it is built there on first use.'
+        ) from None
       raise
 
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     if jax.process_index() == 0:
       build()
     multihost_utils.sync_global_devices(f'dataset {name} built')
@@ -186,13 +210,16 @@ def prepare_dataset(config, workdir: str):
   """Returns ``(builder, DatasetInfo)`` for ``config.data``."""
   builder = get_builder(config, workdir)
   features = builder.info.features
-  splits = {name: split.num_examples for name, split in builder.info.splits.items()}
+  splits = {
+      name: split.num_examples for name, split in builder.info.splits.items()
+  }
   for field in ('train_split', 'eval_split', 'test_split'):
     split = config.data[field]
     if split not in splits:
       raise ValueError(
           f'config.data.{field}={split!r}: {config.data.name} has the splits '
-          f'{sorted(splits)}.')
+          f'{sorted(splits)}.'
+      )
   if 'label' not in features:
     raise ValueError(f'{config.data.name} has no "label" feature.')
   label = features['label']
@@ -209,31 +236,47 @@ def prepare_dataset(config, workdir: str):
     else:  # Variable lengths: pad to the longest sequence of the data.
       num_frames = max(
           int(np.max([int(e['length']) for e in builder.as_data_source(s)]))
-          for s in {config.data.train_split, config.data.eval_split,
-                    config.data.test_split})
+          for s in {
+              config.data.train_split,
+              config.data.eval_split,
+              config.data.test_split,
+          }
+      )
     if shape[-1] is not None:
       input_dim = int(shape[-1])
     else:
       first = builder.as_data_source(config.data.train_split)[0]
-      input_dim = int(np.asarray(first['x']).reshape(
-          int(first['length']), -1).shape[-1])
+      input_dim = int(
+          np.asarray(first['x']).reshape(int(first['length']), -1).shape[-1]
+      )
   elif kind == 'skeleton':
     if 'skeleton' not in features:
-      raise ValueError(f'config.data.preprocess=skeleton but '
-                       f'{config.data.name} has no "skeleton" feature; use '
-                       "'sequence'.")
+      raise ValueError(
+          'config.data.preprocess=skeleton but '
+          f'{config.data.name} has no "skeleton" feature; use '
+          "'sequence'."
+      )
     if config.data.num_frames <= 0:
-      raise ValueError('config.data.num_frames must be > 0 for skeleton data, '
-                       f'got {config.data.num_frames}.')
+      raise ValueError(
+          'config.data.num_frames must be > 0 for skeleton data, '
+          f'got {config.data.num_frames}.'
+      )
     num_frames = int(config.data.num_frames)
     input_dim = int(np.prod(_feature_shape(builder, 'skeleton')[1:]))
   else:
-    raise ValueError(f"config.data.preprocess must be 'sequence' or "
-                     f"'skeleton', got {kind!r}.")
+    raise ValueError(
+        "config.data.preprocess must be 'sequence' or "
+        f"'skeleton', got {kind!r}."
+    )
   info = DatasetInfo(
-      name=config.data.name, num_classes=num_classes, class_names=class_names,
-      input_dim=input_dim, num_frames=num_frames, splits=splits,
-      data_dir=os.fspath(builder.data_dir))
+      name=config.data.name,
+      num_classes=num_classes,
+      class_names=class_names,
+      input_dim=input_dim,
+      num_frames=num_frames,
+      splits=splits,
+      data_dir=os.fspath(builder.data_dir),
+  )
   return builder, info
 
 
@@ -241,11 +284,14 @@ def make_preprocess(config, info: DatasetInfo):
   """The per-example preprocessing of ``config.data`` (eleatt_jax.datasets)."""
 
   if config.data.temporal not in ('pad', 'sample'):
-    raise ValueError("config.data.temporal must be 'pad' or 'sample', got "
-                     f'{config.data.temporal!r}.')
+    raise ValueError(
+        "config.data.temporal must be 'pad' or 'sample', got "
+        f'{config.data.temporal!r}.'
+    )
   if config.data.preprocess == 'sequence':
     return pipeline.SequencePreprocess(
-        num_frames=info.num_frames, key='x', temporal=config.data.temporal)
+        num_frames=info.num_frames, key='x', temporal=config.data.temporal
+    )
   augment = None
   if config.data.augment:
     max_yaw = float(config.data.max_yaw)
@@ -253,7 +299,8 @@ def make_preprocess(config, info: DatasetInfo):
         max_angle=float(config.data.max_angle),
         max_scale=float(config.data.max_scale),
         jitter_sigma=float(config.data.jitter_sigma),
-        max_yaw=max_yaw if max_yaw >= 0 else None)
+        max_yaw=max_yaw if max_yaw >= 0 else None,
+    )
   alignments = {
       'none': None,
       'shoulders': (preprocessing.LEFT_SHOULDER, preprocessing.RIGHT_SHOULDER),
@@ -262,26 +309,44 @@ def make_preprocess(config, info: DatasetInfo):
   }
   align = config.data.align_view
   if align not in alignments:
-    raise ValueError(f'config.data.align_view must be one of '
-                     f'{sorted(alignments)}, got {align!r}.')
+    raise ValueError(
+        'config.data.align_view must be one of '
+        f'{sorted(alignments)}, got {align!r}.'
+    )
   center = int(config.data.center_joint)
   return pipeline.SkeletonPreprocess(
-      num_frames=info.num_frames, key='skeleton',
+      num_frames=info.num_frames,
+      key='skeleton',
       center_joint=None if center < 0 else center,
-      align_joints=alignments[align], body_frame=align == 'body',
+      align_joints=alignments[align],
+      body_frame=align == 'body',
       normalize_scale=bool(config.data.normalize_scale),
-      temporal=config.data.temporal, augment=augment)
+      temporal=config.data.temporal,
+      augment=augment,
+  )
 
 
 def _check_batch(batch_size: int, what: str, process_count: int) -> int:
   if batch_size <= 0 or batch_size % process_count:
-    raise ValueError(f'{what}={batch_size} must be a positive multiple of the '
-                     f'number of processes ({process_count}).')
+    raise ValueError(
+        f'{what}={batch_size} must be a positive multiple of the '
+        f'number of processes ({process_count}).'
+    )
   return batch_size // process_count
 
 
-def _pipeline(config, builder, info: DatasetInfo, split: str, *, train: bool,
-              batch_size: int, what: str, process_index, process_count):
+def _pipeline(
+    config,
+    builder,
+    info: DatasetInfo,
+    split: str,
+    *,
+    train: bool,
+    batch_size: int,
+    what: str,
+    process_index,
+    process_count,
+):
   """`eleatt_jax.datasets.make_pipeline` over `split`, for this process."""
   p = jax.process_index() if process_index is None else process_index
   n = jax.process_count() if process_count is None else process_count
@@ -290,18 +355,31 @@ def _pipeline(config, builder, info: DatasetInfo, split: str, *, train: bool,
   if train and len(source) < batch_size:
     raise ValueError(
         f'{what}={batch_size} is larger than the {len(source)} examples of '
-        f'{info.name}/{split}; lower it.')
+        f'{info.name}/{split}; lower it.'
+    )
   ds = pipeline.make_pipeline(
-      source, make_preprocess(config, info), batch_size=local, train=train,
-      seed=config.seed, shard_index=p, shard_count=n,
+      source,
+      make_preprocess(config, info),
+      batch_size=local,
+      train=train,
+      seed=config.seed,
+      shard_index=p,
+      shard_count=n,
       num_threads=int(config.data.num_threads),
-      prefetch_buffer_size=int(config.data.prefetch), index_key='index')
+      prefetch_buffer_size=int(config.data.prefetch),
+      index_key='index',
+  )
   return iter(ds)
 
 
-def train_iterator(config, builder, info: DatasetInfo, *,
-                   process_index: int | None = None,
-                   process_count: int | None = None):
+def train_iterator(
+    config,
+    builder,
+    info: DatasetInfo,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+):
   """The endless, checkpointable stream of this process's training batches.
 
   Epoch after epoch the split is reshuffled (grain's per-epoch shuffle seeded
@@ -319,14 +397,28 @@ def train_iterator(config, builder, info: DatasetInfo, *,
     A `grain.DatasetIterator` of batches of ``batch_size / process_count``
     rows.
   """
-  return _pipeline(config, builder, info, config.data.train_split, train=True,
-                   batch_size=config.batch_size, what='config.batch_size',
-                   process_index=process_index, process_count=process_count)
+  return _pipeline(
+      config,
+      builder,
+      info,
+      config.data.train_split,
+      train=True,
+      batch_size=config.batch_size,
+      what='config.batch_size',
+      process_index=process_index,
+      process_count=process_count,
+  )
 
 
-def eval_batches(config, builder, info: DatasetInfo, split: str, *,
-                 process_index: int | None = None,
-                 process_count: int | None = None) -> Iterator[dict]:
+def eval_batches(
+    config,
+    builder,
+    info: DatasetInfo,
+    split: str,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[dict]:
   """One ordered pass over `split`, in global batches of eval_batch_size.
 
   The split is padded to a whole number of global batches; padding rows are
@@ -335,10 +427,17 @@ def eval_batches(config, builder, info: DatasetInfo, split: str, *,
   Yields:
     Batches of ``eval_batch_size / process_count`` rows of this process.
   """
-  return _pipeline(config, builder, info, split, train=False,
-                   batch_size=config.eval_batch_size,
-                   what='config.eval_batch_size', process_index=process_index,
-                   process_count=process_count)
+  return _pipeline(
+      config,
+      builder,
+      info,
+      split,
+      train=False,
+      batch_size=config.eval_batch_size,
+      what='config.eval_batch_size',
+      process_index=process_index,
+      process_count=process_count,
+  )
 
 
 def get_example(config, builder, info: DatasetInfo, split: str, index: int):
@@ -349,9 +448,14 @@ def get_example(config, builder, info: DatasetInfo, split: str, index: int):
   """
   source = builder.as_data_source(split)
   if not 0 <= index < len(source):
-    raise IndexError(f'--index {index} is out of range: {info.name}/{split} '
-                     f'has {len(source)} examples.')
+    raise IndexError(
+        f'--index {index} is out of range: {info.name}/{split} '
+        f'has {len(source)} examples.'
+    )
   raw = source[index]
-  row = dict(make_preprocess(config, info)(raw, None), mask=np.bool_(True),
-             index=np.int32(index))
+  row = dict(
+      make_preprocess(config, info)(raw, None),
+      mask=np.bool_(True),
+      index=np.int32(index),
+  )
   return {k: np.asarray(v)[None] for k, v in row.items()}, raw

@@ -27,12 +27,18 @@ from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and '
-                    'results; a run resumes from it.')
+flags.DEFINE_string(
+    'workdir',
+    None,
+    'Directory for checkpoints, logs and results; a run resumes from it.',
+)
 config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (train/configs/*.py); its keys '
+    'config',
+    None,
+    'Experiment config file (train/configs/*.py); its keys '
     'and values are checked by train.config_lib.validate.',
-    lock_config=False)
+    lock_config=False,
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -43,9 +49,10 @@ def unknown_config_keys(argv: list[str]) -> str | None:
   first, with the schema's own message (`config_lib.unknown_key`).
   """
   from train import config_lib  # pylint: disable=g-import-not-at-top
+
   for arg in argv:
     if arg.startswith('--config.'):
-      message = config_lib.unknown_key(arg[len('--config.'):].split('=', 1)[0])
+      message = config_lib.unknown_key(arg[len('--config.') :].split('=', 1)[0])
       if message:
         return message
   return None
@@ -81,8 +88,11 @@ def main(argv):
   distributed.initialize()
   try:
     result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (config_lib.ConfigError, workdir.WorkdirError,
-          input_pipeline.DatasetNotBuiltError) as err:
+  except (
+      config_lib.ConfigError,
+      workdir.WorkdirError,
+      input_pipeline.DatasetNotBuiltError,
+  ) as err:
     # A one-screen message (no traceback): what is wrong and what to do.
     print(f'FATAL: {err}', file=sys.stderr, flush=True)
     sys.exit(2 if isinstance(err, config_lib.ConfigError) else 1)
@@ -94,17 +104,22 @@ def main(argv):
 
 def _unless_loop_closed(hook):
   def unraisable(args):
-    if not (isinstance(args.exc_value, RuntimeError) and
-            str(args.exc_value) == 'Event loop is closed'):
+    if not (
+        isinstance(args.exc_value, RuntimeError)
+        and str(args.exc_value) == 'Event loop is closed'
+    ):
       hook(args)
+
   return unraisable
 
 
 def _not_disk_full(record) -> bool:
   """False for a log record of a write that failed for want of space."""
   from train import workdir  # pylint: disable=g-import-not-at-top
+
   return not workdir.disk_full_errno(
-      record.exc_info[1] if record.exc_info else record.getMessage())
+      record.exc_info[1] if record.exc_info else record.getMessage()
+  )
 
 
 if __name__ == '__main__':

@@ -28,12 +28,20 @@ DEVICE_KEYS = ('x', 'length', 'label', 'mask')  # what the steps read
 
 def _step_fns(exp, num_classes: int, axis_name: str | None = None):
   """The train, eval and plateau functions of an `Experiment`, unjitted."""
-  train = functools.partial(steps.train_step, model=exp.model, tx=exp.tx,
-                            schedule=exp.schedule, axis_name=axis_name)
-  evaluate = functools.partial(steps.eval_step, model=exp.model,
-                               num_classes=num_classes, axis_name=axis_name)
-  plateau = functools.partial(steps.plateau_update,
-                              plateau_tx=exp.plateau_tx)
+  train = functools.partial(
+      steps.train_step,
+      model=exp.model,
+      tx=exp.tx,
+      schedule=exp.schedule,
+      axis_name=axis_name,
+  )
+  evaluate = functools.partial(
+      steps.eval_step,
+      model=exp.model,
+      num_classes=num_classes,
+      axis_name=axis_name,
+  )
+  plateau = functools.partial(steps.plateau_update, plateau_tx=exp.plateau_tx)
   return train, evaluate, plateau
 
 
@@ -66,7 +74,8 @@ class DataParallel:
     if b % self.num_shards:
       raise ValueError(
           f'{what}={global_batch} gives {b} rows, not divisible by the '
-          f'{self.num_shards} {self.kind} (parallel={self.name}).')
+          f'{self.num_shards} {self.kind} (parallel={self.name}).'
+      )
 
   def device_state(self, state):
     """One copy (with `state_sharding`) -> what the step functions take."""
@@ -78,15 +87,17 @@ class DataParallel:
 
   def device_batch(self, batch: Mapping[str, np.ndarray]):
     """This process's rows -> the global batch, sharded over the mesh."""
-    return {k: jax.make_array_from_process_local_data(self.data_sharding,
-                                                      batch[k])
-            for k in DEVICE_KEYS}
+    return {
+        k: jax.make_array_from_process_local_data(self.data_sharding, batch[k])
+        for k in DEVICE_KEYS
+    }
 
   def device_rng(self, rng):
     # NumPy in, a global array out: works with several processes.
     data = np.asarray(jax.random.key_data(rng))
-    return jax.jit(jax.random.wrap_key_data,
-                   out_shardings=self.replicated)(data)
+    return jax.jit(jax.random.wrap_key_data, out_shardings=self.replicated)(
+        data
+    )
 
   def train_step(self, state, batch, rng):
     return self._step(state, batch, rng)
@@ -111,8 +122,9 @@ class PmapParallel(DataParallel):
   def __init__(self, exp, num_classes: int):  # pylint: disable=super-init-not-called
     self.devices = jax.local_devices()
     self.num_shards = len(self.devices)
-    self.sharding = NamedSharding(Mesh(np.asarray(self.devices), (PMAP_AXIS,)),
-                                  PartitionSpec(PMAP_AXIS))
+    self.sharding = NamedSharding(
+        Mesh(np.asarray(self.devices), (PMAP_AXIS,)), PartitionSpec(PMAP_AXIS)
+    )
     train, evaluate, plateau = _step_fns(exp, num_classes, PMAP_AXIS)
     self._step = jax.pmap(train, axis_name=PMAP_AXIS, donate_argnums=0)
     self._eval = jax.pmap(evaluate, axis_name=PMAP_AXIS)
@@ -133,15 +145,22 @@ class PmapParallel(DataParallel):
   def _replicate(self, tree):
     """Along a new leading device axis (pmap's layout)."""
     n = self.num_shards
-    return jax.device_put(jax.tree_util.tree_map(
-        lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), tree),
-                          self.sharding)
+    return jax.device_put(
+        jax.tree_util.tree_map(
+            lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), tree
+        ),
+        self.sharding,
+    )
 
   def device_batch(self, batch: Mapping[str, np.ndarray]):
     n = self.num_shards
     return jax.device_put(
-        {k: batch[k].reshape((n, -1) + batch[k].shape[1:])
-         for k in DEVICE_KEYS}, self.sharding)
+        {
+            k: batch[k].reshape((n, -1) + batch[k].shape[1:])
+            for k in DEVICE_KEYS
+        },
+        self.sharding,
+    )
 
   def device_rng(self, rng):
     return self._replicate(rng)

@@ -69,13 +69,18 @@ def param_table(params) -> str:
   rows = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     name = '/'.join(str(getattr(k, 'key', k)) for k in path)
-    rows.append((name, 'x'.join(str(d) for d in leaf.shape) or 'scalar',
-                 int(np.prod(leaf.shape))))
+    rows.append((
+        name,
+        'x'.join(str(d) for d in leaf.shape) or 'scalar',
+        int(np.prod(leaf.shape)),
+    ))
   total = sum(r[2] for r in rows)
   w0 = max([len(r[0]) for r in rows] + [9])
   w1 = max([len(r[1]) for r in rows] + [5])
-  lines = [f'{"parameter":<{w0}}  {"shape":>{w1}}  {"count":>10}',
-           '-' * (w0 + w1 + 14)]
+  lines = [
+      f'{"parameter":<{w0}}  {"shape":>{w1}}  {"count":>10}',
+      '-' * (w0 + w1 + 14),
+  ]
   lines += [f'{n:<{w0}}  {s:>{w1}}  {c:>10,}' for n, s, c in rows]
   lines += ['-' * (w0 + w1 + 14), f'{"total":<{w0}}  {"":>{w1}}  {total:>10,}']
   return '\n'.join(lines)
@@ -95,8 +100,14 @@ class Progress:
     if self.mode == 'bar':
       try:
         import tqdm  # pylint: disable=g-import-not-at-top
-        self.bar = tqdm.tqdm(total=total, initial=initial, unit='step',
-                             dynamic_ncols=True, file=sys.stdout)
+
+        self.bar = tqdm.tqdm(
+            total=total,
+            initial=initial,
+            unit='step',
+            dynamic_ncols=True,
+            file=sys.stdout,
+        )
       except ImportError:
         self.mode = 'lines'
 
@@ -107,15 +118,21 @@ class Progress:
   def update(self, step: int, metrics: Mapping[str, float]) -> None:
     if self.mode == 'bar' and self.bar is not None:
       self.bar.set_postfix(
-          loss=f'{metrics["loss"]:.4f}', acc=f'{metrics["accuracy"]:.3f}',
-          ex_s=f'{metrics["examples_per_sec"]:.0f}', refresh=False)
+          loss=f'{metrics["loss"]:.4f}',
+          acc=f'{metrics["accuracy"]:.3f}',
+          ex_s=f'{metrics["examples_per_sec"]:.0f}',
+          refresh=False,
+      )
       self.bar.update(step - self.bar.n)
     elif self.mode == 'lines':
-      print(f'step {step}/{self.total}  loss {metrics["loss"]:.4f}  '
-            f'accuracy {metrics["accuracy"]:.4f}  '
-            f'lr {metrics["learning_rate"]:.3g}  '
-            f'{metrics["examples_per_sec"]:.0f} examples/s  '
-            f'{self.timing(step)}', flush=True)
+      print(
+          f'step {step}/{self.total}  loss {metrics["loss"]:.4f}  '
+          f'accuracy {metrics["accuracy"]:.4f}  '
+          f'lr {metrics["learning_rate"]:.3g}  '
+          f'{metrics["examples_per_sec"]:.0f} examples/s  '
+          f'{self.timing(step)}',
+          flush=True,
+      )
 
   def timing(self, step: int, now: float | None = None) -> str:
     """``elapsed H:MM:SS  eta H:MM:SS`` (steps of this process so far)."""
@@ -155,12 +172,20 @@ class Reporter:
   the run on a non-finite loss or parameters, and writes their mean.
   """
 
-  def __init__(self, config, workdir: str, *, num_steps: int,
-               start_step: int, primary: bool,
-               last_checkpoint: Callable[[], str]):
+  def __init__(
+      self,
+      config,
+      workdir: str,
+      *,
+      num_steps: int,
+      start_step: int,
+      primary: bool,
+      last_checkpoint: Callable[[], str],
+  ):
     """`last_checkpoint()` describes the last checkpoint, for errors."""
-    self.writer = MetricWriter(workdir, primary, config.tensorboard,
-                               truncate_after=start_step)
+    self.writer = MetricWriter(
+        workdir, primary, config.tensorboard, truncate_after=start_step
+    )
     self.progress = Progress(config.progress, num_steps, start_step, primary)
     self._batch_size = config.batch_size
     self._last_checkpoint = last_checkpoint
@@ -187,37 +212,55 @@ class Reporter:
     for s, m in zip(steps, fetched):
       loss_ok = math.isfinite(float(m['loss']))
       if not loss_ok or not bool(m['params_finite']):
-        what = (f'training loss ({float(m["loss"])})' if not loss_ok else
-                'parameters (the loss was still finite)')
+        what = (
+            f'training loss ({float(m["loss"])})'
+            if not loss_ok
+            else 'parameters (the loss was still finite)'
+        )
         self.progress.close()
         raise NonFiniteLossError(
             f'Non-finite {what} at step {s}; stopping without saving them. '
-            f'{self._last_checkpoint()}. Resuming would restart from there.')
+            f'{self._last_checkpoint()}. Resuming would restart from there.'
+        )
     now = time.time()
-    mean = {k: float(np.mean([float(m[k]) for m in fetched]))
-            for k in fetched[0] if k != 'params_finite'}
+    mean = {
+        k: float(np.mean([float(m[k]) for m in fetched]))
+        for k in fetched[0]
+        if k != 'params_finite'
+    }
     mean['learning_rate'] = float(fetched[-1]['learning_rate'])
-    mean['examples_per_sec'] = self._steps * self._batch_size / max(
-        now - self._time, 1e-9)
+    mean['examples_per_sec'] = (
+        self._steps * self._batch_size / max(now - self._time, 1e-9)
+    )
     self._time, self._steps = now, 0
     self.writer.write(step, {f'train/{k}': v for k, v in mean.items()})
     self.progress.update(step, mean)
 
   def evaluation(self, step: int, split: str, res: Mapping[str, Any]) -> None:
-    self.writer.write(step, {f'{split}/accuracy': res['accuracy'],
-                             f'{split}/loss': res['loss']})
+    self.writer.write(
+        step,
+        {f'{split}/accuracy': res['accuracy'], f'{split}/loss': res['loss']},
+    )
     self.progress.message(
         f'step {step}: {split} accuracy {res["accuracy"]:.4f} loss '
-        f'{res["loss"]:.4f} ({res["num_examples"]} examples)')
+        f'{res["loss"]:.4f} ({res["num_examples"]} examples)'
+    )
 
   def close(self) -> None:
     self.progress.close()
     self.writer.close()
 
 
-def write_eval_results(path: str, results: Mapping[str, Any], *, step: int,
-                       split: str, config, class_names,
-                       checkpoint: Mapping[str, Any] | None = None) -> dict:
+def write_eval_results(
+    path: str,
+    results: Mapping[str, Any],
+    *,
+    step: int,
+    split: str,
+    config,
+    class_names,
+    checkpoint: Mapping[str, Any] | None = None,
+) -> dict:
   """Writes ``{"step", "split", "accuracy", ..., "config"}`` as JSON.
 
   ``checkpoint`` says which parameters were evaluated and why (``chosen_by``,
@@ -247,8 +290,13 @@ class MetricWriter:
   file tells one consistent history.
   """
 
-  def __init__(self, workdir: str, primary: bool, tensorboard: bool,
-               truncate_after: int | None = None):
+  def __init__(
+      self,
+      workdir: str,
+      primary: bool,
+      tensorboard: bool,
+      truncate_after: int | None = None,
+  ):
     self.primary = primary
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self.tb = None
@@ -260,7 +308,10 @@ class MetricWriter:
       keep = []
       for line in lines:
         try:
-          if truncate_after is None or json.loads(line)['step'] <= truncate_after:
+          if (
+              truncate_after is None
+              or json.loads(line)['step'] <= truncate_after
+          ):
             keep.append(line.rstrip('\n') + '\n')
         except (ValueError, KeyError):
           pass  # a line cut by a crash or a full disk
@@ -268,8 +319,11 @@ class MetricWriter:
         workdir_lib.write_atomically(self.path, ''.join(keep))
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self.tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
-                              purge_step=truncate_after or None)
+
+      self.tb = SummaryWriter(
+          os.path.join(workdir, 'tensorboard'),
+          purge_step=truncate_after or None,
+      )
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.primary:
@@ -290,7 +344,7 @@ class MetricWriter:
       size = os.fstat(fd).st_size
       view = memoryview(data)
       while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
     except OSError as err:
       os.ftruncate(fd, size)
       raise OSError(err.errno, err.strerror, self.path) from err
@@ -318,8 +372,10 @@ def read_metrics(path: str) -> list[dict]:
 
 def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   return plt
 
 
@@ -331,12 +387,14 @@ def plot_curves(metrics_path: str, out_path: str) -> str | None:
   _pyplot()  # selects the Agg backend
   fig = viz.plot_training_curves(
       viz.curves_from_records(records),
-      styles={'final_test': dict(marker='*', markersize=14, linestyle='none')})
+      styles={'final_test': dict(marker='*', markersize=14, linestyle='none')},
+  )
   return viz.save_figure(fig, out_path, close=True)
 
 
-def plot_confusion(out_path: str, confusion: np.ndarray, class_names,
-                   title: str) -> str:
+def plot_confusion(
+    out_path: str, confusion: np.ndarray, class_names, title: str
+) -> str:
   """The confusion matrix (rows: true class) as a PNG."""
   _pyplot()
   fig = viz.plot_confusion_matrix(confusion, class_names, title=title)

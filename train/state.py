@@ -50,15 +50,19 @@ def create_model(config, num_classes: int) -> StackedRNNClassifier:
   """The classifier of ``config.model``."""
   m = config.model
   return StackedRNNClassifier(
-      num_classes=num_classes, cell=m.cell,
+      num_classes=num_classes,
+      cell=m.cell,
       hidden_sizes=tuple(int(h) for h in m.hidden_sizes),
-      gate_layers=_gate_layers(m.gate_layers), dropout_rate=m.dropout_rate,
-      readout=m.readout, bidirectional=bool(m.bidirectional),
+      gate_layers=_gate_layers(m.gate_layers),
+      dropout_rate=m.dropout_rate,
+      readout=m.readout,
+      bidirectional=bool(m.bidirectional),
       unroll=int(m.unroll),
       # The input pipeline guarantees 1 <= length <= T; a per-step host
       # callback would gather the sharded lengths to one device.
       check_seq_lengths=False,
-      dtype=None if m.dtype == 'float32' else jnp.dtype(m.dtype))
+      dtype=None if m.dtype == 'float32' else jnp.dtype(m.dtype),
+  )
 
 
 def make_schedule(config, num_steps: int) -> optax.Schedule:
@@ -73,10 +77,12 @@ def make_schedule(config, num_steps: int) -> optax.Schedule:
   else:  # step
     boundaries = sorted(int(s) - warmup for s in o.decay_steps)
     main = optax.piecewise_constant_schedule(
-        lr, {b: float(o.decay_factor) for b in boundaries if b > 0})
+        lr, {b: float(o.decay_factor) for b in boundaries if b > 0}
+    )
   if warmup > 0:
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+        [optax.linear_schedule(0.0, lr, warmup), main], [warmup]
+    )
   return main
 
 
@@ -125,7 +131,8 @@ def make_plateau(config, info) -> optax.GradientTransformationExtraArgs:
       factor=float(o.decay_factor),
       patience=max(1, math.ceil(float(o.plateau_patience) * evals_per_epoch)),
       cooldown=math.ceil(float(o.plateau_cooldown) * evals_per_epoch),
-      min_scale=float(o.plateau_min_scale))
+      min_scale=float(o.plateau_min_scale),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +160,8 @@ class Experiment:
     """The state's shapes and dtypes with `sharding` (for restoring)."""
     return jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-        jax.eval_shape(self.init_fn))
+        jax.eval_shape(self.init_fn),
+    )
 
 
 def build(config, info, num_steps: int) -> Experiment:
@@ -167,11 +175,18 @@ def build(config, info, num_steps: int) -> Experiment:
 
   def init_fn():
     params = model.init(init_rng, x0, l0)['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params),
-                      plateau=plateau_tx.init(params))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        plateau=plateau_tx.init(params),
+    )
 
-  return Experiment(model=model, tx=tx,
-                    schedule=make_schedule(config, num_steps),
-                    plateau_tx=plateau_tx, init_fn=init_fn,
-                    dropout_rng=dropout_rng)
+  return Experiment(
+      model=model,
+      tx=tx,
+      schedule=make_schedule(config, num_steps),
+      plateau_tx=plateau_tx,
+      init_fn=init_fn,
+      dropout_rng=dropout_rng,
+  )

@@ -24,15 +24,24 @@ def _cross_entropy(logits, labels):
 
 
 def _all_finite(tree) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  leaves = [
+      jnp.all(jnp.isfinite(x))
+      for x in jax.tree_util.tree_leaves(tree)
+      if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def train_step(state: TrainState, batch: Mapping[str, jax.Array],
-               rng: jax.Array, *, model: StackedRNNClassifier,
-               tx: optax.GradientTransformation,
-               schedule: optax.Schedule, axis_name: str | None = None):
+def train_step(
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    rng: jax.Array,
+    *,
+    model: StackedRNNClassifier,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    axis_name: str | None = None,
+):
   """One optimizer step on one (global) batch.
 
   Pure: the dropout key is ``fold_in(rng, step)`` (and, under pmap, the
@@ -63,23 +72,31 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array],
   count = jnp.maximum(count, 1.0)
 
   def loss_fn(params):
-    logits = model.apply({'params': params}, batch['x'], batch['length'],
-                         train=True, rngs={'dropout': rng})
+    logits = model.apply(
+        {'params': params},
+        batch['x'],
+        batch['length'],
+        train=True,
+        rngs={'dropout': rng},
+    )
     loss = (_cross_entropy(logits, batch['label']) * weights).sum() / count
     return loss, logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+      state.params
+  )
   correct = ((logits.argmax(-1) == batch['label']) * weights).sum() / count
   if axis_name is not None:
     grads, loss, correct = jax.lax.psum((grads, loss, correct), axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   scale = state.plateau.scale
-  updates = jax.tree_util.tree_map(lambda u: (u * scale).astype(u.dtype),
-                                   updates)
+  updates = jax.tree_util.tree_map(
+      lambda u: (u * scale).astype(u.dtype), updates
+  )
   params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            opt_state=opt_state)
+  new_state = state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state
+  )
   metrics = {
       'loss': loss,
       'accuracy': correct,
@@ -90,17 +107,23 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array],
   return new_state, metrics
 
 
-def eval_step(params, batch: Mapping[str, jax.Array], *,
-              model: StackedRNNClassifier, num_classes: int,
-              axis_name: str | None = None):
+def eval_step(
+    params,
+    batch: Mapping[str, jax.Array],
+    *,
+    model: StackedRNNClassifier,
+    num_classes: int,
+    axis_name: str | None = None,
+):
   """Sums over one evaluation batch (masked rows do not count).
 
   Returns:
     ``loss_sum``, ``correct``, ``count`` (scalars) and ``confusion``
     <f32>[C, C] (rows: true class, columns: predicted).
   """
-  logits = model.apply({'params': params}, batch['x'], batch['length'],
-                       train=False)
+  logits = model.apply(
+      {'params': params}, batch['x'], batch['length'], train=False
+  )
   weights = batch['mask'].astype(jnp.float32)
   pred = logits.argmax(-1)
   true_1h = jax.nn.one_hot(batch['label'], num_classes) * weights[:, None]
@@ -117,13 +140,15 @@ def eval_step(params, batch: Mapping[str, jax.Array], *,
 
 def plateau_update(state: TrainState, value, *, plateau_tx) -> TrainState:
   """Steps the reduce-on-plateau state with an evaluation loss."""
-  _, plateau = plateau_tx.update(updates=jnp.zeros(()), state=state.plateau,
-                                 value=value)
+  _, plateau = plateau_tx.update(
+      updates=jnp.zeros(()), state=state.plateau, value=value
+  )
   return state.replace(plateau=plateau)
 
 
-def evaluate(par, state, batches: Iterable[Mapping[str, np.ndarray]],
-             num_classes: int) -> dict:
+def evaluate(
+    par, state, batches: Iterable[Mapping[str, np.ndarray]], num_classes: int
+) -> dict:
   """Accuracy, loss, per-class accuracy and confusion over `batches`.
 
   Args:
@@ -135,14 +160,19 @@ def evaluate(par, state, batches: Iterable[Mapping[str, np.ndarray]],
   totals = None
   for batch in batches:
     out = par.eval_step(state, par.device_batch(batch))
-    totals = out if totals is None else jax.tree_util.tree_map(
-        jnp.add, totals, out)
+    totals = (
+        out if totals is None else jax.tree_util.tree_map(jnp.add, totals, out)
+    )
   totals = jax.device_get(totals)
   confusion = np.rint(np.asarray(totals['confusion'])).astype(np.int64)
   count = int(round(float(totals['count'])))
   per_class_total = confusion.sum(axis=1)
-  per_class = [float(confusion[c, c] / per_class_total[c])
-               if per_class_total[c] else None for c in range(num_classes)]
+  per_class = [
+      float(confusion[c, c] / per_class_total[c])
+      if per_class_total[c]
+      else None
+      for c in range(num_classes)
+  ]
   return {
       'accuracy': float(totals['correct']) / max(count, 1),
       'loss': float(totals['loss_sum']) / max(count, 1),

@@ -26,12 +26,14 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  flags.DEFINE_string('workdir', None, 'The training run\'s --workdir.')
-  flags.DEFINE_string('split', None, 'Split (default: the config\'s '
-                      'data.test_split).')
+  flags.DEFINE_string('workdir', None, "The training run's --workdir.")
+  flags.DEFINE_string(
+      'split', None, "Split (default: the config's data.test_split)."
+  )
   flags.DEFINE_integer('index', 0, 'Example of the split to replay.')
-  flags.DEFINE_string('export_dir', None, 'Export directory (default: '
-                      'WORKDIR/export).')
+  flags.DEFINE_string(
+      'export_dir', None, 'Export directory (default: WORKDIR/export).'
+  )
   flags.DEFINE_string('plot', None, 'PNG of the probabilities over time.')
   flags.mark_flag_as_required('workdir')
 
@@ -44,9 +46,14 @@ def settled_frame(top) -> int:
   return t
 
 
-def replay(workdir: str, split: str | None = None, index: int = 0,
-           export_dir: str | None = None, plot: str | None = None,
-           out=sys.stdout) -> dict:
+def replay(
+    workdir: str,
+    split: str | None = None,
+    index: int = 0,
+    export_dir: str | None = None,
+    plot: str | None = None,
+    out=sys.stdout,
+) -> dict:
   """Streams example ``index`` through the exported step; returns a summary.
 
   Returns:
@@ -65,9 +72,11 @@ def replay(workdir: str, split: str | None = None, index: int = 0,
   if not os.path.exists(os.path.join(export_dir, export_lib.CARD)):
     raise FileNotFoundError(
         f'{export_dir} holds no export: run `python -m train.export '
-        f'--workdir={workdir}` first.')
-  functions = export_lib.load_callables(export_dir,
-                                       ('initialize_carry', 'step'))
+        f'--workdir={workdir}` first.'
+    )
+  functions = export_lib.load_callables(
+      export_dir, ('initialize_carry', 'step')
+  )
   with open(os.path.join(export_dir, export_lib.CARD)) as f:
     card = json.load(f)
   with open(os.path.join(workdir, 'config.json')) as f:
@@ -75,21 +84,27 @@ def replay(workdir: str, split: str | None = None, index: int = 0,
   builder, info = input_pipeline.prepare_dataset(config, workdir)
   split = split or config.data.test_split
   if split not in info.splits:
-    raise ValueError(f'--split={split!r}: {info.name} has the splits '
-                     f'{sorted(info.splits)}.')
+    raise ValueError(
+        f'--split={split!r}: {info.name} has the splits {sorted(info.splits)}.'
+    )
   batch, _ = input_pipeline.get_example(config, builder, info, split, index)
   x = np.asarray(batch['x'], np.float32)
   length = int(batch['length'][0])
   label = int(batch['label'][0])
   if x.shape[-1] != card['input']['D']:
-    raise ValueError(f'The data has D={x.shape[-1]} features, the export '
-                     f'expects D={card["input"]["D"]}.')
+    raise ValueError(
+        f'The data has D={x.shape[-1]} features, the export '
+        f'expects D={card["input"]["D"]}.'
+    )
   classes = card['classes']
   carry = functions['initialize_carry'](x[:, 0])
   step = functions['step']  # jitted: compiled at the first frame
   probabilities = []
-  print(f'{info.name} {split} #{index}: {length} frames, label '
-        f'{classes[label]!r}', file=out)
+  print(
+      f'{info.name} {split} #{index}: {length} frames, label '
+      f'{classes[label]!r}',
+      file=out,
+  )
   for t in range(length):
     carry, _, probs = step(carry, x[:, t])
     p = np.asarray(probs[0])
@@ -100,22 +115,38 @@ def replay(workdir: str, split: str | None = None, index: int = 0,
   top = probabilities.argmax(axis=1)
   settled = settled_frame(top)
   prediction = int(top[-1])
-  print(f'Settled on {classes[prediction]!r} at frame {settled} of {length} '
-        f'({"correct" if prediction == label else "wrong"}; label '
-        f'{classes[label]!r}).', file=out, flush=True)
+  print(
+      f'Settled on {classes[prediction]!r} at frame {settled} of {length} '
+      f'({"correct" if prediction == label else "wrong"}; label '
+      f'{classes[label]!r}).',
+      file=out,
+      flush=True,
+  )
   if plot:
     from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
+
     fig = viz.plot_streaming_probabilities(
-        probabilities, classes, true_class=label, settled_frame=settled,
-        title=f'{info.name} {split} #{index}, streamed frame by frame')
+        probabilities,
+        classes,
+        true_class=label,
+        settled_frame=settled,
+        title=f'{info.name} {split} #{index}, streamed frame by frame',
+    )
     viz.save_figure(fig, plot)
     print(f'Wrote {plot}.', file=out)
-  return {'probabilities': probabilities, 'top': top, 'settled_frame': settled,
-          'label': label, 'prediction': prediction, 'classes': classes}
+  return {
+      'probabilities': probabilities,
+      'top': top,
+      'settled_frame': settled,
+      'label': label,
+      'prediction': prediction,
+      'classes': classes,
+  }
 
 
 def main(argv):
   from train import reporting  # pylint: disable=g-import-not-at-top
+
   reporting.start_command(argv)
   replay(FLAGS.workdir, FLAGS.split, FLAGS.index, FLAGS.export_dir, FLAGS.plot)
 

@@ -39,8 +39,9 @@ from train import steps
 from train import workdir as workdir_lib
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
-                       ) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
   """Trains, checkpoints and evaluates; resumes from WORKDIR when possible.
 
   Args:
@@ -64,8 +65,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   workdir = os.path.abspath(os.path.expanduser(workdir))
   log = reporting.Logger(distributed.is_primary())
   log(f'Workdir: {workdir}\n{input_pipeline.data_location(config, workdir)}')
-  with workdir_lib.WorkdirLock(workdir), workdir_lib.stop_if_disk_full(
-      workdir):
+  with workdir_lib.WorkdirLock(workdir), workdir_lib.stop_if_disk_full(workdir):
     workdir_lib.check_previous_run(config, workdir)
     builder, info = input_pipeline.prepare_dataset(config, workdir)
     num_steps, steps_per_epoch = state_lib.num_train_steps(config, info)
@@ -76,41 +76,77 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
     ckpt = checkpoints.Checkpointer(workdir, config.keep_best)
     abstract = exp.abstract_state(par.state_sharding())
-    state, train_it = ckpt.restore_latest(abstract, functools.partial(
-        input_pipeline.train_iterator, config, builder, info), log)
+    state, train_it = ckpt.restore_latest(
+        abstract,
+        functools.partial(input_pipeline.train_iterator, config, builder, info),
+        log,
+    )
     if state is None:
       state = jax.jit(exp.init_fn, out_shardings=par.state_sharding())()
       log(reporting.param_table(state.params))
     start_step = int(jax.device_get(state.step))
     if distributed.is_primary():
-      workdir_lib.write_atomically(os.path.join(workdir, 'config.json'),
-                                   config.to_json_best_effort(indent=2))
-    log(f'{info.name}: {info.splits[config.data.train_split]} training '
+      workdir_lib.write_atomically(
+          os.path.join(workdir, 'config.json'),
+          config.to_json_best_effort(indent=2),
+      )
+    log(
+        f'{info.name}: {info.splits[config.data.train_split]} training '
         f'examples ({config.data.train_split}), {info.num_classes} classes, '
         f'input [T={info.num_frames}, D={info.input_dim}]; {num_steps} steps '
         f'of {config.batch_size} ({num_steps / steps_per_epoch:.1f} epochs); '
         f'parallel={config.parallel} over {par.num_shards} device(s), '
-        f'{jax.process_count()} process(es).')
+        f'{jax.process_count()} process(es).'
+    )
 
     evaluate = lambda dstate, split: steps.evaluate(  # pylint: disable=g-long-lambda
-        par, dstate, input_pipeline.eval_batches(config, builder, info, split),
-        info.num_classes)
+        par,
+        dstate,
+        input_pipeline.eval_batches(config, builder, info, split),
+        info.num_classes,
+    )
     reporter = reporting.Reporter(
-        config, workdir, num_steps=num_steps, start_step=start_step,
+        config,
+        workdir,
+        num_steps=num_steps,
+        start_step=start_step,
         primary=distributed.is_primary(),
-        last_checkpoint=functools.partial(_describe_latest, ckpt))
+        last_checkpoint=functools.partial(_describe_latest, ckpt),
+    )
     try:
       dstate, step, stopped_by = _train_loop(
-          config, info, par, exp, ckpt, reporter, evaluate,
-          par.device_state(state), train_it, num_steps)
+          config,
+          info,
+          par,
+          exp,
+          ckpt,
+          reporter,
+          evaluate,
+          par.device_state(state),
+          train_it,
+          num_steps,
+      )
       if stopped_by:
         what = 'Preempted' if stopped_by == 'SIGTERM' else 'Interrupted'
-        log(f'{what} ({stopped_by}) at step {step}: saved a checkpoint in '
-            f'{ckpt.directory}; run the same command to resume.')
+        log(
+            f'{what} ({stopped_by}) at step {step}: saved a checkpoint in '
+            f'{ckpt.directory}; run the same command to resume.'
+        )
         out = {'preempted': True, 'signal': stopped_by, 'step': step}
       else:
-        out = _final_evaluation(config, workdir, info, par, ckpt, reporter,
-                                evaluate, dstate, step, abstract, log)
+        out = _final_evaluation(
+            config,
+            workdir,
+            info,
+            par,
+            ckpt,
+            reporter,
+            evaluate,
+            dstate,
+            step,
+            abstract,
+            log,
+        )
       reporter.close()
       ckpt.close()
     except BaseException as err:
@@ -130,13 +166,17 @@ def _stop_after_error(err: BaseException, workdir: str, reporter, ckpt):
     pass  # a full disk again: `err` says it
   pending = ckpt.close_after_error()
   for cause in (err, pending):
-    full = None if cause is None else workdir_lib.disk_full_error(cause,
-                                                                  workdir)
+    full = (
+        None if cause is None else workdir_lib.disk_full_error(cause, workdir)
+    )
     if full is not None:
       raise full from err
   if pending is not None:  # `err` is the news; this one is said in a line
-    print(f'A checkpoint write failed too: {checkpoints.short(pending)}',
-          file=sys.stderr, flush=True)
+    print(
+        f'A checkpoint write failed too: {checkpoints.short(pending)}',
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _describe_latest(ckpt: checkpoints.Checkpointer) -> str:
@@ -146,8 +186,18 @@ def _describe_latest(ckpt: checkpoints.Checkpointer) -> str:
   return f'the last checkpoint is step {step} in {ckpt.directory} (left intact)'
 
 
-def _train_loop(config, info, par, exp, ckpt, reporter, evaluate, dstate,
-                train_it, num_steps: int):
+def _train_loop(
+    config,
+    info,
+    par,
+    exp,
+    ckpt,
+    reporter,
+    evaluate,
+    dstate,
+    train_it,
+    num_steps: int,
+):
   """Steps from the state's step to `num_steps`, evaluating and saving.
 
   Returns:
@@ -178,8 +228,12 @@ def _train_loop(config, info, par, exp, ckpt, reporter, evaluate, dstate,
         if config.optim.schedule == 'plateau':
           dstate = par.plateau_update(dstate, res['loss'])
         if save:
-          ckpt.save(step, par.host_state(dstate), train_it,
-                    {'accuracy': res['accuracy'], 'loss': res['loss']})
+          ckpt.save(
+              step,
+              par.host_state(dstate),
+              train_it,
+              {'accuracy': res['accuracy'], 'loss': res['loss']},
+          )
         reporter.restart_clock()
       if not last and (preemption.requested or ckpt.reached_preemption(step)):
         reporter.flush(step)
@@ -193,17 +247,32 @@ def _train_loop(config, info, par, exp, ckpt, reporter, evaluate, dstate,
   return dstate, step, None
 
 
-def _final_evaluation(config, workdir, info, par, ckpt, reporter, evaluate,
-                      dstate, step, abstract, log) -> dict[str, Any]:
+def _final_evaluation(
+    config,
+    workdir,
+    info,
+    par,
+    ckpt,
+    reporter,
+    evaluate,
+    dstate,
+    step,
+    abstract,
+    log,
+) -> dict[str, Any]:
   """Evaluates the final (or best) parameters on the test split: its only
   use in the run. Writes eval_results.json and the plots."""
   chosen = {'step': step, 'chosen_by': 'latest: the final parameters'}
   best = ckpt.best_step()
   if config.final_checkpoint == 'best' and best is not None:
     dstate = par.device_state(ckpt.restore_state(best, abstract))
-    chosen = {'step': best,
-              'chosen_by': f'best: highest {config.data.eval_split} accuracy '
-                           'among the kept checkpoints'}
+    chosen = {
+        'step': best,
+        'chosen_by': (
+            f'best: highest {config.data.eval_split} accuracy '
+            'among the kept checkpoints'
+        ),
+    }
   chosen['selection_split'] = config.data.eval_split
   accuracy = ckpt.stored_accuracy(chosen['step'])
   if accuracy is not None:
@@ -212,29 +281,48 @@ def _final_evaluation(config, workdir, info, par, ckpt, reporter, evaluate,
   res = evaluate(dstate, split)
   out = {'preempted': False}
   if distributed.is_primary():
-    out.update(reporting.write_eval_results(
-        os.path.join(workdir, 'eval_results.json'), res, step=chosen['step'],
-        split=split, config=config, class_names=info.class_names,
-        checkpoint=chosen))
-    reporter.writer.write(chosen['step'],
-                          {f'final_{split}/accuracy': res['accuracy']})
+    out.update(
+        reporting.write_eval_results(
+            os.path.join(workdir, 'eval_results.json'),
+            res,
+            step=chosen['step'],
+            split=split,
+            config=config,
+            class_names=info.class_names,
+            checkpoint=chosen,
+        )
+    )
+    reporter.writer.write(
+        chosen['step'], {f'final_{split}/accuracy': res['accuracy']}
+    )
   else:
     out.update(res, step=chosen['step'], split=split)
   if distributed.is_primary() and config.plots:
-    reporting.plot_confusion(os.path.join(workdir, 'confusion_matrix.png'),
-                             np.asarray(res['confusion_matrix']),
-                             info.class_names, f'{info.name} {split}')
-    reporting.plot_curves(os.path.join(workdir, 'metrics.jsonl'),
-                          os.path.join(workdir, 'curves.png'))
-  log(f'Final {split} accuracy: {100 * res["accuracy"]:.2f}% on '
-      f'{res["num_examples"]} examples (step {chosen["step"]}).')
-  outputs = [('checkpoints', os.path.join(workdir, 'checkpoints')),
-             ('results', os.path.join(workdir, 'eval_results.json')),
-             ('metrics', os.path.join(workdir, 'metrics.jsonl'))]
+    reporting.plot_confusion(
+        os.path.join(workdir, 'confusion_matrix.png'),
+        np.asarray(res['confusion_matrix']),
+        info.class_names,
+        f'{info.name} {split}',
+    )
+    reporting.plot_curves(
+        os.path.join(workdir, 'metrics.jsonl'),
+        os.path.join(workdir, 'curves.png'),
+    )
+  log(
+      f'Final {split} accuracy: {100 * res["accuracy"]:.2f}% on '
+      f'{res["num_examples"]} examples (step {chosen["step"]}).'
+  )
+  outputs = [
+      ('checkpoints', os.path.join(workdir, 'checkpoints')),
+      ('results', os.path.join(workdir, 'eval_results.json')),
+      ('metrics', os.path.join(workdir, 'metrics.jsonl')),
+  ]
   if config.tensorboard:
     outputs.append(('tensorboard', os.path.join(workdir, 'tensorboard')))
   if config.plots:
-    outputs += [('curves', os.path.join(workdir, 'curves.png')),
-                ('confusion', os.path.join(workdir, 'confusion_matrix.png'))]
+    outputs += [
+        ('curves', os.path.join(workdir, 'curves.png')),
+        ('confusion', os.path.join(workdir, 'confusion_matrix.png')),
+    ]
   log('\n'.join(f'  {k + ":":<13}{v}' for k, v in outputs))
   return out

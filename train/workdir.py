@@ -33,9 +33,16 @@ from train import distributed
 LOCK_FILE = 'train.lock'
 REPLACED = 'replaced'
 # What a run writes in WORKDIR (the tfds data_dir of sequence_npz stays).
-RUN_OUTPUTS = ('checkpoints', 'corrupt_checkpoints', 'config.json',
-               'metrics.jsonl', 'eval_results.json', 'tensorboard',
-               'confusion_matrix.png', 'curves.png')
+RUN_OUTPUTS = (
+    'checkpoints',
+    'corrupt_checkpoints',
+    'config.json',
+    'metrics.jsonl',
+    'eval_results.json',
+    'tensorboard',
+    'confusion_matrix.png',
+    'curves.png',
+)
 
 
 class WorkdirError(RuntimeError):
@@ -57,8 +64,9 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
 _LOCAL_FILE = re.compile(r'local file "([^"]+)"')
 
 
-def disk_full_errno(err: BaseException | str | None
-                    ) -> tuple[int, str | None] | None:
+def disk_full_errno(
+    err: BaseException | str | None,
+) -> tuple[int, str | None] | None:
   """``(errno, file or None)`` if `err` is or wraps a failed write for want
   of space (its cause, context, exception group or tensorstore's text)."""
   todo, seen, found = [err], set(), []
@@ -79,8 +87,7 @@ def disk_full_errno(err: BaseException | str | None
   return next((f for f in found if f[1]), found[0] if found else None)
 
 
-def disk_full_error(err: BaseException, workdir: str
-                    ) -> DiskFullError | None:
+def disk_full_error(err: BaseException, workdir: str) -> DiskFullError | None:
   """A `DiskFullError` explaining `err`, or None if it is not one."""
   found = disk_full_errno(err)
   if found is None:
@@ -88,15 +95,19 @@ def disk_full_error(err: BaseException, workdir: str
   code, path = found
   steps = checkpoint_steps(workdir)
   ckpts = os.path.join(workdir, 'checkpoints')
-  kept = (f'the checkpoints written before (steps '
-          f'{", ".join(map(str, steps))} in {ckpts}) are intact'
-          if steps else 'no checkpoint was written yet')
+  kept = (
+      'the checkpoints written before (steps '
+      f'{", ".join(map(str, steps))} in {ckpts}) are intact'
+      if steps
+      else 'no checkpoint was written yet'
+  )
   return DiskFullError(
       f'Writing {path or "in " + workdir} failed: {DISK_FULL[code]}. The run '
       f'in {workdir} stopped; {kept} (an unfinished one is left as '
       '*.orbax-checkpoint-tmp, which the next run removes). Free some space '
       '(or raise the quota or limit) and run the same command to resume from '
-      'the last checkpoint.')
+      'the last checkpoint.'
+  )
 
 
 @contextlib.contextmanager
@@ -174,13 +185,17 @@ class WorkdirLock:
       else:
         self._fd = fd
         os.ftruncate(fd, 0)
-        os.write(fd, f'pid {os.getpid()} on host {socket.gethostname()} '
-                     f'since {time.strftime("%Y-%m-%d %H:%M:%S")}\n'.encode())
+        os.write(
+            fd,
+            f'pid {os.getpid()} on host {socket.gethostname()} '
+            f'since {time.strftime("%Y-%m-%d %H:%M:%S")}\n'.encode(),
+        )
     if not distributed.agree(held is None):
       raise WorkdirError(
           f'{os.path.dirname(self.path)} is in use by another trainer '
           f'({held or "see " + self.path}); wait for it to end or give '
-          'another --workdir.')
+          'another --workdir.'
+      )
     return self
 
   def __exit__(self, *exc):
@@ -207,17 +222,21 @@ def check_previous_run(config, workdir: str) -> None:
       except ValueError:
         saved = {'unreadable config.json': True}
     differing = config_lib.run_defining_diff(saved, config) or (
-        ['config.json (unreadable)'] if 'unreadable config.json' in saved
-        else [])
+        ['config.json (unreadable)']
+        if 'unreadable config.json' in saved
+        else []
+    )
   if not distributed.agree(bool(differing)):
     return
   if not config.overwrite:
     if differing:  # process 0 explains; the others just stop
       raise WorkdirError(
           f'{workdir} holds a run whose config differs in '
-          + ', '.join(differing) + '; resuming it with this config would mix '
+          + ', '.join(differing)
+          + '; resuming it with this config would mix '
           'two runs. Give another --workdir, or --config.overwrite=True to '
-          f'move the old run into {os.path.join(workdir, REPLACED)}/.')
+          f'move the old run into {os.path.join(workdir, REPLACED)}/.'
+      )
     raise WorkdirError(f'{workdir} holds a run with another config.')
   if distributed.is_primary():
     n = 1
@@ -228,6 +247,9 @@ def check_previous_run(config, workdir: str) -> None:
     for name in RUN_OUTPUTS:
       if os.path.lexists(os.path.join(workdir, name)):
         shutil.move(os.path.join(workdir, name), os.path.join(target, name))
-    print(f'The previous run in {workdir} (config differing in '
-          f'{", ".join(differing)}) was moved to {target}.', flush=True)
+    print(
+        f'The previous run in {workdir} (config differing in '
+        f'{", ".join(differing)}) was moved to {target}.',
+        flush=True,
+    )
   distributed.sync('previous run moved aside')

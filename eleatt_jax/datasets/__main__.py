@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> None:
   if not any(a.startswith("--imports") or a == "-i" for a in args):
     args.append("--imports=eleatt_jax.datasets")
   parse = cli_utils.make_flags_parser(
-      build.Args, description="Build eleatt-jax datasets (tfds build).")
+      build.Args, description="Build eleatt-jax datasets (tfds build)."
+  )
 
   def _main(parsed: build.Args) -> None:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     tfds.core.visibility.set_availables([
         tfds.core.visibility.DatasetType.TFDS_PUBLIC,
         tfds.core.visibility.DatasetType.COMMUNITY_PUBLIC,

@@ -64,9 +64,11 @@ class DuplicateKeyError(CorruptFileError):
     self.key = key
     self.first = _describe(first)
     super().__init__(
-        _describe(second), f"example key {key!r}",
+        _describe(second),
+        f"example key {key!r}",
         f"one source per sample, but {self.first} gives the same key: remove"
-        " one of the two")
+        " one of the two",
+    )
 
 
 def _describe(item: Any) -> str:
@@ -105,7 +107,8 @@ def check_manual_dir(
   raise ManualDirError(
       f"{name}: manual_dir {os.fspath(manual_dir)!r} holds no {expected};"
       f" its first entries are {listing}."
-      + (f" Expected layout:\n{instructions}" if instructions else ""))
+      + (f" Expected layout:\n{instructions}" if instructions else "")
+  )
 
 
 class CorruptCounter:
@@ -217,8 +220,9 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder):
       needs = "; ".join(f"{s!r} needs {what[s]}" for s in empty)
       config = self.builder_config.name if self.builder_config else ""
       raise ManualDirError(
-          f"{self.name}/{config}: no source file found in manual_dir {os.fspath(manual_dir)!r} for"
-          f" split(s) {empty}: {needs}.")
+          f"{self.name}/{config}: no source file found in manual_dir"
+          f" {os.fspath(manual_dir)!r} for split(s) {empty}: {needs}."
+      )
 
   def _download_and_prepare(self, dl_manager, download_config):
     """Generates the splits, then reports the files skipped as corrupt."""
@@ -234,9 +238,11 @@ def release_notes(later: dict[str, str]) -> dict[str, str]:
   return {"1.0.0": "Initial release.", **later}
 
 
-def skeleton_features(skeleton_shape: tuple[int | None, ...],
-                      label: tfds.features.ClassLabel,
-                      **ids: Any) -> tfds.features.FeaturesDict:
+def skeleton_features(
+    skeleton_shape: tuple[int | None, ...],
+    label: tfds.features.ClassLabel,
+    **ids: Any,
+) -> tfds.features.FeaturesDict:
   """The features of a skeleton example, in the order every builder writes.
 
   Args:
@@ -257,8 +263,9 @@ def skeleton_features(skeleton_shape: tuple[int | None, ...],
   })
 
 
-def held_out_subjects(subjects: Iterable[int], num: int,
-                      seed: int = 0) -> tuple[int, ...]:
+def held_out_subjects(
+    subjects: Iterable[int], num: int, seed: int = 0
+) -> tuple[int, ...]:
   """`num` of `subjects`, drawn without replacement by a seeded generator.
 
   The builders fix the result in their code (so that a split never depends
@@ -272,8 +279,9 @@ def held_out_subjects(subjects: Iterable[int], num: int,
   return tuple(sorted(int(s) for s in picked))
 
 
-def stratified_holdout(labels: np.ndarray, fraction: float,
-                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_holdout(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Splits indices into (kept, held out), `fraction` of each class held out.
 
   Each class holds out ``round(fraction * n_c)`` of its ``n_c`` examples, and
@@ -321,8 +329,11 @@ def list_files(root: os.PathLike[str] | str, suffix: str) -> list[epath.Path]:
   found = []
   for dirpath, dirnames, filenames in os.walk(os.fspath(root)):
     dirnames.sort()
-    found.extend(os.path.join(dirpath, f) for f in filenames
-                 if f.endswith(suffix) and not f.startswith("."))
+    found.extend(
+        os.path.join(dirpath, f)
+        for f in filenames
+        if f.endswith(suffix) and not f.startswith(".")
+    )
   return [epath.Path(p) for p in sorted(found)]
 
 

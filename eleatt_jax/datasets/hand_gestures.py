@@ -49,9 +49,21 @@ SHREC_VALIDATION_SUBJECTS = (15, 18, 23)
 #: 0-based index of the palm joint, the usual translation centre.
 PALM_JOINT = skeletons.PALM
 GESTURES = (
-    "grab", "tap", "expand", "pinch", "rotation_clockwise",
-    "rotation_counter_clockwise", "swipe_right", "swipe_left", "swipe_up",
-    "swipe_down", "swipe_x", "swipe_plus", "swipe_v", "shake")
+    "grab",
+    "tap",
+    "expand",
+    "pinch",
+    "rotation_clockwise",
+    "rotation_counter_clockwise",
+    "swipe_right",
+    "swipe_left",
+    "swipe_up",
+    "swipe_down",
+    "swipe_x",
+    "swipe_plus",
+    "swipe_v",
+    "shake",
+)
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:
@@ -86,20 +98,24 @@ def read_skeleton_txt(
     lines.pop()
   if not lines:
     raise _common.CorruptFileError(
-        path, "line 1", f"{NUM_JOINTS * 3} numbers a line; the file is empty")
+        path, "line 1", f"{NUM_JOINTS * 3} numbers a line; the file is empty"
+    )
   rows = []
   for i, line in enumerate(lines):
     values = line.split()
     if len(values) != NUM_JOINTS * 3:
       raise _common.CorruptFileError(
-          path, f"line {i + 1}",
+          path,
+          f"line {i + 1}",
           f"{NUM_JOINTS * 3} numbers (22 joints x y z), got {len(values)}"
-          " (truncated?)")
+          " (truncated?)",
+      )
     try:
       rows.append([float(v) for v in values])
     except ValueError:
       raise _common.CorruptFileError(
-          path, f"line {i + 1}", f"{NUM_JOINTS * 3} numbers") from None
+          path, f"line {i + 1}", f"{NUM_JOINTS * 3} numbers"
+      ) from None
   skeleton = np.asarray(rows, np.float32).reshape(-1, NUM_JOINTS, 3)
   if not np.isfinite(skeleton).all():
     t = int(np.flatnonzero(~np.isfinite(skeleton).all(axis=(1, 2)))[0])
@@ -108,9 +124,11 @@ def read_skeleton_txt(
   end = len(skeleton) - 1 if end is None else end
   if not 0 <= start <= end < len(skeleton):
     raise _common.CorruptFileError(
-        path, f"frames {start}..{end}", f"a trimming range inside the"
-        f" {len(skeleton)} frames of the file")
-  return skeleton[start:end + 1]
+        path,
+        f"frames {start}..{end}",
+        f"a trimming range inside the {len(skeleton)} frames of the file",
+    )
+  return skeleton[start : end + 1]
 
 
 def _read_table(path: epath.Path, num_fields: int) -> list[list[int]]:
@@ -126,7 +144,8 @@ def _read_table(path: epath.Path, num_fields: int) -> list[list[int]]:
       row = []
     if len(row) != num_fields:
       raise _common.CorruptFileError(
-          path, f"line {i + 1}", f"{num_fields} integers, got {line[:60]!r}")
+          path, f"line {i + 1}", f"{num_fields} integers, got {line[:60]!r}"
+      )
     rows.append(row)
   return rows
 
@@ -141,14 +160,23 @@ def _features(num_classes: int) -> tfds.features.FeaturesDict:
   return _common.skeleton_features(
       (None, NUM_JOINTS, 3),
       tfds.features.ClassLabel(names=class_names(num_classes)),
-      gesture=np.int32, finger=np.int32, subject=np.int32, essai=np.int32)
+      gesture=np.int32,
+      finger=np.int32,
+      subject=np.int32,
+      essai=np.int32,
+  )
 
 
 def _example(g, f, s, e, label, skeleton):
   name = f"g{g:02d}_f{f}_s{s:02d}_e{e}"
   return name, {
-      "skeleton": skeleton, "length": len(skeleton), "label": label,
-      "gesture": g, "finger": f, "subject": s, "essai": e,
+      "skeleton": skeleton,
+      "length": len(skeleton),
+      "label": label,
+      "gesture": g,
+      "finger": f,
+      "subject": s,
+      "essai": e,
       "sample_name": name,
   }
 
@@ -179,8 +207,10 @@ class Dhg(_common.ManualBuilder):
   name = "dhg"
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = _common.release_notes({
-      "1.1.0": "Every config has train, validation (the subject after the"
-               " test subject) and test.",
+      "1.1.0": (
+          "Every config has train, validation (the subject after the"
+          " test subject) and test."
+      ),
   })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download DHG-14/28 (`DHG2016.zip`, http://www-rech.telecom-lille.fr/DHGdataset/)
@@ -189,42 +219,68 @@ and `gesture_g/finger_f/subject_s/essai_e/skeleton_world.txt` (directly or in
 one sub-folder such as `<manual_dir>/DHG2016/`).
 """
   BUILDER_CONFIGS = [
-      DhgConfig(name=f"{n}_loso_{s:02d}", num_classes=n, test_subject=s,
-                validation_subject=s % NUM_DHG_SUBJECTS + 1,
-                description=f"{n} classes, subject {s} held out for test,"
-                f" subject {s % NUM_DHG_SUBJECTS + 1} for validation.")
-      for n in (14, 28) for s in range(1, NUM_DHG_SUBJECTS + 1)
+      DhgConfig(
+          name=f"{n}_loso_{s:02d}",
+          num_classes=n,
+          test_subject=s,
+          validation_subject=s % NUM_DHG_SUBJECTS + 1,
+          description=(
+              f"{n} classes, subject {s} held out for test,"
+              f" subject {s % NUM_DHG_SUBJECTS + 1} for validation."
+          ),
+      )
+      for n in (14, 28)
+      for s in range(1, NUM_DHG_SUBJECTS + 1)
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__, features=_features(self.builder_config.num_classes),
+        description=__doc__,
+        features=_features(self.builder_config.num_classes),
         supervised_keys=("skeleton", "label"),
-        homepage="http://www-rech.telecom-lille.fr/DHGdataset/")
+        homepage="http://www-rech.telecom-lille.fr/DHGdataset/",
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    table = _find_one(dl_manager.manual_dir,
-                      "informations_troncage_sequences.txt")
+    table = _find_one(
+        dl_manager.manual_dir, "informations_troncage_sequences.txt"
+    )
     _common.check_manual_dir(
-        dl_manager.manual_dir, "informations_troncage_sequences.txt",
-        table is not None, self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        dl_manager.manual_dir,
+        "informations_troncage_sequences.txt",
+        table is not None,
+        self.name,
+        self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
     root = table.parent
     cfg = self.builder_config
     splits = {"train": [], "validation": [], "test": []}
     for row in _read_table(table, 6):
       splits[cfg.split_of(row[2])].append(row)
-    self._require_nonempty(dl_manager.manual_dir, splits, {
-        "train": "sequences of other subjects",
-        "validation": f"sequences of subject {cfg.validation_subject}",
-        "test": f"sequences of subject {cfg.test_subject}"})
+    self._require_nonempty(
+        dl_manager.manual_dir,
+        splits,
+        {
+            "train": "sequences of other subjects",
+            "validation": f"sequences of subject {cfg.validation_subject}",
+            "test": f"sequences of subject {cfg.test_subject}",
+        },
+    )
 
     def read(row):
       g, f, s, e, start, end = row
-      path = (root / f"gesture_{g}" / f"finger_{f}" / f"subject_{s}" /
-              f"essai_{e}" / "skeleton_world.txt")
+      path = (
+          root
+          / f"gesture_{g}"
+          / f"finger_{f}"
+          / f"subject_{s}"
+          / f"essai_{e}"
+          / "skeleton_world.txt"
+      )
       if not path.exists():
         raise _common.CorruptFileError(
-            path, "whole file", f"the sequence listed in {table.name}")
+            path, "whole file", f"the sequence listed in {table.name}"
+        )
       label = g - 1 if cfg.num_classes == 14 else 2 * (g - 1) + (f - 1)
       return _example(g, f, s, e, label, read_skeleton_txt(path, start, end))
 
@@ -247,8 +303,10 @@ class Shrec17(_common.ManualBuilder):
   name = "shrec17"
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = _common.release_notes({
-      "1.1.0": "Every config has train, validation (the training sequences"
-               " of subjects 15, 18 and 23) and test.",
+      "1.1.0": (
+          "Every config has train, validation (the training sequences"
+          " of subjects 15, 18 and 23) and test."
+      ),
   })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download the SHREC'17 Track dataset (`HandGestureDataset_SHREC2017`,
@@ -259,58 +317,88 @@ sub-folder).
 """
   BUILDER_CONFIGS = [
       Shrec17Config(name="14", num_classes=14, description="14 gestures."),
-      Shrec17Config(name="28", num_classes=28,
-                    description="28 = 14 gestures x 2 finger modes."),
+      Shrec17Config(
+          name="28",
+          num_classes=28,
+          description="28 = 14 gestures x 2 finger modes.",
+      ),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__, features=_features(self.builder_config.num_classes),
+        description=__doc__,
+        features=_features(self.builder_config.num_classes),
         supervised_keys=("skeleton", "label"),
-        homepage="http://www-rech.telecom-lille.fr/shrec2017-hand/")
+        homepage="http://www-rech.telecom-lille.fr/shrec2017-hand/",
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     train_table = _find_one(dl_manager.manual_dir, "train_gestures.txt")
     _common.check_manual_dir(
-        dl_manager.manual_dir, "train_gestures.txt and test_gestures.txt",
-        train_table is not None, self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        dl_manager.manual_dir,
+        "train_gestures.txt and test_gestures.txt",
+        train_table is not None,
+        self.name,
+        self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
     root = train_table.parent
     test_table = root / "test_gestures.txt"
     if not test_table.exists():
       raise _common.ManualDirError(
           f"{self.name}: {os.fspath(test_table)} is missing (expected beside"
-          " train_gestures.txt)")
+          " train_gestures.txt)"
+      )
     n = self.builder_config.num_classes
 
     def read(row):
       g, f, s, e, label14, label28, size = row
-      path = (root / f"gesture_{g}" / f"finger_{f}" / f"subject_{s}" /
-              f"essai_{e}" / "skeletons_world.txt")
+      path = (
+          root
+          / f"gesture_{g}"
+          / f"finger_{f}"
+          / f"subject_{s}"
+          / f"essai_{e}"
+          / "skeletons_world.txt"
+      )
       if not path.exists():
         raise _common.CorruptFileError(
-            path, "whole file", "the sequence listed in the gestures table")
+            path, "whole file", "the sequence listed in the gestures table"
+        )
       skeleton = read_skeleton_txt(path)
       if len(skeleton) != size:
         raise _common.CorruptFileError(
-            path, f"line {len(skeleton) + 1}", f"{size} frames as listed in"
-            f" the gestures table, got {len(skeleton)} (truncated?)")
+            path,
+            f"line {len(skeleton) + 1}",
+            f"{size} frames as listed in"
+            f" the gestures table, got {len(skeleton)} (truncated?)",
+        )
       label = label14 if n == 14 else label28
       if not 1 <= label <= n:
         raise _common.CorruptFileError(
-            path, "gestures table", f"a label in 1..{n}, got {label}")
+            path, "gestures table", f"a label in 1..{n}, got {label}"
+        )
       return _example(g, f, s, e, label - 1, skeleton)
 
-    splits = {"train": [], "validation": [],
-              "test": _read_table(test_table, 7)}
+    splits = {"train": [], "validation": [], "test": _read_table(test_table, 7)}
     for row in _read_table(train_table, 7):
-      splits["validation" if row[2] in SHREC_VALIDATION_SUBJECTS
-             else "train"].append(row)
-    self._require_nonempty(dl_manager.manual_dir, splits, {
-        "train": f"rows of {train_table.name} of subjects other than"
-                 f" {list(SHREC_VALIDATION_SUBJECTS)}",
-        "validation": f"rows of {train_table.name} of subject(s)"
-                      f" {list(SHREC_VALIDATION_SUBJECTS)}",
-        "test": f"rows in {test_table.name}"})
+      splits[
+          "validation" if row[2] in SHREC_VALIDATION_SUBJECTS else "train"
+      ].append(row)
+    self._require_nonempty(
+        dl_manager.manual_dir,
+        splits,
+        {
+            "train": (
+                f"rows of {train_table.name} of subjects other than"
+                f" {list(SHREC_VALIDATION_SUBJECTS)}"
+            ),
+            "validation": (
+                f"rows of {train_table.name} of subject(s)"
+                f" {list(SHREC_VALIDATION_SUBJECTS)}"
+            ),
+            "test": f"rows in {test_table.name}",
+        },
+    )
     return {s: self._examples(s, rows, read) for s, rows in splits.items()}
 
   def _generate_examples(self, **kwargs):  # Unused: see _split_generators.

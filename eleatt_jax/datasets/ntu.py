@@ -56,12 +56,64 @@ MAX_BODIES = 2
 SPINE_JOINT = skeletons.SPINE
 
 #: NTU60 cross-subject training performers (also used by NTU120).
-NTU60_XSUB_TRAIN = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28,
-                    31, 34, 35, 38)
+NTU60_XSUB_TRAIN = (
+    1,
+    2,
+    4,
+    5,
+    8,
+    9,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    25,
+    27,
+    28,
+    31,
+    34,
+    35,
+    38,
+)
 #: NTU120 cross-subject training performers.
 NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN + (
-    45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82,
-    83, 84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103)
+    45,
+    46,
+    47,
+    49,
+    50,
+    52,
+    53,
+    54,
+    55,
+    56,
+    57,
+    58,
+    59,
+    70,
+    74,
+    78,
+    80,
+    81,
+    82,
+    83,
+    84,
+    85,
+    86,
+    89,
+    91,
+    92,
+    93,
+    94,
+    95,
+    97,
+    98,
+    100,
+    103,
+)
 #: NTU60 cross-view training cameras.
 NTU60_XVIEW_TRAIN = (2, 3)
 NTU60_NUM_SUBJECTS = 40
@@ -136,7 +188,8 @@ class SampleId:
     m = _NAME_RE.search(os.path.basename(os.fspath(name)))
     if not m:
       raise ValueError(
-          f"{name}: expected an NTU sample name SsssCcccPpppRrrrAaaa")
+          f"{name}: expected an NTU sample name SsssCcccPpppRrrrAaaa"
+      )
     return cls(*(int(g) for g in m.groups()))
 
 
@@ -203,11 +256,16 @@ class _SkeletonLines:
     if self.pos >= len(lines):
       hint = ""
       if self.num_frames > len(lines) - 1:  # A frame takes at least a line.
-        hint = (f"; or is the frame count on line 1 ({self.num_frames})"
-                f" wrong? Only {len(lines) - 1} lines follow it")
+        hint = (
+            f"; or is the frame count on line 1 ({self.num_frames})"
+            f" wrong? Only {len(lines) - 1} lines follow it"
+        )
       raise _common.CorruptFileError(
-          self.path, f"line {self.pos + 1}", f"{expected}, but the file ends"
-          f" after {len(lines)} lines (truncated?{hint})")
+          self.path,
+          f"line {self.pos + 1}",
+          f"{expected}, but the file ends"
+          f" after {len(lines)} lines (truncated?{hint})",
+      )
     self.pos += 1
     return lines[self.pos - 1]
 
@@ -222,7 +280,8 @@ class _SkeletonLines:
       ) from None
     if value < 0:
       raise _common.CorruptFileError(
-          self.path, f"line {self.pos}", f"{expected} (>= 0), got {value}")
+          self.path, f"line {self.pos}", f"{expected} (>= 0), got {value}"
+      )
     return value
 
 
@@ -238,40 +297,52 @@ def _read_body(lines: _SkeletonLines, b: int, t: int) -> tuple[str, np.ndarray]:
     The tracking id and the joints' x y z, <float32>[NUM_JOINTS, 3].
   """
   path = lines.path
-  info = lines.next(f"the info line of body {b + 1} of frame {t + 1}"
-                    " (10 values)").split()
+  info = lines.next(
+      f"the info line of body {b + 1} of frame {t + 1} (10 values)"
+  ).split()
   if len(info) != 10:
     raise _common.CorruptFileError(
-        path, f"line {lines.pos}",
+        path,
+        f"line {lines.pos}",
         f"the info line of body {b + 1} of frame {t + 1}: 10 values"
-        f" (tracking id, clippedEdges, ..., trackingState), got"
-        f" {len(info)}")
+        " (tracking id, clippedEdges, ..., trackingState), got"
+        f" {len(info)}",
+    )
   num_joints = lines.read_int(
-      f"the joint count of body {b + 1} of frame {t + 1}")
+      f"the joint count of body {b + 1} of frame {t + 1}"
+  )
   if num_joints != NUM_JOINTS:
     raise _common.CorruptFileError(
-        path, f"line {lines.pos}",
-        f"joint count {NUM_JOINTS}, got {num_joints}")
+        path, f"line {lines.pos}", f"joint count {NUM_JOINTS}, got {num_joints}"
+    )
   start = lines.pos
-  rows = [lines.next(f"joint {j + 1} of body {b + 1} of frame {t + 1}"
-                     " (12 values)").split() for j in range(NUM_JOINTS)]
+  rows = [
+      lines.next(
+          f"joint {j + 1} of body {b + 1} of frame {t + 1} (12 values)"
+      ).split()
+      for j in range(NUM_JOINTS)
+  ]
   for j, row in enumerate(rows):
     if len(row) != 12:
       raise _common.CorruptFileError(
-          path, f"line {start + j + 1}",
+          path,
+          f"line {start + j + 1}",
           f"joint {j + 1} of body {b + 1} of frame {t + 1}: 12 values"
-          f" (x y z depthX depthY colorX colorY orientationWXYZ"
-          f" trackingState), got {len(row)}")
+          " (x y z depthX depthY colorX colorY orientationWXYZ"
+          f" trackingState), got {len(row)}",
+      )
   try:
     xyz = np.array([row[:3] for row in rows], dtype=np.float32)
   except ValueError:
     raise _common.CorruptFileError(
-        path, f"lines {start + 1}-{lines.pos}",
-        f"numeric x y z for the joints of body {b + 1} of frame {t + 1}"
+        path,
+        f"lines {start + 1}-{lines.pos}",
+        f"numeric x y z for the joints of body {b + 1} of frame {t + 1}",
     ) from None
   if not np.all(np.isfinite(xyz)):
     raise _common.CorruptFileError(
-        path, f"lines {start + 1}-{lines.pos}", "finite joint coordinates")
+        path, f"lines {start + 1}-{lines.pos}", "finite joint coordinates"
+    )
   return info[0], xyz
 
 
@@ -315,17 +386,24 @@ def read_skeleton_file(path: os.PathLike[str] | str) -> SkeletonFile:
       per_body_joints[tracking_id].append(xyz)
   if lines.pos < len(text):
     raise _common.CorruptFileError(
-        path, f"line {lines.pos + 1}", f"the end of the file after the"
+        path,
+        f"line {lines.pos + 1}",
+        "the end of the file after the"
         f" {num_frames} frames that line 1 announces, but"
         f" {len(text) - lines.pos} more lines follow (is the frame count on"
-        " line 1 wrong?)")
+        " line 1 wrong?)",
+    )
   bodies = [
-      Body(tid, np.asarray(per_body_frames[tid], np.int32),
-           np.stack(per_body_joints[tid]))
+      Body(
+          tid,
+          np.asarray(per_body_frames[tid], np.int32),
+          np.stack(per_body_joints[tid]),
+      )
       for tid in per_body_frames
   ]
-  return SkeletonFile(path, num_frames, np.asarray(bodies_per_frame, np.int32),
-                      bodies)
+  return SkeletonFile(
+      path, num_frames, np.asarray(bodies_per_frame, np.int32), bodies
+  )
 
 
 def select_bodies(
@@ -352,11 +430,12 @@ def select_bodies(
   bodies = sorted(bodies, key=lambda b: -b.motion)[:max_bodies]
   if not bodies:
     raise _common.CorruptFileError(
-        skeleton.path, "all frames",
+        skeleton.path,
+        "all frames",
         "at least one frame with a body (the file has none; it should be in"
-        " the missing-skeleton list)")
-  dense = np.zeros((skeleton.num_frames, max_bodies, NUM_JOINTS, 3),
-                   np.float32)
+        " the missing-skeleton list)",
+    )
+  dense = np.zeros((skeleton.num_frames, max_bodies, NUM_JOINTS, 3), np.float32)
   present = np.zeros(skeleton.num_frames, bool)
   for slot, body in enumerate(bodies):
     dense[body.frames, slot] = body.joints
@@ -368,12 +447,16 @@ def missing_samples(num_classes: int) -> frozenset[str]:
   """The authors' list of samples with missing skeletons (60 or 120)."""
   if num_classes not in (60, 120):
     raise ValueError(f"num_classes must be 60 or 120, got {num_classes}")
-  text = (importlib.resources.files("eleatt_jax.datasets")
-          .joinpath(f"ntu{num_classes}_missing_skeletons.txt")
-          .read_text(encoding="ascii"))
+  text = (
+      importlib.resources.files("eleatt_jax.datasets")
+      .joinpath(f"ntu{num_classes}_missing_skeletons.txt")
+      .read_text(encoding="ascii")
+  )
   return frozenset(
-      line.strip() for line in text.splitlines()
-      if line.strip() and not line.startswith("#"))
+      line.strip()
+      for line in text.splitlines()
+      if line.strip() and not line.startswith("#")
+  )
 
 
 @dataclasses.dataclass
@@ -405,16 +488,24 @@ class NtuConfig(tfds.core.BuilderConfig):
     """``"train"``, ``"validation"`` or ``"test"`` for a sample."""
     if not self.is_train(sid):
       return "test"
-    return ("validation" if sid.subject in self.validation_subjects
-            else "train")
+    return "validation" if sid.subject in self.validation_subjects else "train"
 
 
-def _protocol(dataset: str, name: str, description: str, split_by: str,
-              train_ids: tuple[int, ...] = ()) -> NtuConfig:
+def _protocol(
+    dataset: str,
+    name: str,
+    description: str,
+    split_by: str,
+    train_ids: tuple[int, ...] = (),
+) -> NtuConfig:
   """Protocol `name` of `dataset`, validated on its `VALIDATION_SUBJECTS`."""
-  return NtuConfig(name=name, description=description, split_by=split_by,
-                   train_ids=train_ids,
-                   validation_subjects=VALIDATION_SUBJECTS[dataset, name])
+  return NtuConfig(
+      name=name,
+      description=description,
+      split_by=split_by,
+      train_ids=train_ids,
+      validation_subjects=VALIDATION_SUBJECTS[dataset, name],
+  )
 
 
 class _NtuBase(_common.ManualBuilder):
@@ -424,11 +515,13 @@ class _NtuBase(_common.ManualBuilder):
   MAX_SETUP = 17
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = _common.release_notes({
-      "1.1.0": "Every config has train, validation (the training samples of"
-               " fixed, seeded performers, about 10%) and test. A frame count"
-               " that disagrees with the file, or a file name that is not a"
-               " sample name, is a CorruptFileError (skipped with"
-               " skip_corrupt=True).",
+      "1.1.0": (
+          "Every config has train, validation (the training samples of"
+          " fixed, seeded performers, about 10%) and test. A frame count"
+          " that disagrees with the file, or a file name that is not a"
+          " sample name, is a CorruptFileError (skipped with"
+          " skip_corrupt=True)."
+      ),
   })
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -437,8 +530,12 @@ class _NtuBase(_common.ManualBuilder):
         features=_common.skeleton_features(
             (None, MAX_BODIES, NUM_JOINTS, 3),
             tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
-            subject=np.int32, camera=np.int32, setup=np.int32,
-            replication=np.int32, num_bodies=np.int32),
+            subject=np.int32,
+            camera=np.int32,
+            setup=np.int32,
+            replication=np.int32,
+            num_bodies=np.int32,
+        ),
         supervised_keys=("skeleton", "label"),
         homepage="https://rose1.ntu.edu.sg/dataset/actionRecognition/",
         citation=_CITATION,
@@ -447,18 +544,30 @@ class _NtuBase(_common.ManualBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     files = _common.list_files(dl_manager.manual_dir, ".skeleton")
     _common.check_manual_dir(
-        dl_manager.manual_dir, "NTU `.skeleton` files (searched recursively)",
-        bool(files), self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        dl_manager.manual_dir,
+        "NTU `.skeleton` files (searched recursively)",
+        bool(files),
+        self.name,
+        self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
     missing = missing_samples(self.NUM_CLASSES)
     cfg = self.builder_config
     split_files: dict[str, list[epath.Path]] = {
-        "train": [], "validation": [], "test": []}
+        "train": [],
+        "validation": [],
+        "test": [],
+    }
     for path in files:
-      name = path.name[:-len(".skeleton")]
+      name = path.name[: -len(".skeleton")]
       if not _NAME_RE.fullmatch(name):
-        self.reject("unassigned", _common.CorruptFileError(
-            path, "file name",
-            "an NTU sample name SsssCcccPpppRrrrAaaa.skeleton"))
+        self.reject(
+            "unassigned",
+            _common.CorruptFileError(
+                path,
+                "file name",
+                "an NTU sample name SsssCcccPpppRrrrAaaa.skeleton",
+            ),
+        )
         continue
       sid = SampleId.parse(name)
       if sid.setup > self.MAX_SETUP or sid.action > self.NUM_CLASSES:
@@ -467,13 +576,21 @@ class _NtuBase(_common.ManualBuilder):
         continue
       split_files[cfg.split_of(sid)].append(path)
     val = list(cfg.validation_subjects)
-    self._require_nonempty(dl_manager.manual_dir, split_files, {
-        "train": f"training samples of protocol {cfg.name} of performers"
-                 f" other than {val}",
-        "validation": f"training samples of protocol {cfg.name} of"
-                      f" performer(s) {val} (Pppp)",
-        "test": f"test samples of protocol {cfg.name}",
-    })
+    self._require_nonempty(
+        dl_manager.manual_dir,
+        split_files,
+        {
+            "train": (
+                f"training samples of protocol {cfg.name} of performers"
+                f" other than {val}"
+            ),
+            "validation": (
+                f"training samples of protocol {cfg.name} of"
+                f" performer(s) {val} (Pppp)"
+            ),
+            "test": f"test samples of protocol {cfg.name}",
+        },
+    )
     return {
         split: self._examples(split, paths, self._read)
         for split, paths in split_files.items()
@@ -484,7 +601,7 @@ class _NtuBase(_common.ManualBuilder):
 
   @staticmethod
   def _read(path: epath.Path):
-    name = path.name[:-len(".skeleton")]
+    name = path.name[: -len(".skeleton")]
     sid = SampleId.parse(name)
     skeleton, num_bodies = select_bodies(read_skeleton_file(path))
     return name, {
@@ -508,11 +625,21 @@ class NtuRgbd60(_NtuBase):
   MAX_SETUP = 17
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_60
   BUILDER_CONFIGS = [
-      _protocol("ntu_rgbd60", "xsub", "Cross-subject: 20 training performers"
-                " (2 of them validation).", "subject", NTU60_XSUB_TRAIN),
-      _protocol("ntu_rgbd60", "xview", "Cross-view: cameras 2 and 3 train"
-                " (4 performers' samples validation), camera 1 tests.",
-                "camera", NTU60_XVIEW_TRAIN),
+      _protocol(
+          "ntu_rgbd60",
+          "xsub",
+          "Cross-subject: 20 training performers (2 of them validation).",
+          "subject",
+          NTU60_XSUB_TRAIN,
+      ),
+      _protocol(
+          "ntu_rgbd60",
+          "xview",
+          "Cross-view: cameras 2 and 3 train"
+          " (4 performers' samples validation), camera 1 tests.",
+          "camera",
+          NTU60_XVIEW_TRAIN,
+      ),
   ]
 
 
@@ -524,10 +651,18 @@ class NtuRgbd120(_NtuBase):
   MAX_SETUP = 32
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS_120
   BUILDER_CONFIGS = [
-      _protocol("ntu_rgbd120", "xsub", "Cross-subject: 53 training performers"
-                " (5 of them validation).", "subject", NTU120_XSUB_TRAIN),
-      _protocol("ntu_rgbd120", "xset", "Cross-setup: even setups train"
-                " (11 performers' samples validation), odd setups test.",
-                "setup"),
+      _protocol(
+          "ntu_rgbd120",
+          "xsub",
+          "Cross-subject: 53 training performers (5 of them validation).",
+          "subject",
+          NTU120_XSUB_TRAIN,
+      ),
+      _protocol(
+          "ntu_rgbd120",
+          "xset",
+          "Cross-setup: even setups train"
+          " (11 performers' samples validation), odd setups test.",
+          "setup",
+      ),
   ]
-

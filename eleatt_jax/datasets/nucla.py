@@ -46,9 +46,17 @@ SPINE_JOINT = skeletons.SPINE
 #: Action codes (``aXX``) in label order.
 ACTIONS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
 CLASS_NAMES = (
-    "pick_up_with_one_hand", "pick_up_with_two_hands", "drop_trash",
-    "walk_around", "sit_down", "stand_up", "donning", "doffing", "throw",
-    "carry")
+    "pick_up_with_one_hand",
+    "pick_up_with_two_hands",
+    "drop_trash",
+    "walk_around",
+    "sit_down",
+    "stand_up",
+    "donning",
+    "doffing",
+    "throw",
+    "carry",
+)
 
 #: Subjects (``sYY``) of the training views that form ``validation``.
 VALIDATION_SUBJECTS = (9,)
@@ -85,8 +93,7 @@ class NuclaConfig(tfds.core.BuilderConfig):
     if view in self.test_views:
       return "test"
     if view in self.train_views:
-      return ("validation" if subject in self.validation_subjects
-              else "train")
+      return "validation" if subject in self.validation_subjects else "train"
     return None
 
 
@@ -113,8 +120,9 @@ def _too_deep_offset(raw: bytes) -> int:
   error message (-1 when no such offset is found).
   """
   b = np.frombuffer(raw, np.uint8)
-  step = (np.isin(b, (ord("["), ord("{"))).astype(np.int64)
-          - np.isin(b, (ord("]"), ord("}"))))
+  step = np.isin(b, (ord("["), ord("{"))).astype(np.int64) - np.isin(
+      b, (ord("]"), ord("}"))
+  )
   deep = np.flatnonzero(np.cumsum(step) > _MAX_JSON_DEPTH)
   return int(deep[0]) if deep.size else -1
 
@@ -139,16 +147,19 @@ def read_json_sample(path: os.PathLike[str] | str) -> dict:
     action, subject, episode, view = parse_name(stem)
   except ValueError:
     raise _common.CorruptFileError(
-        path, "file name", "a sample name aXX_sYY_eZZ_vVV.json") from None
+        path, "file name", "a sample name aXX_sYY_eZZ_vVV.json"
+    ) from None
   with open(path, "rb") as f:
     raw = f.read()
   try:
     data = json.loads(raw)
   except RecursionError:
     raise _common.CorruptFileError(
-        path, f"byte offset {_too_deep_offset(raw)}",
+        path,
+        f"byte offset {_too_deep_offset(raw)}",
         f"JSON nested at most {_MAX_JSON_DEPTH} levels deep (a sample is an"
-        " object holding [T][20][3]), found deeper nesting") from None
+        " object holding [T][20][3]), found deeper nesting",
+    ) from None
   except (json.JSONDecodeError, UnicodeDecodeError) as err:
     if isinstance(err, json.JSONDecodeError):
       where = f"line {err.lineno} column {err.colno} (byte offset {err.pos})"
@@ -156,38 +167,53 @@ def read_json_sample(path: os.PathLike[str] | str) -> dict:
     else:
       where, what = f"byte offset {err.start}", "UTF-8 text"
     raise _common.CorruptFileError(
-        path, where, f"valid JSON ({what}; truncated file?)") from None
+        path, where, f"valid JSON ({what}; truncated file?)"
+    ) from None
   if not isinstance(data, dict):
     raise _common.CorruptFileError(
-        path, "top level", "a JSON object with keys file_name, skeletons,"
-        " label")
+        path, "top level", "a JSON object with keys file_name, skeletons, label"
+    )
   for key in ("skeletons", "label"):
     if key not in data:
       raise _common.CorruptFileError(
-          path, f"key {key!r}", f"the key {key!r} (found {sorted(data)})")
+          path, f"key {key!r}", f"the key {key!r} (found {sorted(data)})"
+      )
   frames = data["skeletons"]
   if not isinstance(frames, list) or not frames:
     raise _common.CorruptFileError(
-        path, "key 'skeletons'", "a non-empty list of frames [T][20][3]")
+        path, "key 'skeletons'", "a non-empty list of frames [T][20][3]"
+    )
   for t, frame in enumerate(frames):
-    if (not isinstance(frame, list) or len(frame) != NUM_JOINTS or
-        any(not isinstance(j, list) or len(j) != 3 for j in frame)):
+    if (
+        not isinstance(frame, list)
+        or len(frame) != NUM_JOINTS
+        or any(not isinstance(j, list) or len(j) != 3 for j in frame)
+    ):
       raise _common.CorruptFileError(
-          path, f"key 'skeletons', frame {t}",
-          f"{NUM_JOINTS} joints of 3 coordinates")
+          path,
+          f"key 'skeletons', frame {t}",
+          f"{NUM_JOINTS} joints of 3 coordinates",
+      )
   skeleton = _common.float32_array(
-      frames, path, "key 'skeletons'", f"[T][{NUM_JOINTS}][3]")
+      frames, path, "key 'skeletons'", f"[T][{NUM_JOINTS}][3]"
+  )
   label = data["label"]
-  if (not isinstance(label, int) or isinstance(label, bool) or
-      not 1 <= label <= len(ACTIONS)):
+  if (
+      not isinstance(label, int)
+      or isinstance(label, bool)
+      or not 1 <= label <= len(ACTIONS)
+  ):
     raise _common.CorruptFileError(
-        path, "key 'label'", f"an integer in 1..{len(ACTIONS)}, got {label!r}")
+        path, "key 'label'", f"an integer in 1..{len(ACTIONS)}, got {label!r}"
+    )
   if action not in ACTIONS or ACTIONS.index(action) != label - 1:
     raise _common.CorruptFileError(
-        path, "key 'label'",
+        path,
+        "key 'label'",
         f"the label of action a{action:02d} per the file name"
         f" ({ACTIONS.index(action) + 1 if action in ACTIONS else 'none'}),"
-        f" got {label}")
+        f" got {label}",
+    )
   return {
       "skeleton": skeleton,
       "length": len(skeleton),
@@ -205,8 +231,10 @@ class Nucla(_common.ManualBuilder):
   name = "nucla"
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = _common.release_notes({
-      "1.1.0": "Every config has train, validation (subject 9 of the training"
-               " views) and test; dev tests on view 2.",
+      "1.1.0": (
+          "Every config has train, validation (subject 9 of the training"
+          " views) and test; dev tests on view 2."
+      ),
   })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Get the per-sample N-UCLA skeleton JSON files (the `all_sqe` folder widely
@@ -215,50 +243,81 @@ redistributed with skeleton action recognition code, one
 for example `<manual_dir>/all_sqe/a01_s01_e00_v01.json`.
 """
   BUILDER_CONFIGS = [
-      NuclaConfig(name="xview", description="Train on views 1 and 2, test on"
-                  " view 3.", train_views=(1, 2), test_views=(3,)),
-      NuclaConfig(name="dev", description="Train on view 1, test on view 2"
-                  " (development protocol).", train_views=(1,),
-                  test_views=(2,)),
+      NuclaConfig(
+          name="xview",
+          description="Train on views 1 and 2, test on view 3.",
+          train_views=(1, 2),
+          test_views=(3,),
+      ),
+      NuclaConfig(
+          name="dev",
+          description="Train on view 1, test on view 2 (development protocol).",
+          train_views=(1,),
+          test_views=(2,),
+      ),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         description=__doc__,
         features=_common.skeleton_features(
-            (None, NUM_JOINTS, 3), tfds.features.ClassLabel(names=CLASS_NAMES),
-            subject=np.int32, view=np.int32, episode=np.int32),
+            (None, NUM_JOINTS, 3),
+            tfds.features.ClassLabel(names=CLASS_NAMES),
+            subject=np.int32,
+            view=np.int32,
+            episode=np.int32,
+        ),
         supervised_keys=("skeleton", "label"),
         homepage="https://wangjiangb.github.io/my_data.html",
         citation=_CITATION,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    files = [p for p in _common.list_files(dl_manager.manual_dir, ".json")
-             if _NAME_RE.match(p.name[:-len(".json")])]
+    files = [
+        p
+        for p in _common.list_files(dl_manager.manual_dir, ".json")
+        if _NAME_RE.match(p.name[: -len(".json")])
+    ]
     _common.check_manual_dir(
-        dl_manager.manual_dir, "N-UCLA JSON files aXX_sYY_eZZ_vVV.json",
-        bool(files), self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        dl_manager.manual_dir,
+        "N-UCLA JSON files aXX_sYY_eZZ_vVV.json",
+        bool(files),
+        self.name,
+        self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
     cfg = self.builder_config
     split_files: dict[str, list[epath.Path]] = {
-        "train": [], "validation": [], "test": []}
+        "train": [],
+        "validation": [],
+        "test": [],
+    }
     for p in files:
-      _, subject, _, view = parse_name(p.name[:-len(".json")])
+      _, subject, _, view = parse_name(p.name[: -len(".json")])
       split = cfg.split_of(subject, view)
       if split is not None:
         split_files[split].append(p)
     train_views = f"view(s) {list(cfg.train_views)} (*_vVV.json)"
-    self._require_nonempty(dl_manager.manual_dir, split_files, {
-        "train": f"files of {train_views} of subjects other than"
-                 f" {list(cfg.validation_subjects)}",
-        "validation": f"files of {train_views} of subject(s)"
-                      f" {list(cfg.validation_subjects)} (*_sYY_*)",
-        "test": f"files of view(s) {list(cfg.test_views)} (*_vVV.json)",
-    })
+    self._require_nonempty(
+        dl_manager.manual_dir,
+        split_files,
+        {
+            "train": (
+                f"files of {train_views} of subjects other than"
+                f" {list(cfg.validation_subjects)}"
+            ),
+            "validation": (
+                f"files of {train_views} of subject(s)"
+                f" {list(cfg.validation_subjects)} (*_sYY_*)"
+            ),
+            "test": f"files of view(s) {list(cfg.test_views)} (*_vVV.json)",
+        },
+    )
     return {
         split: self._examples(
-            split, paths, lambda p: (p.name[:-len(".json")],
-                                     read_json_sample(p)))
+            split,
+            paths,
+            lambda p: (p.name[: -len(".json")], read_json_sample(p)),
+        )
         for split, paths in split_files.items()
     }
 

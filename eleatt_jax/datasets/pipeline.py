@@ -88,8 +88,9 @@ class SkeletonPreprocess:
 
   def __post_init__(self):
     if self.temporal not in ("sample", "pad"):
-      raise ValueError(f"temporal must be 'sample' or 'pad', got"
-                       f" {self.temporal!r}")
+      raise ValueError(
+          f"temporal must be 'sample' or 'pad', got {self.temporal!r}"
+      )
 
   def __call__(
       self, element: Element, rng: np.random.Generator | None = None
@@ -167,8 +168,13 @@ class _HostRows(grain.MapDataset):
   together) do not depend on the number of shards.
   """
 
-  def __init__(self, parent: grain.MapDataset, local_batch: int,
-               shard_index: int, shard_count: int):
+  def __init__(
+      self,
+      parent: grain.MapDataset,
+      local_batch: int,
+      shard_index: int,
+      shard_count: int,
+  ):
     super().__init__(parent)
     self._local = local_batch
     self._global = local_batch * shard_count
@@ -185,8 +191,10 @@ class _HostRows(grain.MapDataset):
     return self._parent[batch * self._global + self._offset + row]
 
   def __str__(self) -> str:
-    return (f"_HostRows(global_batch={self._global}, local={self._local}, "
-            f"offset={self._offset})")
+    return (
+        f"_HostRows(global_batch={self._global}, local={self._local}, "
+        f"offset={self._offset})"
+    )
 
 
 def _read(source, index_key, index):
@@ -272,6 +280,7 @@ def make_pipeline(
   """
   if shard_index is None or shard_count is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
@@ -281,24 +290,33 @@ def make_pipeline(
   global_batch = batch_size * shard_count
   if train:
     if len(source) < global_batch:
-      raise ValueError(f"training needs at least batch_size * shard_count ="
-                       f" {global_batch} examples, got {len(source)}")
+      raise ValueError(
+          "training needs at least batch_size * shard_count ="
+          f" {global_batch} examples, got {len(source)}"
+      )
     ds = grain.MapDataset.range(len(source)).map(
-        functools.partial(_read, source, index_key))
+        functools.partial(_read, source, index_key)
+    )
     ds = ds.shuffle(seed=seed).repeat(num_epochs)
-    ds = ds.random_map(functools.partial(_row, preprocess, index_key),
-                       seed=seed)
+    ds = ds.random_map(
+        functools.partial(_row, preprocess, index_key), seed=seed
+    )
   else:
     total = -(-len(source) // global_batch) * global_batch
     pad = _padding_row(preprocess, index_key, source)
-    ds = grain.MapDataset.range(total).map(functools.partial(
-        _eval_row, preprocess, index_key, source, pad))
+    ds = grain.MapDataset.range(total).map(
+        functools.partial(_eval_row, preprocess, index_key, source, pad)
+    )
   ds = _HostRows(ds, batch_size, shard_index, shard_count)
   ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_stack)
-  it = ds.to_iter_dataset(grain.ReadOptions(
-      num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
+  it = ds.to_iter_dataset(
+      grain.ReadOptions(
+          num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size
+      )
+  )
   if worker_count:
     from absl import flags  # pylint: disable=g-import-not-at-top
+
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags.
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

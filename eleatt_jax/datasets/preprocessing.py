@@ -46,8 +46,9 @@ def as_bodies(x: np.ndarray) -> np.ndarray:
     return x[:, None]
   if x.ndim == 4:
     return x
-  raise ValueError(f"expected a skeleton [T, J, 3] or [T, M, J, 3], got"
-                   f" shape {x.shape}")
+  raise ValueError(
+      f"expected a skeleton [T, J, 3] or [T, M, J, 3], got shape {x.shape}"
+  )
 
 
 def _present(x: np.ndarray) -> np.ndarray:
@@ -78,8 +79,14 @@ def translate(x: np.ndarray, center_joint: int = SPINE) -> np.ndarray:
 
 def rotation_matrix(ax: float, ay: float, az: float) -> np.ndarray:
   """<float32>[3, 3] rotation R = Rz(az) @ Ry(ay) @ Rx(ax), angles in rad."""
-  cx, sx, cy, sy, cz, sz = (np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay),
-                            np.cos(az), np.sin(az))
+  cx, sx, cy, sy, cz, sz = (
+      np.cos(ax),
+      np.sin(ax),
+      np.cos(ay),
+      np.sin(ay),
+      np.cos(az),
+      np.sin(az),
+  )
   rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
   ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
   rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
@@ -154,9 +161,11 @@ def body_frame(
   return rotate(x, rot.astype(np.float32))
 
 
-def body_size(x: np.ndarray, top: tuple[int, int] = (LEFT_SHOULDER,
-                                                     RIGHT_SHOULDER),
-              bottom: tuple[int, int] = (LEFT_HIP, RIGHT_HIP)) -> float:
+def body_size(
+    x: np.ndarray,
+    top: tuple[int, int] = (LEFT_SHOULDER, RIGHT_SHOULDER),
+    bottom: tuple[int, int] = (LEFT_HIP, RIGHT_HIP),
+) -> float:
   """Median torso length of body 0: shoulders' to hips' midpoint (metres).
 
   Frames where body 0 is missing do not count; 0 when it is never present.
@@ -167,7 +176,8 @@ def body_size(x: np.ndarray, top: tuple[int, int] = (LEFT_SHOULDER,
     return 0.0
   body = body[present]
   torso = 0.5 * (body[:, top[0]] + body[:, top[1]]) - 0.5 * (
-      body[:, bottom[0]] + body[:, bottom[1]])
+      body[:, bottom[0]] + body[:, bottom[1]]
+  )
   return float(np.median(np.linalg.norm(torso, axis=-1)))
 
 
@@ -256,7 +266,9 @@ def flatten(x: np.ndarray) -> np.ndarray:
 
 
 def random_rotate(
-    x: np.ndarray, rng: np.random.Generator, max_angle: float = 0.3,
+    x: np.ndarray,
+    rng: np.random.Generator,
+    max_angle: float = 0.3,
     max_yaw: float | None = None,
 ) -> np.ndarray:
   """Rotates about x, y and z by angles drawn uniformly in +-max_angle rad.
@@ -275,7 +287,8 @@ def random_scale(
 ) -> np.ndarray:
   """Scales all coordinates by a factor drawn uniformly in 1 +- max_scale."""
   return (x * rng.uniform(1.0 - max_scale, 1.0 + max_scale)).astype(
-      x.dtype, copy=False)
+      x.dtype, copy=False
+  )
 
 
 def jitter(
@@ -283,7 +296,8 @@ def jitter(
 ) -> np.ndarray:
   """Adds N(0, sigma^2) noise to the joints of present bodies only."""
   noise = rng.standard_normal(size=x.shape, dtype=np.float32) * np.float32(
-      sigma)
+      sigma
+  )
   return np.where(_present(x), x + noise, 0).astype(x.dtype, copy=False)
 
 

@@ -32,23 +32,62 @@ from __future__ import annotations
 # (github.com/yysijie/st-gcn, net/utils/graph.py) uses the same 24 edges except
 # that it hangs the thumb on the hand tip instead of the hand.
 NTU_JOINT_NAMES = (
-    'spine_base', 'spine_mid', 'neck', 'head',                       # 1-4
-    'shoulder_left', 'elbow_left', 'wrist_left', 'hand_left',        # 5-8
-    'shoulder_right', 'elbow_right', 'wrist_right', 'hand_right',    # 9-12
-    'hip_left', 'knee_left', 'ankle_left', 'foot_left',              # 13-16
-    'hip_right', 'knee_right', 'ankle_right', 'foot_right',          # 17-20
-    'spine_shoulder', 'hand_tip_left', 'thumb_left',                 # 21-23
-    'hand_tip_right', 'thumb_right')                                 # 24-25
+    'spine_base',
+    'spine_mid',
+    'neck',
+    'head',  # 1-4
+    'shoulder_left',
+    'elbow_left',
+    'wrist_left',
+    'hand_left',  # 5-8
+    'shoulder_right',
+    'elbow_right',
+    'wrist_right',
+    'hand_right',  # 9-12
+    'hip_left',
+    'knee_left',
+    'ankle_left',
+    'foot_left',  # 13-16
+    'hip_right',
+    'knee_right',
+    'ankle_right',
+    'foot_right',  # 17-20
+    'spine_shoulder',
+    'hand_tip_left',
+    'thumb_left',  # 21-23
+    'hand_tip_right',
+    'thumb_right',
+)  # 24-25
 NTU_BONES = (
     # Torso: spine_base-spine_mid-spine_shoulder-neck-head.
-    (0, 1), (1, 20), (20, 2), (2, 3),
+    (0, 1),
+    (1, 20),
+    (20, 2),
+    (2, 3),
     # Left arm: spine_shoulder-shoulder-elbow-wrist-hand-hand_tip; wrist-thumb.
-    (20, 4), (4, 5), (5, 6), (6, 7), (7, 21), (6, 22),
+    (20, 4),
+    (4, 5),
+    (5, 6),
+    (6, 7),
+    (7, 21),
+    (6, 22),
     # Right arm.
-    (20, 8), (8, 9), (9, 10), (10, 11), (11, 23), (10, 24),
+    (20, 8),
+    (8, 9),
+    (9, 10),
+    (10, 11),
+    (11, 23),
+    (10, 24),
     # Legs: spine_base-hip-knee-ankle-foot.
-    (0, 12), (12, 13), (13, 14), (14, 15),
-    (0, 16), (16, 17), (17, 18), (18, 19))
+    (0, 12),
+    (12, 13),
+    (13, 14),
+    (14, 15),
+    (0, 16),
+    (16, 17),
+    (17, 18),
+    (18, 19),
+)
 
 # Kinect v1, 20 joints: Northwestern-UCLA Multiview Action3D and SYSU-3D. Joint
 # order is the Kinect for Windows SDK 1.x `NUI_SKELETON_POSITION_INDEX`
@@ -58,35 +97,73 @@ NTU_BONES = (
 # the first 20 Kinect v2 joints use the same positions. Bones are those the SDK
 # 1.x SkeletonBasics sample draws (19 edges).
 KINECT_V1_JOINT_NAMES = (
-    'hip_center', 'spine', 'shoulder_center', 'head',                # 1-4
-    'shoulder_left', 'elbow_left', 'wrist_left', 'hand_left',        # 5-8
-    'shoulder_right', 'elbow_right', 'wrist_right', 'hand_right',    # 9-12
-    'hip_left', 'knee_left', 'ankle_left', 'foot_left',              # 13-16
-    'hip_right', 'knee_right', 'ankle_right', 'foot_right')          # 17-20
+    'hip_center',
+    'spine',
+    'shoulder_center',
+    'head',  # 1-4
+    'shoulder_left',
+    'elbow_left',
+    'wrist_left',
+    'hand_left',  # 5-8
+    'shoulder_right',
+    'elbow_right',
+    'wrist_right',
+    'hand_right',  # 9-12
+    'hip_left',
+    'knee_left',
+    'ankle_left',
+    'foot_left',  # 13-16
+    'hip_right',
+    'knee_right',
+    'ankle_right',
+    'foot_right',
+)  # 17-20
 KINECT_V1_BONES = (
-    (0, 1), (1, 2), (2, 3),                                  # torso, head
-    (2, 4), (4, 5), (5, 6), (6, 7),                          # left arm
-    (2, 8), (8, 9), (9, 10), (10, 11),                       # right arm
-    (0, 12), (12, 13), (13, 14), (14, 15),                   # left leg
-    (0, 16), (16, 17), (17, 18), (18, 19))                   # right leg
+    (0, 1),
+    (1, 2),
+    (2, 3),  # torso, head
+    (2, 4),
+    (4, 5),
+    (5, 6),
+    (6, 7),  # left arm
+    (2, 8),
+    (8, 9),
+    (9, 10),
+    (10, 11),  # right arm
+    (0, 12),
+    (12, 13),
+    (13, 14),
+    (14, 15),  # left leg
+    (0, 16),
+    (16, 17),
+    (17, 18),
+    (18, 19),
+)  # right leg
 
 # 22-joint hand of DHG-14/28 and SHREC'17 (De Smedt et al., "SHREC'17 Track:
 # 3D Hand Gesture Recognition Using a Depth and Skeletal Dataset", 2017):
 # wrist, palm, then thumb, index, middle, ring, pinky from base to tip. The
 # thumb hangs on the wrist, the fingers on the palm.
 HAND_JOINT_NAMES = ('wrist', 'palm') + tuple(
-    f'{finger}_{part}' for finger in ('thumb', 'index', 'middle', 'ring',
-                                      'pinky')
-    for part in ('base', 'joint1', 'joint2', 'tip'))
+    f'{finger}_{part}'
+    for finger in ('thumb', 'index', 'middle', 'ring', 'pinky')
+    for part in ('base', 'joint1', 'joint2', 'tip')
+)
 HAND_BONES = ((0, 1), (0, 2), (2, 3), (3, 4), (4, 5)) + tuple(
-    bone for first in (6, 10, 14, 18)
-    for bone in ((1, first), (first, first + 1), (first + 1, first + 2),
-                 (first + 2, first + 3)))
+    bone
+    for first in (6, 10, 14, 18)
+    for bone in (
+        (1, first),
+        (first, first + 1),
+        (first + 1, first + 2),
+        (first + 2, first + 3),
+    )
+)
 
 #: Joints per layout.
-NTU_NUM_JOINTS = len(NTU_JOINT_NAMES)              # 25
+NTU_NUM_JOINTS = len(NTU_JOINT_NAMES)  # 25
 KINECT_V1_NUM_JOINTS = len(KINECT_V1_JOINT_NAMES)  # 20
-HAND_NUM_JOINTS = len(HAND_JOINT_NAMES)            # 22
+HAND_NUM_JOINTS = len(HAND_JOINT_NAMES)  # 22
 
 # Named joints, 0-based, the same in Kinect v2 (NTU) and Kinect v1 (N-UCLA,
 # SYSU-3D): 2 spine (middle), 5/9 left/right shoulder, 13/17 left/right hip
@@ -106,7 +183,8 @@ _TOPOLOGIES = {
 
 
 def skeleton_topology(
-    num_joints: int) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+    num_joints: int,
+) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
   """(joint names, bones) for 25 (NTU, Kinect v2), 20 (Kinect v1) or 22 joints.
 
   Raises:
@@ -116,5 +194,6 @@ def skeleton_topology(
     raise ValueError(
         f'no built-in skeleton topology for {num_joints} joints (known: 25 '
         'Kinect v2 / NTU, 20 Kinect v1 / N-UCLA / SYSU-3D, 22 hand / DHG / '
-        "SHREC'17); pass bones=[(i, j), ...] and joint_names=...")
+        "SHREC'17); pass bones=[(i, j), ...] and joint_names=..."
+    )
   return _TOPOLOGIES[num_joints]

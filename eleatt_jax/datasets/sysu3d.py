@@ -40,9 +40,19 @@ NUM_SPLITS = 30
 #: Training subjects of each split that form ``validation``.
 NUM_VALIDATION = 2
 CLASS_NAMES = (
-    "drinking", "pouring", "calling_phone", "playing_phone",
-    "wearing_backpack", "packing_backpack", "sitting_chair", "moving_chair",
-    "taking_out_wallet", "taking_from_wallet", "mopping", "sweeping")
+    "drinking",
+    "pouring",
+    "calling_phone",
+    "playing_phone",
+    "wearing_backpack",
+    "packing_backpack",
+    "sitting_chair",
+    "moving_chair",
+    "taking_out_wallet",
+    "taking_from_wallet",
+    "mopping",
+    "sweeping",
+)
 
 _VIDEO_RE = re.compile(r"^video(\d+)$")
 
@@ -69,27 +79,40 @@ def read_mat_sample(path: os.PathLike[str] | str) -> np.ndarray:
     CorruptFileError: naming the file and the variable or what failed.
   """
   import scipy.io  # pylint: disable=g-import-not-at-top
+
   path = os.fspath(path)
   try:
     mat = scipy.io.loadmat(path, variable_names=["SW"])
   except Exception as err:  # scipy raises many types for a bad file.
     raise _common.CorruptFileError(
-        path, "whole file", f"a MATLAB .mat file with variable SW"
-        f" ({type(err).__name__}: {err}; truncated?)") from None
+        path,
+        "whole file",
+        "a MATLAB .mat file with variable SW"
+        f" ({type(err).__name__}: {err}; truncated?)",
+    ) from None
   if "SW" not in mat:
     raise _common.CorruptFileError(
-        path, "variable 'SW'", "a variable SW of shape (20, 3, T)")
+        path, "variable 'SW'", "a variable SW of shape (20, 3, T)"
+    )
   sw = mat["SW"]
-  if (sw.ndim != 3 or sw.shape[:2] != (NUM_JOINTS, 3) or sw.shape[2] < 1 or
-      not np.issubdtype(sw.dtype, np.number)):
+  if (
+      sw.ndim != 3
+      or sw.shape[:2] != (NUM_JOINTS, 3)
+      or sw.shape[2] < 1
+      or not np.issubdtype(sw.dtype, np.number)
+  ):
     raise _common.CorruptFileError(
-        path, "variable 'SW'", f"numbers of shape ({NUM_JOINTS}, 3, T), got"
-        f" {sw.dtype}{list(sw.shape)}")
+        path,
+        "variable 'SW'",
+        f"numbers of shape ({NUM_JOINTS}, 3, T), got"
+        f" {sw.dtype}{list(sw.shape)}",
+    )
   skeleton = np.ascontiguousarray(np.transpose(sw, (2, 0, 1)), np.float32)
   if not np.isfinite(skeleton).all():
     t = int(np.flatnonzero(~np.isfinite(skeleton).all(axis=(1, 2)))[0])
     raise _common.CorruptFileError(
-        path, f"variable 'SW', frame {t}", "finite coordinates")
+        path, f"variable 'SW', frame {t}", "finite coordinates"
+    )
   return skeleton
 
 
@@ -102,7 +125,7 @@ def train_subjects(subjects: list[str], split: int) -> frozenset[str]:
   """
   ordered = sorted(subjects)
   perm = np.random.default_rng(split).permutation(len(ordered))
-  return frozenset(ordered[i] for i in perm[:len(ordered) // 2])
+  return frozenset(ordered[i] for i in perm[: len(ordered) // 2])
 
 
 def validation_subjects(subjects: list[str], split: int) -> frozenset[str]:
@@ -120,7 +143,8 @@ def validation_subjects(subjects: list[str], split: int) -> frozenset[str]:
   rank = {s: i + 1 for i, s in enumerate(ordered)}
   train = sorted(rank[s] for s in train_subjects(ordered, split))
   picked = _common.held_out_subjects(
-      train, min(NUM_VALIDATION, len(train) - 1), seed=split)
+      train, min(NUM_VALIDATION, len(train) - 1), seed=split
+  )
   return frozenset(ordered[r - 1] for r in picked)
 
 
@@ -137,8 +161,10 @@ class Sysu3d(_common.ManualBuilder):
   name = "sysu3d"
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = _common.release_notes({
-      "1.1.0": "Every config has train, validation (2 of the split's training"
-               " subjects, seeded per split) and test.",
+      "1.1.0": (
+          "Every config has train, validation (2 of the split's training"
+          " subjects, seeded per split) and test."
+      ),
   })
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Request the SYSU 3D Human-Object Interaction dataset from its authors
@@ -148,8 +174,11 @@ folder (`3DvideoNorm`) so that `manual_dir` holds
 directly or in one sub-folder such as `<manual_dir>/3DvideoNorm/`.
 """
   BUILDER_CONFIGS = [
-      SysuConfig(name=f"xsub_{i:02d}", split=i,
-                 description=f"Cross-subject, random half/half split {i}.")
+      SysuConfig(
+          name=f"xsub_{i:02d}",
+          split=i,
+          description=f"Cross-subject, random half/half split {i}.",
+      )
       for i in range(NUM_SPLITS)
   ]
 
@@ -157,20 +186,29 @@ directly or in one sub-folder such as `<manual_dir>/3DvideoNorm/`.
     return self.dataset_info_from_configs(
         description=__doc__,
         features=_common.skeleton_features(
-            (None, NUM_JOINTS, 3), tfds.features.ClassLabel(names=CLASS_NAMES),
-            subject=np.int32, subject_name=tfds.features.Text()),
+            (None, NUM_JOINTS, 3),
+            tfds.features.ClassLabel(names=CLASS_NAMES),
+            subject=np.int32,
+            subject_name=tfds.features.Text(),
+        ),
         supervised_keys=("skeleton", "label"),
         homepage="https://www.isee-ai.cn/~hujianfang/ProjectJOULE.html",
         citation=_CITATION,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    files = [p for p in _common.list_files(dl_manager.manual_dir,
-                                           "sklWorld.mat")
-             if _VIDEO_RE.match(p.parent.name)]
+    files = [
+        p
+        for p in _common.list_files(dl_manager.manual_dir, "sklWorld.mat")
+        if _VIDEO_RE.match(p.parent.name)
+    ]
     _common.check_manual_dir(
-        dl_manager.manual_dir, "<subject>/video<k>/sklWorld.mat files",
-        bool(files), self.name, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        dl_manager.manual_dir,
+        "<subject>/video<k>/sklWorld.mat files",
+        bool(files),
+        self.name,
+        self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
     subjects = sorted({p.parent.parent.name for p in files})
     subject_id = {s: i + 1 for i, s in enumerate(subjects)}
     split = self.builder_config.split
@@ -179,20 +217,32 @@ directly or in one sub-folder such as `<manual_dir>/3DvideoNorm/`.
     split_files = {"train": [], "validation": [], "test": []}
     for p in files:
       subject = p.parent.parent.name
-      split_files["validation" if subject in val else
-                  "train" if subject in train else "test"].append(p)
-    self._require_nonempty(dl_manager.manual_dir, split_files, {
-        "train": "at least 6 subject folders (half train, 2 of those"
-                 " validation)",
-        "validation": "at least 4 subject folders", "test": "at least 2"
-        " subject folders"})
+      split_files[
+          "validation"
+          if subject in val
+          else "train"
+          if subject in train
+          else "test"
+      ].append(p)
+    self._require_nonempty(
+        dl_manager.manual_dir,
+        split_files,
+        {
+            "train": (
+                "at least 6 subject folders (half train, 2 of those validation)"
+            ),
+            "validation": "at least 4 subject folders",
+            "test": "at least 2 subject folders",
+        },
+    )
 
     def read(p):
       subject, video = p.parent.parent.name, p.parent.name
       action = int(_VIDEO_RE.match(video).group(1))
       if not 1 <= action <= len(CLASS_NAMES):
         raise _common.CorruptFileError(
-            p, "folder name", f"video<k> with k in 1..{len(CLASS_NAMES)}")
+            p, "folder name", f"video<k> with k in 1..{len(CLASS_NAMES)}"
+        )
       skeleton = read_mat_sample(p)
       return f"{subject}/{video}", {
           "skeleton": skeleton,
@@ -203,8 +253,9 @@ directly or in one sub-folder such as `<manual_dir>/3DvideoNorm/`.
           "sample_name": f"{subject}/{video}",
       }
 
-    return {s: self._examples(s, paths, read)
-            for s, paths in split_files.items()}
+    return {
+        s: self._examples(s, paths, read) for s, paths in split_files.items()
+    }
 
   def _generate_examples(self, **kwargs):  # Unused: see _split_generators.
     raise NotImplementedError

@@ -27,8 +27,12 @@ from flax.nnx.nn import initializers
 from flax.typing import Array, Dtype, Initializer
 
 from eleatt_jax import equations as eqs
-from eleatt_jax.cells import (check_float_inputs, default_hidden, fused_step,
-                              stacked_init)
+from eleatt_jax.cells import (
+    check_float_inputs,
+    default_hidden,
+    fused_step,
+    stacked_init,
+)
 from eleatt_jax.equations import Carry, CellEquations
 from eleatt_jax.gate import attend, default_kernel_init, dense
 
@@ -47,12 +51,14 @@ def set_value(variable: nnx.Variable, value: Any) -> None:
     variable.value = value
 
 
-def _check_features(module, what: str, expected: int, got: int,
-                    shape: tuple[int, ...]) -> None:
+def _check_features(
+    module, what: str, expected: int, got: int, shape: tuple[int, ...]
+) -> None:
   if got != expected:
     raise ValueError(
         f'{type(module).__name__}: {what} has {got} features (shape {shape}), '
-        f'but the module was made with {expected}.')
+        f'but the module was made with {expected}.'
+    )
 
 
 class EleAttG(nnx.Module):
@@ -84,39 +90,57 @@ class EleAttG(nnx.Module):
     rngs: ``nnx.Rngs`` with a ``params`` stream.
   """
 
-  def __init__(self, in_features: int, hidden_features: int, *,
-               gate_fn: Callable[..., Any] = jax.nn.sigmoid,
-               kernel_init: Initializer = default_kernel_init,
-               recurrent_kernel_init: Initializer = initializers.orthogonal(),
-               bias_init: Initializer = initializers.zeros_init(),
-               dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      hidden_features: int,
+      *,
+      gate_fn: Callable[..., Any] = jax.nn.sigmoid,
+      kernel_init: Initializer = default_kernel_init,
+      recurrent_kernel_init: Initializer = initializers.orthogonal(),
+      bias_init: Initializer = initializers.zeros_init(),
+      dtype: Dtype | None = None,
+      param_dtype: Dtype = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
     d, h = in_features, hidden_features
     self.in_features, self.hidden_features = d, h
     self.gate_fn, self.dtype, self.param_dtype = gate_fn, dtype, param_dtype
-    self.input_kernel = nnx.Param(kernel_init(rngs.params(), (d, d),
-                                              param_dtype))
-    self.recurrent_kernel = nnx.Param(recurrent_kernel_init(
-        rngs.params(), (h, d), param_dtype))
+    self.input_kernel = nnx.Param(
+        kernel_init(rngs.params(), (d, d), param_dtype)
+    )
+    self.recurrent_kernel = nnx.Param(
+        recurrent_kernel_init(rngs.params(), (h, d), param_dtype)
+    )
     self.bias = nnx.Param(bias_init(rngs.params(), (d,), param_dtype))
 
   def kernels(self) -> dict[str, Array]:
     """``{'input_kernel', 'recurrent_kernel', 'bias'}``, the values."""
-    return {'input_kernel': value_of(self.input_kernel),
-            'recurrent_kernel': value_of(self.recurrent_kernel),
-            'bias': value_of(self.bias)}
+    return {
+        'input_kernel': value_of(self.input_kernel),
+        'recurrent_kernel': value_of(self.recurrent_kernel),
+        'bias': value_of(self.bias),
+    }
 
-  def attend(self, inputs: Array, hidden: Array,
-             input_projection: Array | None = None) -> tuple[Array, Array]:
+  def attend(
+      self, inputs: Array, hidden: Array, input_projection: Array | None = None
+  ) -> tuple[Array, Array]:
     """``(a * inputs, a)`` for ``inputs [..., D]``, ``hidden [..., H]``."""
-    _check_features(self, 'inputs', self.in_features, inputs.shape[-1],
-                    inputs.shape)
-    _check_features(self, 'hidden', self.hidden_features, hidden.shape[-1],
-                    hidden.shape)
+    _check_features(
+        self, 'inputs', self.in_features, inputs.shape[-1], inputs.shape
+    )
+    _check_features(
+        self, 'hidden', self.hidden_features, hidden.shape[-1], hidden.shape
+    )
     k = self.kernels()
-    x, h, w_x, w_h, b = promote_dtype(inputs, hidden, k['input_kernel'],
-                                      k['recurrent_kernel'], k['bias'],
-                                      dtype=self.dtype)
+    x, h, w_x, w_h, b = promote_dtype(
+        inputs,
+        hidden,
+        k['input_kernel'],
+        k['recurrent_kernel'],
+        k['bias'],
+        dtype=self.dtype,
+    )
     if input_projection is None:
       input_projection = dense(x, w_x, b)
     return attend(inputs, input_projection, h @ w_h, self.gate_fn)
@@ -129,8 +153,9 @@ class EleAttG(nnx.Module):
 class _SteppedCell(nnx.RNNCellBase):
   """A cell whose ``__call__`` is its ``step`` less the attention."""
 
-  def step(self, carry: Carry,
-           inputs: Array) -> tuple[Carry, Array, Array | None]:
+  def step(
+      self, carry: Carry, inputs: Array
+  ) -> tuple[Carry, Array, Array | None]:
     """``(new_carry, y [..., H], attention [..., D] or None)``."""
     raise NotImplementedError
 
@@ -161,43 +186,76 @@ class FusedCellBase(_SteppedCell):
   has_recurrent_bias: ClassVar[bool] = False
   update_fn: ClassVar[Callable[..., tuple[Carry, Array]]]
   hidden_fn: ClassVar[Callable[[Carry], Array]] = staticmethod(
-      eqs.hidden_is_carry)
+      eqs.hidden_is_carry
+  )
 
-  def __init__(self, in_features: int, hidden_features: int, *,
-               use_gate: bool = True,
-               gate_fn: Callable[..., Any] = jax.nn.sigmoid,
-               activation_fn: Callable[..., Any] = jnp.tanh,
-               kernel_init: Initializer = default_kernel_init,
-               recurrent_kernel_init: Initializer = initializers.orthogonal(),
-               bias_init: Initializer = initializers.zeros_init(),
-               dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
-               carry_init: Initializer = initializers.zeros_init(),
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      hidden_features: int,
+      *,
+      use_gate: bool = True,
+      gate_fn: Callable[..., Any] = jax.nn.sigmoid,
+      activation_fn: Callable[..., Any] = jnp.tanh,
+      kernel_init: Initializer = default_kernel_init,
+      recurrent_kernel_init: Initializer = initializers.orthogonal(),
+      bias_init: Initializer = initializers.zeros_init(),
+      dtype: Dtype | None = None,
+      param_dtype: Dtype = jnp.float32,
+      carry_init: Initializer = initializers.zeros_init(),
+      rngs: nnx.Rngs,
+  ):
     d, h, g = in_features, hidden_features, self.num_blocks
     self.in_features, self.hidden_features = d, h
-    self.use_gate, self.gate_fn, self.activation_fn = use_gate, gate_fn, activation_fn
-    self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
-    self.gate = (EleAttG(d, h, gate_fn=gate_fn, kernel_init=kernel_init,
-                         recurrent_kernel_init=recurrent_kernel_init,
-                         bias_init=bias_init, dtype=dtype,
-                         param_dtype=param_dtype, rngs=rngs)
-                 if use_gate else None)
-    self.input_kernel = nnx.Param(stacked_init(kernel_init, g)(
-        rngs.params(), (d, g * h), param_dtype))
-    self.recurrent_kernel = nnx.Param(stacked_init(recurrent_kernel_init, g)(
-        rngs.params(), (h, g * h), param_dtype))
+    self.use_gate, self.gate_fn, self.activation_fn = (
+        use_gate,
+        gate_fn,
+        activation_fn,
+    )
+    self.dtype, self.param_dtype, self.carry_init = (
+        dtype,
+        param_dtype,
+        carry_init,
+    )
+    self.gate = (
+        EleAttG(
+            d,
+            h,
+            gate_fn=gate_fn,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=bias_init,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        if use_gate
+        else None
+    )
+    self.input_kernel = nnx.Param(
+        stacked_init(kernel_init, g)(rngs.params(), (d, g * h), param_dtype)
+    )
+    self.recurrent_kernel = nnx.Param(
+        stacked_init(recurrent_kernel_init, g)(
+            rngs.params(), (h, g * h), param_dtype
+        )
+    )
     self.bias = nnx.Param(bias_init(rngs.params(), (g * h,), param_dtype))
     if self.has_recurrent_bias:
-      self.recurrent_bias = nnx.Param(bias_init(rngs.params(), (h,),
-                                                param_dtype))
+      self.recurrent_bias = nnx.Param(
+          bias_init(rngs.params(), (h,), param_dtype)
+      )
 
   def kernels(self, input_features: int) -> dict[str, Any]:
     """The parameters' values, as the linen cells' ``kernels`` returns them."""
-    _check_features(self, 'inputs', self.in_features, input_features,
-                    (..., input_features))
-    params = {'input_kernel': value_of(self.input_kernel),
-              'recurrent_kernel': value_of(self.recurrent_kernel),
-              'bias': value_of(self.bias)}
+    _check_features(
+        self, 'inputs', self.in_features, input_features, (..., input_features)
+    )
+    params = {
+        'input_kernel': value_of(self.input_kernel),
+        'recurrent_kernel': value_of(self.recurrent_kernel),
+        'bias': value_of(self.bias),
+    }
     if self.use_gate:
       params['gate'] = self.gate.kernels()
     if self.has_recurrent_bias:
@@ -207,21 +265,31 @@ class FusedCellBase(_SteppedCell):
   def equations(self) -> CellEquations:
     """The cell's step as plain values, for :mod:`eleatt_jax.fused_scan`."""
     return CellEquations(
-        update=functools.partial(type(self).update_fn, gate_fn=self.gate_fn,
-                                 activation_fn=self.activation_fn),
-        hidden=type(self).hidden_fn, num_blocks=self.num_blocks,
-        gate_fn=self.gate_fn if self.use_gate else None, dtype=self.dtype)
+        update=functools.partial(
+            type(self).update_fn,
+            gate_fn=self.gate_fn,
+            activation_fn=self.activation_fn,
+        ),
+        hidden=type(self).hidden_fn,
+        num_blocks=self.num_blocks,
+        gate_fn=self.gate_fn if self.use_gate else None,
+        dtype=self.dtype,
+    )
 
-  def step(self, carry: Carry, inputs: Array) -> tuple[Carry, Array, Array | None]:
+  def step(
+      self, carry: Carry, inputs: Array
+  ) -> tuple[Carry, Array, Array | None]:
     """``(new_carry, y [..., H], attention [..., D] or None)``."""
     return fused_step(self, carry, inputs)
 
-  def initialize_carry(self, input_shape: tuple[int, ...],
-                       rngs: nnx.Rngs | None = None) -> Carry:
+  def initialize_carry(
+      self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None
+  ) -> Carry:
     """``carry_init`` of shape ``input_shape[:-1] + (hidden_features,)``."""
     key = jax.random.key(0) if rngs is None else _carry_key(rngs)
-    return self.carry_init(key, _carry_shape(self, input_shape),
-                           self.param_dtype)
+    return self.carry_init(
+        key, _carry_shape(self, input_shape), self.param_dtype
+    )
 
   @property
   def num_feature_axes(self) -> int:
@@ -259,7 +327,8 @@ class EleAttGRUCell(FusedCellBase):
   num_blocks: ClassVar[int] = 3
   has_recurrent_bias: ClassVar[bool] = True
   update_fn: ClassVar[Callable[..., tuple[Carry, Array]]] = staticmethod(
-      eqs.gru)
+      eqs.gru
+  )
 
 
 class EleAttLSTMCell(FusedCellBase):
@@ -278,18 +347,23 @@ class EleAttLSTMCell(FusedCellBase):
 
   num_blocks: ClassVar[int] = 4
   update_fn: ClassVar[Callable[..., tuple[Carry, Array]]] = staticmethod(
-      eqs.lstm)
+      eqs.lstm
+  )
   hidden_fn: ClassVar[Callable[[Carry], Array]] = staticmethod(
-      eqs.hidden_of_c_h)
+      eqs.hidden_of_c_h
+  )
 
-  def initialize_carry(self, input_shape: tuple[int, ...],
-                       rngs: nnx.Rngs | None = None) -> Carry:
+  def initialize_carry(
+      self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None
+  ) -> Carry:
     """``(c, h)``, each ``carry_init`` of shape ``input_shape[:-1] + (H,)``."""
     key = jax.random.key(0) if rngs is None else _carry_key(rngs)
     key_c, key_h = jax.random.split(key)
     shape = _carry_shape(self, input_shape)
-    return (self.carry_init(key_c, shape, self.param_dtype),
-            self.carry_init(key_h, shape, self.param_dtype))
+    return (
+        self.carry_init(key_c, shape, self.param_dtype),
+        self.carry_init(key_h, shape, self.param_dtype),
+    )
 
 
 class EleAttSimpleCell(FusedCellBase):
@@ -312,7 +386,8 @@ class EleAttSimpleCell(FusedCellBase):
 
   num_blocks: ClassVar[int] = 1
   update_fn: ClassVar[Callable[..., tuple[Carry, Array]]] = staticmethod(
-      eqs.simple)
+      eqs.simple
+  )
 
 
 class EleAtt(_SteppedCell):
@@ -346,29 +421,42 @@ class EleAtt(_SteppedCell):
     rngs: ``nnx.Rngs`` with a ``params`` stream.
   """
 
-  def __init__(self, cell: nnx.Module, *, in_features: int | None = None,
-               hidden_features: int | None = None,
-               hidden_fn: Callable[[Carry], Array] | None = None,
-               gate_fn: Callable[..., Any] = jax.nn.sigmoid,
-               kernel_init: Initializer = default_kernel_init,
-               recurrent_kernel_init: Initializer = initializers.orthogonal(),
-               bias_init: Initializer = initializers.zeros_init(),
-               dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      cell: nnx.Module,
+      *,
+      in_features: int | None = None,
+      hidden_features: int | None = None,
+      hidden_fn: Callable[[Carry], Array] | None = None,
+      gate_fn: Callable[..., Any] = jax.nn.sigmoid,
+      kernel_init: Initializer = default_kernel_init,
+      recurrent_kernel_init: Initializer = initializers.orthogonal(),
+      bias_init: Initializer = initializers.zeros_init(),
+      dtype: Dtype | None = None,
+      param_dtype: Dtype = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
     in_features = in_features or getattr(cell, 'in_features', None)
     hidden_features = hidden_features or getattr(cell, 'hidden_features', None)
     if in_features is None or hidden_features is None:
       raise ValueError(
           f'EleAtt: {type(cell).__name__} has no in_features/hidden_features; '
-          'pass in_features=D and hidden_features=H.')
+          'pass in_features=D and hidden_features=H.'
+      )
     self.cell = cell
     self.hidden_fn = hidden_fn
     self.in_features, self.hidden_features = in_features, hidden_features
-    self.gate = EleAttG(in_features, hidden_features, gate_fn=gate_fn,
-                        kernel_init=kernel_init,
-                        recurrent_kernel_init=recurrent_kernel_init,
-                        bias_init=bias_init, dtype=dtype,
-                        param_dtype=param_dtype, rngs=rngs)
+    self.gate = EleAttG(
+        in_features,
+        hidden_features,
+        gate_fn=gate_fn,
+        kernel_init=kernel_init,
+        recurrent_kernel_init=recurrent_kernel_init,
+        bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
 
   def hidden(self, carry: Carry) -> Array:
     return (self.hidden_fn or default_hidden)(carry)
@@ -380,8 +468,9 @@ class EleAtt(_SteppedCell):
     carry, y = self.cell(carry, x_gated)
     return carry, y, attention
 
-  def initialize_carry(self, input_shape: tuple[int, ...],
-                       rngs: nnx.Rngs | None = None) -> Carry:
+  def initialize_carry(
+      self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None
+  ) -> Carry:
     if rngs is None:
       rngs = nnx.Rngs(carry=0)
     return self.cell.initialize_carry(input_shape, rngs)

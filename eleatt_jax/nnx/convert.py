@@ -44,8 +44,11 @@ from flax.linen import meta
 from eleatt_jax.nnx import cells
 
 # G (gate blocks per hidden unit) and the GRU's recurrent bias -> NNX class.
-_BY_BLOCKS = {3: cells.EleAttGRUCell, 4: cells.EleAttLSTMCell,
-              1: cells.EleAttSimpleCell}
+_BY_BLOCKS = {
+    3: cells.EleAttGRUCell,
+    4: cells.EleAttLSTMCell,
+    1: cells.EleAttSimpleCell,
+}
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,8 +57,9 @@ def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
   if isinstance(params, Mapping) and set(params) == {'params'}:
     params = params['params']
   return jax.tree_util.tree_map(
-      jnp.asarray, traverse_util.unflatten_dict(traverse_util.flatten_dict(
-          dict(params))))
+      jnp.asarray,
+      traverse_util.unflatten_dict(traverse_util.flatten_dict(dict(params))),
+  )
 
 
 def to_linen(module: nnx.Module) -> dict[str, Any]:
@@ -66,11 +70,13 @@ def to_linen(module: nnx.Module) -> dict[str, Any]:
   """
   flat = nnx.to_flat_state(nnx.state(module, nnx.Param))
   return traverse_util.unflatten_dict(
-      {tuple(str(k) for k in path): cells.value_of(v) for path, v in flat})
+      {tuple(str(k) for k in path): cells.value_of(v) for path, v in flat}
+  )
 
 
-def cell_from_params(params: Mapping[str, Any], *, rngs: nnx.Rngs | None = None,
-                     **kwargs) -> cells.FusedCellBase:
+def cell_from_params(
+    params: Mapping[str, Any], *, rngs: nnx.Rngs | None = None, **kwargs
+) -> cells.FusedCellBase:
   """An NNX fused cell shaped like a linen fused cell's ``params``.
 
   ``G = recurrent_kernel.shape[1] // recurrent_kernel.shape[0]`` says which
@@ -81,11 +87,12 @@ def cell_from_params(params: Mapping[str, Any], *, rngs: nnx.Rngs | None = None,
   missing = {'input_kernel', 'recurrent_kernel', 'bias'} - set(params)
   if missing:
     raise ValueError(
-        f'from_linen: expected the params of a fused cell (keys input_kernel, '
-        f'recurrent_kernel, bias, optional gate/recurrent_bias); missing '
+        'from_linen: expected the params of a fused cell (keys input_kernel, '
+        'recurrent_kernel, bias, optional gate/recurrent_bias); missing '
         f'{sorted(missing)} in keys {sorted(params)}. For an RNN, a classifier '
         'or EleAtt, pass the NNX module to load into: from_linen(params, '
-        'module).')
+        'module).'
+    )
   d, gh = params['input_kernel'].shape
   h = params['recurrent_kernel'].shape[0]
   cls = _BY_BLOCKS.get(gh // h)
@@ -93,7 +100,8 @@ def cell_from_params(params: Mapping[str, Any], *, rngs: nnx.Rngs | None = None,
     raise ValueError(
         f'from_linen: input_kernel {(d, gh)} and recurrent_kernel '
         f'{params["recurrent_kernel"].shape} give {gh / h} gate blocks; '
-        'expected 1 (Simple), 3 (GRU) or 4 (LSTM).')
+        'expected 1 (Simple), 3 (GRU) or 4 (LSTM).'
+    )
   kwargs.setdefault('use_gate', 'gate' in params)
   kwargs.setdefault('param_dtype', params['input_kernel'].dtype)
   cell = cls(d, h, rngs=rngs or nnx.Rngs(0), **kwargs)
@@ -108,28 +116,34 @@ def load(module: nnx.Module, params: Mapping[str, Any]) -> nnx.Module:
   """
   params = traverse_util.flatten_dict(_plain(params))
   state = nnx.state(module, nnx.Param)
-  flat = {tuple(str(k) for k in path): v for path, v in nnx.to_flat_state(state)}
-  missing, extra = sorted(set(flat) - set(params)), sorted(set(params) - set(flat))
+  flat = {
+      tuple(str(k) for k in path): v for path, v in nnx.to_flat_state(state)
+  }
+  missing, extra = sorted(set(flat) - set(params)), sorted(
+      set(params) - set(flat)
+  )
   if missing or extra:
-    fmt = lambda paths: [
-        '/'.join(p) for p in paths][:6]
+    fmt = lambda paths: ['/'.join(p) for p in paths][:6]
     raise ValueError(
         f'from_linen: the params do not match {type(module).__name__}: '
-        f'missing {fmt(missing)}, unexpected {fmt(extra)}.')
+        f'missing {fmt(missing)}, unexpected {fmt(extra)}.'
+    )
   for path, variable in flat.items():
     value = params[path]
     current = cells.value_of(variable)
     if tuple(value.shape) != tuple(current.shape):
       raise ValueError(
           f'from_linen: {"/".join(path)} has shape {tuple(value.shape)}; '
-          f'{type(module).__name__} expects {tuple(current.shape)}.')
+          f'{type(module).__name__} expects {tuple(current.shape)}.'
+      )
     cells.set_value(variable, value.astype(current.dtype))
   nnx.update(module, state)
   return module
 
 
-def from_linen(params: Mapping[str, Any], module: nnx.Module | None = None,
-               **kwargs) -> nnx.Module:
+def from_linen(
+    params: Mapping[str, Any], module: nnx.Module | None = None, **kwargs
+) -> nnx.Module:
   """An NNX module holding a linen ``params`` tree.
 
   Args:
@@ -145,6 +159,8 @@ def from_linen(params: Mapping[str, Any], module: nnx.Module | None = None,
   if module is None:
     return cell_from_params(params, **kwargs)
   if kwargs:
-    raise ValueError(f'from_linen: {sorted(kwargs)} apply only when the cell '
-                     'is inferred (module=None).')
+    raise ValueError(
+        f'from_linen: {sorted(kwargs)} apply only when the cell '
+        'is inferred (module=None).'
+    )
   return load(module, params)

@@ -54,32 +54,49 @@ class RNN(nnx.Module):
       ``nnx.RNN``: True gives a ``carry`` stream seeded 0).
   """
 
-  def __init__(self, cell: nnx.Module, *, time_major: bool = False,
-               return_carry: bool = False, reverse: bool = False,
-               keep_order: bool = False, unroll: int = 1, remat: bool = False,
-               remat_policy: Callable[..., bool] | None = None,
-               hoist_input_projection: bool | None = None,
-               split_gates: bool | None = None,
-               fused_backward: bool | None = None,
-               check_seq_lengths: bool = True,
-               rngs: nnx.Rngs | bool = True):
+  def __init__(
+      self,
+      cell: nnx.Module,
+      *,
+      time_major: bool = False,
+      return_carry: bool = False,
+      reverse: bool = False,
+      keep_order: bool = False,
+      unroll: int = 1,
+      remat: bool = False,
+      remat_policy: Callable[..., bool] | None = None,
+      hoist_input_projection: bool | None = None,
+      split_gates: bool | None = None,
+      fused_backward: bool | None = None,
+      check_seq_lengths: bool = True,
+      rngs: nnx.Rngs | bool = True,
+  ):
     self.cell = cell
     self.time_major, self.return_carry = time_major, return_carry
     self.reverse, self.keep_order, self.unroll = reverse, keep_order, unroll
     self.remat, self.remat_policy = remat, remat_policy
     self.layout = Layout.default().with_choices(
-        split_gates=split_gates, hoist_input_projection=hoist_input_projection,
-        fused_backward=fused_backward)
+        split_gates=split_gates,
+        hoist_input_projection=hoist_input_projection,
+        fused_backward=fused_backward,
+    )
     self.check_seq_lengths = check_seq_lengths
     if rngs is True:
       rngs = nnx.Rngs(carry=0)
     self.rngs = rngs if isinstance(rngs, nnx.Rngs) else None
 
-  def __call__(self, inputs: Array, *, initial_carry: Carry | None = None,
-               seq_lengths: Array | None = None,
-               return_carry: bool | None = None,
-               time_major: bool | None = None, reverse: bool | None = None,
-               keep_order: bool | None = None, rngs: Any = None):
+  def __call__(
+      self,
+      inputs: Array,
+      *,
+      initial_carry: Carry | None = None,
+      seq_lengths: Array | None = None,
+      return_carry: bool | None = None,
+      time_major: bool | None = None,
+      reverse: bool | None = None,
+      keep_order: bool | None = None,
+      rngs: Any = None,
+  ):
     """``outputs [*batch, time, H]``, or ``(final_carry, outputs)``.
 
     Same arguments as ``nnx.RNN.__call__`` (so ``nnx.Bidirectional`` takes
@@ -92,19 +109,30 @@ class RNN(nnx.Module):
     inputs = jnp.asarray(inputs)
     check_float_inputs(inputs, 'RNN')
     if inputs.ndim < 2:
-      raise ValueError('RNN expects inputs of rank >= 2, '
-                       f'{"[time, *batch, D]" if time_major else "[*batch, time, D]"}'
-                       f'; got shape {inputs.shape}.')
+      raise ValueError(
+          'RNN expects inputs of rank >= 2, '
+          f'{"[time, *batch, D]" if time_major else "[*batch, time, D]"}'
+          f'; got shape {inputs.shape}.'
+      )
 
-    seqs = _FlatBatch(inputs, seq_lengths, self.check_seq_lengths,
-                      time_major=time_major, reverse=reverse,
-                      keep_order=keep_order)
+    seqs = _FlatBatch(
+        inputs,
+        seq_lengths,
+        self.check_seq_lengths,
+        time_major=time_major,
+        reverse=reverse,
+        keep_order=keep_order,
+    )
     if initial_carry is None:
       initial_carry = self.cell.initialize_carry(
-          seqs.input_shape, rngs if rngs is not None else self.rngs)
+          seqs.input_shape, rngs if rngs is not None else self.rngs
+      )
     carry, y_TBH, attention_TBD = self._scan(
-        seqs.x_TBD, seqs.flatten_carry(initial_carry), seqs.mask_TB1,
-        seqs.batch_shape)
+        seqs.x_TBD,
+        seqs.flatten_carry(initial_carry),
+        seqs.mask_TB1,
+        seqs.batch_shape,
+    )
     if attention_TBD is not None:
       # The latest call's gate values, as state (an attribute, not Module.sow:
       # sow appends, and outside nnx.capture newer Flax deprecates it).
@@ -117,11 +145,23 @@ class RNN(nnx.Module):
     """``(carry, y [T, B, H], attention [T, B, D] or None)``."""
     if isinstance(self.cell, FusedCell):
       equations = self.cell.equations()
-      weights = step_weights(equations, self.cell.kernels(x_TBD.shape[-1]),
-                             x_TBD, carry, self.layout)
-      return fused_scan.run(equations, weights, x_TBD, carry, mask_TB1,
-                            unroll=self.unroll, remat=self.remat,
-                            remat_policy=self.remat_policy)
+      weights = step_weights(
+          equations,
+          self.cell.kernels(x_TBD.shape[-1]),
+          x_TBD,
+          carry,
+          self.layout,
+      )
+      return fused_scan.run(
+          equations,
+          weights,
+          x_TBD,
+          carry,
+          mask_TB1,
+          unroll=self.unroll,
+          remat=self.remat,
+          remat_policy=self.remat_policy,
+      )
     return self._scan_module(x_TBD, carry, mask_TB1, batch_shape)
 
   def _scan_module(self, x_TBD, carry, mask_TB1, batch_shape):
@@ -130,7 +170,7 @@ class RNN(nnx.Module):
     graphdef, params, rest = nnx.split(self.cell, nnx.Param, ...)
     wrapped = isinstance(self.cell, EleAtt)
     unflat = lambda a: a.reshape(batch_shape + a.shape[1:])
-    flat = lambda a: a.reshape((-1,) + a.shape[len(batch_shape):])
+    flat = lambda a: a.reshape((-1,) + a.shape[len(batch_shape) :])
 
     def body(state_carry, xs):
       rest, carry = state_carry
@@ -143,13 +183,14 @@ class RNN(nnx.Module):
       else:
         (new_carry, y), attention = cell(cell_carry, unflat(x)), None
       new_carry, y = mask_padding(
-          mask, jax.tree_util.tree_map(flat, new_carry), carry, flat(y))
-      return (nnx.state(cell, nnx.Not(nnx.Param)), new_carry), (
-          y, attention)
+          mask, jax.tree_util.tree_map(flat, new_carry), carry, flat(y)
+      )
+      return (nnx.state(cell, nnx.Not(nnx.Param)), new_carry), (y, attention)
 
     if self.remat:
       body = jax.checkpoint(body, policy=self.remat_policy, prevent_cse=False)
     (rest, carry), (y, attention) = jax.lax.scan(
-        body, (rest, carry), (x_TBD, mask_TB1), unroll=self.unroll)
+        body, (rest, carry), (x_TBD, mask_TB1), unroll=self.unroll
+    )
     nnx.update(self.cell, rest)
     return carry, y, attention

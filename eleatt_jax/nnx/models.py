@@ -52,17 +52,27 @@ class StackedRNNClassifier(nnx.Module):
     rngs: ``nnx.Rngs`` with ``params`` (and ``dropout`` for training).
   """
 
-  def __init__(self, in_features: int, num_classes: int, *,
-               cell: str = 'eleatt_gru',
-               hidden_sizes: Sequence[int] = (100, 100, 100),
-               gate_layers: str | int = 'all', dropout_rate: float = 0.5,
-               readout: str = 'mean', bidirectional: bool = False,
-               unroll: int = 1, check_seq_lengths: bool = True,
-               dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(
+      self,
+      in_features: int,
+      num_classes: int,
+      *,
+      cell: str = 'eleatt_gru',
+      hidden_sizes: Sequence[int] = (100, 100, 100),
+      gate_layers: str | int = 'all',
+      dropout_rate: float = 0.5,
+      readout: str = 'mean',
+      bidirectional: bool = False,
+      unroll: int = 1,
+      check_seq_lengths: bool = True,
+      dtype: Dtype | None = None,
+      param_dtype: Dtype = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
     if cell not in CELL_TYPES:
-      raise ValueError(f'cell must be one of {sorted(CELL_TYPES)}, got '
-                       f'{cell!r}.')
+      raise ValueError(
+          f'cell must be one of {sorted(CELL_TYPES)}, got {cell!r}.'
+      )
     if readout not in READOUTS:
       raise ValueError(f'readout must be one of {READOUTS}, got {readout!r}.')
     linen_cls, gateable = CELL_TYPES[cell]
@@ -76,9 +86,17 @@ class StackedRNNClassifier(nnx.Module):
     features_in = in_features
     for i, (features, use_gate) in enumerate(zip(self.hidden_sizes, gates)):
       make_rnn = lambda: RNN(
-          cell_cls(features_in, features, use_gate=use_gate, dtype=dtype,
-                   param_dtype=param_dtype, rngs=rngs),
-          unroll=unroll, check_seq_lengths=check_seq_lengths)
+          cell_cls(
+              features_in,
+              features,
+              use_gate=use_gate,
+              dtype=dtype,
+              param_dtype=param_dtype,
+              rngs=rngs,
+          ),
+          unroll=unroll,
+          check_seq_lengths=check_seq_lengths,
+      )
       if bidirectional:
         layer = nnx.Bidirectional(make_rnn(), make_rnn(), rngs=False)
       else:
@@ -86,18 +104,30 @@ class StackedRNNClassifier(nnx.Module):
       setattr(self, f'layer_{i}', layer)
       features_in = features * (2 if bidirectional else 1)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
-    self.classifier = nnx.Linear(features_in, num_classes, dtype=jnp.float32,
-                                 param_dtype=param_dtype, rngs=rngs)
+    self.classifier = nnx.Linear(
+        features_in,
+        num_classes,
+        dtype=jnp.float32,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
 
   def __call__(self, inputs: Array, seq_lengths: Array | None = None) -> Array:
     """``<float32>[batch, num_classes]`` logits of ``inputs [B, T, D]``."""
     if jnp.ndim(inputs) != 3:
-      raise ValueError('StackedRNNClassifier expects inputs [batch, time, '
-                       f'features], got shape {jnp.shape(inputs)}.')
+      raise ValueError(
+          'StackedRNNClassifier expects inputs [batch, time, '
+          f'features], got shape {jnp.shape(inputs)}.'
+      )
     x = inputs
     for i in range(self.num_layers):
       x = getattr(self, f'layer_{i}')(x, seq_lengths=seq_lengths)
       x = self.dropout(x)
-    return self.classifier(readout_features(
-        x, seq_lengths, self.readout,
-        self.hidden_sizes[-1] if self.bidirectional else None))
+    return self.classifier(
+        readout_features(
+            x,
+            seq_lengths,
+            self.readout,
+            self.hidden_sizes[-1] if self.bidirectional else None,
+        )
+    )

@@ -14,10 +14,16 @@ import math
 from train.configs import default
 
 
-def get_config(name: str, num_frames: int, num_epochs: int,
-               augment: bool = True, center_joint: int = 1,
-               batch_size: int = 256, eval_every_steps: int = 0,
-               hand: bool = False):
+def get_config(
+    name: str,
+    num_frames: int,
+    num_epochs: int,
+    augment: bool = True,
+    center_joint: int = 1,
+    batch_size: int = 256,
+    eval_every_steps: int = 0,
+    hand: bool = False,
+):
   """A skeleton config for tfds dataset `name`.
 
   Args:

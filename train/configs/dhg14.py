@@ -22,5 +22,6 @@ def get_config():
       num_frames=60,  # frames sampled uniformly from each sequence
       augment=True,  # random rotation of +-0.3 rad about each axis
       center_joint=1,  # palm joint of the 22-joint hand
-      hand=True)  # no shoulder alignment; +-0.3 rad about every axis
+      hand=True,
+  )  # no shoulder alignment; +-0.3 rad about every axis
   return config

@@ -21,5 +21,6 @@ def get_config():
       num_epochs=100,  # the cosine schedule spans them
       num_frames=100,  # frames sampled uniformly from each sequence
       augment=True,  # rotation: +-pi/2 about the vertical, +-0.3 rad about x, z
-      center_joint=1)  # spine joint (Kinect joint 2)
+      center_joint=1,
+  )  # spine joint (Kinect joint 2)
   return config

@@ -23,5 +23,6 @@ def get_config():
       augment=True,  # rotation: +-pi/2 about the vertical, +-0.3 rad about x, z
       center_joint=1,  # spine joint (Kinect joint 2)
       batch_size=64,  # a few hundred examples: more, smaller steps
-      eval_every_steps=70)  # validation every 10 epochs (dev) / 5 (full)
+      eval_every_steps=70,
+  )  # validation every 10 epochs (dev) / 5 (full)
   return config
