@@ -31,63 +31,25 @@ from __future__ import annotations
 # (torso, arms with hand tip and thumb, legs); ST-GCN's 'ntu-rgb+d' graph
 # (github.com/yysijie/st-gcn, net/utils/graph.py) uses the same 24 edges except
 # that it hangs the thumb on the hand tip instead of the hand.
+# fmt: off
 NTU_JOINT_NAMES = (
-    'spine_base',
-    'spine_mid',
-    'neck',
-    'head',  # 1-4
-    'shoulder_left',
-    'elbow_left',
-    'wrist_left',
-    'hand_left',  # 5-8
-    'shoulder_right',
-    'elbow_right',
-    'wrist_right',
-    'hand_right',  # 9-12
-    'hip_left',
-    'knee_left',
-    'ankle_left',
-    'foot_left',  # 13-16
-    'hip_right',
-    'knee_right',
-    'ankle_right',
-    'foot_right',  # 17-20
-    'spine_shoulder',
-    'hand_tip_left',
-    'thumb_left',  # 21-23
-    'hand_tip_right',
-    'thumb_right',
-)  # 24-25
+    'spine_base', 'spine_mid', 'neck', 'head',                       # 1-4
+    'shoulder_left', 'elbow_left', 'wrist_left', 'hand_left',        # 5-8
+    'shoulder_right', 'elbow_right', 'wrist_right', 'hand_right',    # 9-12
+    'hip_left', 'knee_left', 'ankle_left', 'foot_left',              # 13-16
+    'hip_right', 'knee_right', 'ankle_right', 'foot_right',          # 17-20
+    'spine_shoulder', 'hand_tip_left', 'thumb_left',                 # 21-23
+    'hand_tip_right', 'thumb_right')                                 # 24-25
 NTU_BONES = (
     # Torso: spine_base-spine_mid-spine_shoulder-neck-head.
-    (0, 1),
-    (1, 20),
-    (20, 2),
-    (2, 3),
+    (0, 1), (1, 20), (20, 2), (2, 3),
     # Left arm: spine_shoulder-shoulder-elbow-wrist-hand-hand_tip; wrist-thumb.
-    (20, 4),
-    (4, 5),
-    (5, 6),
-    (6, 7),
-    (7, 21),
-    (6, 22),
+    (20, 4), (4, 5), (5, 6), (6, 7), (7, 21), (6, 22),
     # Right arm.
-    (20, 8),
-    (8, 9),
-    (9, 10),
-    (10, 11),
-    (11, 23),
-    (10, 24),
+    (20, 8), (8, 9), (9, 10), (10, 11), (11, 23), (10, 24),
     # Legs: spine_base-hip-knee-ankle-foot.
-    (0, 12),
-    (12, 13),
-    (13, 14),
-    (14, 15),
-    (0, 16),
-    (16, 17),
-    (17, 18),
-    (18, 19),
-)
+    (0, 12), (12, 13), (13, 14), (14, 15),
+    (0, 16), (16, 17), (17, 18), (18, 19))
 
 # Kinect v1, 20 joints: Northwestern-UCLA Multiview Action3D and SYSU-3D. Joint
 # order is the Kinect for Windows SDK 1.x `NUI_SKELETON_POSITION_INDEX`
@@ -97,48 +59,18 @@ NTU_BONES = (
 # the first 20 Kinect v2 joints use the same positions. Bones are those the SDK
 # 1.x SkeletonBasics sample draws (19 edges).
 KINECT_V1_JOINT_NAMES = (
-    'hip_center',
-    'spine',
-    'shoulder_center',
-    'head',  # 1-4
-    'shoulder_left',
-    'elbow_left',
-    'wrist_left',
-    'hand_left',  # 5-8
-    'shoulder_right',
-    'elbow_right',
-    'wrist_right',
-    'hand_right',  # 9-12
-    'hip_left',
-    'knee_left',
-    'ankle_left',
-    'foot_left',  # 13-16
-    'hip_right',
-    'knee_right',
-    'ankle_right',
-    'foot_right',
-)  # 17-20
+    'hip_center', 'spine', 'shoulder_center', 'head',                # 1-4
+    'shoulder_left', 'elbow_left', 'wrist_left', 'hand_left',        # 5-8
+    'shoulder_right', 'elbow_right', 'wrist_right', 'hand_right',    # 9-12
+    'hip_left', 'knee_left', 'ankle_left', 'foot_left',              # 13-16
+    'hip_right', 'knee_right', 'ankle_right', 'foot_right')          # 17-20
 KINECT_V1_BONES = (
-    (0, 1),
-    (1, 2),
-    (2, 3),  # torso, head
-    (2, 4),
-    (4, 5),
-    (5, 6),
-    (6, 7),  # left arm
-    (2, 8),
-    (8, 9),
-    (9, 10),
-    (10, 11),  # right arm
-    (0, 12),
-    (12, 13),
-    (13, 14),
-    (14, 15),  # left leg
-    (0, 16),
-    (16, 17),
-    (17, 18),
-    (18, 19),
-)  # right leg
+    (0, 1), (1, 2), (2, 3),                                  # torso, head
+    (2, 4), (4, 5), (5, 6), (6, 7),                          # left arm
+    (2, 8), (8, 9), (9, 10), (10, 11),                       # right arm
+    (0, 12), (12, 13), (13, 14), (14, 15),                   # left leg
+    (0, 16), (16, 17), (17, 18), (18, 19))                   # right leg
+# fmt: on
 
 # 22-joint hand of DHG-14/28 and SHREC'17 (De Smedt et al., "SHREC'17 Track:
 # 3D Hand Gesture Recognition Using a Depth and Skeletal Dataset", 2017):
