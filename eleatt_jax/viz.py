@@ -314,6 +314,47 @@ def _value_norm(shown: np.ndarray, vmin: float | None, vmax: float | None):
   )
 
 
+def _skeleton_panels(
+    plt, count: int, panel_size: float, colorbar: bool, title: str | None
+):
+  """A figure of `count` frame panels in a row: (figure, [axis] * count)."""
+  extra = 0.6 if colorbar else 0.0
+  fig, axes = plt.subplots(
+      1,
+      count,
+      figsize=(
+          panel_size * count + extra,
+          panel_size + (0.4 if title else 0.1),
+      ),
+      squeeze=False,
+  )
+  return fig, axes[0]
+
+
+def _style_frame_panel(ax, t: int, limits) -> None:
+  """Shared limits, equal aspect, no ticks and the title ``frame t``."""
+  (xlo, xhi), (ylo, yhi) = limits
+  ax.set_xlim(xlo, xhi)
+  ax.set_ylim(ylo, yhi)
+  ax.set_aspect('equal')
+  ax.set_title(f'frame {t}', fontsize=9)
+  ax.set_xticks([])
+  ax.set_yticks([])
+
+
+def _joint_colorbar(plt, fig, axes, scatter, norm, cmap, label: str) -> None:
+  """The colorbar of the joint values, beside all the frame panels."""
+  mappable = scatter or plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+  fig.colorbar(
+      mappable,
+      ax=list(axes),
+      label=label,
+      shrink=0.85,
+      fraction=0.03,
+      pad=0.02,
+  )
+
+
 def plot_skeleton(
     skeleton: Any,
     frames: Sequence[int] | None = None,
@@ -360,18 +401,10 @@ def plot_skeleton(
   frames = _frames_to_draw(frames, num_frames)
   values = _joint_values_per_body(joint_values, x.shape)
   norm = None if values is None else _value_norm(values[frames], vmin, vmax)
-  extra = 0.6 if values is not None else 0.0
-  fig, axes = plt.subplots(
-      1,
-      len(frames),
-      figsize=(
-          panel_size * len(frames) + extra,
-          panel_size + (0.4 if title else 0.1),
-      ),
-      squeeze=False,
+  fig, axes = _skeleton_panels(
+      plt, len(frames), panel_size, values is not None, title
   )
-  axes = axes[0]
-  (xlo, xhi), (ylo, yhi) = _limits(x, dims)
+  limits = _limits(x, dims)
   scatter = None
   for ax, t in zip(axes, frames):
     s = _draw_frame(
@@ -386,22 +419,9 @@ def plot_skeleton(
         colors,
     )
     scatter = s if s is not None else scatter
-    ax.set_xlim(xlo, xhi)
-    ax.set_ylim(ylo, yhi)
-    ax.set_aspect('equal')
-    ax.set_title(f'frame {t}', fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    _style_frame_panel(ax, t, limits)
   if values is not None:
-    mappable = scatter or plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(
-        mappable,
-        ax=list(axes),
-        label=colorbar_label,
-        shrink=0.85,
-        fraction=0.03,
-        pad=0.02,
-    )
+    _joint_colorbar(plt, fig, axes, scatter, norm, cmap, colorbar_label)
   if title:
     fig.suptitle(title, fontsize=10)
   return fig
@@ -855,6 +875,54 @@ def confusion_matrix(
   return out
 
 
+def _streaming_class_names(
+    p: np.ndarray, class_names: Sequence[str] | None
+) -> list[str]:
+  """The C class names of probabilities `p` [T, C], both checked."""
+  if p.ndim != 2:
+    raise ValueError(
+        'plot_streaming_probabilities: probabilities must be '
+        f'[T, C], got shape {p.shape}.'
+    )
+  num_classes = p.shape[1]
+  names = (
+      list(class_names)
+      if class_names is not None
+      else [str(c) for c in range(num_classes)]
+  )
+  if len(names) != num_classes:
+    raise ValueError(
+        f'plot_streaming_probabilities: {len(names)} class names '
+        f'for C={num_classes} classes.'
+    )
+  return names
+
+
+def _streaming_classes_drawn(
+    p: np.ndarray, true_class: int | None, top_k: int
+) -> list[int]:
+  """The `top_k` classes by peak probability, the true class (if any) first."""
+  order = list(np.argsort(-p.max(axis=0))[:top_k])
+  if true_class is not None and true_class not in order:
+    order = [true_class] + order[: top_k - 1]
+  if true_class is not None:
+    order = [true_class] + [c for c in order if c != true_class]
+  return order
+
+
+def _mark_settled_frame(ax, settled_frame: int) -> None:
+  """A dashed vertical line at `settled_frame`, labelled above the axis."""
+  ax.axvline(settled_frame, color='0.4', ls='--', lw=1)
+  ax.text(
+      settled_frame,
+      1.02,
+      f' settled at frame {settled_frame}',
+      color='0.3',
+      fontsize=8,
+      va='bottom',
+  )
+
+
 def plot_streaming_probabilities(
     probabilities: Any,
     class_names: Sequence[str] | None = None,
@@ -897,28 +965,10 @@ def plot_streaming_probabilities(
   """
   plt = _pyplot()
   p = np.asarray(probabilities, np.float64)
-  if p.ndim != 2:
-    raise ValueError(
-        'plot_streaming_probabilities: probabilities must be '
-        f'[T, C], got shape {p.shape}.'
-    )
-  num_frames, num_classes = p.shape
-  names = (
-      list(class_names)
-      if class_names is not None
-      else [str(c) for c in range(num_classes)]
-  )
-  if len(names) != num_classes:
-    raise ValueError(
-        f'plot_streaming_probabilities: {len(names)} class names '
-        f'for C={num_classes} classes.'
-    )
-  order = list(np.argsort(-p.max(axis=0))[:top_k])
-  if true_class is not None and true_class not in order:
-    order = [true_class] + order[: top_k - 1]
-  if true_class is not None:
-    order = [true_class] + [c for c in order if c != true_class]
+  names = _streaming_class_names(p, class_names)
+  order = _streaming_classes_drawn(p, true_class, top_k)
   fig, ax = plt.subplots(figsize=figsize)
+  num_frames = p.shape[0]
   frames = np.arange(num_frames)
   for c in order:
     is_true = c == true_class
@@ -929,15 +979,7 @@ def plot_streaming_probabilities(
         label=f'{names[c]} (true)' if is_true else names[c],
     )
   if settled_frame is not None:
-    ax.axvline(settled_frame, color='0.4', ls='--', lw=1)
-    ax.text(
-        settled_frame,
-        1.02,
-        f' settled at frame {settled_frame}',
-        color='0.3',
-        fontsize=8,
-        va='bottom',
-    )
+    _mark_settled_frame(ax, settled_frame)
   ax.set(
       xlabel='frame',
       ylabel='probability',

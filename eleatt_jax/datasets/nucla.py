@@ -127,6 +127,90 @@ def _too_deep_offset(raw: bytes) -> int:
   return int(deep[0]) if deep.size else -1
 
 
+def _decode_json(path: str) -> object:
+  """The decoded JSON of the file at `path`.
+
+  Raises:
+    CorruptFileError: naming the line/byte offset of bad JSON or UTF-8, or of
+      nesting deeper than _MAX_JSON_DEPTH.
+  """
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    return json.loads(raw)
+  except RecursionError:
+    raise _common.CorruptFileError(
+        path,
+        f"byte offset {_too_deep_offset(raw)}",
+        f"JSON nested at most {_MAX_JSON_DEPTH} levels deep (a sample is an"
+        " object holding [T][20][3]), found deeper nesting",
+    ) from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    if isinstance(err, json.JSONDecodeError):
+      where = f"line {err.lineno} column {err.colno} (byte offset {err.pos})"
+      what = err.msg
+    else:
+      where, what = f"byte offset {err.start}", "UTF-8 text"
+    raise _common.CorruptFileError(
+        path, where, f"valid JSON ({what}; truncated file?)"
+    ) from None
+
+
+def _check_keys(path: str, data: object) -> None:
+  """Checks that `data` is a JSON object with ``skeletons`` and ``label``."""
+  if not isinstance(data, dict):
+    raise _common.CorruptFileError(
+        path, "top level", "a JSON object with keys file_name, skeletons, label"
+    )
+  for key in ("skeletons", "label"):
+    if key not in data:
+      raise _common.CorruptFileError(
+          path, f"key {key!r}", f"the key {key!r} (found {sorted(data)})"
+      )
+
+
+def _skeleton_array(path: str, frames: object) -> np.ndarray:
+  """``skeletons`` [T][20][3], checked frame by frame, as <float32>[T, 20, 3]."""
+  if not isinstance(frames, list) or not frames:
+    raise _common.CorruptFileError(
+        path, "key 'skeletons'", "a non-empty list of frames [T][20][3]"
+    )
+  for t, frame in enumerate(frames):
+    if (
+        not isinstance(frame, list)
+        or len(frame) != NUM_JOINTS
+        or any(not isinstance(j, list) or len(j) != 3 for j in frame)
+    ):
+      raise _common.CorruptFileError(
+          path,
+          f"key 'skeletons', frame {t}",
+          f"{NUM_JOINTS} joints of 3 coordinates",
+      )
+  return _common.float32_array(
+      frames, path, "key 'skeletons'", f"[T][{NUM_JOINTS}][3]"
+  )
+
+
+def _check_label(path: str, label: object, action: int) -> None:
+  """Checks that ``label`` (1-based) is the label of `action` (``aXX``)."""
+  if (
+      not isinstance(label, int)
+      or isinstance(label, bool)
+      or not 1 <= label <= len(ACTIONS)
+  ):
+    raise _common.CorruptFileError(
+        path, "key 'label'", f"an integer in 1..{len(ACTIONS)}, got {label!r}"
+    )
+  if action not in ACTIONS or ACTIONS.index(action) != label - 1:
+    raise _common.CorruptFileError(
+        path,
+        "key 'label'",
+        f"the label of action a{action:02d} per the file name"
+        f" ({ACTIONS.index(action) + 1 if action in ACTIONS else 'none'}),"
+        f" got {label}",
+    )
+
+
 def read_json_sample(path: os.PathLike[str] | str) -> dict:
   """Reads and checks one N-UCLA JSON sample.
 
@@ -149,71 +233,11 @@ def read_json_sample(path: os.PathLike[str] | str) -> dict:
     raise _common.CorruptFileError(
         path, "file name", "a sample name aXX_sYY_eZZ_vVV.json"
     ) from None
-  with open(path, "rb") as f:
-    raw = f.read()
-  try:
-    data = json.loads(raw)
-  except RecursionError:
-    raise _common.CorruptFileError(
-        path,
-        f"byte offset {_too_deep_offset(raw)}",
-        f"JSON nested at most {_MAX_JSON_DEPTH} levels deep (a sample is an"
-        " object holding [T][20][3]), found deeper nesting",
-    ) from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as err:
-    if isinstance(err, json.JSONDecodeError):
-      where = f"line {err.lineno} column {err.colno} (byte offset {err.pos})"
-      what = err.msg
-    else:
-      where, what = f"byte offset {err.start}", "UTF-8 text"
-    raise _common.CorruptFileError(
-        path, where, f"valid JSON ({what}; truncated file?)"
-    ) from None
-  if not isinstance(data, dict):
-    raise _common.CorruptFileError(
-        path, "top level", "a JSON object with keys file_name, skeletons, label"
-    )
-  for key in ("skeletons", "label"):
-    if key not in data:
-      raise _common.CorruptFileError(
-          path, f"key {key!r}", f"the key {key!r} (found {sorted(data)})"
-      )
-  frames = data["skeletons"]
-  if not isinstance(frames, list) or not frames:
-    raise _common.CorruptFileError(
-        path, "key 'skeletons'", "a non-empty list of frames [T][20][3]"
-    )
-  for t, frame in enumerate(frames):
-    if (
-        not isinstance(frame, list)
-        or len(frame) != NUM_JOINTS
-        or any(not isinstance(j, list) or len(j) != 3 for j in frame)
-    ):
-      raise _common.CorruptFileError(
-          path,
-          f"key 'skeletons', frame {t}",
-          f"{NUM_JOINTS} joints of 3 coordinates",
-      )
-  skeleton = _common.float32_array(
-      frames, path, "key 'skeletons'", f"[T][{NUM_JOINTS}][3]"
-  )
+  data = _decode_json(path)
+  _check_keys(path, data)
+  skeleton = _skeleton_array(path, data["skeletons"])
   label = data["label"]
-  if (
-      not isinstance(label, int)
-      or isinstance(label, bool)
-      or not 1 <= label <= len(ACTIONS)
-  ):
-    raise _common.CorruptFileError(
-        path, "key 'label'", f"an integer in 1..{len(ACTIONS)}, got {label!r}"
-    )
-  if action not in ACTIONS or ACTIONS.index(action) != label - 1:
-    raise _common.CorruptFileError(
-        path,
-        "key 'label'",
-        f"the label of action a{action:02d} per the file name"
-        f" ({ACTIONS.index(action) + 1 if action in ACTIONS else 'none'}),"
-        f" got {label}",
-    )
+  _check_label(path, label, action)
   return {
       "skeleton": skeleton,
       "length": len(skeleton),

@@ -232,6 +232,80 @@ def _padding_row(preprocess, index_key, source) -> dict[str, np.ndarray]:
   return pad
 
 
+def _checked_shards(
+    shard_index: int | None, shard_count: int | None, batch_size: int
+) -> tuple[int, int]:
+  """(shard_index, shard_count), None from jax; both and batch_size checked."""
+  if shard_index is None or shard_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be > 0, got {batch_size}")
+  return shard_index, shard_count
+
+
+def _train_rows(
+    source: Sequence[Element],
+    preprocess,
+    index_key: str | None,
+    global_batch: int,
+    seed: int,
+    num_epochs: int | None,
+) -> grain.MapDataset:
+  """The global training stream: shuffled, repeated, augmented rows."""
+  if len(source) < global_batch:
+    raise ValueError(
+        "training needs at least batch_size * shard_count ="
+        f" {global_batch} examples, got {len(source)}"
+    )
+  ds = grain.MapDataset.range(len(source)).map(
+      functools.partial(_read, source, index_key)
+  )
+  ds = ds.shuffle(seed=seed).repeat(num_epochs)
+  return ds.random_map(
+      functools.partial(_row, preprocess, index_key), seed=seed
+  )
+
+
+def _eval_rows(
+    source: Sequence[Element],
+    preprocess,
+    index_key: str | None,
+    global_batch: int,
+) -> grain.MapDataset:
+  """One ordered pass, padded to whole global batches with masked rows."""
+  total = -(-len(source) // global_batch) * global_batch
+  pad = _padding_row(preprocess, index_key, source)
+  return grain.MapDataset.range(total).map(
+      functools.partial(_eval_row, preprocess, index_key, source, pad)
+  )
+
+
+def _to_iter_dataset(
+    ds: grain.MapDataset,
+    num_threads: int,
+    prefetch_buffer_size: int,
+    worker_count: int,
+) -> grain.IterDataset:
+  """Reads `ds` with threads, then with `worker_count` processes if any."""
+  it = ds.to_iter_dataset(
+      grain.ReadOptions(
+          num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size
+      )
+  )
+  if worker_count:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags.
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return it
+
+
 def make_pipeline(
     source: Sequence[Element],
     preprocess,
@@ -278,46 +352,16 @@ def make_pipeline(
     A `grain.IterDataset` of batches of `batch_size` rows; ``iter()`` gives a
     checkpointable iterator (``get_state()`` / ``set_state()``).
   """
-  if shard_index is None or shard_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-
-    shard_index = jax.process_index() if shard_index is None else shard_index
-    shard_count = jax.process_count() if shard_count is None else shard_count
-  if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
-  if batch_size <= 0:
-    raise ValueError(f"batch_size must be > 0, got {batch_size}")
+  shard_index, shard_count = _checked_shards(
+      shard_index, shard_count, batch_size
+  )
   global_batch = batch_size * shard_count
   if train:
-    if len(source) < global_batch:
-      raise ValueError(
-          "training needs at least batch_size * shard_count ="
-          f" {global_batch} examples, got {len(source)}"
-      )
-    ds = grain.MapDataset.range(len(source)).map(
-        functools.partial(_read, source, index_key)
-    )
-    ds = ds.shuffle(seed=seed).repeat(num_epochs)
-    ds = ds.random_map(
-        functools.partial(_row, preprocess, index_key), seed=seed
+    ds = _train_rows(
+        source, preprocess, index_key, global_batch, seed, num_epochs
     )
   else:
-    total = -(-len(source) // global_batch) * global_batch
-    pad = _padding_row(preprocess, index_key, source)
-    ds = grain.MapDataset.range(total).map(
-        functools.partial(_eval_row, preprocess, index_key, source, pad)
-    )
+    ds = _eval_rows(source, preprocess, index_key, global_batch)
   ds = _HostRows(ds, batch_size, shard_index, shard_count)
   ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_stack)
-  it = ds.to_iter_dataset(
-      grain.ReadOptions(
-          num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size
-      )
-  )
-  if worker_count:
-    from absl import flags  # pylint: disable=g-import-not-at-top
-
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags.
-      flags.FLAGS.mark_as_parsed()
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-  return it
+  return _to_iter_dataset(ds, num_threads, prefetch_buffer_size, worker_count)
