@@ -125,9 +125,6 @@ def get_builder(config, workdir: str):
   Returns:
     A prepared `tfds.core.DatasetBuilder`.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  import eleatt_jax.datasets  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # registers builders
-
   name = config.data.name
   data_dir = _data_dir(config, workdir)
   manual_dir = _manual_dir(config)
@@ -140,19 +137,40 @@ def get_builder(config, workdir: str):
     raise FileNotFoundError(
         f'config.data.manual_dir / path {manual_dir!r} is not a directory.'
     )
+  builder = _tfds_builder(name, data_dir)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    if jax.process_index() == 0:
+      _build(builder, name, data_dir, manual_dir)
+    multihost_utils.sync_global_devices(f'dataset {name} built')
+    builder = _tfds_builder(name, data_dir)
+  _build(builder, name, data_dir, manual_dir)
+  return builder
+
+
+# The builders of eleatt_jax.datasets, named in the error of an unknown name.
+_OUR_BUILDERS = (
+    'ntu_rgbd60',
+    'ntu_rgbd120',
+    'nucla',
+    'sysu3d',
+    'dhg',
+    'shrec17',
+    'sequential_mnist',
+    'sequence_npz',
+)
+
+
+def _tfds_builder(name: str, data_dir: str | None):
+  """``tfds.builder(name)``, or a ValueError that names the known ones."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import eleatt_jax.datasets  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # registers builders
+
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    ours = [
-        'ntu_rgbd60',
-        'ntu_rgbd120',
-        'nucla',
-        'sysu3d',
-        'dhg',
-        'shrec17',
-        'sequential_mnist',
-        'sequence_npz',
-    ]
+    ours = list(_OUR_BUILDERS)
     close = difflib.get_close_matches(name.split('/')[0], ours, n=1)
     raise ValueError(
         f'config.data.name={name!r} is not a known dataset'
@@ -163,43 +181,35 @@ def get_builder(config, workdir: str):
   except ValueError as err:  # an unknown builder config
     raise ValueError(f'config.data.name={name!r}: {err}') from None
 
-  def build():
-    if builder.is_prepared():
-      return
-    where = builder.data_dir
-    print(
-        f'Building {name} into {where} (first use)'
-        + (f' from {manual_dir}' if manual_dir else '')
-        + ' ...',
-        flush=True,
+
+def _build(builder, name: str, data_dir: str | None, manual_dir: str | None):
+  """Builds the dataset from ``manual_dir`` unless it is already prepared."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  if builder.is_prepared():
+    return
+  where = builder.data_dir
+  print(
+      f'Building {name} into {where} (first use)'
+      + (f' from {manual_dir}' if manual_dir else '')
+      + ' ...',
+      flush=True,
+  )
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
     )
-    try:
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-      )
-    except AssertionError as err:
-      if 'manual' in str(err).lower() and not manual_dir:
-        raise DatasetNotBuiltError(
-            f'{name} is not built in {where} (the data_dir looked in: '
-            f'{"--config.data.data_dir" if data_dir else "tfds default"}). '
-            'If you built it elsewhere (`python -m eleatt_jax.datasets build '
-            f'{name} --data_dir=D`), give --config.data.data_dir=D; otherwise '
-            'give --config.data.manual_dir=DIR, the folder of your download, '
-            'and it is built there on first use.'
-        ) from None
-      raise
-
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
-    if jax.process_index() == 0:
-      build()
-    multihost_utils.sync_global_devices(f'dataset {name} built')
-    builder = tfds.builder(name, data_dir=data_dir)
-    build()
-  else:
-    build()
-  return builder
+  except AssertionError as err:
+    if 'manual' in str(err).lower() and not manual_dir:
+      raise DatasetNotBuiltError(
+          f'{name} is not built in {where} (the data_dir looked in: '
+          f'{"--config.data.data_dir" if data_dir else "tfds default"}). '
+          'If you built it elsewhere (`python -m eleatt_jax.datasets build '
+          f'{name} --data_dir=D`), give --config.data.data_dir=D; otherwise '
+          'give --config.data.manual_dir=DIR, the folder of your download, '
+          'and it is built there on first use.'
+      ) from None
+    raise
 
 
 def _feature_shape(builder, key: str) -> tuple[int | None, ...]:

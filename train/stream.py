@@ -60,34 +60,12 @@ def replay(
     ``{'probabilities': [T, C], 'top': [T], 'settled_frame', 'label',
     'prediction', 'classes'}``.
   """
-  # pylint: disable=g-import-not-at-top
-  import json
-  import numpy as np
-  from eleatt_jax import export as export_lib
-  from train import config_lib
-  from train import input_pipeline
-  # pylint: enable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
   workdir = os.path.abspath(os.path.expanduser(workdir))
   export_dir = export_dir or os.path.join(workdir, 'export')
-  if not os.path.exists(os.path.join(export_dir, export_lib.CARD)):
-    raise FileNotFoundError(
-        f'{export_dir} holds no export: run `python -m train.export '
-        f'--workdir={workdir}` first.'
-    )
-  functions = export_lib.load_callables(
-      export_dir, ('initialize_carry', 'step')
-  )
-  with open(os.path.join(export_dir, export_lib.CARD)) as f:
-    card = json.load(f)
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = config_lib.from_json(json.load(f))
-  builder, info = input_pipeline.prepare_dataset(config, workdir)
-  split = split or config.data.test_split
-  if split not in info.splits:
-    raise ValueError(
-        f'--split={split!r}: {info.name} has the splits {sorted(info.splits)}.'
-    )
-  batch, _ = input_pipeline.get_example(config, builder, info, split, index)
+  functions, card = _load_export(workdir, export_dir)
+  info, split, batch = _load_example(workdir, split, index)
   x = np.asarray(batch['x'], np.float32)
   length = int(batch['length'][0])
   label = int(batch['label'][0])
@@ -98,20 +76,14 @@ def replay(
     )
   classes = card['classes']
   carry = functions['initialize_carry'](x[:, 0])
-  step = functions['step']  # jitted: compiled at the first frame
-  probabilities = []
   print(
       f'{info.name} {split} #{index}: {length} frames, label '
       f'{classes[label]!r}',
       file=out,
   )
-  for t in range(length):
-    carry, _, probs = step(carry, x[:, t])
-    p = np.asarray(probs[0])
-    probabilities.append(p)
-    top = int(p.argmax())
-    print(f'frame {t:4d}: {classes[top]:<20s} {p[top]:.3f}', file=out)
-  probabilities = np.stack(probabilities)
+  probabilities = _stream_frames(
+      functions['step'], carry, x, length, classes, out
+  )
   top = probabilities.argmax(axis=1)
   settled = settled_frame(top)
   prediction = int(top[-1])
@@ -123,17 +95,8 @@ def replay(
       flush=True,
   )
   if plot:
-    from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
-
-    fig = viz.plot_streaming_probabilities(
-        probabilities,
-        classes,
-        true_class=label,
-        settled_frame=settled,
-        title=f'{info.name} {split} #{index}, streamed frame by frame',
-    )
-    viz.save_figure(fig, plot)
-    print(f'Wrote {plot}.', file=out)
+    title = f'{info.name} {split} #{index}, streamed frame by frame'
+    _plot(plot, probabilities, classes, label, settled, title, out)
   return {
       'probabilities': probabilities,
       'top': top,
@@ -142,6 +105,75 @@ def replay(
       'prediction': prediction,
       'classes': classes,
   }
+
+
+def _load_export(workdir: str, export_dir: str) -> tuple[dict, dict]:
+  """The exported ``initialize_carry`` and ``step``, and the export's card."""
+  # pylint: disable=g-import-not-at-top
+  import json
+  from eleatt_jax import export as export_lib
+  # pylint: enable=g-import-not-at-top
+  if not os.path.exists(os.path.join(export_dir, export_lib.CARD)):
+    raise FileNotFoundError(
+        f'{export_dir} holds no export: run `python -m train.export '
+        f'--workdir={workdir}` first.'
+    )
+  functions = export_lib.load_callables(
+      export_dir, ('initialize_carry', 'step')
+  )
+  with open(os.path.join(export_dir, export_lib.CARD)) as f:
+    card = json.load(f)
+  return functions, card
+
+
+def _load_example(workdir: str, split: str | None, index: int):
+  """Example ``index`` of ``split`` (default: the run's test split),
+  preprocessed as in evaluation: ``(DatasetInfo, split, batch of 1)``."""
+  # pylint: disable=g-import-not-at-top
+  import json
+  from train import config_lib
+  from train import input_pipeline
+  # pylint: enable=g-import-not-at-top
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = config_lib.from_json(json.load(f))
+  builder, info = input_pipeline.prepare_dataset(config, workdir)
+  split = split or config.data.test_split
+  if split not in info.splits:
+    raise ValueError(
+        f'--split={split!r}: {info.name} has the splits {sorted(info.splits)}.'
+    )
+  batch, _ = input_pipeline.get_example(config, builder, info, split, index)
+  return info, split, batch
+
+
+def _stream_frames(step, carry, x, length: int, classes, out):
+  """Feeds ``x[:, t]`` for t < ``length`` to the jitted ``step`` (compiled at
+  the first frame), printing each frame's top class; returns [T, C]."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  probabilities = []
+  for t in range(length):
+    carry, _, probs = step(carry, x[:, t])
+    p = np.asarray(probs[0])
+    probabilities.append(p)
+    top = int(p.argmax())
+    print(f'frame {t:4d}: {classes[top]:<20s} {p[top]:.3f}', file=out)
+  return np.stack(probabilities)
+
+
+def _plot(path, probabilities, classes, label, settled, title, out) -> None:
+  """Writes the class probabilities over time to the PNG ``path``."""
+  from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
+
+  fig = viz.plot_streaming_probabilities(
+      probabilities,
+      classes,
+      true_class=label,
+      settled_frame=settled,
+      title=title,
+  )
+  viz.save_figure(fig, path)
+  print(f'Wrote {path}.', file=out)
 
 
 def main(argv):

@@ -19,6 +19,7 @@ restore, preemption), `workdir` (lock, previous run), `distributed`,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -67,92 +68,140 @@ def train_and_evaluate(
   log(f'Workdir: {workdir}\n{input_pipeline.data_location(config, workdir)}')
   with workdir_lib.WorkdirLock(workdir), workdir_lib.stop_if_disk_full(workdir):
     workdir_lib.check_previous_run(config, workdir)
-    builder, info = input_pipeline.prepare_dataset(config, workdir)
-    num_steps, steps_per_epoch = state_lib.num_train_steps(config, info)
-    exp = state_lib.build(config, info, num_steps)
-    par = parallel.create(config.parallel, exp, info.num_classes)
-    par.check_batch_size(config.batch_size, 'config.batch_size')
-    par.check_batch_size(config.eval_batch_size, 'config.eval_batch_size')
-
-    ckpt = checkpoints.Checkpointer(workdir, config.keep_best)
-    abstract = exp.abstract_state(par.state_sharding())
-    state, train_it = ckpt.restore_latest(
-        abstract,
-        functools.partial(input_pipeline.train_iterator, config, builder, info),
-        log,
-    )
-    if state is None:
-      state = jax.jit(exp.init_fn, out_shardings=par.state_sharding())()
-      log(reporting.param_table(state.params))
-    start_step = int(jax.device_get(state.step))
+    run = _setup(config, workdir, log)
+    state, train_it = _restore_or_initialize(run)
     if distributed.is_primary():
       workdir_lib.write_atomically(
           os.path.join(workdir, 'config.json'),
           config.to_json_best_effort(indent=2),
       )
-    log(
-        f'{info.name}: {info.splits[config.data.train_split]} training '
-        f'examples ({config.data.train_split}), {info.num_classes} classes, '
-        f'input [T={info.num_frames}, D={info.input_dim}]; {num_steps} steps '
-        f'of {config.batch_size} ({num_steps / steps_per_epoch:.1f} epochs); '
-        f'parallel={config.parallel} over {par.num_shards} device(s), '
-        f'{jax.process_count()} process(es).'
-    )
+    log(_describe_run(run))
 
-    evaluate = lambda dstate, split: steps.evaluate(  # pylint: disable=g-long-lambda
-        par,
-        dstate,
-        input_pipeline.eval_batches(config, builder, info, split),
-        info.num_classes,
-    )
     reporter = reporting.Reporter(
         config,
         workdir,
-        num_steps=num_steps,
-        start_step=start_step,
+        num_steps=run.num_steps,
+        start_step=int(jax.device_get(state.step)),
         primary=distributed.is_primary(),
-        last_checkpoint=functools.partial(_describe_latest, ckpt),
+        last_checkpoint=functools.partial(_describe_latest, run.ckpt),
     )
     try:
       dstate, step, stopped_by = _train_loop(
-          config,
-          info,
-          par,
-          exp,
-          ckpt,
-          reporter,
-          evaluate,
-          par.device_state(state),
-          train_it,
-          num_steps,
+          run, reporter, run.par.device_state(state), train_it
       )
       if stopped_by:
-        what = 'Preempted' if stopped_by == 'SIGTERM' else 'Interrupted'
-        log(
-            f'{what} ({stopped_by}) at step {step}: saved a checkpoint in '
-            f'{ckpt.directory}; run the same command to resume.'
-        )
-        out = {'preempted': True, 'signal': stopped_by, 'step': step}
+        out = _stopped_by_signal(run, step, stopped_by)
       else:
-        out = _final_evaluation(
-            config,
-            workdir,
-            info,
-            par,
-            ckpt,
-            reporter,
-            evaluate,
-            dstate,
-            step,
-            abstract,
-            log,
-        )
+        out = _final_evaluation(run, reporter, dstate, step)
       reporter.close()
-      ckpt.close()
+      run.ckpt.close()
     except BaseException as err:
-      _stop_after_error(err, workdir, reporter, ckpt)
+      _stop_after_error(err, workdir, reporter, run.ckpt)
       raise
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """The parts of a run that `_setup` puts together.
+
+  Attributes:
+    config: The experiment config.
+    workdir: The run's directory (absolute).
+    log: Prints a line on the primary process.
+    builder: The dataset's tfds builder.
+    info: What the trainer knows of the dataset.
+    num_steps: Training steps of the whole run.
+    exp: The model, optimizer and state initializer.
+    par: How the steps run over the devices.
+    ckpt: The run's checkpoints.
+    abstract: The state's shapes, dtypes and shardings (for restoring).
+  """
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  log: reporting.Logger
+  builder: Any
+  info: input_pipeline.DatasetInfo
+  num_steps: int
+  exp: state_lib.Experiment
+  par: parallel.DataParallel
+  ckpt: checkpoints.Checkpointer
+  abstract: state_lib.TrainState
+
+  def evaluate(self, dstate, split: str) -> dict[str, Any]:
+    """Metrics of the device state `dstate` on one pass over `split`."""
+    return steps.evaluate(
+        self.par,
+        dstate,
+        input_pipeline.eval_batches(
+            self.config, self.builder, self.info, split
+        ),
+        self.info.num_classes,
+    )
+
+
+def _setup(config, workdir: str, log: reporting.Logger) -> _Run:
+  """Prepares the dataset, model, optimizer, devices and checkpointer."""
+  builder, info = input_pipeline.prepare_dataset(config, workdir)
+  num_steps, _ = state_lib.num_train_steps(config, info)
+  exp = state_lib.build(config, info, num_steps)
+  par = parallel.create(config.parallel, exp, info.num_classes)
+  par.check_batch_size(config.batch_size, 'config.batch_size')
+  par.check_batch_size(config.eval_batch_size, 'config.eval_batch_size')
+  ckpt = checkpoints.Checkpointer(workdir, config.keep_best)
+  return _Run(
+      config=config,
+      workdir=workdir,
+      log=log,
+      builder=builder,
+      info=info,
+      num_steps=num_steps,
+      exp=exp,
+      par=par,
+      ckpt=ckpt,
+      abstract=exp.abstract_state(par.state_sharding()),
+  )
+
+
+def _restore_or_initialize(run: _Run):
+  """``(state, training iterator)`` of the latest readable checkpoint, or
+  new parameters (whose table is logged) and a fresh iterator."""
+  state, train_it = run.ckpt.restore_latest(
+      run.abstract,
+      functools.partial(
+          input_pipeline.train_iterator, run.config, run.builder, run.info
+      ),
+      run.log,
+  )
+  if state is None:
+    state = jax.jit(run.exp.init_fn, out_shardings=run.par.state_sharding())()
+    run.log(reporting.param_table(state.params))
+  return state, train_it
+
+
+def _describe_run(run: _Run) -> str:
+  """A line on the data, the steps and the devices of the run."""
+  config, info, num_steps = run.config, run.info, run.num_steps
+  _, steps_per_epoch = state_lib.num_train_steps(config, info)
+  return (
+      f'{info.name}: {info.splits[config.data.train_split]} training '
+      f'examples ({config.data.train_split}), {info.num_classes} classes, '
+      f'input [T={info.num_frames}, D={info.input_dim}]; {num_steps} steps '
+      f'of {config.batch_size} ({num_steps / steps_per_epoch:.1f} epochs); '
+      f'parallel={config.parallel} over {run.par.num_shards} device(s), '
+      f'{jax.process_count()} process(es).'
+  )
+
+
+def _stopped_by_signal(run: _Run, step: int, signal: str) -> dict[str, Any]:
+  """Says how to resume a run that a signal stopped; its result."""
+  what = 'Preempted' if signal == 'SIGTERM' else 'Interrupted'
+  run.log(
+      f'{what} ({signal}) at step {step}: saved a checkpoint in '
+      f'{run.ckpt.directory}; run the same command to resume.'
+  )
+  return {'preempted': True, 'signal': signal, 'step': step}
 
 
 def _stop_after_error(err: BaseException, workdir: str, reporter, ckpt):
@@ -186,27 +235,17 @@ def _describe_latest(ckpt: checkpoints.Checkpointer) -> str:
   return f'the last checkpoint is step {step} in {ckpt.directory} (left intact)'
 
 
-def _train_loop(
-    config,
-    info,
-    par,
-    exp,
-    ckpt,
-    reporter,
-    evaluate,
-    dstate,
-    train_it,
-    num_steps: int,
-):
-  """Steps from the state's step to `num_steps`, evaluating and saving.
+def _train_loop(run: _Run, reporter: reporting.Reporter, dstate, train_it):
+  """Steps from the state's step to `run.num_steps`, evaluating and saving.
 
   Returns:
     ``(device state, step, None or the signal that stopped the run)``.
   """
-  eval_every = state_lib.eval_every_steps(config, info)
+  config, par, ckpt, num_steps = run.config, run.par, run.ckpt, run.num_steps
+  eval_every = state_lib.eval_every_steps(config, run.info)
   ckpt_every = int(config.checkpoint_every_steps) or eval_every
   split = config.data.eval_split
-  drng = par.device_rng(exp.dropout_rng)
+  drng = par.device_rng(run.exp.dropout_rng)
   step = int(jax.device_get(par.host_state(dstate).step))
   with checkpoints.Preemption(enabled=jax.process_count() == 1) as preemption:
     while step < num_steps:
@@ -223,7 +262,7 @@ def _train_loop(
       if save or step % eval_every == 0:
         # Flushing first fails fast, before a non-finite state is saved.
         reporter.flush(step)
-        res = evaluate(dstate, split)
+        res = run.evaluate(dstate, split)
         reporter.evaluation(step, split, res)
         if config.optim.schedule == 'plateau':
           dstate = par.plateau_update(dstate, res['loss'])
@@ -248,37 +287,14 @@ def _train_loop(
 
 
 def _final_evaluation(
-    config,
-    workdir,
-    info,
-    par,
-    ckpt,
-    reporter,
-    evaluate,
-    dstate,
-    step,
-    abstract,
-    log,
+    run: _Run, reporter: reporting.Reporter, dstate, step: int
 ) -> dict[str, Any]:
   """Evaluates the final (or best) parameters on the test split: its only
   use in the run. Writes eval_results.json and the plots."""
-  chosen = {'step': step, 'chosen_by': 'latest: the final parameters'}
-  best = ckpt.best_step()
-  if config.final_checkpoint == 'best' and best is not None:
-    dstate = par.device_state(ckpt.restore_state(best, abstract))
-    chosen = {
-        'step': best,
-        'chosen_by': (
-            f'best: highest {config.data.eval_split} accuracy '
-            'among the kept checkpoints'
-        ),
-    }
-  chosen['selection_split'] = config.data.eval_split
-  accuracy = ckpt.stored_accuracy(chosen['step'])
-  if accuracy is not None:
-    chosen['selection_accuracy'] = accuracy
+  config, info, workdir = run.config, run.info, run.workdir
+  dstate, chosen = _choose_final_state(run, dstate, step)
   split = config.data.test_split
-  res = evaluate(dstate, split)
+  res = run.evaluate(dstate, split)
   out = {'preempted': False}
   if distributed.is_primary():
     out.update(
@@ -308,10 +324,38 @@ def _final_evaluation(
         os.path.join(workdir, 'metrics.jsonl'),
         os.path.join(workdir, 'curves.png'),
     )
-  log(
+  run.log(
       f'Final {split} accuracy: {100 * res["accuracy"]:.2f}% on '
       f'{res["num_examples"]} examples (step {chosen["step"]}).'
   )
+  run.log(_describe_outputs(config, workdir))
+  return out
+
+
+def _choose_final_state(run: _Run, dstate, step: int):
+  """``(device state, how it was chosen)``: the final parameters, or the
+  best kept checkpoint's with ``final_checkpoint='best'``."""
+  config, ckpt = run.config, run.ckpt
+  chosen = {'step': step, 'chosen_by': 'latest: the final parameters'}
+  best = ckpt.best_step()
+  if config.final_checkpoint == 'best' and best is not None:
+    dstate = run.par.device_state(ckpt.restore_state(best, run.abstract))
+    chosen = {
+        'step': best,
+        'chosen_by': (
+            f'best: highest {config.data.eval_split} accuracy '
+            'among the kept checkpoints'
+        ),
+    }
+  chosen['selection_split'] = config.data.eval_split
+  accuracy = ckpt.stored_accuracy(chosen['step'])
+  if accuracy is not None:
+    chosen['selection_accuracy'] = accuracy
+  return dstate, chosen
+
+
+def _describe_outputs(config, workdir: str) -> str:
+  """Lines naming what the run wrote in WORKDIR."""
   outputs = [
       ('checkpoints', os.path.join(workdir, 'checkpoints')),
       ('results', os.path.join(workdir, 'eval_results.json')),
@@ -324,5 +368,4 @@ def _final_evaluation(
         ('curves', os.path.join(workdir, 'curves.png')),
         ('confusion', os.path.join(workdir, 'confusion_matrix.png')),
     ]
-  log('\n'.join(f'  {k + ":":<13}{v}' for k, v in outputs))
-  return out
+  return '\n'.join(f'  {k + ":":<13}{v}' for k, v in outputs)
