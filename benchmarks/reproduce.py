@@ -217,6 +217,17 @@ def make_config(
   return config
 
 
+def dataset_builders(
+    study: Study, runs: Sequence[tuple[str, int]], **kwargs
+) -> list[tuple[str, int]]:
+  """The first run of each dataset (its `data.name`) among `runs`, in order."""
+  first = {}
+  for variant, seed in runs:
+    config = make_config(study, variant, seed, **kwargs)
+    first.setdefault(config.data.name, (variant, seed))
+  return list(first.values())
+
+
 def count_params(config, workdir: str) -> int:
   """Parameters of the run's model (shapes only, nothing is computed)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -409,15 +420,23 @@ def run_study(
   ]
   kwargs = dict(quick=quick, data_dir=data_dir, overrides=dict(overrides or {}))
   if jobs > 1:
-    # The first run builds the dataset; the others then only read it.
-    first = run_one(name, *runs[0], root / runs[0][0] / 'seed_0', **kwargs)
+    # The first run of each dataset builds it, alone; the others then only
+    # read it (two processes building one tfds dataset collide on its folder).
+    builders = dataset_builders(study, runs, **kwargs)
+    done = {
+        run: run_one(name, *run, root / run[0] / f'seed_{run[1]}', **kwargs)
+        for run in builders
+    }
     context = multiprocessing.get_context('spawn')  # no forked jax state
     with concurrent.futures.ProcessPoolExecutor(jobs, context) as pool:
-      futures = [
-          pool.submit(run_one, name, v, s, root / v / f'seed_{s}', **kwargs)
-          for v, s in runs[1:]
-      ]
-      rows = [first] + [f.result() for f in futures]
+      futures = {
+          (v, s): pool.submit(
+              run_one, name, v, s, root / v / f'seed_{s}', **kwargs
+          )
+          for v, s in runs
+          if (v, s) not in done
+      }
+      rows = [done[r] if r in done else futures[r].result() for r in runs]
   else:
     rows = [
         run_one(name, v, s, root / v / f'seed_{s}', **kwargs) for v, s in runs

@@ -117,3 +117,18 @@ def test_bad_study_arguments_are_named():
       'optim.optimizer',
       'adamw',
   )
+
+
+def test_with_jobs_the_first_run_of_each_dataset_builds_it_alone():
+  # smnist reads two datasets (row and pixel): building one of them in two
+  # processes at once collided on its tfds folder.
+  study = reproduce.STUDIES['smnist']
+  runs = [(v, s) for v in study.variants for s in range(3)]
+  kwargs = dict(quick=True, data_dir='/nonexistent', overrides={})
+  assert reproduce.dataset_builders(study, runs, **kwargs) == [
+      ('row_gru', 0),
+      ('pixel_gru', 0),
+  ]
+  nucla = reproduce.STUDIES['nucla_dev']
+  runs = [(v, s) for v in nucla.variants for s in range(2)]
+  assert reproduce.dataset_builders(nucla, runs, **kwargs) == [runs[0]]
