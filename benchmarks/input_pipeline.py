@@ -173,6 +173,12 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--no_train_step", action="store_true")
   parser.add_argument("--train_repeats", type=int, default=5)
   parser.add_argument(
+      "--batch_size",
+      type=int,
+      default=0,
+      help="batch size of every source (0: 256 for skeletons, 128 for MNIST)",
+  )
+  parser.add_argument(
       "--hidden",
       type=int,
       default=0,
@@ -240,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
           10,
       ))
     for name, src, pre, batch_size, hidden, num_classes in cases:
+      batch_size = args.batch_size or batch_size
       rate, batch = _time_pipeline(src, pre, batch_size, args.batches, args)
       row = {
           "source": name,

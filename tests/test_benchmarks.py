@@ -75,18 +75,21 @@ def test_input_pipeline_benchmark_reports_every_source(capsys):
       '--batches',
       '2',
       '--ntu_files',
-      '260',
+      '40',
+      '--batch_size',
+      '16',
       '--hidden',
       '4',
       '--train_repeats',
       '1',
   ])
   rows = _json_lines(capsys.readouterr().out)
-  assert rows[0]['build'] == 'ntu_rgbd60/xsub' and rows[0]['files'] == 260
+  assert rows[0]['build'] == 'ntu_rgbd60/xsub' and rows[0]['files'] == 40
   sources = {r['source']: r for r in rows[1:]}
   assert set(sources) == {'skeleton', 'smnist_pixel', 'smnist_row'}
   assert all(r['examples_per_s'] > 0 for r in sources.values())
-  assert sources['skeleton']['batch_shape'] == [256, 100, 150]
+  assert sources['skeleton']['batch_shape'] == [16, 100, 150]
+  assert sources['smnist_pixel']['batch_shape'] == [16, 784, 1]
   for r in sources.values():
     assert r['train_step_examples_per_s'] > 0
     # The ratio is of the unrounded rates; the printed rates are rounded.
