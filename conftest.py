@@ -78,6 +78,10 @@ SLOW = (
     'tests/test_train_configs.py::test_config_trains_at_toy_size[shrec28]',
     'tests/test_train_configs.py::test_config_trains_at_toy_size[pmnist]',
     'tests/test_train_configs.py::test_config_trains_at_toy_size[ntu120_xset]',
+    # The same reader and recipe as ntu60_xsub and nucla, on another split.
+    'tests/test_train_configs.py::test_config_trains_at_toy_size[ntu60_xview]',
+    'tests/test_train_configs.py::test_config_trains_at_toy_size[ntu120_xsub]',
+    'tests/test_train_configs.py::test_config_trains_at_toy_size[nucla_dev]',
 )
 
 
