@@ -149,6 +149,23 @@ def _check_initial_carry(
     )
 
 
+def checked_sequence_inputs(inputs, time_major: bool) -> Array:
+  """``inputs`` as an array, after checking that it is float and of rank >= 2.
+
+  The linen and the NNX ``RNN`` both call it, so both give the same errors.
+  """
+  inputs = jnp.asarray(inputs)
+  check_float_inputs(inputs, 'RNN')
+  if inputs.ndim < 2:
+    layout = (
+        '[time, *batch, features]' if time_major else '[*batch, time, features]'
+    )
+    raise ValueError(
+        f'RNN expects inputs of rank >= 2, {layout}; got shape {inputs.shape}.'
+    )
+  return inputs
+
+
 class _FlatBatch:
   """A batch of sequences as ``[T, B, D]`` (batch dims flattened), and back.
 
@@ -382,25 +399,13 @@ class RNN(nn.Module):
 
   def _checked(self, inputs, time_major: bool) -> Array:
     """``inputs`` as an array, after checking its dtype, rank and the cell."""
-    inputs = jnp.asarray(inputs)
-    check_float_inputs(inputs, 'RNN')
     if self.cell.num_feature_axes != 1:
       raise ValueError(
           'RNN supports cells with one feature axis; '
           f'{type(self.cell).__name__} has '
           f'{self.cell.num_feature_axes}.'
       )
-    if inputs.ndim < 2:
-      layout = (
-          '[time, *batch, features]'
-          if time_major
-          else ('[*batch, time, features]')
-      )
-      raise ValueError(
-          f'RNN expects inputs of rank >= 2, {layout}; got shape '
-          f'{inputs.shape}.'
-      )
-    return inputs
+    return checked_sequence_inputs(inputs, time_major)
 
   @property
   def layout(self) -> Layout:

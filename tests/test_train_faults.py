@@ -85,16 +85,7 @@ def test_best_k_survives_kill_and_sigterm_like_an_unbroken_run(
       **{'optim.learning_rate': 0.03},
   )
   ref = tmp_path / 'unbroken'
-  config = sup.tiny_config(
-      npz_dir,
-      data_dir,
-      **{
-          k: v
-          for k, v in overrides.items()
-          if k not in ('data.path', 'data.data_dir')
-      },
-  )
-  train.train_and_evaluate(config, str(ref))
+  sup.train_unbroken(npz_dir, data_dir, overrides, ref)
 
   workdir = tmp_path / 'broken'
   cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
@@ -375,18 +366,7 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
   assert f'Resuming from checkpoint step {max(kept)} ' in rerun.stdout
   assert not list((workdir / 'checkpoints').glob('*tmp*'))
   ref = tmp_path / 'unbroken'
-  train.train_and_evaluate(
-      sup.tiny_config(
-          npz_dir,
-          data_dir,
-          **{
-              k: v
-              for k, v in overrides.items()
-              if k not in ('data.path', 'data.data_dir')
-          },
-      ),
-      str(ref),
-  )
+  sup.train_unbroken(npz_dir, data_dir, overrides, ref)
   params, step = sup.final_params(workdir)
   ref_params, ref_step = sup.final_params(ref)
   assert step == ref_step == steps

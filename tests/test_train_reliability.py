@@ -48,16 +48,7 @@ def test_kill9_at_a_random_step_then_resume_is_bitwise_equal(
   kill_at = random.Random(seed).randint(4, steps - 2)
   # The uninterrupted reference, in this process (same XLA, same devices).
   ref_dir = tmp_path / 'reference'
-  config = sup.tiny_config(
-      npz_dir,
-      data_dir,
-      **{
-          k: v
-          for k, v in overrides.items()
-          if k not in ('data.path', 'data.data_dir')
-      },
-  )
-  train.train_and_evaluate(config, str(ref_dir))
+  sup.train_unbroken(npz_dir, data_dir, overrides, ref_dir)
 
   workdir = tmp_path / 'killed'
   rc, text, killed_at = sup.run_and_signal(
@@ -208,16 +199,7 @@ def test_signal_saves_a_checkpoint_and_resume_is_bitwise_equal(
   assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
   assert f'Resuming from checkpoint step {saved} ' in rerun.stdout
   ref_dir = tmp_path / 'reference'
-  config = sup.tiny_config(
-      npz_dir,
-      data_dir,
-      **{
-          k: v
-          for k, v in overrides.items()
-          if k not in ('data.path', 'data.data_dir')
-      },
-  )
-  train.train_and_evaluate(config, str(ref_dir))
+  sup.train_unbroken(npz_dir, data_dir, overrides, ref_dir)
   params, step = sup.final_params(workdir)
   ref_params, ref_step = sup.final_params(ref_dir)
   assert step == ref_step == steps

@@ -262,6 +262,24 @@ def bitwise_equal(a, b) -> bool:
   )
 
 
+def train_unbroken(npz_dir, data_dir, overrides, workdir):
+  """Trains, in this process, the run that `overrides` (the command line's
+  'a.b' -> value of a real-process run) describes, without interruption: the
+  reference a killed or stopped run must end equal to."""
+  from train import train  # pylint: disable=g-import-not-at-top
+
+  config = tiny_config(
+      npz_dir,
+      data_dir,
+      **{
+          k: v
+          for k, v in overrides.items()
+          if k not in ('data.path', 'data.data_dir')
+      },
+  )
+  return train.train_and_evaluate(config, os.fspath(workdir))
+
+
 def final_params(workdir, checkpoint='latest'):
   """The parameters (as NumPy) and step of a run's checkpoint."""
   import jax  # pylint: disable=g-import-not-at-top

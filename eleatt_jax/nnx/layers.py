@@ -13,14 +13,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Array
 
 from eleatt_jax import fused_scan
-from eleatt_jax.cells import check_float_inputs
 from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
-from eleatt_jax.layers import _FlatBatch
+from eleatt_jax.layers import _FlatBatch, checked_sequence_inputs
 from eleatt_jax.layout import Layout
 from eleatt_jax.nnx.cells import EleAtt
 
@@ -106,15 +104,7 @@ class RNN(nnx.Module):
     time_major = self.time_major if time_major is None else time_major
     reverse = self.reverse if reverse is None else reverse
     keep_order = self.keep_order if keep_order is None else keep_order
-    inputs = jnp.asarray(inputs)
-    check_float_inputs(inputs, 'RNN')
-    if inputs.ndim < 2:
-      raise ValueError(
-          'RNN expects inputs of rank >= 2, '
-          f'{"[time, *batch, D]" if time_major else "[*batch, time, D]"}'
-          f'; got shape {inputs.shape}.'
-      )
-
+    inputs = checked_sequence_inputs(inputs, time_major)
     seqs = _FlatBatch(
         inputs,
         seq_lengths,
