@@ -1,7 +1,7 @@
 r"""Per-frame latency of streaming inference, against re-running the prefix.
 
     python -m benchmarks.streaming [--quick] [--dims 60,150] [--batches 1,32]
-        [--frames 100] [--rounds 3] [--sequential]
+        [--frames 100] [--rounds 3] [--sequential] [--layouts]
 
 The skeleton model (EleAtt-GRU, 3 x 100, 60 classes, mean readout) at
 ``D`` in ``--dims`` and batch ``B`` in ``--batches``. Four ways to get the
@@ -16,13 +16,19 @@ logits after every frame of a ``--frames``-frame stream:
   and is several times slower), from its ``initialize_carry``;
 * ``step_exported_valid``: the same with ``valid`` (all True; the
   ``step_valid`` export);
+* with ``--layouts``, ``step_jit[split=1]`` and ``step_jit[split=0]``: the
+  jitted step with per-gate and with fused kernels
+  (``StackedRNNClassifier(split_gates=...)``), the measurement behind
+  :attr:`Layout.step_split_gates <eleatt_jax.layout.Layout>`; ``step_jit``
+  runs the backend's default;
 * ``prefix_rerun``: no carry: at frame t the full-sequence function runs on the
   prefix ``0..t``, padded to the next power of two (one compiled shape per
   bucket: 1, 2, 4, ..., ``--frames``) with ``seq_lengths = t + 1``.
 
 Each is compiled and run over one stream first. Then the implementations take
-turns frame by frame (the order rotating), so that all see the same machine
-load; ``--sequential`` times all streams of one implementation before the
+turns frame by frame, in a new random order each frame, so that all see the
+same machine load and none always runs right after the same other one (the
+one after the prefix re-run finds the caches cold); ``--sequential`` times all streams of one implementation before the
 next instead (then a load that changes during the run skews the ratios).
 
 Prints one JSON object per line: first ``{"cpus", "loadavg", "backend",
@@ -77,7 +83,7 @@ def time_streams(impls, num_frames: int, rounds: int, sequential: bool = False):
     num_frames: frames per stream.
     rounds: streams timed.
     sequential: all streams of one implementation, then the next; by default
-      they take turns frame by frame, in an order that rotates.
+      they take turns frame by frame, in a random order (seeded) each frame.
 
   Returns:
     ``{name: (samples in s, per-frame medians [T] in s)}``.
@@ -104,12 +110,14 @@ def time_streams(impls, num_frames: int, rounds: int, sequential: bool = False):
         for t in range(num_frames):
           state = time_frame(name, state, r, t)
   else:
+    # Not a rotation: that keeps each one's predecessor, so one implementation
+    # would always follow the cache-flushing prefix re-run.
+    orders = np.random.default_rng(0)
     for r in range(rounds):
       states = {name: impls[name][0] for name in names}
       for t in range(num_frames):
-        k = (r * num_frames + t) % len(names)
-        for name in names[k:] + names[:k]:
-          states[name] = time_frame(name, states[name], r, t)
+        for i in orders.permutation(len(names)):
+          states[names[i]] = time_frame(names[i], states[names[i]], r, t)
   return {
       name: (s.reshape(-1), np.median(s, axis=0)) for name, s in samples.items()
   }
@@ -134,7 +142,13 @@ def _prefix_frames(sequence, x_BTD):
   return lambda _, t: (None, sequence(padded[bucket[t]], lengths[t]))
 
 
-def run_case(d: int, b: int, settings: dict, sequential: bool = False):
+def run_case(
+    d: int,
+    b: int,
+    settings: dict,
+    sequential: bool = False,
+    layouts: bool = False,
+):
   """The rows of one (D, B) case."""
   model = StackedRNNClassifier(
       num_classes=settings['classes'], hidden_sizes=settings['hidden']
@@ -166,6 +180,14 @@ def run_case(d: int, b: int, settings: dict, sequential: bool = False):
       ),
       'prefix_rerun': (None, _prefix_frames(sequence, x)),
   }
+  for split in (True, False) if layouts else ():
+    step = functools.partial(
+        model.clone(split_gates=split).apply, variables, method='step'
+    )
+    impls[f'step_jit[split={split:d}]'] = (
+        model.initialize_carry(b),
+        _step_frames(jax.jit(step), frames),
+    )
   results = time_streams(impls, num_frames, settings['rounds'], sequential)
   base = results['step_jit'][1].sum()
   rows = []
@@ -205,6 +227,14 @@ def main(argv=None):
           'of frame by frame in turn'
       ),
   )
+  parser.add_argument(
+      '--layouts',
+      action='store_true',
+      help=(
+          'also time the step with per-gate and with fused kernels '
+          '(to choose Layout.step_split_gates)'
+      ),
+  )
   args = parser.parse_args(argv)
   settings = dict(QUICK if args.quick else FULL)
   if args.dims:
@@ -226,7 +256,7 @@ def main(argv=None):
   )
   for d in settings['dims']:
     for b in settings['batches']:
-      for row in run_case(d, b, settings, args.sequential):
+      for row in run_case(d, b, settings, args.sequential, args.layouts):
         print(json.dumps(row), flush=True)
 
 

@@ -290,7 +290,8 @@ class RNN(nn.Module):
       with ``benchmarks/speed.py --sweep``).
     split_gates: for fused cells, multiply by per-gate blocks of the kernels
       (split once, outside the loop) instead of the whole fused kernels.
-      Default None: per backend, from ``Layout.default``.
+      Default None: per backend, from ``Layout.default`` (for :meth:`step`,
+      its ``step_split_gates``).
     fused_backward: for fused cells, differentiate with the cuDNN-style VJP of
       :func:`eleatt_jax.fused_scan.run` (weight gradients as one matmul
       after the backward loop) instead of autodiff of ``lax.scan``. Default
@@ -415,6 +416,14 @@ class RNN(nn.Module):
         hoist_input_projection=self.hoist_input_projection,
         fused_backward=self.fused_backward,
     )
+
+  @property
+  def step_layout(self) -> Layout:
+    """The layout of :meth:`step`: :attr:`layout`, with the backend's
+    ``step_split_gates`` unless ``split_gates`` is set."""
+    if self.split_gates is not None:
+      return self.layout
+    return self.layout.for_step()
 
   def _scan(self, x_TBD, carry, mask_TB1, batch_shape: tuple[int, ...]):
     """Picks the loop: ``(carry, y [T, B, H], attention [T, B, D] or None)``."""
@@ -549,7 +558,11 @@ class RNN(nn.Module):
     if isinstance(self.cell, FusedCell):
       equations = self.cell.equations()
       weights = step_weights(
-          equations, self.cell.kernels(x_t.shape[-1]), x_t, carry, self.layout
+          equations,
+          self.cell.kernels(x_t.shape[-1]),
+          x_t,
+          carry,
+          self.step_layout,
       )
       new_carry, y, attention, _ = eqs_step(
           equations, weights, carry, x_t, mask_B1=mask

@@ -11,11 +11,17 @@ the speed:
   (``x_t W_xa + b_a``, or an ungated cell's ``x_t W_x + b``) for all steps in
   one matmul before the loop;
 * ``fused_backward``: differentiate with a cuDNN-style VJP whose weight
-  gradients are one ``[T*B]``-deep matmul each (fused kernels only).
+  gradients are one ``[T*B]``-deep matmul each (fused kernels only);
+* ``step_split_gates``: ``split_gates`` for a single step called on its own
+  (:meth:`eleatt_jax.RNN.step`, the streaming step of
+  :class:`eleatt_jax.StackedRNNClassifier`). One frame per call is a different
+  regime from the loop: its time is mostly the fixed cost of each XLA op, so
+  fewer, larger matmuls can win where the loop prefers per-gate blocks.
 
-The defaults are chosen per backend by measurement
-(``python -m benchmarks.speed --sweep``); :data:`DEFAULT_LAYOUTS` says for each
-backend whether its entry was measured.
+The defaults are chosen per backend by measurement (``python -m
+benchmarks.speed --sweep`` for the loop, ``python -m benchmarks.streaming
+--layouts`` for the step); :data:`DEFAULT_LAYOUTS` says for each backend
+whether its entry was measured.
 
 Example usage::
 
@@ -23,6 +29,8 @@ Example usage::
   >>> Layout.default('cpu').split_gates
   True
   >>> Layout.default('cpu').with_choices(fused_backward=True).split_gates
+  False
+  >>> Layout.default('cpu').for_step().split_gates  # one frame per call
   False
   >>> Layout.default('gpu').measured
   False
@@ -45,6 +53,8 @@ class Layout:
       loop, as one matmul.
     fused_backward: the cuDNN-style VJP of :func:`eleatt_jax.fused_scan.run`
       instead of autodiff of ``lax.scan``; needs ``split_gates=False``.
+    step_split_gates: ``split_gates`` of a step called on its own (see
+      :meth:`for_step`).
     measured: whether these choices were measured on the backend they serve
       (False for a stated fallback); not compared, it changes no result.
   """
@@ -52,6 +62,7 @@ class Layout:
   split_gates: bool
   hoist_input_projection: bool
   fused_backward: bool
+  step_split_gates: bool
   measured: bool = dataclasses.field(default=True, compare=False)
 
   def __post_init__(self):
@@ -72,6 +83,14 @@ class Layout:
     if backend in DEFAULT_LAYOUTS:
       return DEFAULT_LAYOUTS[backend]
     return UNMEASURED_FALLBACK
+
+  def for_step(self) -> Layout:
+    """This layout as a step called on its own runs it: ``split_gates`` is
+    ``step_split_gates`` (the loop's other choices do not apply to one step)."""
+    return dataclasses.replace(
+        self,
+        split_gates=self.step_split_gates and not self.fused_backward,
+    )
 
   def with_choices(
       self,
@@ -103,8 +122,14 @@ class Layout:
 # Measured on XLA:CPU with `python -m benchmarks.speed --sweep` (README, Speed):
 # slicing a fused matmul's result per gate costs more than the extra small
 # matmuls, hoisting slows the backward, and the custom VJP is slower there.
+# One streaming step (`python -m benchmarks.streaming --layouts`) is the other
+# way round: at batch 1 the fused kernels' 10 matmuls take about half the time
+# of the per-gate layout's 25.
 _CPU = Layout(
-    split_gates=True, hoist_input_projection=False, fused_backward=False
+    split_gates=True,
+    hoist_input_projection=False,
+    fused_backward=False,
+    step_split_gates=False,
 )
 
 # What a backend that has not been measured runs: the CPU choices, marked so.

@@ -118,6 +118,9 @@ class StackedRNNClassifier(nn.Module):
     dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters stay
       ``param_dtype``; logits are float32.
     param_dtype: parameter dtype (float32).
+    split_gates: each layer's :class:`eleatt_jax.RNN` ``split_gates`` (default
+      None: per backend, for the loop and for :meth:`step` separately; see
+      :class:`eleatt_jax.layout.Layout`). It changes the speed, not the numbers.
   """
 
   num_classes: int
@@ -131,6 +134,7 @@ class StackedRNNClassifier(nn.Module):
   check_seq_lengths: bool | str = True
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
+  split_gates: bool | None = None
 
   def setup(self):
     if self.cell not in CELL_TYPES:
@@ -148,6 +152,7 @@ class StackedRNNClassifier(nn.Module):
           make_cell(),
           unroll=self.unroll,
           check_seq_lengths=self.check_seq_lengths,
+          split_gates=self.split_gates,
           **kw,
       )
       if self.bidirectional:

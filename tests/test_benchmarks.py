@@ -6,6 +6,7 @@ Smoke tests at the smallest settings: they check the output format, not speed
 
 import json
 
+import jax.numpy as jnp
 import pytest
 
 from benchmarks import input_pipeline
@@ -115,7 +116,7 @@ STREAMING_KEYS = {
 def test_streaming_prints_one_row_per_impl_with_every_field(capsys):
   from benchmarks import streaming  # pylint: disable=g-import-not-at-top
 
-  streaming.main(['--quick', '--frames', '3', '--rounds', '1'])
+  streaming.main(['--quick', '--frames', '3', '--rounds', '1', '--layouts'])
   rows = _json_lines(capsys.readouterr().out)
   header, rows = rows[0], rows[1:]
   assert header['cpus'] > 0 and len(header['loadavg']) == 3
@@ -124,8 +125,34 @@ def test_streaming_prints_one_row_per_impl_with_every_field(capsys):
       'step_exported',
       'step_exported_valid',
       'prefix_rerun',
+      'step_jit[split=1]',
+      'step_jit[split=0]',
   ]
   for row in rows:
     assert set(row) == STREAMING_KEYS
     assert row['frames'] == 3 and 0 < row['us_median'] <= row['us_p99']
   assert rows[0]['ratio_vs_step_jit'] == 1.0
+
+
+def test_streaming_turns_keep_each_stream_in_order_and_vary_the_successor():
+  """Each implementation sees its frames in order; the one that runs right
+  after another changes from frame to frame (a rotation would not)."""
+  from benchmarks import streaming  # pylint: disable=g-import-not-at-top
+
+  calls = []
+
+  def impl(name):
+    def frame(state, t):
+      calls.append(name)
+      assert state == t, (name, state, t)
+      return state + 1, jnp.zeros(())
+
+    return 0, frame
+
+  names = ('a', 'b', 'c', 'd')
+  streaming.time_streams({n: impl(n) for n in names}, num_frames=20, rounds=2)
+  timed = calls[len(names) * 20 :]  # after one warm-up stream each
+  assert sorted(timed) == sorted(names * 40)
+  turns = [timed[i : i + len(names)] for i in range(0, len(timed), 4)]
+  successors_of_d = {turn[(turn.index('d') + 1) % len(names)] for turn in turns}
+  assert len(successors_of_d) > 1

@@ -14,6 +14,7 @@ import pytest
 from flax import linen as nn
 
 from eleatt_jax import RNN, EleAtt, EleAttGRUCell, StackedRNNClassifier
+from eleatt_jax.layout import Layout
 from eleatt_jax.models import CELL_TYPES
 
 B, T, D, C = 3, 7, 5, 4
@@ -210,6 +211,31 @@ def test_rnn_step_and_chunk_agree_with_call(make_cell):
   np.testing.assert_allclose(jnp.concatenate(parts, 1), y, **TOL)
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_allclose(a, b, **TOL), carry, final
+  )
+
+
+@pytest.mark.parametrize('split_gates', [None, True, False])
+def test_step_layout_is_the_backends_step_choice_unless_set(split_gates):
+  """RNN.step runs Layout.step_split_gates unless split_gates is set; the loop
+  keeps its own choice."""
+  default = Layout.default()
+  layer = RNN(EleAttGRUCell(6), split_gates=split_gates)
+  step_split = default.step_split_gates if split_gates is None else split_gates
+  loop_split = default.split_gates if split_gates is None else split_gates
+  assert layer.step_layout.split_gates is step_split
+  assert layer.layout.split_gates is loop_split
+  assert not default.with_choices(fused_backward=True).for_step().split_gates
+
+
+def test_step_logits_do_not_depend_on_the_layout():
+  model, variables = model_and_variables('eleatt_gru', 'mean')
+  x, valid = padded_inputs()
+  split, fused = (
+      stream_steps(model.clone(split_gates=s), variables, x, valid)
+      for s in (True, False)
+  )
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, **TOL), split, fused
   )
 
 
