@@ -1,7 +1,7 @@
 r"""Per-frame latency of streaming inference, against re-running the prefix.
 
     python -m benchmarks.streaming [--quick] [--dims 60,150] [--batches 1,32]
-        [--frames 100] [--rounds 3] [--sequential] [--layouts]
+        [--frames 100] [--rounds 10] [--sequential] [--layouts]
 
 The skeleton model (EleAtt-GRU, 3 x 100, 60 classes, mean readout) at
 ``D`` in ``--dims`` and batch ``B`` in ``--batches``. Four ways to get the
@@ -26,10 +26,12 @@ logits after every frame of a ``--frames``-frame stream:
   bucket: 1, 2, 4, ..., ``--frames``) with ``seq_lengths = t + 1``.
 
 Each is compiled and run over one stream first. Then the implementations take
-turns frame by frame, in a new random order each frame, so that all see the
-same machine load and none always runs right after the same other one (the
-one after the prefix re-run finds the caches cold); ``--sequential`` times all streams of one implementation before the
-next instead (then a load that changes during the run skews the ratios).
+turns stream by stream, in a new random order each round: within a stream one
+implementation runs alone, as it would in deployment (turns frame by frame
+measured the caches that the prefix re-run had just flushed), and over the
+rounds all see the same machine load. ``--sequential`` times all streams of one
+implementation before the next instead (then a load that changes during the
+run skews the ratios).
 
 Prints one JSON object per line: first ``{"cpus", "loadavg", "backend",
 "jax"}`` (the machine and its load), then per case and implementation
@@ -62,7 +64,7 @@ FULL = dict(
     dims=(60, 150),
     batches=(1, 32),
     frames=100,
-    rounds=3,
+    rounds=10,
 )
 QUICK = dict(
     hidden=(8,), classes=3, dims=(6,), batches=(1,), frames=5, rounds=2
@@ -81,9 +83,9 @@ def time_streams(impls, num_frames: int, rounds: int, sequential: bool = False):
     impls: ``{name: (initial state, frame)}``, ``frame(state, t) -> (state,
       output)``: frame t of a stream (``output`` an array to wait for).
     num_frames: frames per stream.
-    rounds: streams timed.
+    rounds: streams timed per implementation.
     sequential: all streams of one implementation, then the next; by default
-      they take turns frame by frame, in a random order (seeded) each frame.
+      they take turns stream by stream, in a random order (seeded) each round.
 
   Returns:
     ``{name: (samples in s, per-frame medians [T] in s)}``.
@@ -95,29 +97,22 @@ def time_streams(impls, num_frames: int, rounds: int, sequential: bool = False):
       state, out = frame(state, t)
     jax.block_until_ready(out)
   samples = {name: np.zeros((rounds, num_frames)) for name in names}
-
-  def time_frame(name, state, r, t):
-    start = time.perf_counter()
-    state, out = impls[name][1](state, t)
-    out.block_until_ready()
-    samples[name][r, t] = time.perf_counter() - start
-    return state
-
   if sequential:
-    for name in names:
-      for r in range(rounds):
-        state = impls[name][0]
-        for t in range(num_frames):
-          state = time_frame(name, state, r, t)
+    turns = [(name, r) for name in names for r in range(rounds)]
   else:
-    # Not a rotation: that keeps each one's predecessor, so one implementation
-    # would always follow the cache-flushing prefix re-run.
-    orders = np.random.default_rng(0)
-    for r in range(rounds):
-      states = {name: impls[name][0] for name in names}
-      for t in range(num_frames):
-        for i in orders.permutation(len(names)):
-          states[names[i]] = time_frame(names[i], states[names[i]], r, t)
+    order = np.random.default_rng(0)
+    turns = [
+        (names[i], r)
+        for r in range(rounds)
+        for i in order.permutation(len(names))
+    ]
+  for name, r in turns:
+    state, frame = impls[name]
+    for t in range(num_frames):
+      start = time.perf_counter()
+      state, out = frame(state, t)
+      out.block_until_ready()
+      samples[name][r, t] = time.perf_counter() - start
   return {
       name: (s.reshape(-1), np.median(s, axis=0)) for name, s in samples.items()
   }
@@ -218,13 +213,15 @@ def main(argv=None):
   parser.add_argument('--dims', help='comma-separated D (default 60,150)')
   parser.add_argument('--batches', help='comma-separated B (default 1,32)')
   parser.add_argument('--frames', type=int, help='stream length (100)')
-  parser.add_argument('--rounds', type=int, help='streams timed (3)')
+  parser.add_argument(
+      '--rounds', type=int, help='streams timed per implementation (10)'
+  )
   parser.add_argument(
       '--sequential',
       action='store_true',
       help=(
           'time one implementation after the other instead '
-          'of frame by frame in turn'
+          'of stream by stream in turn'
       ),
   )
   parser.add_argument(
