@@ -566,3 +566,103 @@ def test_tensorboard_events_on_a_full_disk_raise_naming_the_file(tmp_path):
   assert resumed.tb.path != path
   start = _events(resumed.tb.path)[1]
   assert (start.step, start.session_log.status) == (1, start.session_log.START)
+
+
+def test_full_disk_in_tensorboard_events_stops_with_one_line_and_resumes(
+    npz_dir, data_dir, tmp_path
+):
+  """With TensorBoard on, the trainer's file-size limit drops to the events
+  file's size (at a step after which no checkpoint is being written, the
+  trainer stopped meanwhile, and while metrics.jsonl is the smaller file):
+  the next event fails with EFBIG. One FATAL line naming the events file and
+  how to resume, exit 1, the events file whole; a rerun ends like an
+  unbroken run."""
+  # Orbax may take 5 steps to write a checkpoint: 10 leaves steps between
+  # two checkpoints where none is being written.
+  steps, every = 30, 10
+  overrides = sup.cli_overrides(
+      npz_dir,
+      data_dir,
+      num_train_steps=steps,
+      log_every_steps=1,
+      checkpoint_every_steps=every,
+      eval_every_steps=every,
+      tensorboard=True,
+  )
+  workdir = tmp_path / 'run'
+  cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
+  seen = {}
+
+  def fill_the_disk(proc, step):
+    proc.send_signal(signal.SIGSTOP)  # no write while the files are measured
+    try:
+      (events,) = (workdir / 'tensorboard').iterdir()
+      size = events.stat().st_size
+      if (
+          step % every == 0  # a checkpoint is saved right after this line
+          or list((workdir / 'checkpoints').glob('*tmp*'))
+          or (workdir / 'metrics.jsonl').stat().st_size + 500 > size
+      ):
+        return False
+      seen.update(events=events, size=size, steps=_steps(workdir))
+      resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (size, size))
+      return True
+    finally:
+      proc.send_signal(signal.SIGCONT)
+
+  rc, out, err, at = sup.run_and_act(
+      cmd, workdir, 1, fill_the_disk, stderr_apart=True
+  )
+  assert at is not None and rc == 1, out[-3000:] + err[-3000:]
+  assert len(err.strip().splitlines()) == 1, err[-3000:]
+  assert err.startswith(
+      f'FATAL: Writing {seen["events"]} failed: file too large (EFBIG)'
+  ), err
+  assert (
+      'the checkpoints written before (steps '
+      f'{", ".join(map(str, seen["steps"]))}'
+  ) in err
+  assert 'run the same command to resume' in err
+  assert seen['events'].stat().st_size == seen['size']
+  assert max(s for s, _, _ in _scalars(_events(seen['events']))) == at
+
+  rerun = sup.run(cmd)
+  assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+  assert f'Resuming from checkpoint step {max(seen["steps"])} ' in rerun.stdout
+  (resumed,) = set((workdir / 'tensorboard').iterdir()) - {seen['events']}
+  assert max(s for s, _, _ in _scalars(_events(resumed))) == steps
+  ref = tmp_path / 'unbroken'
+  sup.train_unbroken(npz_dir, data_dir, overrides, ref)
+  params, step = sup.final_params(workdir)
+  assert sup.bitwise_equal(params, sup.final_params(ref)[0]) and step == steps
+  assert sup.same_results(workdir, ref)
+  assert _history(workdir) == _history(ref)
+
+
+def test_full_disk_while_writing_the_plots_stops_and_a_rerun_writes_them(
+    npz_dir, data_dir, tmp_path
+):
+  """The run's last writes are its PNGs: one into /dev/full (ENOSPC) stops
+  the run with the short error naming it, the previous PNGs whole and no
+  temporary file; the rerun (which resumes from the final checkpoint)
+  writes them."""
+  workdir = tmp_path / 'run'
+  config = sup.tiny_config(npz_dir, data_dir, plots=True)
+  train.train_and_evaluate(config, str(workdir))
+  pngs = ('confusion_matrix.png', 'curves.png')
+  old = {n: (workdir / n).read_bytes() for n in pngs}
+  os.symlink('/dev/full', workdir / 'confusion_matrix.png.tmp')
+  longer = sup.tiny_config(npz_dir, data_dir, plots=True, num_train_steps=8)
+  with pytest.raises(workdir_lib.DiskFullError) as err:
+    train.train_and_evaluate(longer, str(workdir))
+  assert str(err.value).startswith(
+      f'Writing {workdir / "confusion_matrix.png"} failed: no space left on '
+      'device (ENOSPC)'
+  ), err.value
+  assert 'run the same command to resume' in str(err.value)
+  assert {n: (workdir / n).read_bytes() for n in pngs} == old
+  assert not list(workdir.glob('*.tmp'))
+  assert _steps(workdir)[-1] == 8
+  train.train_and_evaluate(longer, str(workdir))
+  assert (workdir / 'curves.png').read_bytes() != old['curves.png']
+  assert all((workdir / n).read_bytes()[:4] == b'\x89PNG' for n in pngs)
