@@ -71,6 +71,8 @@ SLOW = (
     'tests/test_train_reliability.py::test_signal_saves_a_checkpoint',
     'tests/test_train_faults.py::test_full_disk_stops',
     'tests/test_train_faults.py::test_full_disk_at_the_start',
+    'tests/test_train_faults.py::test_full_disk_in_tensorboard_events',
+    'tests/test_train_faults.py::test_full_disk_while_writing_the_plots',
     # Configs that only rename their base's dataset (dhg28 and shrec28 import
     # dhg14 and shrec14; pmnist is smnist's pixel path permuted; ntu120_xset
     # is ntu120_xsub's reader and recipe on another split).

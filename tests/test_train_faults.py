@@ -9,10 +9,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pathlib
 import re
 import resource
 import signal
 import socket
+import struct
 import subprocess
 import sys
 
@@ -24,6 +26,7 @@ import train_support as sup
 from train import checkpoints
 from train import config_lib
 from train import eval as train_eval
+from train import reporting
 from train import train
 from train import workdir as workdir_lib
 
@@ -327,7 +330,7 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
   cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
   before = {}
 
-  def fill_the_disk(proc):
+  def fill_the_disk(proc, _):
     before['steps'] = _steps(workdir)
     before['config'] = (workdir / 'config.json').read_text()
     resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, limit))
@@ -445,8 +448,8 @@ def test_full_disk_at_the_start_of_a_run_is_a_disk_full_error(
   with pytest.raises(workdir_lib.DiskFullError) as err:
     train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir), str(workdir))
   assert str(err.value).startswith(
-      f'Writing in {workdir} failed: no space left on device (ENOSPC): the '
-      'disk is full.'
+      f'Writing {workdir / "config.json"} failed: no space left on device '
+      '(ENOSPC): the disk is full.'
   )
   assert 'no checkpoint was written yet' in str(err.value)
   assert sorted(p.name for p in workdir.iterdir()) == [
@@ -465,5 +468,203 @@ def test_full_disk_while_rewriting_a_file_leaves_the_old_one(tmp_path):
   with pytest.raises(OSError) as err:
     workdir_lib.write_atomically(str(path), '{"new": true}' * 1000)
   assert err.value.errno == errno.ENOSPC
+  assert err.value.filename == str(path)
   assert path.read_text() == '{"old": true}'
   assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']
+
+
+def test_full_disk_while_writing_a_png_keeps_the_old_one(tmp_path):
+  """A plot is replaced only by a complete new image: its temporary file
+  into /dev/full (ENOSPC) leaves the old PNG whole, no temporary file and no
+  open figure, and the error names the PNG."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  path = str(tmp_path / 'confusion_matrix.png')
+  reporting.plot_confusion(path, np.eye(2, dtype=int), ['a', 'b'], 'old')
+  old = pathlib.Path(path).read_bytes()
+  assert old[:4] == b'\x89PNG', f'{path} is not a PNG'
+  os.symlink('/dev/full', path + '.tmp')
+  with pytest.raises(OSError) as err:
+    reporting.plot_confusion(path, 2 * np.eye(2, dtype=int), ['a', 'b'], 'new')
+  assert (err.value.errno, err.value.filename) == (errno.ENOSPC, path)
+  assert pathlib.Path(path).read_bytes() == old, f'{path} was changed'
+  assert sorted(os.listdir(tmp_path)) == ['confusion_matrix.png']
+  assert not plt.get_fignums(), 'the figure was left open'
+  assert str(workdir_lib.disk_full_error(err.value, str(tmp_path))).startswith(
+      f'Writing {path} failed: no space left on device (ENOSPC)'
+  )
+
+
+def _events(path) -> list:
+  """The events of a TensorBoard event file, asserting that each record is
+  whole and its two CRCs right."""
+  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2
+  from tensorboardX.record_writer import masked_crc32c
+  # pylint: enable=g-import-not-at-top
+
+  data, at, out = pathlib.Path(path).read_bytes(), 0, []
+  while at < len(data):
+    (n,) = struct.unpack('<Q', data[at : at + 8])
+    assert at + 16 + n <= len(data), f'{path}: the record at {at} is cut'
+    crcs = struct.unpack('<I', data[at + 8 : at + 12]) + struct.unpack(
+        '<I', data[at + 12 + n : at + 16 + n]
+    )
+    body = data[at + 12 : at + 12 + n]
+    assert crcs == (
+        masked_crc32c(data[at : at + 8]),
+        masked_crc32c(body),
+    ), f'{path}: wrong CRC in the record at {at}'
+    out.append(event_pb2.Event.FromString(body))
+    at += 16 + n
+  return out
+
+
+def _scalars(events) -> list:
+  return [
+      (e.step, v.tag, v.simple_value) for e in events for v in e.summary.value
+  ]
+
+
+def test_tensorboard_events_on_a_full_disk_raise_naming_the_file(tmp_path):
+  """Events are written in the caller's thread, as tensorboardX frames them;
+  an event over this process's file-size limit (EFBIG: Python ignores
+  SIGXFSZ) raises there, naming the events file, and leaves it whole. A
+  resumed run's file starts by hiding the later events (a START log)."""
+  # pylint: disable=g-import-not-at-top
+  from tensorboardX.record_writer import RecordWriter
+  # pylint: enable=g-import-not-at-top
+
+  framed = tmp_path / 'framed_by_tensorboardX'
+  writer = RecordWriter(str(framed))
+  writer.write(b'an event')
+  writer.close()
+  assert reporting._record(b'an event') == framed.read_bytes()  # pylint: disable=protected-access
+  w = reporting.MetricWriter(str(tmp_path), True, tensorboard=True)
+  w.write(1, {'train/loss': 0.5, 'train/accuracy': 0.25})
+  path = w.tb.path
+  before = pathlib.Path(path).read_bytes()
+  soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 1, hard))
+  try:
+    with pytest.raises(OSError) as err:
+      w.tb.write(2, {'train/loss': 0.25, 'train/accuracy': 0.5})
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+  assert (err.value.errno, err.value.filename) == (errno.EFBIG, path)
+  assert pathlib.Path(path).read_bytes() == before, f'{path} was changed'
+  assert str(workdir_lib.disk_full_error(err.value, str(tmp_path))).startswith(
+      f'Writing {path} failed: file too large (EFBIG)'
+  )
+  events = _events(path)
+  assert events[0].file_version == 'brain.Event:2'
+  assert _scalars(events) == [
+      (1, 'train/loss', 0.5),
+      (1, 'train/accuracy', 0.25),
+  ]
+  resumed = reporting.MetricWriter(str(tmp_path), True, True, truncate_after=1)
+  assert resumed.tb.path != path
+  start = _events(resumed.tb.path)[1]
+  assert (start.step, start.session_log.status) == (1, start.session_log.START)
+
+
+def test_full_disk_in_tensorboard_events_stops_with_one_line_and_resumes(
+    npz_dir, data_dir, tmp_path
+):
+  """With TensorBoard on, the trainer's file-size limit drops to its events
+  file's size (measured with the trainer stopped, while metrics.jsonl is
+  well below it): the next event fails with EFBIG, before any later
+  checkpoint is saved (metrics are written first). One FATAL line naming the
+  events file and how to resume (a checkpoint that was being written may
+  fail too: the first error is the news), exit 1, the events file whole; a
+  rerun ends like an unbroken run."""
+  steps, every = 30, 10
+  overrides = sup.cli_overrides(
+      npz_dir,
+      data_dir,
+      num_train_steps=steps,
+      log_every_steps=1,
+      checkpoint_every_steps=every,
+      eval_every_steps=every,
+      tensorboard=True,
+  )
+  workdir = tmp_path / 'run'
+  cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
+  seen = {}
+
+  def fill_the_disk(proc, step):
+    proc.send_signal(signal.SIGSTOP)  # no write while the files are measured
+    try:
+      (events,) = (workdir / 'tensorboard').iterdir()
+      size = events.stat().st_size
+      if (
+          step % every == 0  # a checkpoint is saved right after this line
+          or (workdir / 'metrics.jsonl').stat().st_size + 500 > size
+      ):
+        return False
+      seen.update(
+          events=events, data=events.read_bytes(), steps=_steps(workdir)
+      )
+      resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (size, size))
+      return True
+    finally:
+      proc.send_signal(signal.SIGCONT)
+
+  rc, out, err, at = sup.run_and_act(
+      cmd, workdir, 1, fill_the_disk, stderr_apart=True
+  )
+  assert at is not None and rc == 1, out[-3000:] + err[-3000:]
+  assert len(err.strip().splitlines()) == 1, err[-3000:]
+  assert err.startswith(
+      f'FATAL: Writing {seen["events"]} failed: file too large (EFBIG)'
+  ), err
+  kept = _steps(workdir)
+  assert max(seen['steps']) <= max(kept) < steps, (seen['steps'], kept)
+  assert (
+      f'the checkpoints written before (steps {", ".join(map(str, kept))}'
+      f' in {workdir / "checkpoints"}) are intact'
+  ) in err, err
+  assert 'run the same command to resume' in err
+  assert seen['events'].read_bytes() == seen['data'], 'events file changed'
+  assert _scalars(_events(seen['events']))
+
+  rerun = sup.run(cmd)
+  assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+  assert f'Resuming from checkpoint step {max(kept)} ' in rerun.stdout
+  (resumed,) = set((workdir / 'tensorboard').iterdir()) - {seen['events']}
+  assert max(s for s, _, _ in _scalars(_events(resumed))) == steps
+  ref = tmp_path / 'unbroken'
+  sup.train_unbroken(npz_dir, data_dir, overrides, ref)
+  params, step = sup.final_params(workdir)
+  assert sup.bitwise_equal(params, sup.final_params(ref)[0]) and step == steps
+  assert sup.same_results(workdir, ref)
+  assert _history(workdir) == _history(ref)
+
+
+def test_full_disk_while_writing_the_plots_stops_and_a_rerun_writes_them(
+    npz_dir, data_dir, tmp_path
+):
+  """The run's last writes are its PNGs: one into /dev/full (ENOSPC) stops
+  the run with the short error naming it, the previous PNGs whole and no
+  temporary file; the rerun (which resumes from the final checkpoint)
+  writes them."""
+  workdir = tmp_path / 'run'
+  config = sup.tiny_config(npz_dir, data_dir, plots=True)
+  train.train_and_evaluate(config, str(workdir))
+  pngs = ('confusion_matrix.png', 'curves.png')
+  old = {n: (workdir / n).read_bytes() for n in pngs}
+  os.symlink('/dev/full', workdir / 'confusion_matrix.png.tmp')
+  longer = sup.tiny_config(npz_dir, data_dir, plots=True, num_train_steps=8)
+  with pytest.raises(workdir_lib.DiskFullError) as err:
+    train.train_and_evaluate(longer, str(workdir))
+  assert str(err.value).startswith(
+      f'Writing {workdir / "confusion_matrix.png"} failed: no space left on '
+      'device (ENOSPC)'
+  ), err.value
+  assert 'run the same command to resume' in str(err.value)
+  assert {n: (workdir / n).read_bytes() for n in pngs} == old
+  assert not list(workdir.glob('*.tmp'))
+  assert _steps(workdir)[-1] == 8
+  train.train_and_evaluate(longer, str(workdir))
+  assert (workdir / 'curves.png').read_bytes() != old['curves.png']
+  assert all((workdir / n).read_bytes()[:4] == b'\x89PNG' for n in pngs)

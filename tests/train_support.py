@@ -183,7 +183,7 @@ def run_and_signal(cmd, workdir, at_step: int, sig, after_checkpoint=True):
       cmd,
       workdir,
       at_step,
-      lambda proc: proc.send_signal(sig),
+      lambda proc, _: proc.send_signal(sig),
       after_checkpoint=after_checkpoint,
   )
   return rc, out, at
@@ -192,9 +192,10 @@ def run_and_signal(cmd, workdir, at_step: int, sig, after_checkpoint=True):
 def run_and_act(
     cmd, workdir, at_step: int, act, after_checkpoint=True, stderr_apart=False
 ):
-  """Starts the CLI; calls ``act(process)`` at the first progress line past
-  `at_step` once a checkpoint is complete in WORKDIR (orbax renames it to its
-  step number when it is), or at once if not `after_checkpoint`.
+  """Starts the CLI; calls ``act(process, step)`` at the first progress line
+  past `at_step` once a checkpoint is complete in WORKDIR (orbax renames it
+  to its step number when it is), or at once if not `after_checkpoint`; an
+  `act` that returns False is called again at the next line.
 
   Returns:
     ``(return code, output, stderr (with `stderr_apart`; else in the output),
@@ -226,9 +227,9 @@ def run_and_act(
                 )
             )
         ):
-          act(proc)
-          at = int(m.group(1))
-          break
+          if act(proc, int(m.group(1))) is not False:
+            at = int(m.group(1))
+            break
       out.append(proc.stdout.read())
     finally:
       proc.wait(timeout=60)

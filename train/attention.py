@@ -101,6 +101,7 @@ def plot_attention(
   from train import checkpoints
   from train import input_pipeline
   from train import reporting
+  from train import workdir as workdir_lib
   # pylint: enable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
   run = checkpoints.load_run(workdir, checkpoint)
@@ -146,13 +147,12 @@ def plot_attention(
         title=title,
         figsize=(10, 6),
     )
-  viz.save_figure(fig, output, dpi=100, close=True)
-  np.savez(
+  reporting.save_png(fig, output)
+  workdir_lib.write_atomically(
       os.path.splitext(output)[0] + '.npz',
-      attention=a[:length],
-      x=x[:length],
-      label=label,
-      prediction=pred,
+      lambda f: np.savez(
+          f, attention=a[:length], x=x[:length], label=label, prediction=pred
+      ),
   )
   print(
       f'Attention of {split} example {index} (true {names[label]}, '

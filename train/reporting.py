@@ -5,10 +5,12 @@
 * `Progress`: a tqdm bar (step, loss, accuracy, examples/s) on a terminal,
   plain lines with the elapsed time and an ETA otherwise.
 * `MetricWriter`: ``WORKDIR/metrics.jsonl`` (one JSON object per logged step)
-  and TensorBoard event files in ``WORKDIR/tensorboard`` (tensorboardX).
+  and TensorBoard event files in ``WORKDIR/tensorboard`` (`EventFile`:
+  written in the trainer's thread, each record whole or not at all).
 * `write_eval_results`: ``eval_results.json``.
 * `param_table`: parameter shapes and counts.
-* `plot_curves`, `plot_confusion`: PNG files (matplotlib, Agg backend).
+* `plot_curves`, `plot_confusion`, `save_png`: PNG files (matplotlib, Agg
+  backend), each replaced only by a complete new image.
 * `start_command`, `warn`: the start of the commands' ``main`` and their
   one-line warnings.
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -318,11 +322,8 @@ class MetricWriter:
       if keep != lines:  # rewritten only if need be, and never in place
         workdir_lib.write_atomically(self.path, ''.join(keep))
     if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-
-      self.tb = SummaryWriter(
-          os.path.join(workdir, 'tensorboard'),
-          purge_step=truncate_after or None,
+      self.tb = EventFile(
+          os.path.join(workdir, 'tensorboard'), purge_step=truncate_after
       )
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -330,31 +331,87 @@ class MetricWriter:
       return
     record = {'step': int(step)}
     record.update({k: float(v) for k, v in scalars.items()})
-    self._append((json.dumps(record) + '\n').encode())
+    workdir_lib.append_whole(self.path, (json.dumps(record) + '\n').encode())
     if self.tb is not None:
-      for k, v in scalars.items():
-        self.tb.add_scalar(k, float(v), int(step))
-      self.tb.flush()
-
-  def _append(self, data: bytes) -> None:
-    """Appends a whole line or, if the disk is full, nothing (the part that
-    was written is cut off again) and raises, naming the file."""
-    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-      size = os.fstat(fd).st_size
-      view = memoryview(data)
-      while view:
-        view = view[os.write(fd, view) :]
-    except OSError as err:
-      os.ftruncate(fd, size)
-      raise OSError(err.errno, err.strerror, self.path) from err
-    finally:
-      os.close(fd)
+      self.tb.write(step, scalars)
 
   def close(self) -> None:
-    if self.tb is not None:
-      self.tb.close()
-      self.tb = None
+    self.tb = None
+
+
+class EventFile:
+  """A TensorBoard event file, written in the thread that calls `write`.
+
+  tensorboardX's SummaryWriter writes from a background thread: a full disk
+  there (its periodic flush) kills that thread with a traceback, the events
+  that follow are lost, and once its queue is full the trainer blocks for
+  good; a full disk met by its flush in the trainer names no file, and its
+  exit hook prints a traceback. Here each event is a record appended whole
+  or not at all, like a line of metrics.jsonl, and a failure raises in the
+  trainer naming this file. (tensorboardX still gives the protos.)
+  """
+
+  def __init__(self, directory: str, purge_step: int | None = None):
+    """`purge_step`: a resumed run's step; TensorBoard hides the events the
+    interrupted run wrote from there on (a START session log)."""
+    # pylint: disable=g-import-not-at-top
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.proto import summary_pb2
+    # pylint: enable=g-import-not-at-top
+    os.makedirs(directory, exist_ok=True)
+    self._pb2 = event_pb2, summary_pb2
+    self.path = workdir_lib.fresh_name(
+        directory,
+        f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}',
+    )
+    events = [event_pb2.Event(wall_time=time.time(), file_version=_BRAIN)]
+    if purge_step:
+      events.append(
+          event_pb2.Event(
+              wall_time=time.time(),
+              step=int(purge_step),
+              session_log=event_pb2.SessionLog(
+                  status=event_pb2.SessionLog.START
+              ),
+          )
+      )
+    self._append(events)
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    """An event per scalar (as tensorboardX's ``add_scalar``)."""
+    event_pb2, summary_pb2 = self._pb2
+    now = time.time()
+    self._append([
+        event_pb2.Event(
+            wall_time=now,
+            step=int(step),
+            summary=summary_pb2.Summary(
+                value=[summary_pb2.Summary.Value(tag=k, simple_value=float(v))]
+            ),
+        )
+        for k, v in scalars.items()
+    ])
+
+  def _append(self, events) -> None:
+    workdir_lib.append_whole(
+        self.path, b''.join(_record(e.SerializeToString()) for e in events)
+    )
+
+
+_BRAIN = 'brain.Event:2'
+
+
+def _record(data: bytes) -> bytes:
+  """`data` framed as a TFRecord: length, its CRC, data, its CRC."""
+  from tensorboardX.record_writer import masked_crc32c  # pylint: disable=g-import-not-at-top
+
+  header = struct.pack('<Q', len(data))
+  return b''.join((
+      header,
+      struct.pack('<I', masked_crc32c(header)),
+      data,
+      struct.pack('<I', masked_crc32c(data)),
+  ))
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -389,7 +446,7 @@ def plot_curves(metrics_path: str, out_path: str) -> str | None:
       viz.curves_from_records(records),
       styles={'final_test': dict(marker='*', markersize=14, linestyle='none')},
   )
-  return viz.save_figure(fig, out_path, close=True)
+  return save_png(fig, out_path)
 
 
 def plot_confusion(
@@ -398,4 +455,22 @@ def plot_confusion(
   """The confusion matrix (rows: true class) as a PNG."""
   _pyplot()
   fig = viz.plot_confusion_matrix(confusion, class_names, title=title)
-  return viz.save_figure(fig, out_path, close=True)
+  return save_png(fig, out_path)
+
+
+def save_png(fig, path: str, dpi: int = 100) -> str:
+  """Writes the figure `fig` to `path` as a PNG, and closes it.
+
+  Through a temporary file (`workdir.write_atomically`): a crash or a full
+  disk leaves the previous image whole, never a truncated one.
+  """
+  plt = _pyplot()
+  try:
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    workdir_lib.write_atomically(
+        path,
+        lambda f: fig.savefig(f, format='png', dpi=dpi, bbox_inches='tight'),
+    )
+  finally:
+    plt.close(fig)
+  return path

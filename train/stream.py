@@ -163,7 +163,10 @@ def _stream_frames(step, carry, x, length: int, classes, out):
 
 def _plot(path, probabilities, classes, label, settled, title, out) -> None:
   """Writes the class probabilities over time to the PNG ``path``."""
-  from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from eleatt_jax import viz
+  from train import reporting
+  # pylint: enable=g-import-not-at-top
 
   fig = viz.plot_streaming_probabilities(
       probabilities,
@@ -172,7 +175,7 @@ def _plot(path, probabilities, classes, label, settled, title, out) -> None:
       settled_frame=settled,
       title=title,
   )
-  viz.save_figure(fig, path)
+  reporting.save_png(fig, path)
   print(f'Wrote {path}.', file=out)
 
 

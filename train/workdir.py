@@ -9,7 +9,9 @@
   with ``config.overwrite`` the old run is moved to ``WORKDIR/replaced/N``.
 * `move_aside`: moves a path into a folder under a fresh name; nothing is
   ever deleted or replaced.
-* `write_atomically`: a file is replaced only by a complete new version.
+* `write_atomically`: a file (text, JSON, a PNG) is replaced only by a
+  complete new version; `append_whole`: a line or record is appended whole
+  or not at all.
 * `disk_full_error`: a write that failed for want of space (ENOSPC, EDQUOT,
   EFBIG), anywhere in an exception's chain (orbax's background writes
   included), as a short `DiskFullError`.
@@ -26,6 +28,8 @@ import re
 import shutil
 import socket
 import time
+from collections.abc import Callable
+from typing import BinaryIO
 
 from train import config_lib
 from train import distributed
@@ -134,18 +138,46 @@ def checkpoint_steps(workdir: str) -> list[int]:
   return sorted(int(n) for n in names if n.isdigit())
 
 
-def write_atomically(path: str, text: str) -> None:
-  """Replaces `path` by `text` only once all of it is written (a full disk
-  leaves the old file whole, and no temporary file)."""
+def write_atomically(
+    path: str, content: str | bytes | Callable[[BinaryIO], None]
+) -> None:
+  """Replaces `path` by `content` only once all of it is written.
+
+  `content` is text, bytes, or a function that writes into the binary file it
+  is given (``fig.savefig``, ``np.savez``). A failure (a full disk) leaves the
+  old file whole and no temporary file; an `OSError` names `path`.
+  """
   tmp = path + '.tmp'
   try:
-    with open(tmp, 'w') as f:
-      f.write(text)
+    with open(tmp, 'wb') as f:
+      if callable(content):
+        content(f)
+      else:
+        f.write(content.encode() if isinstance(content, str) else content)
     os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
+  except BaseException as err:
+    if os.path.lexists(tmp):
       os.remove(tmp)
+    # A failed write(2) names no file; the error must say which one.
+    if isinstance(err, OSError) and err.errno and err.filename in (None, tmp):
+      raise OSError(err.errno, err.strerror, path) from err
     raise
+
+
+def append_whole(path: str, data: bytes) -> None:
+  """Appends all of `data` to `path` or, if the disk is full, nothing (the
+  part that was written is cut off again) and raises, naming `path`."""
+  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    size = os.fstat(fd).st_size
+    view = memoryview(data)
+    while view:
+      view = view[os.write(fd, view) :]
+  except OSError as err:
+    os.ftruncate(fd, size)
+    raise OSError(err.errno, err.strerror, path) from err
+  finally:
+    os.close(fd)
 
 
 def fresh_name(directory: str, name: str) -> str:
