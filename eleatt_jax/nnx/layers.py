@@ -18,7 +18,13 @@ from flax.typing import Array
 
 from eleatt_jax import fused_scan
 from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
-from eleatt_jax.layers import _FlatBatch, checked_sequence_inputs
+from eleatt_jax.layers import (
+    _FlatBatch,
+    check_streamable,
+    checked_sequence_inputs,
+    rnn_chunk,
+    rnn_step,
+)
 from eleatt_jax.layout import Layout
 from eleatt_jax.nnx.cells import EleAtt
 
@@ -39,6 +45,13 @@ class RNN(nnx.Module):
     (4, 10, 3)
     >>> sorted(nnx.state(layer, nnx.Intermediate)['cell'])
     ['attention']
+    >>> # Streaming: one step at a time from initialize_carry, as __call__.
+    >>> x = jnp.ones((4, 10, 3))
+    >>> carry = layer.initialize_carry((4, 3))      # x_t: [batch, D]
+    >>> for t in range(10):
+    ...   carry, y_t, a_t = layer.step(carry, x[:, t])
+    >>> bool(jnp.allclose(y_t, layer(x)[:, -1], atol=1e-5)), a_t.shape
+    (True, (4, 3))
 
   Args:
     cell: an NNX cell (``in_features``-style, one feature axis).
@@ -46,7 +59,9 @@ class RNN(nnx.Module):
     remat: ``jax.checkpoint`` each step; the backward keeps only the carries.
     remat_policy: its policy (default None: save nothing inside a step).
     hoist_input_projection, split_gates, fused_backward: the fused loop's
-      :class:`~eleatt_jax.layout.Layout` choices (default: per backend).
+      :class:`~eleatt_jax.layout.Layout` choices (default: per backend;
+      :meth:`step` runs ``step_layout``, the backend's ``step_split_gates``
+      unless ``split_gates`` is set).
     check_seq_lengths: check that lengths lie in ``[1, T]``.
     rngs: for ``initialize_carry`` of cells that draw their carry (as
       ``nnx.RNN``: True gives a ``carry`` stream seeded 0).
@@ -78,6 +93,7 @@ class RNN(nnx.Module):
         hoist_input_projection=hoist_input_projection,
         fused_backward=fused_backward,
     )
+    self.step_layout = self.layout.for_step(split_gates)
     self.check_seq_lengths = check_seq_lengths
     if rngs is True:
       rngs = nnx.Rngs(carry=0)
@@ -184,3 +200,82 @@ class RNN(nnx.Module):
     )
     nnx.update(self.cell, rest)
     return carry, y, attention
+
+  # Streaming: the linen RNN's step and chunk (eleatt_jax.layers.rnn_step,
+  # rnn_chunk), on this layer's cell.
+
+  def initialize_carry(
+      self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None
+  ) -> Carry:
+    """The carry at t=0 for steps ``x_t [*batch, D]``: ``input_shape = (*batch, D)``.
+
+    ``cell.initialize_carry(input_shape, rngs)``; default ``rngs``: a fresh
+    ``nnx.Rngs(carry=0)``, so the carry does not depend on (nor advance) the
+    layer's own ``rngs`` (for zero-initialised carries, the carry ``__call__``
+    starts from).
+    """
+    return self.cell.initialize_carry(
+        tuple(input_shape), nnx.Rngs(carry=0) if rngs is None else rngs
+    )
+
+  def step(
+      self, carry: Carry, x_t: Array, valid: Array | None = None
+  ) -> tuple[Carry, Array, Array | None]:
+    """One time step: ``(carry, x_t [*batch, D]) -> (carry, y_t [*batch, H], a_t)``.
+
+    The step :meth:`__call__` runs at each t (for fused cells
+    :func:`eleatt_jax.equations.step`, in :attr:`step_layout`), so stepping
+    through a sequence from :meth:`initialize_carry` gives ``__call__``'s
+    outputs and final carry. The attention is returned, not kept as state.
+
+    Args:
+      carry: the carry after the previous step.
+      x_t: ``<float>[*batch, D]``, this step's inputs.
+      valid: ``<bool>[*batch]``, False past a sequence's end: the carry stays
+        and ``y_t`` is 0 there (default: all valid).
+
+    Returns:
+      The new carry, ``y_t`` and the attention ``a_t [*batch, D]`` (None for a
+      cell without a gate).
+    """
+    check_streamable(self.reverse, 'step')
+    return rnn_step(
+        self.cell,
+        carry,
+        x_t,
+        valid,
+        layout=self.step_layout,
+        wrapped=isinstance(self.cell, EleAtt),
+        initialize_carry=self.initialize_carry,
+    )
+
+  def chunk(
+      self, carry: Carry, inputs: Array, valid: Array | None = None
+  ) -> tuple[Carry, Array, Array | None]:
+    """A chunk of steps: ``(carry, x [*batch, c, D]) -> (carry, y [*batch, c, H], a)``.
+
+    The loop of :meth:`__call__` from a given carry (``[c, *batch, D]`` if
+    ``time_major``): splitting a sequence into chunks and passing the carry on
+    gives the outputs and final carry of one ``__call__`` on the whole.
+
+    Args:
+      carry: the carry after the previous chunk (:meth:`initialize_carry`).
+      inputs: ``<float>[*batch, c, D]``.
+      valid: ``<bool>[*batch, c]`` (``[c, *batch]`` if ``time_major``), False
+        past a sequence's end (default: all valid).
+
+    Returns:
+      The carry after the chunk, the outputs and the attention
+      ``[*batch, c, D]`` (None for a cell without a gate).
+    """
+    check_streamable(self.reverse, 'chunk')
+    inputs = checked_sequence_inputs(inputs, self.time_major)
+    return rnn_chunk(
+        self._scan,
+        self.cell,
+        carry,
+        inputs,
+        valid,
+        time_major=self.time_major,
+        initialize_carry=self.initialize_carry,
+    )

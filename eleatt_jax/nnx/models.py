@@ -7,14 +7,20 @@ bidirectional, ``classifier/kernel``), so converting between the two is a copy.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Array, Dtype
 
 from eleatt_jax.models import CELL_TYPES, READOUTS, gated_layers
-from eleatt_jax.models import readout_features
+from eleatt_jax.models import (
+    check_streamable,
+    initial_stream_carry,
+    readout_features,
+    stream_chunk,
+    stream_step,
+)
 from eleatt_jax.nnx import cells
 from eleatt_jax.nnx.layers import RNN
 
@@ -44,11 +50,18 @@ class StackedRNNClassifier(nnx.Module):
     >>> model(jnp.ones((2, 5, 3)), jnp.array([5, 3])).shape
     (2, 10)
 
+  Streaming (unidirectional models): :meth:`initialize_carry`, :meth:`step`
+  and :meth:`chunk`, the linen classifier's, with the same carry.
+
   Args:
     in_features: D.
     num_classes: C.
     cell, hidden_sizes, gate_layers, dropout_rate, readout, bidirectional,
       unroll, check_seq_lengths, dtype, param_dtype: as the linen classifier.
+    split_gates: each layer's :class:`eleatt_jax.nnx.RNN` ``split_gates``
+      (default None: per backend, for the loop and for :meth:`step`
+      separately; see :class:`eleatt_jax.layout.Layout`). It changes the
+      speed, not the numbers.
     rngs: ``nnx.Rngs`` with ``params`` (and ``dropout`` for training).
   """
 
@@ -67,6 +80,7 @@ class StackedRNNClassifier(nnx.Module):
       check_seq_lengths: bool = True,
       dtype: Dtype | None = None,
       param_dtype: Dtype = jnp.float32,
+      split_gates: bool | None = None,
       rngs: nnx.Rngs,
   ):
     if cell not in CELL_TYPES:
@@ -83,6 +97,7 @@ class StackedRNNClassifier(nnx.Module):
     self.hidden_sizes = tuple(hidden_sizes)
     self.num_layers = len(self.hidden_sizes)
     self.readout, self.bidirectional = readout, bidirectional
+    self.in_features, self.num_classes = in_features, num_classes
     features_in = in_features
     for i, (features, use_gate) in enumerate(zip(self.hidden_sizes, gates)):
       make_rnn = lambda: RNN(
@@ -96,6 +111,7 @@ class StackedRNNClassifier(nnx.Module):
           ),
           unroll=unroll,
           check_seq_lengths=check_seq_lengths,
+          split_gates=split_gates,
       )
       if bidirectional:
         layer = nnx.Bidirectional(make_rnn(), make_rnn(), rngs=False)
@@ -120,8 +136,8 @@ class StackedRNNClassifier(nnx.Module):
           f'features], got shape {jnp.shape(inputs)}.'
       )
     x = inputs
-    for i in range(self.num_layers):
-      x = getattr(self, f'layer_{i}')(x, seq_lengths=seq_lengths)
+    for layer in self._layers():
+      x = layer(x, seq_lengths=seq_lengths)
       x = self.dropout(x)
     return self.classifier(
         readout_features(
@@ -130,4 +146,116 @@ class StackedRNNClassifier(nnx.Module):
             self.readout,
             self.hidden_sizes[-1] if self.bidirectional else None,
         )
+    )
+
+  # Streaming: the linen classifier's (eleatt_jax.models.stream_step,
+  # stream_chunk), on these layers.
+
+  def _layers(self) -> list[RNN]:
+    return [getattr(self, f'layer_{i}') for i in range(self.num_layers)]
+
+  def initialize_carry(
+      self, batch_shape: int | Sequence[int]
+  ) -> dict[str, Any]:
+    """The streaming carry before the first frame, for ``x_t [B, D]``.
+
+    The linen classifier's: ``{'layers': (carry of layer 0, ...), 'count':
+    <int32>[B] zeros}`` and ``'sum': <float32>[B, H_L]`` zeros
+    (``readout='mean'``) or ``'logits': <float32>[B, C]`` zeros
+    (``'last'``); a plain pytree of arrays.
+
+    Args:
+      batch_shape: ``B`` or ``(B,)``.
+    """
+    check_streamable(self.bidirectional, 'initialize_carry')
+    return initial_stream_carry(
+        batch_shape,
+        lambda batch: tuple(
+            layer.initialize_carry(batch + (layer.cell.in_features,))
+            for layer in self._layers()
+        ),
+        readout=self.readout,
+        features=self.hidden_sizes[-1],
+        num_classes=self.num_classes,
+    )
+
+  def step(
+      self, carry: dict[str, Any], x_t: Array, valid: Array | None = None
+  ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+    r"""One frame: ``(carry, x_t [B, D]) -> (carry, logits_t [B, C], attention_t)``.
+
+    ``logits_t`` are the logits of the prefix ``0..t``: what ``__call__``
+    returns for the sequence cut after frame t. Mean readout, with ``y_s`` the
+    last layer's output and ``n`` the valid frames so far:
+
+    .. math::  \text{logits}_t = W \big(\tfrac{1}{n} \sum_{s \le t} y_s\big) + b
+
+    (the running sum and ``n`` travel in the carry); last readout:
+    ``W y_t + b``. Dropout is off (inference), whatever ``model.train()``
+    says.
+
+    Example usage::
+
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from eleatt_jax.nnx import StackedRNNClassifier
+      >>> model = StackedRNNClassifier(3, 4, hidden_sizes=(8, 8),
+      ...                              rngs=nnx.Rngs(0))
+      >>> model.eval()
+      >>> x = jax.random.normal(jax.random.key(1), (2, 5, 3))  # [B, T, D]
+      >>> carry = model.initialize_carry(2)
+      >>> step = nnx.jit(lambda m, c, x_t: m.step(c, x_t))
+      >>> for t in range(5):
+      ...   carry, logits_t, attention_t = step(model, carry, x[:, t])
+      >>> bool(jnp.allclose(logits_t, model(x), atol=1e-5))
+      True
+      >>> [None if a is None else a.shape for a in attention_t]  # per layer
+      [(2, 3), (2, 8)]
+
+    Args:
+      carry: :meth:`initialize_carry`, or the carry of the previous frame.
+      x_t: ``<float>[B, D]``, this frame.
+      valid: ``<bool>[B]``: False for a sequence that has ended (its carry
+        and logits stay as they were); default all True.
+
+    Returns:
+      The new carry, ``<float32>[B, C]`` logits and the attention of each
+      layer, ``[B, D_l]`` (None for a layer without a gate).
+    """
+    check_streamable(self.bidirectional, 'step')
+    return stream_step(
+        [layer.step for layer in self._layers()],
+        self.classifier,
+        self.readout,
+        carry,
+        x_t,
+        valid,
+    )
+
+  def chunk(
+      self, carry: dict[str, Any], inputs: Array, valid: Array | None = None
+  ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+    """A chunk of frames: ``(carry, x [B, c, D]) -> (carry, logits [B, c, C], attention)``.
+
+    The same as ``c`` calls of :meth:`step`, run as one loop per layer (the
+    loop of ``__call__``); ``logits[:, i]`` are the logits of the prefix that
+    ends at frame ``i`` of the chunk. Dropout is off.
+
+    Args:
+      carry: :meth:`initialize_carry`, or the carry after the previous chunk.
+      inputs: ``<float>[B, c, D]``.
+      valid: ``<bool>[B, c]``, False past a sequence's end (default: all).
+
+    Returns:
+      The carry after the chunk, ``<float32>[B, c, C]`` logits, and the
+      attention of each layer ``[B, c, D_l]`` (None without a gate).
+    """
+    check_streamable(self.bidirectional, 'chunk')
+    return stream_chunk(
+        [layer.chunk for layer in self._layers()],
+        self.classifier,
+        self.readout,
+        carry,
+        inputs,
+        valid,
     )
