@@ -37,21 +37,21 @@ class RNN(nnx.Module):
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> from eleatt_jax.nnx import RNN, EleAttGRUCell
+    >>> x, lengths = jnp.ones((4, 10, 3)), jnp.array([10, 7, 3, 1])
     >>> layer = RNN(EleAttGRUCell(3, 8, rngs=nnx.Rngs(0)))
-    >>> y = layer(jnp.ones((4, 10, 3)), seq_lengths=jnp.array([10, 7, 3, 1]))
+    >>> y = layer(x, seq_lengths=lengths)
     >>> y.shape
     (4, 10, 8)
     >>> layer.cell.attention[...].shape        # a_t: [batch, time, D]
     (4, 10, 3)
     >>> sorted(nnx.state(layer, nnx.Intermediate)['cell'])
     ['attention']
-    >>> # Streaming: one step at a time from initialize_carry, as __call__.
-    >>> x = jnp.ones((4, 10, 3))
-    >>> carry = layer.initialize_carry((4, 3))      # x_t: [batch, D]
+    >>> carry, ys = layer.initialize_carry((4, 3)), []   # step by step
     >>> for t in range(10):
-    ...   carry, y_t, a_t = layer.step(carry, x[:, t])
-    >>> bool(jnp.allclose(y_t, layer(x)[:, -1], atol=1e-5)), a_t.shape
-    (True, (4, 3))
+    ...   carry, y_t, a_t = layer.step(carry, x[:, t], valid=t < lengths)
+    ...   ys.append(y_t)
+    >>> bool(jnp.allclose(jnp.stack(ys, axis=1), y, atol=1e-5))
+    True
 
   Args:
     cell: an NNX cell (``in_features``-style, one feature axis).

@@ -47,8 +47,17 @@ class StackedRNNClassifier(nnx.Module):
     >>> model = StackedRNNClassifier(3, 10, hidden_sizes=(16, 16),
     ...                              gate_layers=1, rngs=nnx.Rngs(0))
     >>> model.eval()
-    >>> model(jnp.ones((2, 5, 3)), jnp.array([5, 3])).shape
+    >>> x, lengths = jnp.ones((2, 5, 3)), jnp.array([5, 3])
+    >>> logits = model(x, lengths)
+    >>> logits.shape
     (2, 10)
+    >>> carry = model.initialize_carry(2)      # streaming, frame by frame
+    >>> for t in range(5):
+    ...   carry, logits_t, attention_t = model.step(carry, x[:, t], t < lengths)
+    >>> bool(jnp.allclose(logits_t, logits, atol=1e-5))
+    True
+    >>> [None if a is None else a.shape for a in attention_t]  # per layer
+    [(2, 3), None]
 
   Streaming (unidirectional models): :meth:`initialize_carry`, :meth:`step`
   and :meth:`chunk`, the linen classifier's, with the same carry.
@@ -194,23 +203,8 @@ class StackedRNNClassifier(nnx.Module):
     ``W y_t + b``. Dropout is off (inference), whatever ``model.train()``
     says.
 
-    Example usage::
-
-      >>> import jax, jax.numpy as jnp
-      >>> from flax import nnx
-      >>> from eleatt_jax.nnx import StackedRNNClassifier
-      >>> model = StackedRNNClassifier(3, 4, hidden_sizes=(8, 8),
-      ...                              rngs=nnx.Rngs(0))
-      >>> model.eval()
-      >>> x = jax.random.normal(jax.random.key(1), (2, 5, 3))  # [B, T, D]
-      >>> carry = model.initialize_carry(2)
-      >>> step = nnx.jit(lambda m, c, x_t: m.step(c, x_t))
-      >>> for t in range(5):
-      ...   carry, logits_t, attention_t = step(model, carry, x[:, t])
-      >>> bool(jnp.allclose(logits_t, model(x), atol=1e-5))
-      True
-      >>> [None if a is None else a.shape for a in attention_t]  # per layer
-      [(2, 3), (2, 8)]
+    Example: the class docstring's (``nnx.jit`` it as any NNX method, e.g.
+    ``nnx.jit(lambda m, c, x_t: m.step(c, x_t))``).
 
     Args:
       carry: :meth:`initialize_carry`, or the carry of the previous frame.
