@@ -46,9 +46,10 @@ class RNN(nnx.Module):
     (4, 10, 3)
     >>> sorted(nnx.state(layer, nnx.Intermediate)['cell'])
     ['attention']
-    >>> carry, ys = layer.initialize_carry((4, 3)), []   # step by step
+    >>> step = nnx.jit(lambda m, c, x_t, v: m.step(c, x_t, v))  # streaming
+    >>> carry, ys = layer.initialize_carry((4, 3)), []   # x_t: [batch, D]
     >>> for t in range(10):
-    ...   carry, y_t, a_t = layer.step(carry, x[:, t], valid=t < lengths)
+    ...   carry, y_t, a_t = step(layer, carry, x[:, t], t < lengths)
     ...   ys.append(y_t)
     >>> bool(jnp.allclose(jnp.stack(ys, axis=1), y, atol=1e-5))
     True
@@ -223,20 +224,12 @@ class RNN(nnx.Module):
   ) -> tuple[Carry, Array, Array | None]:
     """One time step: ``(carry, x_t [*batch, D]) -> (carry, y_t [*batch, H], a_t)``.
 
-    The step :meth:`__call__` runs at each t (for fused cells
-    :func:`eleatt_jax.equations.step`, in :attr:`step_layout`), so stepping
-    through a sequence from :meth:`initialize_carry` gives ``__call__``'s
-    outputs and final carry. The attention is returned, not kept as state.
-
-    Args:
-      carry: the carry after the previous step.
-      x_t: ``<float>[*batch, D]``, this step's inputs.
-      valid: ``<bool>[*batch]``, False past a sequence's end: the carry stays
-        and ``y_t`` is 0 there (default: all valid).
-
-    Returns:
-      The new carry, ``y_t`` and the attention ``a_t [*batch, D]`` (None for a
-      cell without a gate).
+    The step of :meth:`__call__` (:meth:`eleatt_jax.RNN.step`, in
+    :attr:`step_layout`): stepping through a sequence from
+    :meth:`initialize_carry` gives ``__call__``'s outputs and final carry.
+    ``valid <bool>[*batch]`` is False past a sequence's end, where the carry
+    stays and ``y_t`` is 0 (default: all valid). ``a_t [*batch, D]`` is
+    returned, not kept as state (None for a cell without a gate).
     """
     check_streamable(self.reverse, 'step')
     return rnn_step(
@@ -254,19 +247,11 @@ class RNN(nnx.Module):
   ) -> tuple[Carry, Array, Array | None]:
     """A chunk of steps: ``(carry, x [*batch, c, D]) -> (carry, y [*batch, c, H], a)``.
 
-    The loop of :meth:`__call__` from a given carry (``[c, *batch, D]`` if
-    ``time_major``): splitting a sequence into chunks and passing the carry on
-    gives the outputs and final carry of one ``__call__`` on the whole.
-
-    Args:
-      carry: the carry after the previous chunk (:meth:`initialize_carry`).
-      inputs: ``<float>[*batch, c, D]``.
-      valid: ``<bool>[*batch, c]`` (``[c, *batch]`` if ``time_major``), False
-        past a sequence's end (default: all valid).
-
-    Returns:
-      The carry after the chunk, the outputs and the attention
-      ``[*batch, c, D]`` (None for a cell without a gate).
+    The loop of :meth:`__call__` from a given carry
+    (:meth:`eleatt_jax.RNN.chunk`): chunks of a sequence, the carry passed on,
+    give one ``__call__``'s outputs and final carry. ``valid <bool>[*batch,
+    c]`` (``[c, *batch]`` if ``time_major``) is False past a sequence's end
+    (default: all valid); ``a [*batch, c, D]`` (None without a gate).
     """
     check_streamable(self.reverse, 'chunk')
     inputs = checked_sequence_inputs(inputs, self.time_major)

@@ -51,12 +51,13 @@ class StackedRNNClassifier(nnx.Module):
     >>> logits = model(x, lengths)
     >>> logits.shape
     (2, 10)
-    >>> carry = model.initialize_carry(2)      # streaming, frame by frame
-    >>> for t in range(5):
-    ...   carry, logits_t, attention_t = model.step(carry, x[:, t], t < lengths)
+    >>> step = nnx.jit(lambda m, c, x_t, v: m.step(c, x_t, v))  # streaming
+    >>> carry = model.initialize_carry(2)
+    >>> for t in range(5):                     # frame by frame, t < lengths
+    ...   carry, logits_t, a_t = step(model, carry, x[:, t], t < lengths)
     >>> bool(jnp.allclose(logits_t, logits, atol=1e-5))
     True
-    >>> [None if a is None else a.shape for a in attention_t]  # per layer
+    >>> [None if a is None else a.shape for a in a_t]  # attention per layer
     [(2, 3), None]
 
   Streaming (unidirectional models): :meth:`initialize_carry`, :meth:`step`
@@ -191,30 +192,22 @@ class StackedRNNClassifier(nnx.Module):
   def step(
       self, carry: dict[str, Any], x_t: Array, valid: Array | None = None
   ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
-    r"""One frame: ``(carry, x_t [B, D]) -> (carry, logits_t [B, C], attention_t)``.
+    """One frame: ``(carry, x_t [B, D]) -> (carry, logits_t [B, C], attention_t)``.
 
-    ``logits_t`` are the logits of the prefix ``0..t``: what ``__call__``
-    returns for the sequence cut after frame t. Mean readout, with ``y_s`` the
-    last layer's output and ``n`` the valid frames so far:
-
-    .. math::  \text{logits}_t = W \big(\tfrac{1}{n} \sum_{s \le t} y_s\big) + b
-
-    (the running sum and ``n`` travel in the carry); last readout:
-    ``W y_t + b``. Dropout is off (inference), whatever ``model.train()``
-    says.
-
-    Example: the class docstring's (``nnx.jit`` it as any NNX method, e.g.
-    ``nnx.jit(lambda m, c, x_t: m.step(c, x_t))``).
+    :meth:`eleatt_jax.StackedRNNClassifier.step`, the same carry and numbers:
+    ``logits_t`` are the logits of the prefix ``0..t`` (``__call__`` of the
+    sequence cut after frame t). Dropout is off, whatever ``model.train()``
+    says. Example: the class docstring's.
 
     Args:
       carry: :meth:`initialize_carry`, or the carry of the previous frame.
-      x_t: ``<float>[B, D]``, this frame.
-      valid: ``<bool>[B]``: False for a sequence that has ended (its carry
-        and logits stay as they were); default all True.
+      x_t: ``<float>[B, D]``.
+      valid: ``<bool>[B]``, False for a sequence that has ended: its carry and
+        logits stay (default: all True).
 
     Returns:
-      The new carry, ``<float32>[B, C]`` logits and the attention of each
-      layer, ``[B, D_l]`` (None for a layer without a gate).
+      The carry, ``<float32>[B, C]`` logits and each layer's attention
+      ``[B, D_l]`` (None without a gate).
     """
     check_streamable(self.bidirectional, 'step')
     return stream_step(
@@ -231,18 +224,11 @@ class StackedRNNClassifier(nnx.Module):
   ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
     """A chunk of frames: ``(carry, x [B, c, D]) -> (carry, logits [B, c, C], attention)``.
 
-    The same as ``c`` calls of :meth:`step`, run as one loop per layer (the
-    loop of ``__call__``); ``logits[:, i]`` are the logits of the prefix that
-    ends at frame ``i`` of the chunk. Dropout is off.
-
-    Args:
-      carry: :meth:`initialize_carry`, or the carry after the previous chunk.
-      inputs: ``<float>[B, c, D]``.
-      valid: ``<bool>[B, c]``, False past a sequence's end (default: all).
-
-    Returns:
-      The carry after the chunk, ``<float32>[B, c, C]`` logits, and the
-      attention of each layer ``[B, c, D_l]`` (None without a gate).
+    :meth:`eleatt_jax.StackedRNNClassifier.chunk`: ``c`` calls of
+    :meth:`step` as one loop per layer; ``logits[:, i]`` are those of the
+    prefix that ends at frame ``i`` of the chunk. ``valid``: ``<bool>[B, c]``
+    (default: all True). Attention: ``[B, c, D_l]`` per layer (None without a
+    gate).
     """
     check_streamable(self.bidirectional, 'chunk')
     return stream_chunk(
