@@ -115,9 +115,8 @@ def test_classifier_streams_as_its_full_sequence_and_as_linen(
   linen_step = jax.jit(
       functools.partial(linen_model.apply, variables, method='step')
   )
-  carry, linen_carry = model.initialize_carry(B), linen_model.initialize_carry(
-      B
-  )
+  carry = model.initialize_carry(B)
+  linen_carry = linen_model.initialize_carry(B)
   close(carry, linen_carry)  # The same structure, the same zeros.
   logits = []
   for t in range(T):
