@@ -205,9 +205,15 @@ def test_step_logits_do_not_depend_on_the_layout():
   close(*results)
 
 
+# The errors come before any parameter is read: abstract modules
+# (nnx.eval_shape) serve, with nothing initialised or compiled.
+
+
 def test_bidirectional_and_reverse_cannot_stream():
-  model = enx.StackedRNNClassifier(
-      D, C, hidden_sizes=(H,), bidirectional=True, rngs=nnx.Rngs(0)
+  model = nnx.eval_shape(
+      lambda: enx.StackedRNNClassifier(
+          D, C, hidden_sizes=(H,), bidirectional=True, rngs=nnx.Rngs(0)
+      )
   )
   x, _ = padded_inputs()
   message = 'StackedRNNClassifier.{}: a bidirectional model .* cannot stream'
@@ -217,7 +223,9 @@ def test_bidirectional_and_reverse_cannot_stream():
     model.step({}, x[:, 0])
   with pytest.raises(ValueError, match=message.format('chunk')):
     model.chunk({}, x)
-  layer = enx.RNN(enx.EleAttGRUCell(D, H, rngs=nnx.Rngs(0)), reverse=True)
+  layer = nnx.eval_shape(
+      lambda: enx.RNN(enx.EleAttGRUCell(D, H, rngs=nnx.Rngs(0)), reverse=True)
+  )
   with pytest.raises(ValueError, match='reverse=True layer .* cannot stream'):
     layer.step(layer.initialize_carry((B, D)), x[:, 0])
   with pytest.raises(ValueError, match=r'RNN\.chunk: a reverse=True layer'):
@@ -225,7 +233,11 @@ def test_bidirectional_and_reverse_cannot_stream():
 
 
 def test_bad_carry_or_shapes_raise():
-  model = enx.StackedRNNClassifier(D, C, hidden_sizes=HIDDEN, rngs=nnx.Rngs(0))
+  model = nnx.eval_shape(
+      lambda: enx.StackedRNNClassifier(
+          D, C, hidden_sizes=HIDDEN, rngs=nnx.Rngs(0)
+      )
+  )
   x, _ = padded_inputs()
   with pytest.raises(ValueError, match=r"keys \['count', 'layers', 'sum'\]"):
     model.step({'layers': ()}, x[:, 0])
