@@ -107,7 +107,7 @@ class StackedRNNClassifier(nnx.Module):
     self.hidden_sizes = tuple(hidden_sizes)
     self.num_layers = len(self.hidden_sizes)
     self.readout, self.bidirectional = readout, bidirectional
-    self.in_features, self.num_classes = in_features, num_classes
+    self.num_classes = num_classes
     features_in = in_features
     for i, (features, use_gate) in enumerate(zip(self.hidden_sizes, gates)):
       make_rnn = lambda: RNN(
