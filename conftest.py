@@ -38,6 +38,15 @@ SLOW = (
     'tests/test_nnx.py::test_classifier_matches_linen[True-last',
     'tests/test_nnx.py::test_classifier_matches_linen[False-mean',
     'tests/test_nnx.py::test_same_params_same_outputs_as_linen[False-True',
+    # NNX streaming: `make test` runs a gated cell with the mean readout (one
+    # chunk size; its layers' step and chunk) and the doctests; the plain
+    # cells, the last readout, two chunk sizes, the RNN on its own and the
+    # layout check run the same shared code.
+    'tests/test_nnx_streaming.py::test_classifier_streams_as_its_full_sequence_and_as_linen[gru-last',
+    'tests/test_nnx_streaming.py::test_classifier_streams_as_its_full_sequence_and_as_linen[eleatt_lstm-last',
+    'tests/test_nnx_streaming.py::test_classifier_streams_as_its_full_sequence_and_as_linen[rnn-mean',
+    'tests/test_nnx_streaming.py::test_rnn_step_and_chunk_agree_with_call',
+    'tests/test_nnx_streaming.py::test_step_logits_do_not_depend_on_the_layout',
     'tests/test_layers_reliability.py::test_nan_or_inf_in_padding_gives_finite_gradients[inf-',
     'tests/test_layers_reliability.py::test_fused_backward_keeps_float64_precision[eleatt_lstm',
     'tests/test_reproduce.py::test_study_runs_at_tiny_size[nucla_gate_layers',

@@ -121,17 +121,23 @@ def _check_seq_lengths(
 
 
 def _check_initial_carry(
-    cell: nn.RNNCellBase, initial_carry: Carry, input_shape: tuple[int, ...]
+    cell: Any,
+    initial_carry: Carry,
+    input_shape: tuple[int, ...],
+    initialize_carry: Callable[[tuple[int, ...]], Carry] | None = None,
 ) -> None:
   """Raises a ValueError if ``initial_carry`` is not shaped as the cell's carry.
 
   ``input_shape``: ``(*batch, D)``; the expected carry is
-  ``cell.initialize_carry(key, input_shape)``'s structure and shapes.
+  ``initialize_carry(input_shape)``'s structure and shapes (default: the linen
+  cell's ``initialize_carry(key, input_shape)``; an NNX layer passes its own).
   """
-  try:
-    expected = jax.eval_shape(
-        lambda: cell.initialize_carry(jax.random.key(0), input_shape)
+  if initialize_carry is None:
+    initialize_carry = lambda shape: cell.initialize_carry(
+        jax.random.key(0), shape
     )
+  try:
+    expected = jax.eval_shape(lambda: initialize_carry(tuple(input_shape)))
   except Exception:  # pylint: disable=broad-except
     return  # A cell whose carry cannot be made abstractly: nothing to compare.
   shapes = lambda tree: jax.tree_util.tree_map(
@@ -169,9 +175,10 @@ def checked_sequence_inputs(inputs, time_major: bool) -> Array:
 class _FlatBatch:
   """A batch of sequences as ``[T, B, D]`` (batch dims flattened), and back.
 
-  The part of a ``RNN`` call around the loop, shared by the linen and the NNX
-  layer: the inputs in the loop's layout with ``seq_lengths`` checked, padding
-  masked and ``reverse`` applied; outputs and carries back in the caller's.
+  The part of a ``RNN`` call (or chunk) around the loop, shared by the linen
+  and the NNX layer: the inputs in the loop's layout with ``seq_lengths``
+  checked (or a chunk's ``valid`` mask), padding masked and ``reverse``
+  applied; outputs and carries back in the caller's.
 
   Attributes:
     x_TBD: the inputs, ready for the loop.
@@ -189,6 +196,7 @@ class _FlatBatch:
       time_major: bool,
       reverse: bool,
       keep_order: bool,
+      valid: Array | None = None,
   ):
     self.time_major, self.reverse, self.keep_order = (
         time_major,
@@ -211,6 +219,16 @@ class _FlatBatch:
       self.mask_TB1 = (
           jnp.arange(self.num_steps)[:, None] < self._lengths_B[None, :]
       )[..., None]
+    elif valid is not None:  # A chunk: [*batch, c] (time_major: [c, *batch]).
+      valid = jnp.asarray(valid, bool)
+      if valid.shape != inputs.shape[:-1]:
+        raise ValueError(
+            f'RNN.chunk: valid must have the shape {inputs.shape[:-1]} of '
+            f'the inputs without D, got {valid.shape}.'
+        )
+      valid_TB = valid if time_major else jnp.moveaxis(valid, -1, 0)
+      self.mask_TB1 = valid_TB.reshape(self.num_steps, batch, 1)
+    if self.mask_TB1 is not None:
       # A select, so that NaN or Inf in the padding reaches neither the
       # outputs nor (as 0 * NaN) the gradients.
       x_TBD = jnp.where(self.mask_TB1, x_TBD, 0)
@@ -242,6 +260,129 @@ class _FlatBatch:
       a_TB = self._flip(a_TB)
     a = a_TB.reshape((self.num_steps,) + self.batch_shape + a_TB.shape[2:])
     return a if self.time_major else jnp.moveaxis(a, 0, -2)
+
+
+# Streaming, shared by the linen and the NNX RNN: the carry in, the carry out,
+# one step or one chunk at a time.
+
+
+def check_streamable(reverse: bool, where: str) -> None:
+  """Raises a ValueError for a ``reverse`` layer's ``step`` or ``chunk``."""
+  if reverse:
+    raise ValueError(
+        f'RNN.{where}: a reverse=True layer reads the sequence '
+        'from its end and cannot stream; run the whole sequence '
+        'with __call__.'
+    )
+
+
+def rnn_step(
+    cell: Any,
+    carry: Carry,
+    x_t: Array,
+    valid: Array | None = None,
+    *,
+    layout: Layout,
+    wrapped: bool,
+    initialize_carry: Callable[[tuple[int, ...]], Carry] | None = None,
+) -> tuple[Carry, Array, Array | None]:
+  """One step of ``cell``, padding masked: ``(carry, y_t, attention_t)``.
+
+  The step of the linen and the NNX ``RNN``: a fused cell (one that implements
+  :class:`eleatt_jax.equations.FusedCell`) runs
+  :func:`eleatt_jax.equations.step` in ``layout``; an ``EleAtt`` wrapper
+  (``wrapped``) its ``step``; any other cell its ``__call__``.
+
+  Args:
+    cell: the layer's cell (linen, bound; or NNX).
+    carry: the carry after the previous step, checked against
+      ``initialize_carry((*batch, D))`` (default: the linen cell's).
+    x_t: ``<float>[*batch, D]``.
+    valid: ``<bool>[*batch]``, False past a sequence's end: the carry stays
+      and ``y_t`` is 0 there (default: all valid).
+    layout: the step's :class:`~eleatt_jax.layout.Layout`.
+    wrapped: ``cell`` is an ``EleAtt`` wrapper, whose ``step`` returns the
+      attention.
+    initialize_carry: ``input_shape -> carry``, for the carry check.
+
+  Returns:
+    The new carry, ``y_t [*batch, H]`` and ``a_t [*batch, D]`` (None for a
+    cell without a gate).
+  """
+  x_t = jnp.asarray(x_t)
+  check_float_inputs(x_t, 'RNN.step')
+  if x_t.ndim < 1:
+    raise ValueError('RNN.step expects x_t [*batch, D], got a scalar.')
+  _check_initial_carry(cell, carry, x_t.shape, initialize_carry)
+  mask = None if valid is None else jnp.asarray(valid, bool)[..., None]
+  if mask is not None:
+    x_t = jnp.where(mask, x_t, 0)
+  if isinstance(cell, FusedCell):
+    equations = cell.equations()
+    weights = step_weights(
+        equations, cell.kernels(x_t.shape[-1]), x_t, carry, layout
+    )
+    new_carry, y, attention, _ = eqs_step(
+        equations, weights, carry, x_t, mask_B1=mask
+    )
+    return new_carry, y, attention
+  if wrapped:
+    new_carry, y, attention = cell.step(carry, x_t)
+  else:
+    (new_carry, y), attention = cell(carry, x_t), None
+  new_carry, y = mask_padding(mask, new_carry, carry, y)
+  return new_carry, y, attention
+
+
+def rnn_chunk(
+    scan: Callable[..., tuple[Carry, Array, Array | None]],
+    cell: Any,
+    carry: Carry,
+    inputs: Array,
+    valid: Array | None = None,
+    *,
+    time_major: bool,
+    initialize_carry: Callable[[tuple[int, ...]], Carry] | None = None,
+) -> tuple[Carry, Array, Array | None]:
+  """The loop of a ``RNN`` from a given carry: ``(carry, outputs, attention)``.
+
+  The chunk of the linen and the NNX ``RNN``.
+
+  Args:
+    scan: the layer's loop, ``(x [T, B, D], carry, mask [T, B, 1] or None,
+      batch_shape) -> (carry, y [T, B, H], attention [T, B, D] or None)``.
+    cell: the layer's cell, for the carry check.
+    carry: the carry after the previous chunk, leaves ``[*batch, ...]``.
+    inputs: ``<float>[*batch, c, D]`` (``[c, *batch, D]`` if ``time_major``),
+      already checked (:func:`checked_sequence_inputs`).
+    valid: ``<bool>[*batch, c]`` (``[c, *batch]``), False past a sequence's
+      end (default: all valid).
+    time_major: the layout of ``inputs`` and ``valid``.
+    initialize_carry: ``input_shape -> carry``, for the carry check (default:
+      the linen cell's).
+
+  Returns:
+    The carry after the chunk, the outputs ``[*batch, c, H]`` and the attention
+    ``[*batch, c, D]`` (None for a cell without a gate).
+  """
+  batch_shape = inputs.shape[1:-1] if time_major else inputs.shape[:-2]
+  _check_initial_carry(
+      cell, carry, tuple(batch_shape) + inputs.shape[-1:], initialize_carry
+  )
+  seqs = _FlatBatch(
+      inputs,
+      None,
+      False,
+      time_major=time_major,
+      reverse=False,
+      keep_order=False,
+      valid=valid,
+  )
+  carry, y_TBH, attention_TBD = scan(
+      seqs.x_TBD, seqs.flatten_carry(carry), seqs.mask_TB1, seqs.batch_shape
+  )
+  attention = None if attention_TBD is None else seqs.to_output(attention_TBD)
+  return seqs.unflatten_carry(carry), seqs.to_output(y_TBH), attention
 
 
 class RNN(nn.Module):
@@ -421,9 +562,7 @@ class RNN(nn.Module):
   def step_layout(self) -> Layout:
     """The layout of :meth:`step`: :attr:`layout`, with the backend's
     ``step_split_gates`` unless ``split_gates`` is set."""
-    if self.split_gates is not None:
-      return self.layout
-    return self.layout.for_step()
+    return self.layout.for_step(self.split_gates)
 
   def _scan(self, x_TBD, carry, mask_TB1, batch_shape: tuple[int, ...]):
     """Picks the loop: ``(carry, y [T, B, H], attention [T, B, D] or None)``."""
@@ -504,15 +643,8 @@ class RNN(nn.Module):
           f'{xs[0].shape}): {e}'
       ) from e
 
-  # Streaming: the carry in, the carry out, one step or one chunk at a time.
-
-  def _check_streamable(self, where: str) -> None:
-    if self.reverse:
-      raise ValueError(
-          f'RNN.{where}: a reverse=True layer reads the sequence '
-          'from its end and cannot stream; run the whole sequence '
-          'with __call__.'
-      )
+  # Streaming: the carry in, the carry out, one step or one chunk at a time
+  # (rnn_step and rnn_chunk, which the NNX RNN runs too).
 
   @nn.nowrap
   def initialize_carry(
@@ -533,8 +665,9 @@ class RNN(nn.Module):
     """One time step: ``(carry, x_t [*batch, D]) -> (carry, y_t [*batch, H], a_t)``.
 
     The step :meth:`__call__` runs at each t (the cell's own step; for fused
-    cells :func:`eleatt_jax.equations.step`), so stepping through a sequence
-    from :meth:`initialize_carry` gives ``__call__``'s outputs and final carry.
+    cells :func:`eleatt_jax.equations.step`, in :attr:`step_layout`), so
+    stepping through a sequence from :meth:`initialize_carry` gives
+    ``__call__``'s outputs and final carry.
 
     Args:
       carry: the carry after the previous step.
@@ -546,34 +679,15 @@ class RNN(nn.Module):
       The new carry, ``y_t`` and the attention ``a_t [*batch, D]`` (None for a
       cell without a gate).
     """
-    self._check_streamable('step')
-    x_t = jnp.asarray(x_t)
-    check_float_inputs(x_t, 'RNN.step')
-    if x_t.ndim < 1:
-      raise ValueError('RNN.step expects x_t [*batch, D], got a scalar.')
-    _check_initial_carry(self.cell, carry, x_t.shape)
-    mask = None if valid is None else jnp.asarray(valid, bool)[..., None]
-    if mask is not None:
-      x_t = jnp.where(mask, x_t, 0)
-    if isinstance(self.cell, FusedCell):
-      equations = self.cell.equations()
-      weights = step_weights(
-          equations,
-          self.cell.kernels(x_t.shape[-1]),
-          x_t,
-          carry,
-          self.step_layout,
-      )
-      new_carry, y, attention, _ = eqs_step(
-          equations, weights, carry, x_t, mask_B1=mask
-      )
-      return new_carry, y, attention
-    if isinstance(self.cell, EleAtt):
-      new_carry, y, attention = self.cell.step(carry, x_t)
-    else:
-      (new_carry, y), attention = self.cell(carry, x_t), None
-    new_carry, y = mask_padding(mask, new_carry, carry, y)
-    return new_carry, y, attention
+    check_streamable(self.reverse, 'step')
+    return rnn_step(
+        self.cell,
+        carry,
+        x_t,
+        valid,
+        layout=self.step_layout,
+        wrapped=isinstance(self.cell, EleAtt),
+    )
 
   def chunk(
       self, carry: Carry, inputs: Array, valid: Array | None = None
@@ -594,45 +708,11 @@ class RNN(nn.Module):
       The carry after the chunk, the outputs and the attention
       ``[*batch, c, D]`` (None for a cell without a gate).
     """
-    self._check_streamable('chunk')
+    check_streamable(self.reverse, 'chunk')
     inputs = self._checked(inputs, self.time_major)
-    x_TBD = inputs if self.time_major else jnp.moveaxis(inputs, -2, 0)
-    num_steps, batch_shape = x_TBD.shape[0], x_TBD.shape[1:-1]
-    batch = math.prod(batch_shape)
-    _check_initial_carry(
-        self.cell, carry, tuple(batch_shape) + x_TBD.shape[-1:]
+    return rnn_chunk(
+        self._scan, self.cell, carry, inputs, valid, time_major=self.time_major
     )
-    x_TBD = x_TBD.reshape(num_steps, batch, x_TBD.shape[-1])
-    mask_TB1 = None
-    if valid is not None:
-      valid = jnp.asarray(valid, bool)
-      expected = inputs.shape[:-1]
-      if valid.shape != expected:
-        raise ValueError(
-            f'RNN.chunk: valid must have the shape {expected} of '
-            f'the inputs without D, got {valid.shape}.'
-        )
-      valid_TB = valid if self.time_major else jnp.moveaxis(valid, -1, 0)
-      mask_TB1 = valid_TB.reshape(num_steps, batch, 1)
-      x_TBD = jnp.where(mask_TB1, x_TBD, 0)
-    carry = jax.tree_util.tree_map(
-        lambda c: jnp.reshape(c, (batch,) + c.shape[len(batch_shape) :]), carry
-    )
-    carry, y_TBH, attention_TBD = self._scan(
-        x_TBD, carry, mask_TB1, tuple(batch_shape)
-    )
-
-    def to_output_layout(a_TB):
-      a = a_TB.reshape((num_steps,) + tuple(batch_shape) + a_TB.shape[2:])
-      return a if self.time_major else jnp.moveaxis(a, 0, -2)
-
-    carry = jax.tree_util.tree_map(
-        lambda c: c.reshape(tuple(batch_shape) + c.shape[1:]), carry
-    )
-    attention = (
-        None if attention_TBD is None else to_output_layout(attention_TBD)
-    )
-    return carry, to_output_layout(y_TBH), attention
 
 
 def _wrapped_step(cell: EleAtt, carry: Carry, xs):

@@ -84,13 +84,18 @@ class Layout:
       return DEFAULT_LAYOUTS[backend]
     return UNMEASURED_FALLBACK
 
-  def for_step(self) -> Layout:
+  def for_step(self, split_gates: bool | None = None) -> Layout:
     """This layout as a step called on its own runs it: ``split_gates`` is
-    ``step_split_gates`` (the loop's other choices do not apply to one step)."""
-    return dataclasses.replace(
-        self,
-        split_gates=self.step_split_gates and not self.fused_backward,
-    )
+    ``step_split_gates`` (the loop's other choices do not apply to one step).
+
+    Args:
+      split_gates: a layer's own ``split_gates`` attribute; when it is set
+        (not None) the step keeps it instead of ``step_split_gates``. The
+        linen and the NNX ``RNN`` both choose their step layout here.
+    """
+    if split_gates is None:
+      split_gates = self.step_split_gates and not self.fused_backward
+    return dataclasses.replace(self, split_gates=split_gates)
 
   def with_choices(
       self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +74,211 @@ def readout_features(
   return jnp.concatenate(
       [last[:, :backward_from], x[:, 0, backward_from:]], axis=-1
   )
+
+
+# Streaming, shared by the linen and the NNX classifier. The carry:
+# {'layers': (each layer's carry, ...), 'count': <int32>[B] valid frames so
+# far, and the readout's state: 'sum' [B, H_L] (mean) or 'logits' [B, C]
+# (last)}.
+
+
+def check_streamable(bidirectional: bool, where: str) -> None:
+  """Raises a ValueError for a bidirectional classifier's streaming call."""
+  if bidirectional:
+    raise ValueError(
+        f'StackedRNNClassifier.{where}: a bidirectional model reads each '
+        'sequence from its end too and cannot stream; run the whole '
+        'sequence with __call__, or train a unidirectional model.'
+    )
+
+
+def initial_stream_carry(
+    batch_shape: int | Sequence[int],
+    layer_carries: Callable[[tuple[int]], tuple[Any, ...]],
+    *,
+    readout: str,
+    features: int,
+    num_classes: int,
+) -> dict[str, Any]:
+  """The streaming carry before the first frame (``initialize_carry``).
+
+  Args:
+    batch_shape: ``B`` or ``(B,)``.
+    layer_carries: ``(B,) -> (carry of layer 0, ...)``.
+    readout: ``'mean'`` or ``'last'``.
+    features: ``H_L``, the last layer's features (the mean readout's sum).
+    num_classes: ``C`` (the last readout's logits).
+
+  Returns:
+    ``{'layers', 'count': <int32>[B] zeros}`` and ``'sum' <float32>[B, H_L]``
+    or ``'logits' <float32>[B, C]`` zeros.
+  """
+  batch = (
+      tuple(batch_shape)
+      if isinstance(batch_shape, (tuple, list))
+      else (batch_shape,)
+  )
+  if len(batch) != 1:
+    raise ValueError(
+        'StackedRNNClassifier.initialize_carry expects a batch '
+        f'shape (B,), got {batch}.'
+    )
+  if readout not in READOUTS:
+    raise ValueError(f'readout must be one of {READOUTS}, got {readout!r}.')
+  carry = {
+      'layers': tuple(layer_carries(batch)),
+      'count': jnp.zeros(batch, jnp.int32),
+  }
+  if readout == 'mean':
+    carry['sum'] = jnp.zeros(batch + (features,), jnp.float32)
+  else:
+    carry['logits'] = jnp.zeros(batch + (num_classes,), jnp.float32)
+  return carry
+
+
+def check_stream_carry(
+    carry: Any, batch: int, readout: str, num_layers: int
+) -> None:
+  """Raises a ValueError if ``carry`` is not a streaming carry for ``batch``."""
+  keys = {'layers', 'count', 'sum' if readout == 'mean' else 'logits'}
+  if (
+      not isinstance(carry, dict)
+      or set(carry) != keys
+      or len(carry['layers']) != num_layers
+  ):
+    got = sorted(carry) if isinstance(carry, dict) else type(carry).__name__
+    raise ValueError(
+        'StackedRNNClassifier: the streaming carry must be a dict with the '
+        f'keys {sorted(keys)} and {num_layers} layer carries '
+        f'(initialize_carry); got {got}.'
+    )
+  if tuple(jnp.shape(carry['count'])) != (batch,):
+    raise ValueError(
+        'StackedRNNClassifier: the carry is for batch '
+        f'{tuple(jnp.shape(carry["count"]))}, the inputs for ({batch},).'
+    )
+
+
+def stream_readout(
+    carry: dict[str, Any],
+    y_BcH: Array,
+    valid_Bc: Array,
+    readout: str,
+    classifier: Callable[[Array], Array],
+) -> tuple[dict[str, Any], Array]:
+  """Logits of every prefix ending in a chunk, and the readout carry.
+
+  Args:
+    carry: the streaming carry before the chunk (its ``layers`` are not read).
+    y_BcH: ``<float32>[B, c, H_L]``, the last layer's outputs (0 where not
+      valid).
+    valid_Bc: ``<bool>[B, c]``.
+    readout: ``'mean'`` or ``'last'``.
+    classifier: the linear classifier, ``[..., H_L] -> [..., C]``.
+
+  Returns:
+    ``({'count', 'sum' or 'logits'}, <float32>[B, c, C])``.
+  """
+  count_Bc = carry['count'][:, None] + jnp.cumsum(
+      valid_Bc, axis=1, dtype=jnp.int32
+  )
+  new = {'count': count_Bc[:, -1]}
+  if readout == 'mean':
+    # y is 0 on invalid frames (the layers mask them).
+    sum_BcH = carry['sum'][:, None] + jnp.cumsum(y_BcH, axis=1)
+    count = jnp.maximum(count_Bc, 1)[..., None].astype(jnp.float32)
+    logits = classifier(sum_BcH / count)
+    new['sum'] = sum_BcH[:, -1]
+  else:
+    per_frame = classifier(y_BcH)
+    index = jnp.arange(y_BcH.shape[1])[None, :]
+    last_valid = jax.lax.cummax(jnp.where(valid_Bc, index, -1), axis=1)
+    taken = jnp.take_along_axis(
+        per_frame, jnp.maximum(last_valid, 0)[..., None], axis=1
+    )
+    logits = jnp.where(
+        (last_valid >= 0)[..., None], taken, carry['logits'][:, None]
+    )
+    new['logits'] = logits[:, -1]
+  return new, logits
+
+
+def stream_step(
+    layer_steps: Sequence[Callable[..., tuple[Any, Array, Array | None]]],
+    classifier: Callable[[Array], Array],
+    readout: str,
+    carry: dict[str, Any],
+    x_t: Array,
+    valid: Array | None = None,
+) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+  """The classifier's streaming step, given each layer's ``step``.
+
+  ``layer_steps``: ``(carry, x_t, valid) -> (carry, y_t, a_t)`` per layer;
+  the other arguments and the result are ``StackedRNNClassifier.step``'s.
+  """
+  if jnp.ndim(x_t) != 2:
+    raise ValueError(
+        'StackedRNNClassifier.step expects x_t [batch, '
+        f'features], got shape {jnp.shape(x_t)}.'
+    )
+  batch = jnp.shape(x_t)[0]
+  valid = (
+      jnp.ones((batch,), bool) if valid is None else jnp.asarray(valid, bool)
+  )
+  check_stream_carry(carry, batch, readout, len(layer_steps))
+  x, layer_carries, attention = x_t, [], []
+  for step, layer_carry in zip(layer_steps, carry['layers']):
+    layer_carry, x, a = step(layer_carry, x, valid)
+    layer_carries.append(layer_carry)
+    attention.append(a)
+  carry, logits = stream_readout(
+      carry, x[:, None].astype(jnp.float32), valid[:, None], readout, classifier
+  )
+  carry['layers'] = tuple(layer_carries)
+  return carry, logits[:, 0], tuple(attention)
+
+
+def stream_chunk(
+    layer_chunks: Sequence[Callable[..., tuple[Any, Array, Array | None]]],
+    classifier: Callable[[Array], Array],
+    readout: str,
+    carry: dict[str, Any],
+    inputs: Array,
+    valid: Array | None = None,
+) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+  """The classifier's streaming chunk, given each layer's ``chunk``.
+
+  ``layer_chunks``: ``(carry, x [B, c, D_l], valid [B, c]) -> (carry, y,
+  a)`` per layer; the other arguments and the result are
+  ``StackedRNNClassifier.chunk``'s.
+  """
+  if jnp.ndim(inputs) != 3:
+    raise ValueError(
+        'StackedRNNClassifier.chunk expects inputs [batch, '
+        f'chunk, features], got shape {jnp.shape(inputs)}.'
+    )
+  batch, size = jnp.shape(inputs)[:2]
+  valid = (
+      jnp.ones((batch, size), bool)
+      if valid is None
+      else jnp.asarray(valid, bool)
+  )
+  if valid.shape != (batch, size):
+    raise ValueError(
+        'StackedRNNClassifier.chunk: valid must have the shape '
+        f'{(batch, size)} of inputs [B, c], got {valid.shape}.'
+    )
+  check_stream_carry(carry, batch, readout, len(layer_chunks))
+  x, layer_carries, attention = inputs, [], []
+  for chunk, layer_carry in zip(layer_chunks, carry['layers']):
+    layer_carry, x, a = chunk(layer_carry, x, valid)
+    layer_carries.append(layer_carry)
+    attention.append(a)
+  carry, logits = stream_readout(
+      carry, x.astype(jnp.float32), valid, readout, classifier
+  )
+  carry['layers'] = tuple(layer_carries)
+  return carry, logits, tuple(attention)
 
 
 class StackedRNNClassifier(nn.Module):
@@ -226,18 +431,7 @@ class StackedRNNClassifier(nn.Module):
         )
     )
 
-  # Streaming. The carry: {'layers': (each layer's carry, ...), 'count':
-  # <int32>[B] valid frames so far, and the readout's state: 'sum' [B, H_L]
-  # (mean) or 'logits' [B, C] (last)}.
-
-  @nn.nowrap
-  def _check_streamable(self, where: str) -> None:
-    if self.bidirectional:
-      raise ValueError(
-          f'StackedRNNClassifier.{where}: a bidirectional model reads each '
-          'sequence from its end too and cannot stream; run the whole '
-          'sequence with __call__, or train a unidirectional model.'
-      )
+  # Streaming (the functions above, which the NNX classifier runs too).
 
   @nn.nowrap
   def initialize_carry(
@@ -253,31 +447,17 @@ class StackedRNNClassifier(nn.Module):
     Args:
       batch_shape: ``B`` or ``(B,)``.
     """
-    self._check_streamable('initialize_carry')
-    batch = (
-        tuple(batch_shape)
-        if isinstance(batch_shape, (tuple, list))
-        else (batch_shape,)
+    check_streamable(self.bidirectional, 'initialize_carry')
+    return initial_stream_carry(
+        batch_shape,
+        lambda batch: tuple(
+            make().initialize_carry(jax.random.key(0), batch + (1,))
+            for make in self._cell_makers()
+        ),
+        readout=self.readout,
+        features=self.hidden_sizes[-1],
+        num_classes=self.num_classes,
     )
-    if len(batch) != 1:
-      raise ValueError(
-          'StackedRNNClassifier.initialize_carry expects a batch '
-          f'shape (B,), got {batch}.'
-      )
-    if self.readout not in READOUTS:
-      raise ValueError(
-          f'readout must be one of {READOUTS}, got {self.readout!r}.'
-      )
-    layers = tuple(
-        make().initialize_carry(jax.random.key(0), batch + (1,))
-        for make in self._cell_makers()
-    )
-    carry = {'layers': layers, 'count': jnp.zeros(batch, jnp.int32)}
-    if self.readout == 'mean':
-      carry['sum'] = jnp.zeros(batch + (self.hidden_sizes[-1],), jnp.float32)
-    else:
-      carry['logits'] = jnp.zeros(batch + (self.num_classes,), jnp.float32)
-    return carry
 
   def step(
       self, carry: dict[str, Any], x_t: Array, valid: Array | None = None
@@ -319,27 +499,15 @@ class StackedRNNClassifier(nn.Module):
       The new carry, ``<float32>[B, C]`` logits and the attention of each
       layer, ``[B, D_l]`` (None for a layer without a gate).
     """
-    self._check_streamable('step')
-    if jnp.ndim(x_t) != 2:
-      raise ValueError(
-          'StackedRNNClassifier.step expects x_t [batch, '
-          f'features], got shape {jnp.shape(x_t)}.'
-      )
-    batch = jnp.shape(x_t)[0]
-    valid = (
-        jnp.ones((batch,), bool) if valid is None else jnp.asarray(valid, bool)
+    check_streamable(self.bidirectional, 'step')
+    return stream_step(
+        [layer.step for layer in self._layers()],
+        self.classifier,
+        self.readout,
+        carry,
+        x_t,
+        valid,
     )
-    self._check_carry(carry, batch)
-    x, layer_carries, attention = x_t, [], []
-    for layer, layer_carry in zip(self._layers(), carry['layers']):
-      layer_carry, x, a = layer.step(layer_carry, x, valid)
-      layer_carries.append(layer_carry)
-      attention.append(a)
-    carry, logits = self._readout(
-        carry, x[:, None].astype(jnp.float32), valid[:, None]
-    )
-    carry['layers'] = tuple(layer_carries)
-    return carry, logits[:, 0], tuple(attention)
 
   def chunk(
       self, carry: dict[str, Any], inputs: Array, valid: Array | None = None
@@ -359,74 +527,12 @@ class StackedRNNClassifier(nn.Module):
       The carry after the chunk, ``<float32>[B, c, C]`` logits, and the
       attention of each layer ``[B, c, D_l]`` (None without a gate).
     """
-    self._check_streamable('chunk')
-    if jnp.ndim(inputs) != 3:
-      raise ValueError(
-          'StackedRNNClassifier.chunk expects inputs [batch, '
-          f'chunk, features], got shape {jnp.shape(inputs)}.'
-      )
-    batch, size = jnp.shape(inputs)[:2]
-    valid = (
-        jnp.ones((batch, size), bool)
-        if valid is None
-        else jnp.asarray(valid, bool)
+    check_streamable(self.bidirectional, 'chunk')
+    return stream_chunk(
+        [layer.chunk for layer in self._layers()],
+        self.classifier,
+        self.readout,
+        carry,
+        inputs,
+        valid,
     )
-    if valid.shape != (batch, size):
-      raise ValueError(
-          'StackedRNNClassifier.chunk: valid must have the shape '
-          f'{(batch, size)} of inputs [B, c], got {valid.shape}.'
-      )
-    self._check_carry(carry, batch)
-    x, layer_carries, attention = inputs, [], []
-    for layer, layer_carry in zip(self._layers(), carry['layers']):
-      layer_carry, x, a = layer.chunk(layer_carry, x, valid)
-      layer_carries.append(layer_carry)
-      attention.append(a)
-    carry, logits = self._readout(carry, x.astype(jnp.float32), valid)
-    carry['layers'] = tuple(layer_carries)
-    return carry, logits, tuple(attention)
-
-  @nn.nowrap
-  def _check_carry(self, carry, batch) -> None:
-    keys = {'layers', 'count', 'sum' if self.readout == 'mean' else 'logits'}
-    if (
-        not isinstance(carry, dict)
-        or set(carry) != keys
-        or len(carry['layers']) != len(self.hidden_sizes)
-    ):
-      got = sorted(carry) if isinstance(carry, dict) else type(carry).__name__
-      raise ValueError(
-          'StackedRNNClassifier: the streaming carry must be a dict with the '
-          f'keys {sorted(keys)} and {len(self.hidden_sizes)} layer carries '
-          f'(initialize_carry); got {got}.'
-      )
-    if tuple(jnp.shape(carry['count'])) != (batch,):
-      raise ValueError(
-          'StackedRNNClassifier: the carry is for batch '
-          f'{tuple(jnp.shape(carry["count"]))}, the inputs for ({batch},).'
-      )
-
-  def _readout(self, carry, y_BcH, valid_Bc):
-    """Logits of every prefix ending in the chunk, and the readout carry."""
-    count_Bc = carry['count'][:, None] + jnp.cumsum(
-        valid_Bc, axis=1, dtype=jnp.int32
-    )
-    new = {'count': count_Bc[:, -1]}
-    if self.readout == 'mean':
-      # y is 0 on invalid frames (the layers mask them).
-      sum_BcH = carry['sum'][:, None] + jnp.cumsum(y_BcH, axis=1)
-      count = jnp.maximum(count_Bc, 1)[..., None].astype(jnp.float32)
-      logits = self.classifier(sum_BcH / count)
-      new['sum'] = sum_BcH[:, -1]
-    else:
-      per_frame = self.classifier(y_BcH)
-      index = jnp.arange(y_BcH.shape[1])[None, :]
-      last_valid = jax.lax.cummax(jnp.where(valid_Bc, index, -1), axis=1)
-      taken = jnp.take_along_axis(
-          per_frame, jnp.maximum(last_valid, 0)[..., None], axis=1
-      )
-      logits = jnp.where(
-          (last_valid >= 0)[..., None], taken, carry['logits'][:, None]
-      )
-      new['logits'] = logits[:, -1]
-    return new, logits

@@ -18,7 +18,13 @@ from flax.typing import Array
 
 from eleatt_jax import fused_scan
 from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
-from eleatt_jax.layers import _FlatBatch, checked_sequence_inputs
+from eleatt_jax.layers import (
+    _FlatBatch,
+    check_streamable,
+    checked_sequence_inputs,
+    rnn_chunk,
+    rnn_step,
+)
 from eleatt_jax.layout import Layout
 from eleatt_jax.nnx.cells import EleAtt
 
@@ -31,14 +37,22 @@ class RNN(nnx.Module):
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> from eleatt_jax.nnx import RNN, EleAttGRUCell
+    >>> x, lengths = jnp.ones((4, 10, 3)), jnp.array([10, 7, 3, 1])
     >>> layer = RNN(EleAttGRUCell(3, 8, rngs=nnx.Rngs(0)))
-    >>> y = layer(jnp.ones((4, 10, 3)), seq_lengths=jnp.array([10, 7, 3, 1]))
+    >>> y = layer(x, seq_lengths=lengths)
     >>> y.shape
     (4, 10, 8)
     >>> layer.cell.attention[...].shape        # a_t: [batch, time, D]
     (4, 10, 3)
     >>> sorted(nnx.state(layer, nnx.Intermediate)['cell'])
     ['attention']
+    >>> step = nnx.jit(lambda m, c, x_t, v: m.step(c, x_t, v))  # streaming
+    >>> carry, ys = layer.initialize_carry((4, 3)), []   # x_t: [batch, D]
+    >>> for t in range(10):
+    ...   carry, y_t, a_t = step(layer, carry, x[:, t], t < lengths)
+    ...   ys.append(y_t)
+    >>> bool(jnp.allclose(jnp.stack(ys, axis=1), y, atol=1e-5))
+    True
 
   Args:
     cell: an NNX cell (``in_features``-style, one feature axis).
@@ -46,7 +60,9 @@ class RNN(nnx.Module):
     remat: ``jax.checkpoint`` each step; the backward keeps only the carries.
     remat_policy: its policy (default None: save nothing inside a step).
     hoist_input_projection, split_gates, fused_backward: the fused loop's
-      :class:`~eleatt_jax.layout.Layout` choices (default: per backend).
+      :class:`~eleatt_jax.layout.Layout` choices (default: per backend;
+      :meth:`step` runs ``step_layout``, the backend's ``step_split_gates``
+      unless ``split_gates`` is set).
     check_seq_lengths: check that lengths lie in ``[1, T]``.
     rngs: for ``initialize_carry`` of cells that draw their carry (as
       ``nnx.RNN``: True gives a ``carry`` stream seeded 0).
@@ -78,6 +94,7 @@ class RNN(nnx.Module):
         hoist_input_projection=hoist_input_projection,
         fused_backward=fused_backward,
     )
+    self.step_layout = self.layout.for_step(split_gates)
     self.check_seq_lengths = check_seq_lengths
     if rngs is True:
       rngs = nnx.Rngs(carry=0)
@@ -184,3 +201,66 @@ class RNN(nnx.Module):
     )
     nnx.update(self.cell, rest)
     return carry, y, attention
+
+  # Streaming: the linen RNN's step and chunk (eleatt_jax.layers.rnn_step,
+  # rnn_chunk), on this layer's cell.
+
+  def initialize_carry(
+      self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None
+  ) -> Carry:
+    """The carry at t=0 for steps ``x_t [*batch, D]``: ``input_shape = (*batch, D)``.
+
+    ``cell.initialize_carry(input_shape, rngs)``; default ``rngs``: a fresh
+    ``nnx.Rngs(carry=0)``, so the carry does not depend on (nor advance) the
+    layer's own ``rngs`` (for zero-initialised carries, the carry ``__call__``
+    starts from).
+    """
+    return self.cell.initialize_carry(
+        tuple(input_shape), nnx.Rngs(carry=0) if rngs is None else rngs
+    )
+
+  def step(
+      self, carry: Carry, x_t: Array, valid: Array | None = None
+  ) -> tuple[Carry, Array, Array | None]:
+    """One time step: ``(carry, x_t [*batch, D]) -> (carry, y_t [*batch, H], a_t)``.
+
+    The step of :meth:`__call__` (:meth:`eleatt_jax.RNN.step`, in
+    :attr:`step_layout`): stepping through a sequence from
+    :meth:`initialize_carry` gives ``__call__``'s outputs and final carry.
+    ``valid <bool>[*batch]`` is False past a sequence's end, where the carry
+    stays and ``y_t`` is 0 (default: all valid). ``a_t [*batch, D]`` is
+    returned, not kept as state (None for a cell without a gate).
+    """
+    check_streamable(self.reverse, 'step')
+    return rnn_step(
+        self.cell,
+        carry,
+        x_t,
+        valid,
+        layout=self.step_layout,
+        wrapped=isinstance(self.cell, EleAtt),
+        initialize_carry=self.initialize_carry,
+    )
+
+  def chunk(
+      self, carry: Carry, inputs: Array, valid: Array | None = None
+  ) -> tuple[Carry, Array, Array | None]:
+    """A chunk of steps: ``(carry, x [*batch, c, D]) -> (carry, y [*batch, c, H], a)``.
+
+    The loop of :meth:`__call__` from a given carry
+    (:meth:`eleatt_jax.RNN.chunk`): chunks of a sequence, the carry passed on,
+    give one ``__call__``'s outputs and final carry. ``valid <bool>[*batch,
+    c]`` (``[c, *batch]`` if ``time_major``) is False past a sequence's end
+    (default: all valid); ``a [*batch, c, D]`` (None without a gate).
+    """
+    check_streamable(self.reverse, 'chunk')
+    inputs = checked_sequence_inputs(inputs, self.time_major)
+    return rnn_chunk(
+        self._scan,
+        self.cell,
+        carry,
+        inputs,
+        valid,
+        time_major=self.time_major,
+        initialize_carry=self.initialize_carry,
+    )

@@ -7,14 +7,20 @@ bidirectional, ``classifier/kernel``), so converting between the two is a copy.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Array, Dtype
 
 from eleatt_jax.models import CELL_TYPES, READOUTS, gated_layers
-from eleatt_jax.models import readout_features
+from eleatt_jax.models import (
+    check_streamable,
+    initial_stream_carry,
+    readout_features,
+    stream_chunk,
+    stream_step,
+)
 from eleatt_jax.nnx import cells
 from eleatt_jax.nnx.layers import RNN
 
@@ -41,14 +47,31 @@ class StackedRNNClassifier(nnx.Module):
     >>> model = StackedRNNClassifier(3, 10, hidden_sizes=(16, 16),
     ...                              gate_layers=1, rngs=nnx.Rngs(0))
     >>> model.eval()
-    >>> model(jnp.ones((2, 5, 3)), jnp.array([5, 3])).shape
+    >>> x, lengths = jnp.ones((2, 5, 3)), jnp.array([5, 3])
+    >>> logits = model(x, lengths)
+    >>> logits.shape
     (2, 10)
+    >>> step = nnx.jit(lambda m, c, x_t, v: m.step(c, x_t, v))  # streaming
+    >>> carry = model.initialize_carry(2)
+    >>> for t in range(5):                     # frame by frame, t < lengths
+    ...   carry, logits_t, a_t = step(model, carry, x[:, t], t < lengths)
+    >>> bool(jnp.allclose(logits_t, logits, atol=1e-5))
+    True
+    >>> [None if a is None else a.shape for a in a_t]  # attention per layer
+    [(2, 3), None]
+
+  Streaming (unidirectional models): :meth:`initialize_carry`, :meth:`step`
+  and :meth:`chunk`, the linen classifier's, with the same carry.
 
   Args:
     in_features: D.
     num_classes: C.
     cell, hidden_sizes, gate_layers, dropout_rate, readout, bidirectional,
       unroll, check_seq_lengths, dtype, param_dtype: as the linen classifier.
+    split_gates: each layer's :class:`eleatt_jax.nnx.RNN` ``split_gates``
+      (default None: per backend, for the loop and for :meth:`step`
+      separately; see :class:`eleatt_jax.layout.Layout`). It changes the
+      speed, not the numbers.
     rngs: ``nnx.Rngs`` with ``params`` (and ``dropout`` for training).
   """
 
@@ -67,6 +90,7 @@ class StackedRNNClassifier(nnx.Module):
       check_seq_lengths: bool = True,
       dtype: Dtype | None = None,
       param_dtype: Dtype = jnp.float32,
+      split_gates: bool | None = None,
       rngs: nnx.Rngs,
   ):
     if cell not in CELL_TYPES:
@@ -83,6 +107,7 @@ class StackedRNNClassifier(nnx.Module):
     self.hidden_sizes = tuple(hidden_sizes)
     self.num_layers = len(self.hidden_sizes)
     self.readout, self.bidirectional = readout, bidirectional
+    self.num_classes = num_classes
     features_in = in_features
     for i, (features, use_gate) in enumerate(zip(self.hidden_sizes, gates)):
       make_rnn = lambda: RNN(
@@ -96,6 +121,7 @@ class StackedRNNClassifier(nnx.Module):
           ),
           unroll=unroll,
           check_seq_lengths=check_seq_lengths,
+          split_gates=split_gates,
       )
       if bidirectional:
         layer = nnx.Bidirectional(make_rnn(), make_rnn(), rngs=False)
@@ -120,8 +146,8 @@ class StackedRNNClassifier(nnx.Module):
           f'features], got shape {jnp.shape(inputs)}.'
       )
     x = inputs
-    for i in range(self.num_layers):
-      x = getattr(self, f'layer_{i}')(x, seq_lengths=seq_lengths)
+    for layer in self._layers():
+      x = layer(x, seq_lengths=seq_lengths)
       x = self.dropout(x)
     return self.classifier(
         readout_features(
@@ -130,4 +156,86 @@ class StackedRNNClassifier(nnx.Module):
             self.readout,
             self.hidden_sizes[-1] if self.bidirectional else None,
         )
+    )
+
+  # Streaming: the linen classifier's (eleatt_jax.models.stream_step,
+  # stream_chunk), on these layers.
+
+  def _layers(self) -> list[RNN]:
+    return [getattr(self, f'layer_{i}') for i in range(self.num_layers)]
+
+  def initialize_carry(
+      self, batch_shape: int | Sequence[int]
+  ) -> dict[str, Any]:
+    """The streaming carry before the first frame, for ``x_t [B, D]``.
+
+    The linen classifier's: ``{'layers': (carry of layer 0, ...), 'count':
+    <int32>[B] zeros}`` and ``'sum': <float32>[B, H_L]`` zeros
+    (``readout='mean'``) or ``'logits': <float32>[B, C]`` zeros
+    (``'last'``); a plain pytree of arrays.
+
+    Args:
+      batch_shape: ``B`` or ``(B,)``.
+    """
+    check_streamable(self.bidirectional, 'initialize_carry')
+    return initial_stream_carry(
+        batch_shape,
+        lambda batch: tuple(
+            layer.initialize_carry(batch + (layer.cell.in_features,))
+            for layer in self._layers()
+        ),
+        readout=self.readout,
+        features=self.hidden_sizes[-1],
+        num_classes=self.num_classes,
+    )
+
+  def step(
+      self, carry: dict[str, Any], x_t: Array, valid: Array | None = None
+  ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+    """One frame: ``(carry, x_t [B, D]) -> (carry, logits_t [B, C], attention_t)``.
+
+    :meth:`eleatt_jax.StackedRNNClassifier.step`, the same carry and numbers:
+    ``logits_t`` are the logits of the prefix ``0..t`` (``__call__`` of the
+    sequence cut after frame t). Dropout is off, whatever ``model.train()``
+    says. Example: the class docstring's.
+
+    Args:
+      carry: :meth:`initialize_carry`, or the carry of the previous frame.
+      x_t: ``<float>[B, D]``.
+      valid: ``<bool>[B]``, False for a sequence that has ended: its carry and
+        logits stay (default: all True).
+
+    Returns:
+      The carry, ``<float32>[B, C]`` logits and each layer's attention
+      ``[B, D_l]`` (None without a gate).
+    """
+    check_streamable(self.bidirectional, 'step')
+    return stream_step(
+        [layer.step for layer in self._layers()],
+        self.classifier,
+        self.readout,
+        carry,
+        x_t,
+        valid,
+    )
+
+  def chunk(
+      self, carry: dict[str, Any], inputs: Array, valid: Array | None = None
+  ) -> tuple[dict[str, Any], Array, tuple[Array | None, ...]]:
+    """A chunk of frames: ``(carry, x [B, c, D]) -> (carry, logits [B, c, C], attention)``.
+
+    :meth:`eleatt_jax.StackedRNNClassifier.chunk`: ``c`` calls of
+    :meth:`step` as one loop per layer; ``logits[:, i]`` are those of the
+    prefix that ends at frame ``i`` of the chunk. ``valid``: ``<bool>[B, c]``
+    (default: all True). Attention: ``[B, c, D_l]`` per layer (None without a
+    gate).
+    """
+    check_streamable(self.bidirectional, 'chunk')
+    return stream_chunk(
+        [layer.chunk for layer in self._layers()],
+        self.classifier,
+        self.readout,
+        carry,
+        inputs,
+        valid,
     )
