@@ -61,6 +61,7 @@ SLOW = (
     # `make test-all`: real-process fault and multi-process runs, the
     # notebooks, and the remaining cell matrices.
     'tests/test_train_reliability.py::test_two_processes_with_jax_distributed',
+    'tests/test_train_reliability.py::test_ctrl_c_stops_two_processes',
     'tests/test_train_faults.py::test_best_k_survives_kill_and_sigterm',
     'tests/test_train_faults.py::test_second_trainer_exits',
     'tests/test_notebooks.py::test_notebook_runs',

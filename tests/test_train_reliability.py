@@ -8,8 +8,6 @@ import os
 import random
 import re
 import signal
-import socket
-import subprocess
 import time
 
 import chex
@@ -207,12 +205,6 @@ def test_signal_saves_a_checkpoint_and_resume_is_bitwise_equal(
   assert sup.same_results(workdir, ref_dir)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_with_jax_distributed_match_one_process(
     npz_dir, data_dir, tmp_path
 ):
@@ -227,33 +219,10 @@ def test_two_processes_with_jax_distributed_match_one_process(
       eval_every_steps=3,
   )
   workdir = tmp_path / 'two'
-  port = _free_port()
-  procs = []
-  for pid in range(2):
-    env = sup.subprocess_env(
-        num_devices=1,
-        JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-        JAX_NUM_PROCESSES=2,
-        JAX_PROCESS_ID=pid,
-    )
-    procs.append(
-        subprocess.Popen(
-            sup.train_cmd(NPZ_CONFIG, workdir, overrides),
-            cwd=sup.REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    )
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=240)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
+  procs = sup.start_processes(
+      sup.train_cmd(NPZ_CONFIG, workdir, overrides), tmp_path / 'logs'
+  )
+  outs = sup.wait_processes(procs)
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-4000:]
   assert 'parallel=jit over 2 device(s), 2 process(es)' in outs[0], outs[0]
@@ -283,3 +252,64 @@ def test_two_processes_with_jax_distributed_match_one_process(
   r1 = json.loads((tmp_path / 'one' / 'eval_results.json').read_text())
   assert r2['num_examples'] == r1['num_examples'] == 21
   assert r2['accuracy'] == pytest.approx(r1['accuracy'])
+
+
+@pytest.mark.parametrize('signalled', [(0, 1), (1,)], ids=['both', 'one'])
+def test_ctrl_c_stops_two_processes_at_one_step_and_resume_is_bitwise_equal(
+    npz_dir, data_dir, tmp_path, signalled
+):
+  """A first Ctrl-C with two jax.distributed processes, sent to both (a
+  terminal's foreground group) or to process 1 alone (a terminal on another
+  host): both stop at the same step, save it and exit 130; a rerun ends
+  bitwise equal to an unbroken two-process run."""
+  steps = 40
+  overrides = sup.cli_overrides(
+      npz_dir,
+      data_dir,
+      num_train_steps=steps,
+      log_every_steps=1,
+      checkpoint_every_steps=20,
+      eval_every_steps=20,
+  )
+  workdir = tmp_path / 'run'
+  cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
+  procs = sup.start_processes(cmd, tmp_path / 'interrupted')
+  sup.wait_for_step(procs[0], 3)
+  for pid in signalled:
+    procs[pid].send_signal(signal.SIGINT)
+  outs = sup.wait_processes(procs)
+  said = []
+  for pid, (proc, out) in enumerate(zip(procs, outs)):
+    assert proc.returncode == 130, out[-4000:]
+    m = re.search(
+        rf'Process {pid} of 2: Interrupted \(SIGINT\) at step (\d+)', out
+    )
+    assert m, out[-4000:]
+    said.append(int(m.group(1)))
+    assert 'Traceback' not in out, out[-4000:]
+  saved = said[0]
+  assert said == [saved, saved] and 3 <= saved < 20
+  ckpts = workdir / 'checkpoints'
+  assert [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] == [saved]
+  # Each process saved its data iterator's position at that step.
+  data = ckpts / str(saved) / 'data'
+  assert sorted(p.name for p in data.glob('process_*.json')) == [
+      'process_0-of-2.json',
+      'process_1-of-2.json',
+  ]
+
+  rerun = sup.start_processes(cmd, tmp_path / 'rerun')
+  for proc, out in zip(rerun, sup.wait_processes(rerun)):
+    assert proc.returncode == 0, out[-4000:]
+  assert f'Resuming from checkpoint step {saved} ' in sup.output(rerun[0])
+  ref_dir = tmp_path / 'reference'
+  ref = sup.start_processes(
+      sup.train_cmd(NPZ_CONFIG, ref_dir, overrides), tmp_path / 'ref'
+  )
+  for proc, out in zip(ref, sup.wait_processes(ref)):
+    assert proc.returncode == 0, out[-4000:]
+  params, step = sup.final_params(workdir)
+  ref_params, ref_step = sup.final_params(ref_dir)
+  assert step == ref_step == steps
+  assert _bitwise_equal(params, ref_params), f'SIGINT at step {saved}'
+  assert sup.same_results(workdir, ref_dir)

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -235,6 +236,74 @@ def run_and_act(
       proc.wait(timeout=60)
     err.seek(0)
     return proc.returncode, ''.join(out), err.read(), at
+
+
+def free_port() -> int:
+  import socket  # pylint: disable=g-import-not-at-top
+
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def start_processes(cmd, log_dir, num: int = 2) -> list[subprocess.Popen]:
+  """Starts `cmd` as `num` processes of one `jax.distributed` run over
+  localhost (one CPU device each, gloo collectives). Process N writes its
+  stdout and stderr to ``LOG_DIR/process_N.log`` (a file, not a pipe: one
+  that nobody reads never blocks it), which `output` reads."""
+  log_dir = pathlib.Path(log_dir)
+  log_dir.mkdir(parents=True, exist_ok=True)
+  port = free_port()
+  procs = []
+  for pid in range(num):
+    env = subprocess_env(
+        num_devices=1,
+        JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+        JAX_NUM_PROCESSES=num,
+        JAX_PROCESS_ID=pid,
+    )
+    with open(log_dir / f'process_{pid}.log', 'w') as log:
+      procs.append(
+          subprocess.Popen(
+              cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+          )
+      )
+    procs[-1].log_path = log_dir / f'process_{pid}.log'
+  return procs
+
+
+def output(proc) -> str:
+  """What a process of `start_processes` printed so far."""
+  return proc.log_path.read_text(errors='replace')
+
+
+def wait_for_step(proc, at_step: int, timeout: float = 240) -> int:
+  """Waits for a progress line of `proc` past `at_step`; its step."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline and proc.poll() is None:
+    steps = [int(s) for s in re.findall(r'^step (\d+)/', output(proc), re.M)]
+    if steps and steps[-1] >= at_step:
+      return steps[-1]
+    time.sleep(0.05)
+  raise AssertionError(
+      f'no progress line past step {at_step} (exit status {proc.poll()}):\n'
+      + output(proc)[-4000:]
+  )
+
+
+def wait_processes(procs, timeout: float = 240) -> list[str]:
+  """Waits for every process (all are killed if one outlives `timeout`);
+  their outputs."""
+  deadline = time.monotonic() + timeout
+  try:
+    for p in procs:
+      p.wait(timeout=max(1.0, deadline - time.monotonic()))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  return [output(p) for p in procs]
 
 
 def same_results(workdir, other) -> bool:

@@ -9,7 +9,8 @@
   unreadable ones are moved to ``WORKDIR/corrupt_checkpoints`` (under a fresh
   name: nothing is ever deleted) and the previous one is tried.
 * `Preemption` records SIGTERM or Ctrl-C (SIGINT) so that the loop saves
-  and exits cleanly.
+  and exits cleanly; with several processes all stop at the same step,
+  whichever process saw the signal.
 * `load_run` restores a run's checkpoint for `train.eval` / `train.attention`
   ('latest', 'best' or a step), falling back to the next readable one.
 """
@@ -234,10 +235,13 @@ class Preemption:
   ``requested`` is then the signal's name. A second Ctrl-C (SIGINT) is a
   KeyboardInterrupt at once, as usual.
 
-  With several processes jax's own preemption notifier (installed by
-  `jax.distributed.initialize`) is used instead, through
-  `Checkpointer.reached_preemption`, so that all processes stop at the same
-  step.
+  With several processes all must stop at the same step, whichever of them
+  saw the signal (on several hosts a Ctrl-C may reach only some), so jax's
+  own preemption sync (`jax.distributed.initialize` installs it, with its
+  SIGTERM handler) decides the step: SIGTERM is left to it, and a first
+  SIGINT is handed to it as a SIGTERM to this process, whose notice the
+  coordination service passes on to every process. `stop_signal` asks that
+  sync at each step; it costs no collective until a signal came.
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -246,12 +250,19 @@ class Preemption:
     self.requested: str | None = None
     self.enabled = enabled
     self._previous = {}
+    self._several = jax.process_count() > 1
 
   def __enter__(self):
     if not self.enabled:
       return self
+    signals = self.SIGNALS
+    if self._several:
+      # Without jax's preemption service nothing would agree on a step (and
+      # a SIGTERM to this process would kill it): Ctrl-C stays a
+      # KeyboardInterrupt.
+      signals = (signal.SIGINT,) if _preemption_service() else ()
     try:
-      for sig in self.SIGNALS:
+      for sig in signals:
         self._previous[sig] = signal.signal(sig, self._handle)
     except ValueError:  # not the main thread
       pass
@@ -264,12 +275,35 @@ class Preemption:
       signal.signal(
           signum, self._previous.get(signum) or signal.default_int_handler
       )
+      if self._several:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+  def stop_signal(self, ckpt: Checkpointer, step: int) -> str | None:
+    """The signal that stops the run at `step` (None: go on).
+
+    With several processes it is the same step on all; there, and only
+    there, one collective tells them all whether any saw a SIGINT (then
+    'SIGINT': 130 and 'Interrupted' everywhere) or none did ('SIGTERM').
+    """
+    if not self._several:
+      return self.requested
+    if not ckpt.reached_preemption(step):
+      return None
+    interrupted = distributed.any_process(self.requested == 'SIGINT')
+    return 'SIGINT' if interrupted else 'SIGTERM'
 
   def __exit__(self, *exc):
     for sig, previous in self._previous.items():
       signal.signal(sig, previous)
     self._previous = {}
     return False
+
+
+def _preemption_service() -> bool:
+  """jax's preemption sync runs (with its SIGTERM handler installed)."""
+  return jax.distributed.is_initialized() and bool(
+      jax.config.jax_enable_preemption_service
+  )
 
 
 @dataclasses.dataclass(frozen=True)

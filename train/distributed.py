@@ -1,8 +1,9 @@
 """Several processes training together (`jax.distributed`).
 
 `initialize` starts `jax.distributed` when the environment asks for it;
-`sync` and `agree` are the two collective points the trainer needs outside
-the step functions (all processes wait; all take process 0's decision).
+`sync`, `agree` and `any_process` are the collective points the trainer
+needs outside the step functions (all processes wait; all take process 0's
+decision; all learn whether any process raised a flag).
 """
 
 from __future__ import annotations
@@ -71,3 +72,12 @@ def agree(flag: bool) -> bool:
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
   return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process if `flag` is True on any."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))

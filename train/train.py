@@ -197,10 +197,19 @@ def _describe_run(run: _Run) -> str:
 def _stopped_by_signal(run: _Run, step: int, signal: str) -> dict[str, Any]:
   """Says how to resume a run that a signal stopped; its result."""
   what = 'Preempted' if signal == 'SIGTERM' else 'Interrupted'
-  run.log(
+  message = (
       f'{what} ({signal}) at step {step}: saved a checkpoint in '
       f'{run.ckpt.directory}; run the same command to resume.'
   )
+  if jax.process_count() > 1:
+    # Every process says it: each exits 128 + the signal, and on several
+    # hosts each terminal shows its own process only.
+    print(
+        f'Process {jax.process_index()} of {jax.process_count()}: {message}',
+        flush=True,
+    )
+  else:
+    run.log(message)
   return {'preempted': True, 'signal': signal, 'step': step}
 
 
@@ -247,7 +256,7 @@ def _train_loop(run: _Run, reporter: reporting.Reporter, dstate, train_it):
   split = config.data.eval_split
   drng = par.device_rng(run.exp.dropout_rng)
   step = int(jax.device_get(par.host_state(dstate).step))
-  with checkpoints.Preemption(enabled=jax.process_count() == 1) as preemption:
+  with checkpoints.Preemption() as preemption:
     while step < num_steps:
       batch = next(train_it)
       if step + 1 == config.inject_nan_at_step:
@@ -274,13 +283,14 @@ def _train_loop(run: _Run, reporter: reporting.Reporter, dstate, train_it):
               {'accuracy': res['accuracy'], 'loss': res['loss']},
           )
         reporter.restart_clock()
-      if not last and (preemption.requested or ckpt.reached_preemption(step)):
+      stopped_by = None if last else preemption.stop_signal(ckpt, step)
+      if stopped_by:
         reporter.flush(step)
         if ckpt.latest_step() != step:
           ckpt.save(step, par.host_state(dstate), train_it, None)
         ckpt.wait_until_finished()
         reporter.progress.close()
-        return dstate, step, preemption.requested or 'SIGTERM'
+        return dstate, step, stopped_by
   ckpt.wait_until_finished()
   reporter.progress.close()
   return dstate, step, None
