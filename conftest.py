@@ -83,6 +83,9 @@ SLOW = (
     'tests/test_train_faults.py::test_full_disk_at_the_start',
     'tests/test_train_faults.py::test_full_disk_in_tensorboard_events',
     'tests/test_train_faults.py::test_full_disk_while_writing_the_plots',
+    # A benchmark's output format (the pipeline itself is tested elsewhere);
+    # it reads real NTU files and is the longest test of `make test` (48 s).
+    'tests/test_benchmarks.py::test_input_pipeline_benchmark_reports_every_source',
     # Configs that only rename their base's dataset (dhg28 and shrec28 import
     # dhg14 and shrec14; pmnist is smnist's pixel path permuted; ntu120_xset
     # is ntu120_xsub's reader and recipe on another split).
