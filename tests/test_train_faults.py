@@ -343,7 +343,7 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
   assert len(err.strip().splitlines()) == 1, err[-3000:]
   assert re.match(
       rf'FATAL: Writing {re.escape(str(workdir))}/(checkpoints/\d+\.orbax-'
-      r'checkpoint-tmp/\S+|metrics\.jsonl) failed: file too large \(EFBIG\)',
+      r'checkpoint-tmp\S*|metrics\.jsonl) failed: file too large \(EFBIG\)',
       err,
   ), err
   kept = _steps(workdir)
@@ -435,6 +435,13 @@ def test_disk_full_errors_are_recognised_from_real_writes(tmp_path):
       'state/_sharding failed: file too large (EFBIG)'
   )
   assert 'no checkpoint was written yet' in message
+  # A bare write names no file: the unfinished checkpoint is named, if any.
+  bare = workdir_lib.disk_full_error(enospc.value, str(tmp_path))
+  assert str(bare).startswith(f'Writing in {tmp_path} failed: no space left')
+  unfinished = tmp_path / 'checkpoints' / '8.orbax-checkpoint-tmp'
+  unfinished.mkdir(parents=True)
+  bare = workdir_lib.disk_full_error(enospc.value, str(tmp_path))
+  assert str(bare).startswith(f'Writing {unfinished} failed: no space left')
 
 
 def test_full_disk_at_the_start_of_a_run_is_a_disk_full_error(

@@ -97,6 +97,9 @@ def disk_full_error(err: BaseException, workdir: str) -> DiskFullError | None:
   if found is None:
     return None
   code, path = found
+  # A bare file write (orbax's metadata JSON) names no file; then it was the
+  # checkpoint being written.
+  path = path or _unfinished_checkpoint(workdir)
   steps = checkpoint_steps(workdir)
   ckpts = os.path.join(workdir, 'checkpoints')
   kept = (
@@ -112,6 +115,17 @@ def disk_full_error(err: BaseException, workdir: str) -> DiskFullError | None:
       '(or raise the quota or limit) and run the same command to resume from '
       'the last checkpoint.'
   )
+
+
+def _unfinished_checkpoint(workdir: str) -> str | None:
+  """The newest orbax temporary checkpoint folder in `workdir`, if any."""
+  ckpts = os.path.join(workdir, 'checkpoints')
+  try:
+    names = [n for n in os.listdir(ckpts) if '.orbax-checkpoint-tmp' in n]
+  except OSError:
+    return None
+  paths = [os.path.join(ckpts, n) for n in names]
+  return max(paths, key=os.path.getmtime) if paths else None
 
 
 @contextlib.contextmanager
