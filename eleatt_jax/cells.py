@@ -20,7 +20,6 @@ and the attention returned in one piece. A fused cell's ``__call__`` is one
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -30,72 +29,18 @@ from flax.linen import initializers
 from flax.typing import Array, Dtype, Initializer, PRNGKey
 
 from eleatt_jax import equations as eqs
-from eleatt_jax.equations import Carry, CellEquations
+from eleatt_jax.equations import Carry, CellEquations, default_hidden
 from eleatt_jax.gate import EleAttG, check_param_shape, default_kernel_init
-from eleatt_jax.layout import Layout
+from eleatt_jax.ops import check_float_inputs, stacked_init
+from eleatt_jax.sequence import step_fused
 
-
-def stacked_init(init: Initializer, num_blocks: int) -> Initializer:
-  """Initializes a ``[in, num_blocks * out]`` kernel as independent blocks.
-
-  Each gate's ``[in, out]`` block gets its own draw of ``init``, so that e.g. an
-  orthogonal recurrent kernel is orthogonal per gate, as in Flax's per-gate
-  ``Dense`` layers, and not across the concatenation. A boxed initializer
-  (``nn.with_partitioning(init, names)``) gives a kernel boxed the same way:
-  the concatenation keeps the blocks' partition names.
-  """
-
-  def _init(key, shape, dtype=jnp.float32):
-    fan_in, total = shape
-    if total % num_blocks:
-      raise ValueError(
-          f'stacked_init: last axis {total} is not a multiple of '
-          f'{num_blocks} blocks.'
-      )
-    keys = jax.random.split(key, num_blocks)
-    blocks = [init(k, (fan_in, total // num_blocks), dtype) for k in keys]
-    if isinstance(blocks[0], nn.meta.AxisMetadata):
-      return blocks[0].replace_boxed(
-          jnp.concatenate([b.unbox() for b in blocks], axis=-1)
-      )
-    return jnp.concatenate(blocks, axis=-1)
-
-  return _init
-
-
-def check_float_inputs(inputs: Array, where: str) -> None:
-  if not jnp.issubdtype(inputs.dtype, jnp.floating):
-    raise ValueError(
-        f'{where}: expected floating-point inputs, got dtype '
-        f'{inputs.dtype} (shape {inputs.shape}); cast with '
-        '.astype(jnp.float32).'
-    )
-
-
-def fused_step(
-    cell: Any, carry: Carry, inputs: Array
-) -> tuple[Carry, Array, Array | None]:
-  """One step of a fused cell (linen or NNX) from its equations and kernels.
-
-  Args:
-    cell: a :class:`eleatt_jax.equations.FusedCell`.
-    carry: its carry.
-    inputs: ``<float>[..., D]``.
-
-  Returns:
-    ``(new_carry, y [..., H], attention [..., D] or None)``.
-  """
-  check_float_inputs(inputs, type(cell).__name__)
-  if inputs.ndim < 1:
-    raise ValueError(
-        f'{type(cell).__name__} expects inputs [..., D], got a scalar.'
-    )
-  equations = cell.equations()
-  weights = eqs.step_weights(
-      equations, cell.kernels(inputs.shape[-1]), inputs, carry, Layout.default()
-  )
-  carry, y, attention, _ = eqs.step(equations, weights, carry, inputs)
-  return carry, y, attention
+__all__ = [
+    'EleAtt',
+    'EleAttGRUCell',
+    'EleAttLSTMCell',
+    'EleAttSimpleCell',
+    'FusedCellBase',
+]
 
 
 class FusedCellBase(nn.RNNCellBase):
@@ -194,24 +139,14 @@ class FusedCellBase(nn.RNNCellBase):
   @nn.nowrap
   def equations(self) -> CellEquations:
     """The cell's step as plain values, for :mod:`eleatt_jax.fused_scan`."""
-    return CellEquations(
-        update=functools.partial(
-            self.update_fn,
-            gate_fn=self.gate_fn,
-            activation_fn=self.activation_fn,
-        ),
-        hidden=self.hidden_fn,
-        num_blocks=self.num_blocks,
-        gate_fn=self.gate_fn if self.use_gate else None,
-        dtype=self.dtype,
-    )
+    return CellEquations.of(self)
 
   def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
     """One step: ``(carry, inputs [..., D]) -> (new_carry, h [..., H])``.
 
     Sows the gate's attention ``[..., D]`` as ``intermediates/attention``.
     """
-    carry, y, attention = fused_step(self, carry, inputs)
+    carry, y, attention = step_fused(self, carry, inputs)
     if attention is not None:
       self.sow('intermediates', 'attention', attention)
     return carry, y
@@ -384,24 +319,6 @@ class EleAttSimpleCell(FusedCellBase):
   )
 
 
-def default_hidden(carry: Carry) -> Array:
-  """``h`` as Flax cells store it: the carry itself, or the last of ``(c, h)``."""
-  if isinstance(carry, jax.Array) or hasattr(carry, 'shape'):
-    return carry
-  if (
-      isinstance(carry, (tuple, list))
-      and len(carry) == 2
-      and hasattr(carry[-1], 'shape')
-  ):
-    return carry[-1]
-  raise ValueError(
-      'EleAtt: cannot find h_{t-1} in a carry of type '
-      f'{type(carry).__name__}; expected an array (GRUCell, SimpleCell, '
-      'MGUCell) or a tuple (c, h) (LSTMCell, OptimizedLSTMCell). Pass '
-      'hidden_fn=lambda carry: ... to EleAtt.'
-  )
-
-
 class EleAtt(nn.RNNCellBase):
   r"""Adds an element-wise-attention gate in front of any Flax RNN cell.
 
@@ -431,7 +348,7 @@ class EleAtt(nn.RNNCellBase):
   Attributes:
     cell: the wrapped Flax cell (any ``nn.RNNCellBase`` with one feature axis).
     hidden_fn: maps the cell's carry to ``h_{t-1} [..., H]`` (default:
-      :func:`default_hidden`).
+      :func:`eleatt_jax.equations.default_hidden`).
     gate_fn: the gate's squashing function (sigmoid).
     kernel_init: initializer of ``W_xa`` (lecun_normal).
     recurrent_kernel_init: initializer of ``W_ha`` (orthogonal).

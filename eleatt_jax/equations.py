@@ -30,6 +30,7 @@ Example usage::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import jax
@@ -39,8 +40,30 @@ from flax import struct
 from flax.linen.dtypes import canonicalize_dtype
 from flax.typing import Array, Dtype
 
-from eleatt_jax.gate import add_bias, attend, dense
+from eleatt_jax.gate import attend
 from eleatt_jax.layout import Layout
+from eleatt_jax.ops import add_bias, dense
+
+__all__ = [
+    'Blocks',
+    'Carry',
+    'CellEquations',
+    'FusedCell',
+    'StepWeights',
+    'default_hidden',
+    'gru',
+    'hidden_is_carry',
+    'hidden_of_c_h',
+    'input_only',
+    'input_projection',
+    'lstm',
+    'mask_padding',
+    'recurrent_projection',
+    'simple',
+    'step',
+    'step_weights',
+    'update',
+]
 
 Carry = Any
 Blocks = tuple[Array, ...]
@@ -108,6 +131,24 @@ def hidden_of_c_h(carry: tuple[Array, Array]) -> Array:
   return carry[1]
 
 
+def default_hidden(carry: Carry) -> Array:
+  """``h`` as Flax cells store it: the carry itself, or the last of ``(c, h)``."""
+  if isinstance(carry, jax.Array) or hasattr(carry, 'shape'):
+    return carry
+  if (
+      isinstance(carry, (tuple, list))
+      and len(carry) == 2
+      and hasattr(carry[-1], 'shape')
+  ):
+    return carry[-1]
+  raise ValueError(
+      'EleAtt: cannot find h_{t-1} in a carry of type '
+      f'{type(carry).__name__}; expected an array (GRUCell, SimpleCell, '
+      'MGUCell) or a tuple (c, h) (LSTMCell, OptimizedLSTMCell). Pass '
+      'hidden_fn=lambda carry: ... to EleAtt.'
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class CellEquations:
   """What the loop needs of a fused cell, as plain values (no module).
@@ -126,6 +167,26 @@ class CellEquations:
   num_blocks: int
   gate_fn: Callable[..., Any] | None
   dtype: Dtype | None
+
+  @classmethod
+  def of(cls, cell: Any) -> CellEquations:
+    """The equations of a fused cell, linen or NNX, from its attributes.
+
+    ``cell`` names its equations (``update_fn``, ``hidden_fn``,
+    ``num_blocks``) and its choices (``gate_fn``, ``activation_fn``,
+    ``use_gate``, ``dtype``), as both APIs' ``FusedCellBase`` do.
+    """
+    return cls(
+        update=functools.partial(
+            type(cell).update_fn,
+            gate_fn=cell.gate_fn,
+            activation_fn=cell.activation_fn,
+        ),
+        hidden=type(cell).hidden_fn,
+        num_blocks=cell.num_blocks,
+        gate_fn=cell.gate_fn if cell.use_gate else None,
+        dtype=cell.dtype,
+    )
 
 
 @runtime_checkable

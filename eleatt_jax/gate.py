@@ -29,6 +29,10 @@ from flax.linen import initializers
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Array, Dtype, Initializer
 
+from eleatt_jax.ops import dense
+
+__all__ = ['EleAttG', 'attend', 'attend_with_kernels', 'check_param_shape']
+
 default_kernel_init = nn.linear.default_kernel_init
 
 
@@ -50,25 +54,6 @@ def check_param_shape(
       )
 
 
-def add_bias(y: Array, bias: Array) -> Array:
-  """``y + bias`` with ``bias [F]`` reshaped to ``y``'s rank first.
-
-  Explicit, so that the library runs under
-  ``jax_numpy_rank_promotion='raise'`` (as Flax's ``Dense`` does).
-  """
-  return y + jnp.reshape(bias, (1,) * (y.ndim - bias.ndim) + bias.shape)
-
-
-def dense(x: Array, kernel: Array, bias: Array) -> Array:
-  """``x @ kernel + bias`` for ``x [..., I]``, as one 2-D matmul.
-
-  XLA:CPU runs a rank-3 by rank-2 dot markedly slower than the same dot on
-  the flattened rank-2 operand (measured on [T, B, D] inputs).
-  """
-  y = x.reshape(-1, x.shape[-1]) @ kernel
-  return add_bias(y, bias).reshape(x.shape[:-1] + kernel.shape[-1:])
-
-
 def attend(
     inputs: Array,
     input_part: Array,
@@ -88,6 +73,50 @@ def attend(
   """
   attention = gate_fn(input_part + recurrent_part)
   return attention * inputs, attention
+
+
+def _promoted(
+    inputs: Array, hidden: Array, kernels: dict[str, Array], dtype: Dtype | None
+) -> list[Array]:
+  """``inputs, hidden, W_xa, W_ha, b_a`` in the compute dtype.
+
+  Flax's policy: ``dtype`` if set, else the promotion of all of them.
+  """
+  return promote_dtype(
+      inputs,
+      hidden,
+      kernels['input_kernel'],
+      kernels['recurrent_kernel'],
+      kernels['bias'],
+      dtype=dtype,
+  )
+
+
+def attend_with_kernels(
+    inputs: Array,
+    hidden: Array,
+    kernels: dict[str, Array],
+    *,
+    gate_fn: Callable[..., Any] = nn.sigmoid,
+    dtype: Dtype | None = None,
+    input_projection: Array | None = None,
+) -> tuple[Array, Array]:
+  """``(a * inputs, a)`` from the gate's parameters: the linen and NNX gate.
+
+  Args:
+    inputs: ``x_t [..., D]``.
+    hidden: ``h_{t-1} [..., H]``.
+    kernels: ``{'input_kernel': W_xa [D, D], 'recurrent_kernel': W_ha [H, D],
+      'bias': b_a [D]}``.
+    gate_fn: the gate's squashing function.
+    dtype: the compute dtype (None: Flax's promotion of all of them).
+    input_projection: ``x_t W_xa + b_a`` if a loop computed it before it
+      started, else None.
+  """
+  x, h, w_x, w_h, b = _promoted(inputs, hidden, kernels, dtype)
+  if input_projection is None:
+    input_projection = dense(x, w_x, b)
+  return attend(inputs, input_projection, h @ w_h, gate_fn)
 
 
 class EleAttG(nn.Module):
@@ -166,25 +195,12 @@ class EleAttG(nn.Module):
         'bias': self.param('bias', self.bias_init, (d,), self.param_dtype),
     }
 
-  def _promoted(self, inputs: Array, hidden: Array) -> list[Array]:
-    """``inputs, hidden, W_xa, W_ha, b_a`` in the compute dtype.
-
-    Flax's policy: ``dtype`` if set, else the promotion of all of them.
-    """
+  def _check_ranks(self, inputs: Array, hidden: Array) -> None:
     if inputs.ndim < 1 or hidden.ndim < 1:
       raise ValueError(
           'EleAttG expects inputs [..., D] and hidden [..., H], got '
           f'shapes {inputs.shape} and {hidden.shape}.'
       )
-    p = self.kernels(inputs.shape[-1], hidden.shape[-1])
-    return promote_dtype(
-        inputs,
-        hidden,
-        p['input_kernel'],
-        p['recurrent_kernel'],
-        p['bias'],
-        dtype=self.dtype,
-    )
 
   def input_projection(self, inputs: Array, hidden: Array) -> Array:
     """``x W_xa + b_a``: the part of the gate that depends on ``x`` alone.
@@ -193,7 +209,9 @@ class EleAttG(nn.Module):
     ``hidden`` (any step's, e.g. the initial one) gives ``H`` and takes part
     in the dtype promotion, as in :meth:`attend`.
     """
-    inputs, _, w_x, _, b = self._promoted(inputs, hidden)
+    self._check_ranks(inputs, hidden)
+    kernels = self.kernels(inputs.shape[-1], hidden.shape[-1])
+    inputs, _, w_x, _, b = _promoted(inputs, hidden, kernels, self.dtype)
     return dense(inputs, w_x, b)
 
   def attend(
@@ -211,10 +229,15 @@ class EleAttG(nn.Module):
       ``a * inputs`` (in the wider of ``inputs``' and the compute dtype) and
       ``a``, ``<dtype>[..., D]``.
     """
-    x, h, w_x, w_h, b = self._promoted(inputs, hidden)
-    if input_projection is None:
-      input_projection = dense(x, w_x, b)
-    return attend(inputs, input_projection, h @ w_h, self.gate_fn)
+    self._check_ranks(inputs, hidden)
+    return attend_with_kernels(
+        inputs,
+        hidden,
+        self.kernels(inputs.shape[-1], hidden.shape[-1]),
+        gate_fn=self.gate_fn,
+        dtype=self.dtype,
+        input_projection=input_projection,
+    )
 
   def __call__(self, inputs: Array, hidden: Array) -> Array:
     """Computes the attention ``a``.

@@ -27,362 +27,24 @@ projection hoisted if the layout says so; any other cell is scanned as
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import flax
-import numpy as np
 from flax import linen as nn
-from flax.linen.recurrent import flip_sequences
 from flax.typing import Array, PRNGKey
-from jax.experimental import checkify
 
-from eleatt_jax import fused_scan
-from eleatt_jax.cells import EleAtt, check_float_inputs
-from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
-from eleatt_jax.equations import step as eqs_step
+from eleatt_jax import sequence
+from eleatt_jax import streaming
+from eleatt_jax.cells import EleAtt
+from eleatt_jax.equations import Carry, FusedCell
 from eleatt_jax.layout import Layout
 
-SEQ_LENGTH_CHECKS = (True, False, 'checkify', 'callback')
+__all__ = ['RNN']
 
-
-def _check_seq_lengths(
-    seq_lengths,
-    batch_shape: tuple[int, ...],
-    num_steps: int,
-    check_values: bool | str,
-) -> Array:
-  """Validates ``seq_lengths`` (shape, dtype, values in [1, T]).
-
-  Shape and dtype are checked always, concrete values always unless
-  ``check_values`` is False. Traced values (under ``jit``): ``True`` leaves
-  them unchecked (the default graph holds no host callback, so it exports);
-  ``'checkify'`` adds a ``checkify.check`` (run the caller under
-  ``jax.experimental.checkify.checkify``); ``'callback'`` adds the host
-  callback of earlier versions (not exportable).
-  """
-  if seq_lengths is None:
-    return None
-  if check_values not in SEQ_LENGTH_CHECKS:
-    raise ValueError(
-        'RNN: check_seq_lengths must be one of '
-        f'{SEQ_LENGTH_CHECKS}, got {check_values!r}.'
-    )
-  shape = tuple(np.shape(seq_lengths))
-  if shape != tuple(batch_shape):
-    raise ValueError(
-        f'RNN: seq_lengths must have the batch shape {tuple(batch_shape)} of'
-        f' the inputs, got shape {shape}.'
-    )
-  dtype = (
-      jnp.asarray(seq_lengths).dtype
-      if not isinstance(seq_lengths, jax.core.Tracer)
-      else seq_lengths.dtype
-  )
-  if not jnp.issubdtype(dtype, jnp.integer):
-    raise ValueError(f'RNN: seq_lengths must be integers, got dtype {dtype}.')
-  if check_values is False:
-    return jnp.asarray(seq_lengths)
-  message = (
-      'RNN: every seq_length must be in [1, {T}] (the time axis); got '
-      '{bad} at batch index {index}.'
-  )
-
-  def _raise_if_out_of_range(values):
-    values = np.asarray(values).reshape(-1)
-    bad = np.flatnonzero((values < 1) | (values > num_steps))
-    if bad.size:
-      raise ValueError(
-          message.format(
-              T=num_steps,
-              bad=values[bad[0]],
-              index=np.unravel_index(bad[0], shape),
-          )
-      )
-
-  if not isinstance(seq_lengths, jax.core.Tracer):
-    _raise_if_out_of_range(seq_lengths)
-    return jnp.asarray(seq_lengths)
-  if check_values == 'checkify':
-    flat = seq_lengths.reshape(-1)
-    bad = (flat < 1) | (flat > num_steps)
-    first = jnp.argmax(bad)
-    checkify.check(
-        ~jnp.any(bad),
-        message.format(T=num_steps, bad='{bad}', index='{index} (flattened)'),
-        bad=flat[first],
-        index=first,
-    )
-  elif check_values == 'callback':
-    jax.debug.callback(_raise_if_out_of_range, seq_lengths)
-  return seq_lengths
-
-
-def _check_initial_carry(
-    cell: Any,
-    initial_carry: Carry,
-    input_shape: tuple[int, ...],
-    initialize_carry: Callable[[tuple[int, ...]], Carry] | None = None,
-) -> None:
-  """Raises a ValueError if ``initial_carry`` is not shaped as the cell's carry.
-
-  ``input_shape``: ``(*batch, D)``; the expected carry is
-  ``initialize_carry(input_shape)``'s structure and shapes (default: the linen
-  cell's ``initialize_carry(key, input_shape)``; an NNX layer passes its own).
-  """
-  if initialize_carry is None:
-    initialize_carry = lambda shape: cell.initialize_carry(
-        jax.random.key(0), shape
-    )
-  try:
-    expected = jax.eval_shape(lambda: initialize_carry(tuple(input_shape)))
-  except Exception:  # pylint: disable=broad-except
-    return  # A cell whose carry cannot be made abstractly: nothing to compare.
-  shapes = lambda tree: jax.tree_util.tree_map(
-      lambda a: tuple(np.shape(a)), tree
-  )
-  leaves, treedef = jax.tree_util.tree_flatten(expected)
-  given_leaves, given_treedef = jax.tree_util.tree_flatten(initial_carry)
-  if treedef != given_treedef or any(
-      tuple(np.shape(g)) != tuple(e.shape) for g, e in zip(given_leaves, leaves)
-  ):
-    raise ValueError(
-        f'RNN: initial_carry of {type(cell).__name__} for inputs (*batch, D) = '
-        f'{tuple(input_shape)} must have the shapes {shapes(expected)}, got '
-        f'{shapes(initial_carry)}.'
-    )
-
-
-def checked_sequence_inputs(inputs, time_major: bool) -> Array:
-  """``inputs`` as an array, after checking that it is float and of rank >= 2.
-
-  The linen and the NNX ``RNN`` both call it, so both give the same errors.
-  """
-  inputs = jnp.asarray(inputs)
-  check_float_inputs(inputs, 'RNN')
-  if inputs.ndim < 2:
-    layout = (
-        '[time, *batch, features]' if time_major else '[*batch, time, features]'
-    )
-    raise ValueError(
-        f'RNN expects inputs of rank >= 2, {layout}; got shape {inputs.shape}.'
-    )
-  return inputs
-
-
-class _FlatBatch:
-  """A batch of sequences as ``[T, B, D]`` (batch dims flattened), and back.
-
-  The part of a ``RNN`` call (or chunk) around the loop, shared by the linen
-  and the NNX layer: the inputs in the loop's layout with ``seq_lengths``
-  checked (or a chunk's ``valid`` mask), padding masked and ``reverse``
-  applied; outputs and carries back in the caller's.
-
-  Attributes:
-    x_TBD: the inputs, ready for the loop.
-    mask_TB1: ``<bool>[T, B, 1]``, True at valid steps (None: no lengths).
-    num_steps, batch_shape: T and the caller's ``*batch``.
-    input_shape: ``(*batch, D)``, as ``initialize_carry`` takes it.
-  """
-
-  def __init__(
-      self,
-      inputs: Array,
-      seq_lengths: Array | None,
-      check_seq_lengths: bool | str,
-      *,
-      time_major: bool,
-      reverse: bool,
-      keep_order: bool,
-      valid: Array | None = None,
-  ):
-    self.time_major, self.reverse, self.keep_order = (
-        time_major,
-        reverse,
-        keep_order,
-    )
-    x_TBD = inputs if time_major else jnp.moveaxis(inputs, -2, 0)
-    self.num_steps, self.batch_shape = x_TBD.shape[0], tuple(x_TBD.shape[1:-1])
-    self.input_shape = self.batch_shape + x_TBD.shape[-1:]
-    self._batch = batch = math.prod(self.batch_shape)
-    x_TBD = x_TBD.reshape(self.num_steps, batch, x_TBD.shape[-1])
-    lengths = _check_seq_lengths(
-        seq_lengths, self.batch_shape, self.num_steps, check_seq_lengths
-    )
-    self._lengths_B = None if lengths is None else lengths.reshape(batch)
-    if reverse:
-      x_TBD = self._flip(x_TBD)
-    self.mask_TB1 = None
-    if self._lengths_B is not None:
-      self.mask_TB1 = (
-          jnp.arange(self.num_steps)[:, None] < self._lengths_B[None, :]
-      )[..., None]
-    elif valid is not None:  # A chunk: [*batch, c] (time_major: [c, *batch]).
-      valid = jnp.asarray(valid, bool)
-      if valid.shape != inputs.shape[:-1]:
-        raise ValueError(
-            f'RNN.chunk: valid must have the shape {inputs.shape[:-1]} of '
-            f'the inputs without D, got {valid.shape}.'
-        )
-      valid_TB = valid if time_major else jnp.moveaxis(valid, -1, 0)
-      self.mask_TB1 = valid_TB.reshape(self.num_steps, batch, 1)
-    if self.mask_TB1 is not None:
-      # A select, so that NaN or Inf in the padding reaches neither the
-      # outputs nor (as 0 * NaN) the gradients.
-      x_TBD = jnp.where(self.mask_TB1, x_TBD, 0)
-    self.x_TBD = x_TBD
-
-  def _flip(self, a_TB: Array) -> Array:
-    return flip_sequences(
-        a_TB, self._lengths_B, num_batch_dims=1, time_major=True
-    )
-
-  def flatten_carry(self, carry: Carry) -> Carry:
-    """``carry`` (leaves ``[*batch, ...]``) with leaves ``[B, ...]``."""
-    return jax.tree_util.tree_map(
-        lambda c: jnp.reshape(
-            c, (self._batch,) + c.shape[len(self.batch_shape) :]
-        ),
-        carry,
-    )
-
-  def unflatten_carry(self, carry: Carry) -> Carry:
-    """The loop's carry (leaves ``[B, ...]``) with leaves ``[*batch, ...]``."""
-    return jax.tree_util.tree_map(
-        lambda c: c.reshape(self.batch_shape + c.shape[1:]), carry
-    )
-
-  def to_output(self, a_TB: Array) -> Array:
-    """A loop output ``[T, B, ...]`` in the caller's layout and order."""
-    if self.reverse and self.keep_order:
-      a_TB = self._flip(a_TB)
-    a = a_TB.reshape((self.num_steps,) + self.batch_shape + a_TB.shape[2:])
-    return a if self.time_major else jnp.moveaxis(a, 0, -2)
-
-
-# Streaming, shared by the linen and the NNX RNN: the carry in, the carry out,
-# one step or one chunk at a time.
-
-
-def check_streamable(reverse: bool, where: str) -> None:
-  """Raises a ValueError for a ``reverse`` layer's ``step`` or ``chunk``."""
-  if reverse:
-    raise ValueError(
-        f'RNN.{where}: a reverse=True layer reads the sequence '
-        'from its end and cannot stream; run the whole sequence '
-        'with __call__.'
-    )
-
-
-def rnn_step(
-    cell: Any,
-    carry: Carry,
-    x_t: Array,
-    valid: Array | None = None,
-    *,
-    layout: Layout,
-    wrapped: bool,
-    initialize_carry: Callable[[tuple[int, ...]], Carry] | None = None,
-) -> tuple[Carry, Array, Array | None]:
-  """One step of ``cell``, padding masked: ``(carry, y_t, attention_t)``.
-
-  The step of the linen and the NNX ``RNN``: a fused cell (one that implements
-  :class:`eleatt_jax.equations.FusedCell`) runs
-  :func:`eleatt_jax.equations.step` in ``layout``; an ``EleAtt`` wrapper
-  (``wrapped``) its ``step``; any other cell its ``__call__``.
-
-  Args:
-    cell: the layer's cell (linen, bound; or NNX).
-    carry: the carry after the previous step, checked against
-      ``initialize_carry((*batch, D))`` (default: the linen cell's).
-    x_t: ``<float>[*batch, D]``.
-    valid: ``<bool>[*batch]``, False past a sequence's end: the carry stays
-      and ``y_t`` is 0 there (default: all valid).
-    layout: the step's :class:`~eleatt_jax.layout.Layout`.
-    wrapped: ``cell`` is an ``EleAtt`` wrapper, whose ``step`` returns the
-      attention.
-    initialize_carry: ``input_shape -> carry``, for the carry check.
-
-  Returns:
-    The new carry, ``y_t [*batch, H]`` and ``a_t [*batch, D]`` (None for a
-    cell without a gate).
-  """
-  x_t = jnp.asarray(x_t)
-  check_float_inputs(x_t, 'RNN.step')
-  if x_t.ndim < 1:
-    raise ValueError('RNN.step expects x_t [*batch, D], got a scalar.')
-  _check_initial_carry(cell, carry, x_t.shape, initialize_carry)
-  mask = None if valid is None else jnp.asarray(valid, bool)[..., None]
-  if mask is not None:
-    x_t = jnp.where(mask, x_t, 0)
-  if isinstance(cell, FusedCell):
-    equations = cell.equations()
-    weights = step_weights(
-        equations, cell.kernels(x_t.shape[-1]), x_t, carry, layout
-    )
-    new_carry, y, attention, _ = eqs_step(
-        equations, weights, carry, x_t, mask_B1=mask
-    )
-    return new_carry, y, attention
-  if wrapped:
-    new_carry, y, attention = cell.step(carry, x_t)
-  else:
-    (new_carry, y), attention = cell(carry, x_t), None
-  new_carry, y = mask_padding(mask, new_carry, carry, y)
-  return new_carry, y, attention
-
-
-def rnn_chunk(
-    scan: Callable[..., tuple[Carry, Array, Array | None]],
-    cell: Any,
-    carry: Carry,
-    inputs: Array,
-    valid: Array | None = None,
-    *,
-    time_major: bool,
-    initialize_carry: Callable[[tuple[int, ...]], Carry] | None = None,
-) -> tuple[Carry, Array, Array | None]:
-  """The loop of a ``RNN`` from a given carry: ``(carry, outputs, attention)``.
-
-  The chunk of the linen and the NNX ``RNN``.
-
-  Args:
-    scan: the layer's loop, ``(x [T, B, D], carry, mask [T, B, 1] or None,
-      batch_shape) -> (carry, y [T, B, H], attention [T, B, D] or None)``.
-    cell: the layer's cell, for the carry check.
-    carry: the carry after the previous chunk, leaves ``[*batch, ...]``.
-    inputs: ``<float>[*batch, c, D]`` (``[c, *batch, D]`` if ``time_major``),
-      already checked (:func:`checked_sequence_inputs`).
-    valid: ``<bool>[*batch, c]`` (``[c, *batch]``), False past a sequence's
-      end (default: all valid).
-    time_major: the layout of ``inputs`` and ``valid``.
-    initialize_carry: ``input_shape -> carry``, for the carry check (default:
-      the linen cell's).
-
-  Returns:
-    The carry after the chunk, the outputs ``[*batch, c, H]`` and the attention
-    ``[*batch, c, D]`` (None for a cell without a gate).
-  """
-  batch_shape = inputs.shape[1:-1] if time_major else inputs.shape[:-2]
-  _check_initial_carry(
-      cell, carry, tuple(batch_shape) + inputs.shape[-1:], initialize_carry
-  )
-  seqs = _FlatBatch(
-      inputs,
-      None,
-      False,
-      time_major=time_major,
-      reverse=False,
-      keep_order=False,
-      valid=valid,
-  )
-  carry, y_TBH, attention_TBD = scan(
-      seqs.x_TBD, seqs.flatten_carry(carry), seqs.mask_TB1, seqs.batch_shape
-  )
-  attention = None if attention_TBD is None else seqs.to_output(attention_TBD)
-  return seqs.unflatten_carry(carry), seqs.to_output(y_TBH), attention
+# The values of `RNN.check_seq_lengths` (kept here for earlier imports).
+SEQ_LENGTH_CHECKS = sequence.SEQ_LENGTH_CHECKS
 
 
 class RNN(nn.Module):
@@ -507,52 +169,33 @@ class RNN(nn.Module):
     time_major = self.time_major if time_major is None else time_major
     reverse = self.reverse if reverse is None else reverse
     keep_order = self.keep_order if keep_order is None else keep_order
-    inputs = self._checked(inputs, time_major)
-    seqs = _FlatBatch(
-        inputs,
-        seq_lengths,
-        self.check_seq_lengths,
+    make_carry = lambda input_shape: self.cell.initialize_carry(
+        jax.random.key(0) if init_key is None else init_key, input_shape
+    )
+    carry, outputs, attention = sequence.run(
+        self._scan,
+        self.cell,
+        sequence.checked_inputs(inputs, time_major, self.cell),
+        initial_carry=initial_carry,
+        initialize_carry=make_carry,
+        seq_lengths=seq_lengths,
+        check_lengths=self.check_seq_lengths,
         time_major=time_major,
         reverse=reverse,
         keep_order=keep_order,
     )
-    if initial_carry is None:
-      initial_carry = self.cell.initialize_carry(
-          jax.random.key(0) if init_key is None else init_key, seqs.input_shape
-      )
-    else:
-      _check_initial_carry(self.cell, initial_carry, seqs.input_shape)
-    carry, y_TBH, attention_TBD = self._scan(
-        seqs.x_TBD,
-        seqs.flatten_carry(initial_carry),
-        seqs.mask_TB1,
-        seqs.batch_shape,
-    )
-    if attention_TBD is not None:
-      attention = seqs.to_output(attention_TBD)
+    if attention is not None:
       axis = _intermediates_axis(self.variable_axes)
       if axis is not None:  # As nn.RNN(..., variable_axes) stacks them.
-        time_axis = len(seqs.batch_shape) if not time_major else 0
+        time_axis = attention.ndim - 2 if not time_major else 0
         attention = jnp.moveaxis(attention, time_axis, axis)
       self.cell.sow('intermediates', 'attention', attention)
-    outputs = seqs.to_output(y_TBH)
-    carry = seqs.unflatten_carry(carry)
     return (carry, outputs) if return_carry else outputs
-
-  def _checked(self, inputs, time_major: bool) -> Array:
-    """``inputs`` as an array, after checking its dtype, rank and the cell."""
-    if self.cell.num_feature_axes != 1:
-      raise ValueError(
-          'RNN supports cells with one feature axis; '
-          f'{type(self.cell).__name__} has '
-          f'{self.cell.num_feature_axes}.'
-      )
-    return checked_sequence_inputs(inputs, time_major)
 
   @property
   def layout(self) -> Layout:
     """This backend's default layout with the attributes that are set."""
-    return Layout.default().with_choices(
+    return Layout.choose(
         split_gates=self.split_gates,
         hoist_input_projection=self.hoist_input_projection,
         fused_backward=self.fused_backward,
@@ -562,7 +205,12 @@ class RNN(nn.Module):
   def step_layout(self) -> Layout:
     """The layout of :meth:`step`: :attr:`layout`, with the backend's
     ``step_split_gates`` unless ``split_gates`` is set."""
-    return self.layout.for_step(self.split_gates)
+    return Layout.choose(
+        split_gates=self.split_gates,
+        hoist_input_projection=self.hoist_input_projection,
+        fused_backward=self.fused_backward,
+        step=True,
+    )
 
   def _scan(self, x_TBD, carry, mask_TB1, batch_shape: tuple[int, ...]):
     """Picks the loop: ``(carry, y [T, B, H], attention [T, B, D] or None)``."""
@@ -585,40 +233,30 @@ class RNN(nn.Module):
             'share one set of parameters across steps (broadcast).'
         )
     if fused:
-      equations = self.cell.equations()
-      weights = step_weights(
-          equations, self.cell.kernels(x_TBD.shape[-1]), x_TBD, carry, layout
-      )
-      return fused_scan.run(
-          equations,
-          weights,
+      return sequence.run_fused(
+          self.cell,
           x_TBD,
           carry,
           mask_TB1,
+          layout,
           unroll=self.unroll,
           remat=remat,
           remat_policy=policy,
       )
-    if wrapped:
-      projection_TBD = (
-          self.cell.input_projection(x_TBD, carry)
-          if layout.hoist_input_projection
-          else None
-      )
-      carry, (y_TBH, attention_TBD) = self._scan_module(
-          _wrapped_step, carry, (x_TBD, projection_TBD, mask_TB1), remat, policy
-      )
-      return carry, y_TBH, attention_TBD
+    projection_TBD = None
+    if wrapped and layout.hoist_input_projection:
+      projection_TBD = self.cell.input_projection(x_TBD, carry)
     # Any other cell sees its true batch shape, so what it sows is stacked as
     # under nn.RNN; nn.remat(cell) wraps its __call__ and is honoured as is.
-    carry, y_TBH = self._scan_module(
-        functools.partial(_any_step, batch_shape=batch_shape),
-        carry,
-        (x_TBD, mask_TB1),
-        self.remat,
-        self.remat_policy,
+    step = functools.partial(
+        _module_step,
+        wrapped=wrapped,
+        batch_shape=None if wrapped else batch_shape,
     )
-    return carry, y_TBH, None
+    carry, (y_TBH, attention_TBD) = self._scan_module(
+        step, carry, (x_TBD, projection_TBD, mask_TB1), remat, policy
+    )
+    return carry, y_TBH, attention_TBD
 
   def _scan_module(self, step, carry, xs, remat: bool = False, policy=None):
     """``nn.scan`` of ``step(cell, carry, xs_t)`` over the leading axis of xs."""
@@ -644,7 +282,7 @@ class RNN(nn.Module):
       ) from e
 
   # Streaming: the carry in, the carry out, one step or one chunk at a time
-  # (rnn_step and rnn_chunk, which the NNX RNN runs too).
+  # (eleatt_jax.streaming, which the NNX RNN runs too).
 
   @nn.nowrap
   def initialize_carry(
@@ -679,14 +317,14 @@ class RNN(nn.Module):
       The new carry, ``y_t`` and the attention ``a_t [*batch, D]`` (None for a
       cell without a gate).
     """
-    check_streamable(self.reverse, 'step')
-    return rnn_step(
-        self.cell,
+    wrapped = isinstance(self.cell, EleAtt)
+    return streaming.rnn_step(
+        self,
         carry,
         x_t,
         valid,
-        layout=self.step_layout,
-        wrapped=isinstance(self.cell, EleAtt),
+        wrapped=wrapped,
+        initialize_carry=self._carry_like,
     )
 
   def chunk(
@@ -708,35 +346,43 @@ class RNN(nn.Module):
       The carry after the chunk, the outputs and the attention
       ``[*batch, c, D]`` (None for a cell without a gate).
     """
-    check_streamable(self.reverse, 'chunk')
-    inputs = self._checked(inputs, self.time_major)
-    return rnn_chunk(
-        self._scan, self.cell, carry, inputs, valid, time_major=self.time_major
+    scan, carry_like = self._scan, self._carry_like
+    return streaming.rnn_chunk(
+        self, carry, inputs, valid, scan=scan, initialize_carry=carry_like
     )
 
-
-def _wrapped_step(cell: EleAtt, carry: Carry, xs):
-  """One step of ``EleAtt(cell)``, then padding: ``(carry, (y, attention))``."""
-  x_BD, projection_BD, mask_B1 = xs
-  new_carry, y_BH, attention_BD = cell.step(carry, x_BD, projection_BD)
-  new_carry, y_BH = mask_padding(mask_B1, new_carry, carry, y_BH)
-  return new_carry, (y_BH, attention_BD)
+  @nn.nowrap
+  def _carry_like(self, input_shape: tuple[int, ...]) -> Carry:
+    """The carry a given one is checked against (its shapes and structure)."""
+    return self.cell.initialize_carry(jax.random.key(0), input_shape)
 
 
-def _any_step(
-    cell: nn.RNNCellBase, carry: Carry, xs, *, batch_shape: tuple[int, ...]
+def _module_step(
+    cell: nn.RNNCellBase,
+    carry: Carry,
+    xs,
+    *,
+    wrapped: bool,
+    batch_shape: tuple[int, ...] | None,
 ):
-  """One step of any cell at its batch shape, then padding: ``(carry, y)``.
+  """The body of ``nn.scan``: one step of a cell the fused loop does not run.
 
-  The loop flattens the batch dims (``B = prod(batch_shape)``); the cell gets
-  them back, so that what it sows has the shapes it has under ``nn.RNN``.
+  ``xs``: ``(x [B, D], the hoisted gate projection [B, D] or None, mask
+  [B, 1] or None)``; returns ``(carry, (y, attention or None))``. Any cell
+  other than ``EleAtt`` gets the caller's ``batch_shape`` back, so that what
+  it sows has the shapes it has under ``nn.RNN``.
   """
-  x_BD, mask_B1 = xs
-  unflat = lambda a: a.reshape(batch_shape + a.shape[1:])
-  flat = lambda a: a.reshape((-1,) + a.shape[len(batch_shape) :])
-  new_carry, y = cell(jax.tree_util.tree_map(unflat, carry), unflat(x_BD))
-  new_carry = jax.tree_util.tree_map(flat, new_carry)
-  return mask_padding(mask_B1, new_carry, carry, flat(y))
+  x_BD, projection_BD, mask_B1 = xs
+  new_carry, y_BH, attention_BD = sequence.cell_step(
+      cell,
+      carry,
+      x_BD,
+      mask_B1,
+      wrapped=wrapped,
+      input_projection=projection_BD,
+      batch_shape=batch_shape,
+  )
+  return new_carry, (y_BH, attention_BD)
 
 
 def _intermediates_axis(variable_axes) -> int | None:

@@ -34,6 +34,8 @@ Example usage::
   False
   >>> Layout.default('gpu').measured
   False
+  >>> Layout.choose(split_gates=False, backend='cpu').split_gates  # a layer's
+  False
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+
+__all__ = ['DEFAULT_LAYOUTS', 'UNMEASURED_FALLBACK', 'Layout']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +87,36 @@ class Layout:
     if backend in DEFAULT_LAYOUTS:
       return DEFAULT_LAYOUTS[backend]
     return UNMEASURED_FALLBACK
+
+  @classmethod
+  def choose(
+      cls,
+      *,
+      split_gates: bool | None = None,
+      hoist_input_projection: bool | None = None,
+      fused_backward: bool | None = None,
+      step: bool = False,
+      backend: str | None = None,
+  ) -> Layout:
+    """The layout a layer or a cell runs: where every choice is made.
+
+    The backend's :meth:`default`, with the choices that are set (not None)
+    replacing its own (:meth:`with_choices`); with ``step``, as a step called
+    on its own runs it (:meth:`for_step`). The linen and the NNX ``RNN`` and
+    the fused cells' ``__call__`` all choose here.
+
+    Args:
+      split_gates, hoist_input_projection, fused_backward: a layer's
+        attributes of the same names (None: the backend's choice).
+      step: the layout of a lone step (``RNN.step``), not of the loop.
+      backend: the backend whose default to start from (default: JAX's).
+    """
+    layout = cls.default(backend).with_choices(
+        split_gates=split_gates,
+        hoist_input_projection=hoist_input_projection,
+        fused_backward=fused_backward,
+    )
+    return layout.for_step(split_gates) if step else layout
 
   def for_step(self, split_gates: bool | None = None) -> Layout:
     """This layout as a step called on its own runs it: ``split_gates`` is

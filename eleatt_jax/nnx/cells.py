@@ -16,25 +16,30 @@ the cell's ``nnx.Intermediate`` ``attention``.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.linen.dtypes import promote_dtype
 from flax.nnx.nn import initializers
 from flax.typing import Array, Dtype, Initializer
 
 from eleatt_jax import equations as eqs
-from eleatt_jax.cells import (
-    check_float_inputs,
-    default_hidden,
-    fused_step,
-    stacked_init,
-)
-from eleatt_jax.equations import Carry, CellEquations
-from eleatt_jax.gate import attend, default_kernel_init, dense
+from eleatt_jax.equations import Carry, CellEquations, default_hidden
+from eleatt_jax.gate import attend_with_kernels, default_kernel_init
+from eleatt_jax.ops import check_float_inputs, stacked_init
+from eleatt_jax.sequence import step_fused
+
+__all__ = [
+    'EleAtt',
+    'EleAttG',
+    'EleAttGRUCell',
+    'EleAttLSTMCell',
+    'EleAttSimpleCell',
+    'FusedCellBase',
+    'set_value',
+    'value_of',
+]
 
 
 def value_of(variable: nnx.Variable) -> Any:
@@ -132,18 +137,14 @@ class EleAttG(nnx.Module):
     _check_features(
         self, 'hidden', self.hidden_features, hidden.shape[-1], hidden.shape
     )
-    k = self.kernels()
-    x, h, w_x, w_h, b = promote_dtype(
+    return attend_with_kernels(
         inputs,
         hidden,
-        k['input_kernel'],
-        k['recurrent_kernel'],
-        k['bias'],
+        self.kernels(),
+        gate_fn=self.gate_fn,
         dtype=self.dtype,
+        input_projection=input_projection,
     )
-    if input_projection is None:
-      input_projection = dense(x, w_x, b)
-    return attend(inputs, input_projection, h @ w_h, self.gate_fn)
 
   def __call__(self, inputs: Array, hidden: Array) -> Array:
     """The attention ``a [..., D]``."""
@@ -264,23 +265,13 @@ class FusedCellBase(_SteppedCell):
 
   def equations(self) -> CellEquations:
     """The cell's step as plain values, for :mod:`eleatt_jax.fused_scan`."""
-    return CellEquations(
-        update=functools.partial(
-            type(self).update_fn,
-            gate_fn=self.gate_fn,
-            activation_fn=self.activation_fn,
-        ),
-        hidden=type(self).hidden_fn,
-        num_blocks=self.num_blocks,
-        gate_fn=self.gate_fn if self.use_gate else None,
-        dtype=self.dtype,
-    )
+    return CellEquations.of(self)
 
   def step(
       self, carry: Carry, inputs: Array
   ) -> tuple[Carry, Array, Array | None]:
     """``(new_carry, y [..., H], attention [..., D] or None)``."""
-    return fused_step(self, carry, inputs)
+    return step_fused(self, carry, inputs)
 
   def initialize_carry(
       self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None
@@ -461,10 +452,18 @@ class EleAtt(_SteppedCell):
   def hidden(self, carry: Carry) -> Array:
     return (self.hidden_fn or default_hidden)(carry)
 
-  def step(self, carry: Carry, inputs: Array) -> tuple[Carry, Array, Array]:
-    """``(new_carry, y, attention)``: one step of the cell on ``a * inputs``."""
+  def step(
+      self, carry: Carry, inputs: Array, input_projection: Array | None = None
+  ) -> tuple[Carry, Array, Array]:
+    """``(new_carry, y, attention)``: one step of the cell on ``a * inputs``.
+
+    ``input_projection``: the gate's ``x W_xa + b_a`` if a loop computed it
+    for all steps before it started, else None.
+    """
     check_float_inputs(inputs, 'EleAtt')
-    x_gated, attention = self.gate.attend(inputs, self.hidden(carry))
+    x_gated, attention = self.gate.attend(
+        inputs, self.hidden(carry), input_projection
+    )
     carry, y = self.cell(carry, x_gated)
     return carry, y, attention
 

@@ -16,17 +16,13 @@ import jax
 from flax import nnx
 from flax.typing import Array
 
-from eleatt_jax import fused_scan
-from eleatt_jax.equations import Carry, FusedCell, mask_padding, step_weights
-from eleatt_jax.layers import (
-    _FlatBatch,
-    check_streamable,
-    checked_sequence_inputs,
-    rnn_chunk,
-    rnn_step,
-)
+from eleatt_jax import sequence
+from eleatt_jax import streaming
+from eleatt_jax.equations import Carry, FusedCell
 from eleatt_jax.layout import Layout
 from eleatt_jax.nnx.cells import EleAtt
+
+__all__ = ['RNN']
 
 
 class RNN(nnx.Module):
@@ -89,12 +85,13 @@ class RNN(nnx.Module):
     self.time_major, self.return_carry = time_major, return_carry
     self.reverse, self.keep_order, self.unroll = reverse, keep_order, unroll
     self.remat, self.remat_policy = remat, remat_policy
-    self.layout = Layout.default().with_choices(
+    choices = dict(
         split_gates=split_gates,
         hoist_input_projection=hoist_input_projection,
         fused_backward=fused_backward,
     )
-    self.step_layout = self.layout.for_step(split_gates)
+    self.layout = Layout.choose(**choices)
+    self.step_layout = Layout.choose(**choices, step=True)
     self.check_seq_lengths = check_seq_lengths
     if rngs is True:
       rngs = nnx.Rngs(carry=0)
@@ -121,50 +118,35 @@ class RNN(nnx.Module):
     time_major = self.time_major if time_major is None else time_major
     reverse = self.reverse if reverse is None else reverse
     keep_order = self.keep_order if keep_order is None else keep_order
-    inputs = checked_sequence_inputs(inputs, time_major)
-    seqs = _FlatBatch(
-        inputs,
-        seq_lengths,
-        self.check_seq_lengths,
+    rngs = rngs if rngs is not None else self.rngs
+    carry, outputs, attention = sequence.run(
+        self._scan,
+        self.cell,
+        sequence.checked_inputs(inputs, time_major, self.cell),
+        initial_carry=initial_carry,
+        initialize_carry=lambda shape: self.cell.initialize_carry(shape, rngs),
+        expected_carry=self.initialize_carry,
+        seq_lengths=seq_lengths,
+        check_lengths=self.check_seq_lengths,
         time_major=time_major,
         reverse=reverse,
         keep_order=keep_order,
     )
-    if initial_carry is None:
-      initial_carry = self.cell.initialize_carry(
-          seqs.input_shape, rngs if rngs is not None else self.rngs
-      )
-    carry, y_TBH, attention_TBD = self._scan(
-        seqs.x_TBD,
-        seqs.flatten_carry(initial_carry),
-        seqs.mask_TB1,
-        seqs.batch_shape,
-    )
-    if attention_TBD is not None:
+    if attention is not None:
       # The latest call's gate values, as state (an attribute, not Module.sow:
       # sow appends, and outside nnx.capture newer Flax deprecates it).
-      self.cell.attention = nnx.Intermediate(seqs.to_output(attention_TBD))
-    outputs = seqs.to_output(y_TBH)
-    carry = seqs.unflatten_carry(carry)
+      self.cell.attention = nnx.Intermediate(attention)
     return (carry, outputs) if return_carry else outputs
 
   def _scan(self, x_TBD, carry, mask_TB1, batch_shape):
     """``(carry, y [T, B, H], attention [T, B, D] or None)``."""
     if isinstance(self.cell, FusedCell):
-      equations = self.cell.equations()
-      weights = step_weights(
-          equations,
-          self.cell.kernels(x_TBD.shape[-1]),
-          x_TBD,
-          carry,
-          self.layout,
-      )
-      return fused_scan.run(
-          equations,
-          weights,
+      return sequence.run_fused(
+          self.cell,
           x_TBD,
           carry,
           mask_TB1,
+          self.layout,
           unroll=self.unroll,
           remat=self.remat,
           remat_policy=self.remat_policy,
@@ -176,21 +158,13 @@ class RNN(nnx.Module):
     (e.g. an rng stream's count) carried from step to step."""
     graphdef, params, rest = nnx.split(self.cell, nnx.Param, ...)
     wrapped = isinstance(self.cell, EleAtt)
-    unflat = lambda a: a.reshape(batch_shape + a.shape[1:])
-    flat = lambda a: a.reshape((-1,) + a.shape[len(batch_shape) :])
 
     def body(state_carry, xs):
       rest, carry = state_carry
       x, mask = xs
       cell = nnx.merge(graphdef, params, rest)
-      cell_carry = jax.tree_util.tree_map(unflat, carry)
-      if wrapped:
-        new_carry, y, attention = cell.step(cell_carry, unflat(x))
-        attention = flat(attention)
-      else:
-        (new_carry, y), attention = cell(cell_carry, unflat(x)), None
-      new_carry, y = mask_padding(
-          mask, jax.tree_util.tree_map(flat, new_carry), carry, flat(y)
+      new_carry, y, attention = sequence.cell_step(
+          cell, carry, x, mask, wrapped=wrapped, batch_shape=batch_shape
       )
       return (nnx.state(cell, nnx.Not(nnx.Param)), new_carry), (y, attention)
 
@@ -202,8 +176,8 @@ class RNN(nnx.Module):
     nnx.update(self.cell, rest)
     return carry, y, attention
 
-  # Streaming: the linen RNN's step and chunk (eleatt_jax.layers.rnn_step,
-  # rnn_chunk), on this layer's cell.
+  # Streaming: the linen RNN's step and chunk (eleatt_jax.streaming), on this
+  # layer's cell.
 
   def initialize_carry(
       self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None
@@ -231,14 +205,13 @@ class RNN(nnx.Module):
     stays and ``y_t`` is 0 (default: all valid). ``a_t [*batch, D]`` is
     returned, not kept as state (None for a cell without a gate).
     """
-    check_streamable(self.reverse, 'step')
-    return rnn_step(
-        self.cell,
+    wrapped = isinstance(self.cell, EleAtt)
+    return streaming.rnn_step(
+        self,
         carry,
         x_t,
         valid,
-        layout=self.step_layout,
-        wrapped=isinstance(self.cell, EleAtt),
+        wrapped=wrapped,
         initialize_carry=self.initialize_carry,
     )
 
@@ -253,14 +226,7 @@ class RNN(nnx.Module):
     c]`` (``[c, *batch]`` if ``time_major``) is False past a sequence's end
     (default: all valid); ``a [*batch, c, D]`` (None without a gate).
     """
-    check_streamable(self.reverse, 'chunk')
-    inputs = checked_sequence_inputs(inputs, self.time_major)
-    return rnn_chunk(
-        self._scan,
-        self.cell,
-        carry,
-        inputs,
-        valid,
-        time_major=self.time_major,
-        initialize_carry=self.initialize_carry,
+    scan, carry_like = self._scan, self.initialize_carry
+    return streaming.rnn_chunk(
+        self, carry, inputs, valid, scan=scan, initialize_carry=carry_like
     )

@@ -13,22 +13,18 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Array, Dtype
 
-from eleatt_jax.models import CELL_TYPES, READOUTS, gated_layers
-from eleatt_jax.models import (
-    check_streamable,
-    initial_stream_carry,
-    readout_features,
-    stream_chunk,
-    stream_step,
-)
+from eleatt_jax import streaming
+from eleatt_jax.classifier import check_readout, layer_cells, readout_features
 from eleatt_jax.nnx import cells
 from eleatt_jax.nnx.layers import RNN
 
-# cell name -> NNX fused cell class (gateable as in eleatt_jax.models).
-NNX_CELLS = {
-    cells.EleAttGRUCell.__name__: cells.EleAttGRUCell,
-    cells.EleAttLSTMCell.__name__: cells.EleAttLSTMCell,
-    cells.EleAttSimpleCell.__name__: cells.EleAttSimpleCell,
+__all__ = ['StackedRNNClassifier']
+
+# The NNX cell of each of eleatt_jax.classifier.CELLS' equations.
+_CELLS_BY_EQUATIONS = {
+    'gru': cells.EleAttGRUCell,
+    'lstm': cells.EleAttLSTMCell,
+    'simple': cells.EleAttSimpleCell,
 }
 
 
@@ -93,25 +89,18 @@ class StackedRNNClassifier(nnx.Module):
       split_gates: bool | None = None,
       rngs: nnx.Rngs,
   ):
-    if cell not in CELL_TYPES:
-      raise ValueError(
-          f'cell must be one of {sorted(CELL_TYPES)}, got {cell!r}.'
-      )
-    if readout not in READOUTS:
-      raise ValueError(f'readout must be one of {READOUTS}, got {readout!r}.')
-    linen_cls, gateable = CELL_TYPES[cell]
-    cell_cls = NNX_CELLS[linen_cls.__name__]
-    gates = gated_layers(gate_layers, len(hidden_sizes))
-    if not gateable:
-      gates = (False,) * len(gates)
+    specs = layer_cells(cell, gate_layers, len(hidden_sizes))
+    check_readout(readout)
     self.hidden_sizes = tuple(hidden_sizes)
     self.num_layers = len(self.hidden_sizes)
     self.readout, self.bidirectional = readout, bidirectional
     self.num_classes = num_classes
     features_in = in_features
-    for i, (features, use_gate) in enumerate(zip(self.hidden_sizes, gates)):
+    for i, (features, (kind, use_gate)) in enumerate(
+        zip(self.hidden_sizes, specs)
+    ):
       make_rnn = lambda: RNN(
-          cell_cls(
+          _CELLS_BY_EQUATIONS[kind](
               features_in,
               features,
               use_gate=use_gate,
@@ -158,8 +147,7 @@ class StackedRNNClassifier(nnx.Module):
         )
     )
 
-  # Streaming: the linen classifier's (eleatt_jax.models.stream_step,
-  # stream_chunk), on these layers.
+  # Streaming: the linen classifier's (eleatt_jax.streaming), on these layers.
 
   def _layers(self) -> list[RNN]:
     return [getattr(self, f'layer_{i}') for i in range(self.num_layers)]
@@ -177,16 +165,13 @@ class StackedRNNClassifier(nnx.Module):
     Args:
       batch_shape: ``B`` or ``(B,)``.
     """
-    check_streamable(self.bidirectional, 'initialize_carry')
-    return initial_stream_carry(
+    return streaming.initial_stream_carry(
+        self,
         batch_shape,
         lambda batch: tuple(
             layer.initialize_carry(batch + (layer.cell.in_features,))
             for layer in self._layers()
         ),
-        readout=self.readout,
-        features=self.hidden_sizes[-1],
-        num_classes=self.num_classes,
     )
 
   def step(
@@ -209,15 +194,7 @@ class StackedRNNClassifier(nnx.Module):
       The carry, ``<float32>[B, C]`` logits and each layer's attention
       ``[B, D_l]`` (None without a gate).
     """
-    check_streamable(self.bidirectional, 'step')
-    return stream_step(
-        [layer.step for layer in self._layers()],
-        self.classifier,
-        self.readout,
-        carry,
-        x_t,
-        valid,
-    )
+    return streaming.stream_step(self, self._layers(), carry, x_t, valid)
 
   def chunk(
       self, carry: dict[str, Any], inputs: Array, valid: Array | None = None
@@ -230,12 +207,4 @@ class StackedRNNClassifier(nnx.Module):
     (default: all True). Attention: ``[B, c, D_l]`` per layer (None without a
     gate).
     """
-    check_streamable(self.bidirectional, 'chunk')
-    return stream_chunk(
-        [layer.chunk for layer in self._layers()],
-        self.classifier,
-        self.readout,
-        carry,
-        inputs,
-        valid,
-    )
+    return streaming.stream_chunk(self, self._layers(), carry, inputs, valid)
