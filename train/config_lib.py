@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from eleatt_jax import classifier
 from train.configs import default as default_config
 
 
@@ -100,17 +101,9 @@ def _number(
   return ok, kind + (' ' + ' and '.join(bounds) if bounds else '')
 
 
-def _gate_layers_ok(v) -> bool:
-  if isinstance(v, str) and not v.strip().isdigit():
-    return v in ('all', 'none')
-  return int(v) >= 0 and not isinstance(v, bool)
-
-
 def _hidden_sizes_ok(v) -> bool:
   return len(v) > 0 and all(int(h) >= 1 for h in v)
 
-
-_CELLS = ('eleatt_gru', 'gru', 'eleatt_lstm', 'lstm', 'eleatt_rnn', 'rnn')
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.preprocess': _one_of('sequence', 'skeleton'),
@@ -123,11 +116,14 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.jitter_sigma': _number(0),
     'data.num_threads': _number(1, integer=True),
     'data.prefetch': _number(0, integer=True),
-    'model.cell': _one_of(*_CELLS),
+    'model.cell': _one_of(*classifier.CELLS),
     'model.hidden_sizes': (_hidden_sizes_ok, 'a non-empty tuple of sizes >= 1'),
-    'model.gate_layers': (_gate_layers_ok, "'all', 'none' or an integer >= 0"),
+    'model.gate_layers': (
+        lambda v: classifier.parse_gate_layers(v) is not None,
+        "'all', 'none' or an integer >= 0",
+    ),
     'model.dropout_rate': _number(0, 1, hi_open=True),
-    'model.readout': _one_of('mean', 'last'),
+    'model.readout': _one_of(*classifier.READOUTS),
     'model.dtype': _one_of('float32', 'bfloat16', 'float16'),
     'model.unroll': _number(1, integer=True),
     'optim.optimizer': _one_of('adam', 'adamw', 'sgd'),

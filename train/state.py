@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from eleatt_jax import classifier
 from eleatt_jax.models import StackedRNNClassifier
 
 
@@ -40,20 +41,16 @@ class TrainState(struct.PyTreeNode):
   plateau: Any
 
 
-def _gate_layers(value):
-  if isinstance(value, str) and value.strip().isdigit():
-    return int(value)
-  return value
-
-
 def create_model(config, num_classes: int) -> StackedRNNClassifier:
   """The classifier of ``config.model``."""
   m = config.model
+  # A number given as text is the int; a bad value reaches the model's error.
+  gate_layers = classifier.parse_gate_layers(m.gate_layers)
   return StackedRNNClassifier(
       num_classes=num_classes,
       cell=m.cell,
       hidden_sizes=tuple(int(h) for h in m.hidden_sizes),
-      gate_layers=_gate_layers(m.gate_layers),
+      gate_layers=m.gate_layers if gate_layers is None else gate_layers,
       dropout_rate=m.dropout_rate,
       readout=m.readout,
       bidirectional=bool(m.bidirectional),
