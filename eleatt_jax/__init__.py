@@ -11,6 +11,17 @@ from eleatt_jax.models import StackedRNNClassifier
 
 __version__ = '0.1.0'
 
+__all__ = [
+    'EleAtt',
+    'EleAttG',
+    'EleAttGRUCell',
+    'EleAttLSTMCell',
+    'EleAttSimpleCell',
+    'Layout',
+    'RNN',
+    'StackedRNNClassifier',
+]
+
 
 def __getattr__(name):
   # eleatt_jax.nnx loads flax.nnx: imported on first use, not with the package.

@@ -52,6 +52,8 @@ from eleatt_jax.equations import (
 )
 from eleatt_jax.gate import attend
 
+__all__ = ['run']
+
 
 def run(
     equations: CellEquations,

@@ -20,8 +20,9 @@ follows Flax's ``RNNBase`` protocol.
 Which loop runs: a cell that implements
 :class:`eleatt_jax.equations.FusedCell` runs in :func:`eleatt_jax.fused_scan.run`;
 :class:`~eleatt_jax.EleAtt` is scanned itself (``nn.scan``), its gate's input
-projection hoisted if the layout says so; any other cell is scanned as
-``nn.RNN`` would.
+projection hoisted if the layout says so; any other cell, and a cell whose
+class a lifted transform (``nn.remat``, ``nn.jit``, ...) made, is scanned
+through its ``__call__`` as ``nn.RNN`` would.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from flax.typing import Array, PRNGKey
 
 from eleatt_jax import sequence
 from eleatt_jax import streaming
-from eleatt_jax.cells import EleAtt
+from eleatt_jax.cells import EleAtt, FusedCellBase
 from eleatt_jax.equations import Carry, FusedCell
 from eleatt_jax.layout import Layout
 
@@ -110,8 +111,10 @@ class RNN(nn.Module):
       no value check.
     remat: rematerialise each step in the backward pass (``jax.checkpoint`` of
       the step, as ``nn.RNN(nn.remat(cell))``): the backward keeps only the
-      carry of every step. ``RNN(nn.remat(cell))`` turns this on with the
-      remat's policy.
+      carry of every step. A lifted cell (``RNN(nn.remat(EleAttGRUCell)(H))``,
+      or ``nn.jit`` etc.) is scanned through its own transformed ``__call__``,
+      as ``nn.RNN`` scans it: Flax applies the transform (remat with its
+      policy), and the fused loop and layout choices are not used.
     remat_policy: the ``jax.checkpoint_policies`` policy of ``remat`` (default
       None: nothing inside the step is saved, only the carry between steps).
     variable_axes, variable_broadcast, variable_carry, split_rngs: as in
@@ -169,9 +172,7 @@ class RNN(nn.Module):
     time_major = self.time_major if time_major is None else time_major
     reverse = self.reverse if reverse is None else reverse
     keep_order = self.keep_order if keep_order is None else keep_order
-    make_carry = lambda input_shape: self.cell.initialize_carry(
-        jax.random.key(0) if init_key is None else init_key, input_shape
-    )
+    make_carry = functools.partial(self.initialize_carry, init_key)
     carry, outputs, attention = sequence.run(
         self._scan,
         self.cell,
@@ -212,26 +213,36 @@ class RNN(nn.Module):
         step=True,
     )
 
+  @nn.nowrap
+  def _loop(self) -> tuple[bool, bool]:
+    """``(fused, wrapped)``: whether the cell runs our fused loop or our scan
+    of ``EleAtt.step``.
+
+    Both call the cell's methods, not its ``__call__``. A cell whose class
+    replaced that ``__call__`` (a lifted transform of the class, such as
+    ``nn.remat(EleAttGRUCell)`` or ``nn.jit``, or a subclass's own) is
+    scanned through its ``__call__`` instead, as ``nn.RNN`` scans it, so that
+    Flax applies the transform.
+    """
+    call = type(self.cell).__call__
+    fused = isinstance(self.cell, FusedCell) and (
+        not isinstance(self.cell, FusedCellBase)
+        or call is FusedCellBase.__call__
+    )
+    wrapped = isinstance(self.cell, EleAtt) and call is EleAtt.__call__
+    return fused, wrapped
+
   def _scan(self, x_TBD, carry, mask_TB1, batch_shape: tuple[int, ...]):
     """Picks the loop: ``(carry, y [T, B, H], attention [T, B, D] or None)``."""
     layout = self.layout
-    fused, wrapped = isinstance(self.cell, FusedCell), isinstance(
-        self.cell, EleAtt
-    )
+    fused, wrapped = self._loop()
+    if fused and _names_params(self.variable_axes):
+      raise ValueError(
+          f'RNN: variable_axes={dict(self.variable_axes)} scans the '
+          f'parameters of {type(self.cell).__name__} over time; fused cells '
+          'share one set of parameters across steps (broadcast).'
+      )
     remat, policy = self.remat, self.remat_policy
-    if fused or wrapped:
-      # Our loops call the cell's methods, not its __call__: a lifted
-      # transform of the cell's class would be bypassed. Honour nn.remat,
-      # refuse the others.
-      lifted, lifted_policy = _lifted_remat(self.cell)
-      if lifted:
-        remat, policy = True, lifted_policy if policy is None else policy
-      if fused and _names_params(self.variable_axes):
-        raise ValueError(
-            f'RNN: variable_axes={dict(self.variable_axes)} scans the '
-            f'parameters of {type(self.cell).__name__} over time; fused cells '
-            'share one set of parameters across steps (broadcast).'
-        )
     if fused:
       return sequence.run_fused(
           self.cell,
@@ -286,12 +297,14 @@ class RNN(nn.Module):
 
   @nn.nowrap
   def initialize_carry(
-      self, input_shape: tuple[int, ...], rng: PRNGKey | None = None
+      self, rng: PRNGKey | None, input_shape: tuple[int, ...]
   ) -> Carry:
     """The carry at t=0 for steps ``x_t [*batch, D]``: ``input_shape = (*batch, D)``.
 
-    The same carry ``__call__`` starts from: ``cell.initialize_carry(rng or
-    key(0), input_shape)``.
+    Flax's argument order (``RNNCellBase.initialize_carry(rng,
+    input_shape)``). The same carry ``__call__`` starts from:
+    ``cell.initialize_carry(rng, input_shape)``, with ``key(0)`` for an
+    ``rng`` of None (a zero carry draws nothing).
     """
     return self.cell.initialize_carry(
         jax.random.key(0) if rng is None else rng, tuple(input_shape)
@@ -317,15 +330,8 @@ class RNN(nn.Module):
       The new carry, ``y_t`` and the attention ``a_t [*batch, D]`` (None for a
       cell without a gate).
     """
-    wrapped = isinstance(self.cell, EleAtt)
-    return streaming.rnn_step(
-        self,
-        carry,
-        x_t,
-        valid,
-        wrapped=wrapped,
-        initialize_carry=self._carry_like,
-    )
+    loop, carry_like = self._loop(), self._carry_like
+    return streaming.rnn_step(self, loop, carry_like, carry, x_t, valid)
 
   def chunk(
       self, carry: Carry, inputs: Array, valid: Array | None = None
@@ -347,14 +353,12 @@ class RNN(nn.Module):
       ``[*batch, c, D]`` (None for a cell without a gate).
     """
     scan, carry_like = self._scan, self._carry_like
-    return streaming.rnn_chunk(
-        self, carry, inputs, valid, scan=scan, initialize_carry=carry_like
-    )
+    return streaming.rnn_chunk(self, scan, carry_like, carry, inputs, valid)
 
   @nn.nowrap
   def _carry_like(self, input_shape: tuple[int, ...]) -> Carry:
     """The carry a given one is checked against (its shapes and structure)."""
-    return self.cell.initialize_carry(jax.random.key(0), input_shape)
+    return self.initialize_carry(None, input_shape)
 
 
 def _module_step(
@@ -395,39 +399,3 @@ def _intermediates_axis(variable_axes) -> int | None:
 
 def _names_params(variable_axes) -> bool:
   return any(key in ('params', True) for key in variable_axes)
-
-
-def _lifted_remat(cell: nn.Module) -> tuple[bool, Callable[..., bool] | None]:
-  """``(True, policy)`` for a cell made by ``nn.remat(CellClass)(...)``.
-
-  ``(False, None)`` for a cell whose ``__call__`` is not lifted. Raises a ValueError for
-  another lifted transform (``nn.vmap``, ``nn.jit``, ...) of a cell whose
-  loop :class:`RNN` runs itself, which would otherwise be silently dropped.
-  """
-  for cls in type(cell).__mro__:
-    call = cls.__dict__.get('__call__')
-    if call is None or not hasattr(call, '__wrapped__'):
-      continue
-    cells = [c.cell_contents for c in call.__closure__ or ()]
-    transform = next(
-        (
-            c
-            for c in cells
-            if callable(c) and getattr(c, '__module__', '') == 'flax.core.lift'
-        ),
-        None,
-    )
-    if transform is None:
-      continue
-    if transform.__name__ != 'checkpoint':
-      raise ValueError(
-          f'RNN: {type(cell).__name__} is nn.{transform.__name__}'
-          f"({cls.__mro__[1].__name__}); RNN runs this cell's step itself "
-          'and would drop that transform. Use nn.RNN, or the plain cell '
-          '(for nn.remat: RNN(cell, remat=True)).'
-      )
-    kwargs = next(
-        (c for c in cells if isinstance(c, dict) and 'policy' in c), {}
-    )
-    return True, kwargs.get('policy')
-  return False, None

@@ -41,7 +41,7 @@ from flax.typing import Array
 
 from eleatt_jax import sequence
 from eleatt_jax.classifier import check_readout
-from eleatt_jax.equations import Carry, FusedCell
+from eleatt_jax.equations import Carry
 from eleatt_jax.ops import check_float_inputs
 
 __all__ = [
@@ -67,38 +67,38 @@ def _check_not_reverse(reverse: bool, where: str) -> None:
 
 def rnn_step(
     layer: Any,
+    loop: tuple[bool, bool],
+    initialize_carry: Callable[[tuple[int, ...]], Carry],
     carry: Carry,
     x_t: Array,
     valid: Array | None = None,
-    *,
-    wrapped: bool,
-    initialize_carry: Callable[[tuple[int, ...]], Carry],
 ) -> tuple[Carry, Array, Array | None]:
   """One step of a ``RNN``'s cell, padding masked: ``(carry, y_t, a_t)``.
 
-  The step of the linen and the NNX ``RNN``: a fused cell (one that implements
-  :class:`eleatt_jax.equations.FusedCell`) runs
-  :func:`eleatt_jax.sequence.step_fused` in the layer's ``step_layout``; an
-  ``EleAtt`` wrapper (``wrapped``) its ``step``; any other cell its
-  ``__call__``.
+  The step of the linen and the NNX ``RNN``: a cell that runs the fused loop
+  runs :func:`eleatt_jax.sequence.step_fused` in the layer's
+  ``step_layout``; an ``EleAtt`` wrapper that the layer scans its ``step``;
+  any other cell its ``__call__``.
 
   Args:
     layer: the ``RNN`` (linen, bound; or NNX): its ``cell``, ``reverse``
       (True: a ValueError, it cannot stream) and ``step_layout``.
+    loop: ``(fused, wrapped)``: the cell is a
+      :class:`eleatt_jax.equations.FusedCell` that the layer runs in its fused
+      loop; the cell is an ``EleAtt`` wrapper whose ``step`` (which returns
+      the attention) the layer scans.
+    initialize_carry: ``input_shape -> carry``, for the carry check.
     carry: the carry after the previous step, checked against
       ``initialize_carry((*batch, D))``.
     x_t: ``<float>[*batch, D]``.
     valid: ``<bool>[*batch]``, False past a sequence's end: the carry stays
       and ``y_t`` is 0 there (default: all valid).
-    wrapped: the cell is an ``EleAtt`` wrapper, whose ``step`` returns the
-      attention.
-    initialize_carry: ``input_shape -> carry``, for the carry check.
 
   Returns:
     The new carry, ``y_t [*batch, H]`` and ``a_t [*batch, D]`` (None for a
     cell without a gate).
   """
-  cell = layer.cell
+  cell, (fused, wrapped) = layer.cell, loop
   _check_not_reverse(layer.reverse, 'step')
   x_t = jnp.asarray(x_t)
   check_float_inputs(x_t, 'RNN.step')
@@ -107,19 +107,18 @@ def rnn_step(
   sequence.check_carry(cell, carry, x_t.shape, initialize_carry)
   mask = None if valid is None else jnp.asarray(valid, bool)[..., None]
   x_t = sequence.zero_padding(x_t, mask)
-  if isinstance(cell, FusedCell):
+  if fused:
     return sequence.step_fused(cell, carry, x_t, layer.step_layout, mask)
   return sequence.cell_step(cell, carry, x_t, mask, wrapped=wrapped)
 
 
 def rnn_chunk(
     layer: Any,
+    scan: sequence.Scan,
+    initialize_carry: Callable[[tuple[int, ...]], Carry],
     carry: Carry,
     inputs: Array,
     valid: Array | None = None,
-    *,
-    scan: sequence.Scan,
-    initialize_carry: Callable[[tuple[int, ...]], Carry],
 ) -> tuple[Carry, Array, Array | None]:
   """The loop of a ``RNN`` from a given carry: ``(carry, outputs, attention)``.
 
@@ -127,12 +126,12 @@ def rnn_chunk(
     layer: the ``RNN`` (linen, bound; or NNX): its ``cell``, ``reverse``
       (True: a ValueError, it cannot stream) and ``time_major`` (the layout
       of ``inputs`` and ``valid``).
+    scan: the layer's loop (see :func:`eleatt_jax.sequence.run`).
+    initialize_carry: ``input_shape -> carry``, for the carry check.
     carry: the carry after the previous chunk, leaves ``[*batch, ...]``.
     inputs: ``<float>[*batch, c, D]`` (``[c, *batch, D]`` if ``time_major``).
     valid: ``<bool>[*batch, c]`` (``[c, *batch]``), False past a sequence's
       end (default: all valid).
-    scan: the layer's loop (see :func:`eleatt_jax.sequence.run`).
-    initialize_carry: ``input_shape -> carry``, for the carry check.
 
   Returns:
     The carry after the chunk, the outputs ``[*batch, c, H]`` and the attention

@@ -238,7 +238,7 @@ def test_nn_remat_of_a_cell_is_honoured(cell):
       else EleAtt(nn.remat(nn.GRUCell)(16))
   )
   # EleAtt(nn.remat(GRUCell)) remats the inner call; nn.remat(EleAttGRUCell)
-  # is turned into RNN(remat=True): both well under the plain layer.
+  # runs its own (rematted) __call__: both well under the plain layer.
   plain = _temp_bytes(RNN(cell(16)), x)
   assert _temp_bytes(RNN(remat_cell), x) < 0.75 * plain
   assert _temp_bytes(RNN(nn.remat(EleAtt)(nn.GRUCell(16))), x) < 0.6 * (
@@ -246,21 +246,42 @@ def test_nn_remat_of_a_cell_is_honoured(cell):
   )
 
 
-def test_nn_remat_policy_is_kept():
-  from eleatt_jax.layers import _lifted_remat
+LIFTED = {
+    'remat_policy': lambda cls: nn.remat(
+        cls, policy=jax.checkpoint_policies.dots_saveable
+    ),
+    'jit': nn.jit,
+}
 
-  policy = jax.checkpoint_policies.dots_saveable
-  assert _lifted_remat(nn.remat(EleAttGRUCell, policy=policy)(4)) == (
-      True,
-      policy,
+
+@pytest.mark.parametrize('lift', sorted(LIFTED))
+@pytest.mark.parametrize(
+    'make',
+    [
+        lambda lift: lift(EleAttGRUCell)(H),
+        lambda lift: lift(EleAtt)(nn.GRUCell(H)),
+    ],
+    ids=['fused', 'wrapped'],
+)
+def test_lifted_cells_run_their_own_call_as_under_nn_rnn(lift, make):
+  """A lifted cell class (nn.remat with a policy, nn.jit) is scanned through
+  its transformed __call__, not bypassed: nn.RNN's numbers and gradients."""
+  x = _x()
+  ours = RNN(make(LIFTED[lift]), return_carry=True)
+  theirs = nn.RNN(make(LIFTED[lift]), return_carry=True)
+  variables = theirs.init(jax.random.key(1), x, seq_lengths=LENGTHS)
+  carry, y = ours.apply(variables, x, seq_lengths=LENGTHS)
+  carry_f, y_f = theirs.apply(variables, x, seq_lengths=LENGTHS)
+  _close(y, _valid(y_f))
+  _close(carry, carry_f)
+  loss = lambda layer: lambda p: jnp.sum(
+      _valid(layer.apply({'params': p}, x, seq_lengths=LENGTHS)[1]) ** 2
   )
-  assert _lifted_remat(EleAttGRUCell(4)) == (False, None)
-
-
-def test_other_lifted_transforms_of_fused_cells_are_refused():
-  cell = nn.jit(EleAttGRUCell)(H)
-  with pytest.raises(ValueError, match='would drop that transform'):
-    RNN(cell).init(jax.random.key(0), _x())
+  _close(
+      jax.grad(loss(ours))(variables['params']),
+      jax.grad(loss(theirs))(variables['params']),
+      atol=1e-4,
+  )
 
 
 # --- partitioned initialisers ------------------------------------------------

@@ -191,7 +191,7 @@ def test_rnn_step_and_chunk_agree_with_call(make_cell):
   lengths = jnp.array(LENGTHS)
   variables = layer.init(jax.random.key(0), x, seq_lengths=lengths)
   final, y = layer.apply(variables, x, seq_lengths=lengths)
-  carry = layer.initialize_carry((B, D))
+  carry = layer.initialize_carry(jax.random.key(0), (B, D))
   ys = []
   for t in range(T):
     carry, y_t, _ = layer.apply(
@@ -202,7 +202,7 @@ def test_rnn_step_and_chunk_agree_with_call(make_cell):
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_allclose(a, b, **TOL), carry, final
   )
-  carry, parts = layer.initialize_carry((B, D)), []
+  carry, parts = layer.initialize_carry(jax.random.key(0), (B, D)), []
   for start, stop in ((0, 3), (3, 5), (5, T)):
     carry, y_c, _ = layer.apply(
         variables, carry, x[:, start:stop], valid[:, start:stop], method='chunk'
@@ -245,5 +245,8 @@ def test_reverse_rnn_cannot_stream():
   variables = layer.init(jax.random.key(0), x)
   with pytest.raises(ValueError, match='reverse=True layer .* cannot stream'):
     layer.apply(
-        variables, layer.initialize_carry((B, D)), x[:, 0], method='step'
+        variables,
+        layer.initialize_carry(jax.random.key(0), (B, D)),
+        x[:, 0],
+        method='step',
     )

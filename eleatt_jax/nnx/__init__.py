@@ -19,3 +19,16 @@ from eleatt_jax.nnx.convert import from_linen
 from eleatt_jax.nnx.convert import to_linen
 from eleatt_jax.nnx.layers import RNN
 from eleatt_jax.nnx.models import StackedRNNClassifier
+
+__all__ = [
+    'EleAtt',
+    'EleAttG',
+    'EleAttGRUCell',
+    'EleAttLSTMCell',
+    'EleAttSimpleCell',
+    'FusedCellBase',
+    'RNN',
+    'StackedRNNClassifier',
+    'from_linen',
+    'to_linen',
+]

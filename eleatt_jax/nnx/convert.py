@@ -43,6 +43,8 @@ from flax.linen import meta
 
 from eleatt_jax.nnx import cells
 
+__all__ = ['cell_from_params', 'from_linen', 'load', 'to_linen']
+
 # G (gate blocks per hidden unit) and the GRU's recurrent bias -> NNX class.
 _BY_BLOCKS = {
     3: cells.EleAttGRUCell,

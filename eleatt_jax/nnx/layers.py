@@ -59,7 +59,9 @@ class RNN(nnx.Module):
       :class:`~eleatt_jax.layout.Layout` choices (default: per backend;
       :meth:`step` runs ``step_layout``, the backend's ``step_split_gates``
       unless ``split_gates`` is set).
-    check_seq_lengths: check that lengths lie in ``[1, T]``.
+    check_seq_lengths: check that lengths lie in ``[1, T]``, as
+      :class:`eleatt_jax.RNN`'s: ``True`` (concrete lengths), ``'checkify'``
+      or ``'callback'`` (traced lengths too) or ``False``.
     rngs: for ``initialize_carry`` of cells that draw their carry (as
       ``nnx.RNN``: True gives a ``carry`` stream seeded 0).
   """
@@ -78,7 +80,7 @@ class RNN(nnx.Module):
       hoist_input_projection: bool | None = None,
       split_gates: bool | None = None,
       fused_backward: bool | None = None,
-      check_seq_lengths: bool = True,
+      check_seq_lengths: bool | str = True,
       rngs: nnx.Rngs | bool = True,
   ):
     self.cell = cell
@@ -138,9 +140,15 @@ class RNN(nnx.Module):
       self.cell.attention = nnx.Intermediate(attention)
     return (carry, outputs) if return_carry else outputs
 
+  def _loop(self) -> tuple[bool, bool]:
+    """``(fused, wrapped)``: the cell runs the fused loop; the cell is an
+    ``EleAtt`` wrapper (whose ``step`` returns the attention)."""
+    return isinstance(self.cell, FusedCell), isinstance(self.cell, EleAtt)
+
   def _scan(self, x_TBD, carry, mask_TB1, batch_shape):
     """``(carry, y [T, B, H], attention [T, B, D] or None)``."""
-    if isinstance(self.cell, FusedCell):
+    fused, wrapped = self._loop()
+    if fused:
       return sequence.run_fused(
           self.cell,
           x_TBD,
@@ -151,13 +159,12 @@ class RNN(nnx.Module):
           remat=self.remat,
           remat_policy=self.remat_policy,
       )
-    return self._scan_module(x_TBD, carry, mask_TB1, batch_shape)
+    return self._scan_module(x_TBD, carry, mask_TB1, batch_shape, wrapped)
 
-  def _scan_module(self, x_TBD, carry, mask_TB1, batch_shape):
+  def _scan_module(self, x_TBD, carry, mask_TB1, batch_shape, wrapped: bool):
     """``lax.scan`` of any cell: its parameters broadcast, its other state
     (e.g. an rng stream's count) carried from step to step."""
     graphdef, params, rest = nnx.split(self.cell, nnx.Param, ...)
-    wrapped = isinstance(self.cell, EleAtt)
 
     def body(state_carry, xs):
       rest, carry = state_carry
@@ -205,15 +212,8 @@ class RNN(nnx.Module):
     stays and ``y_t`` is 0 (default: all valid). ``a_t [*batch, D]`` is
     returned, not kept as state (None for a cell without a gate).
     """
-    wrapped = isinstance(self.cell, EleAtt)
-    return streaming.rnn_step(
-        self,
-        carry,
-        x_t,
-        valid,
-        wrapped=wrapped,
-        initialize_carry=self.initialize_carry,
-    )
+    loop, carry_like = self._loop(), self.initialize_carry
+    return streaming.rnn_step(self, loop, carry_like, carry, x_t, valid)
 
   def chunk(
       self, carry: Carry, inputs: Array, valid: Array | None = None
@@ -227,6 +227,4 @@ class RNN(nnx.Module):
     (default: all valid); ``a [*batch, c, D]`` (None without a gate).
     """
     scan, carry_like = self._scan, self.initialize_carry
-    return streaming.rnn_chunk(
-        self, carry, inputs, valid, scan=scan, initialize_carry=carry_like
-    )
+    return streaming.rnn_chunk(self, scan, carry_like, carry, inputs, valid)

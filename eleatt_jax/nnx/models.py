@@ -83,7 +83,7 @@ class StackedRNNClassifier(nnx.Module):
       readout: str = 'mean',
       bidirectional: bool = False,
       unroll: int = 1,
-      check_seq_lengths: bool = True,
+      check_seq_lengths: bool | str = True,
       dtype: Dtype | None = None,
       param_dtype: Dtype = jnp.float32,
       split_gates: bool | None = None,
