@@ -87,15 +87,15 @@ SLOW = (
     # it reads real NTU files and is the longest test of `make test` (48 s).
     'tests/test_benchmarks.py::test_input_pipeline_benchmark_reports_every_source',
     # Configs that only rename their base's dataset (dhg28 and shrec28 import
-    # dhg14 and shrec14; pmnist is smnist's pixel path permuted; ntu120_xset
-    # is ntu120_xsub's reader and recipe on another split).
+    # dhg14 and shrec14; pmnist is smnist's pixel path permuted; ntu:xset120
+    # is ntu:xsub120's reader and recipe on another split).
     'tests/test_train_configs.py::test_config_trains_at_toy_size[dhg28]',
     'tests/test_train_configs.py::test_config_trains_at_toy_size[shrec28]',
     'tests/test_train_configs.py::test_config_trains_at_toy_size[pmnist]',
-    'tests/test_train_configs.py::test_config_trains_at_toy_size[ntu120_xset]',
-    # The same reader and recipe as ntu60_xsub and nucla, on another split.
-    'tests/test_train_configs.py::test_config_trains_at_toy_size[ntu60_xview]',
-    'tests/test_train_configs.py::test_config_trains_at_toy_size[ntu120_xsub]',
+    'tests/test_train_configs.py::test_config_trains_at_toy_size[ntu:xset120]',
+    # The same reader and recipe as ntu:xsub60 and nucla, on another split.
+    'tests/test_train_configs.py::test_config_trains_at_toy_size[ntu:xview60]',
+    'tests/test_train_configs.py::test_config_trains_at_toy_size[ntu:xsub120]',
     'tests/test_train_configs.py::test_config_trains_at_toy_size[nucla_dev]',
 )
 

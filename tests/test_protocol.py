@@ -9,21 +9,15 @@
 from __future__ import annotations
 
 import importlib
-import pathlib
 
 import jax.numpy as jnp
 import pytest
 
+import train_support as sup
 from train import input_pipeline
 from train import state
 
-CONFIGS = sorted(
-    p.stem
-    for p in (
-        pathlib.Path(__file__).resolve().parents[1] / 'train' / 'configs'
-    ).glob('*.py')
-    if not p.stem.startswith('_') and p.stem != '__init__'
-)
+CONFIGS = sup.config_names(with_default=True)
 
 
 def _info(num_train: int) -> input_pipeline.DatasetInfo:
@@ -56,7 +50,7 @@ def rate_after(config, info, fraction: float) -> float:
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_no_config_selects_on_the_test_split(name):
-  config = importlib.import_module(f'train.configs.{name}').get_config()
+  config = sup.load_config(name)
   assert config.data.eval_split != config.data.test_split
   assert config.data.eval_split == 'validation'
 
@@ -66,7 +60,7 @@ def test_no_config_selects_on_the_test_split(name):
 def test_rate_is_near_its_peak_after_a_tenth_of_training(
     name, batches_per_epoch
 ):
-  config = importlib.import_module(f'train.configs.{name}').get_config()
+  config = sup.load_config(name)
   info = _info(batches_per_epoch * config.batch_size)
   peak = float(config.optim.learning_rate)
   assert rate_after(config, info, 0.1) >= 0.95 * peak

