@@ -70,6 +70,7 @@ def test_speed_model_flops_counts_the_gate():
   assert speed.model_flops(case, gated=True, mode='train') == 3 * gated
 
 
+@pytest.mark.slow
 def test_input_pipeline_benchmark_reports_every_source(capsys):
   # The train-step path too (at 4 units: the trainer's step, cheaply).
   input_pipeline.main([

@@ -52,6 +52,7 @@ def _close(a, b, atol=1e-5):
 @pytest.mark.parametrize('name', sorted(STOCK_CELLS))
 @pytest.mark.parametrize('reverse', [False, True])
 @pytest.mark.parametrize('remat', [False, True])
+@pytest.mark.slow
 def test_stock_cells_agree_with_nn_rnn(name, reverse, remat):
   cell = STOCK_CELLS[name]
   x = _x()
@@ -76,6 +77,7 @@ def test_stock_cells_agree_with_nn_rnn(name, reverse, remat):
 
 
 @pytest.mark.parametrize('name', sorted(STOCK_CELLS))
+@pytest.mark.slow
 def test_stock_cells_with_two_batch_dims_and_time_major(name):
   x = _x((T, 2, 3, D))
   layer = RNN(STOCK_CELLS[name](H), time_major=True)
@@ -190,6 +192,7 @@ def _grads(layer, variables, x):
 
 @pytest.mark.parametrize('cell', FUSED, ids=lambda c: c.__name__)
 @pytest.mark.parametrize('fused_backward', [False, True])
+@pytest.mark.slow
 def test_remat_gives_the_same_gradients(cell, fused_backward):
   x = _x()
   plain = RNN(cell(H), fused_backward=fused_backward)
@@ -230,6 +233,7 @@ def test_remat_saves_memory(make):
     [EleAttGRUCell, lambda h: EleAtt(nn.GRUCell(h))],
     ids=['fused', 'wrapped'],
 )
+@pytest.mark.slow
 def test_nn_remat_of_a_cell_is_honoured(cell):
   x = jnp.zeros((4, 256, 8))
   remat_cell = (
@@ -254,12 +258,17 @@ LIFTED = {
 }
 
 
-@pytest.mark.parametrize('lift', sorted(LIFTED))
+@pytest.mark.parametrize(
+    'lift',
+    ['remat_policy', pytest.param('jit', marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize(
     'make',
     [
         lambda lift: lift(EleAttGRUCell)(H),
-        lambda lift: lift(EleAtt)(nn.GRUCell(H)),
+        pytest.param(
+            lambda lift: lift(EleAtt)(nn.GRUCell(H)), marks=pytest.mark.slow
+        ),
     ],
     ids=['fused', 'wrapped'],
 )
@@ -287,7 +296,16 @@ def test_lifted_cells_run_their_own_call_as_under_nn_rnn(lift, make):
 # --- partitioned initialisers ------------------------------------------------
 
 
-@pytest.mark.parametrize('cell', FUSED, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    'cell',
+    [
+        EleAttGRUCell,
+        # The same code path with other equations: `make test-all` only.
+        pytest.param(EleAttLSTMCell, marks=pytest.mark.slow),
+        pytest.param(EleAttSimpleCell, marks=pytest.mark.slow),
+    ],
+    ids=lambda c: c.__name__,
+)
 def test_partitioned_initialisers_on_a_two_device_mesh(cell):
   assert jax.device_count() >= 2, 'conftest.py sets two host devices'
   names = (None, 'model')

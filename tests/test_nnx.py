@@ -40,8 +40,21 @@ def _linen_layer(linen_cls, use_gate=True, **kw):
 
 
 @pytest.mark.parametrize('pair', PAIRS, ids=IDS)
-@pytest.mark.parametrize('reverse', [False, True])
-@pytest.mark.parametrize('use_gate', [True, False])
+@pytest.mark.parametrize(
+    'use_gate,reverse',
+    [
+        # `make test`: the plain forward layer; the gate and reverse repeat
+        # the same conversion in `make test-all`.
+        pytest.param(
+            use_gate,
+            reverse,
+            id=f'{use_gate}-{reverse}',
+            marks=pytest.mark.slow if use_gate or reverse else (),
+        )
+        for use_gate in (True, False)
+        for reverse in (False, True)
+    ],
+)
 def test_same_params_same_outputs_as_linen(pair, reverse, use_gate):
   linen_cls, nnx_cls = pair
   kw = dict(return_carry=True, reverse=reverse, keep_order=True)
@@ -119,6 +132,7 @@ def test_under_nnx_jit():
     ],
     ids=['gru', 'optimized_lstm'],
 )
+@pytest.mark.slow
 def test_eleatt_wrapper_of_an_nnx_cell(make_cell):
   rngs = nnx.Rngs(0)
   cell = enx.EleAtt(make_cell(rngs), rngs=rngs)
@@ -154,6 +168,7 @@ def test_eleatt_wrapper_gate_matches_linen_wrapper_gate():
         (False, 'last', 'rnn'),
     ],
 )
+@pytest.mark.slow
 def test_classifier_matches_linen(bidirectional, readout, cell):
   kw = dict(
       cell=cell,

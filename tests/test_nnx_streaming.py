@@ -74,17 +74,24 @@ def prefix_logits(model, x):
   return jnp.moveaxis(logits.reshape(T, B, C), 0, 1)
 
 
+SLOW = pytest.mark.slow
+
+# Compiled once; nnx.jit traces again only for another module structure or
+# other shapes.
+_step = nnx.jit(lambda m, c, x_t, v: m.step(c, x_t, v))
+_chunk = nnx.jit(lambda m, c, x, v: m.chunk(c, x, v))
+
+
 def stream_chunks(module, carry, x, valid, size):
   """``module.chunk`` over ``x [B, T, D]`` in chunks of ``size`` frames: the
   carry after the last and the outputs ``[B, T, ...]``. The last chunk is
   padded with invalid frames, so that one compiled chunk serves them all."""
-  chunk = nnx.jit(lambda m, c, x, v: m.chunk(c, x, v))
   pad = -T % size
   x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)), constant_values=100.0)
   valid = jnp.pad(valid, ((0, 0), (0, pad)))
   outputs = []
   for start in range(0, T + pad, size):
-    carry, outputs_c, _ = chunk(
+    carry, outputs_c, _ = _chunk(
         module,
         carry,
         x[:, start : start + size],
@@ -97,11 +104,14 @@ def stream_chunks(module, carry, x, valid, size):
 @pytest.mark.parametrize(
     'cell,readout,chunk_sizes',
     [
-        # `make test` runs the first; the others are in conftest's SLOW.
+        # `make test` runs the first; the others run the same shared code
+        # (`make test-all`).
         pytest.param('eleatt_gru', 'mean', (3,), id='eleatt_gru-mean'),
-        pytest.param('gru', 'last', (2, 3), id='gru-last'),
-        pytest.param('eleatt_lstm', 'last', (2, 3), id='eleatt_lstm-last'),
-        pytest.param('rnn', 'mean', (2, 3), id='rnn-mean'),
+        pytest.param('gru', 'last', (2, 3), id='gru-last', marks=SLOW),
+        pytest.param(
+            'eleatt_lstm', 'last', (2, 3), id='eleatt_lstm-last', marks=SLOW
+        ),
+        pytest.param('rnn', 'mean', (2, 3), id='rnn-mean', marks=SLOW),
     ],
 )
 def test_classifier_streams_as_its_full_sequence_and_as_linen(
@@ -111,7 +121,6 @@ def test_classifier_streams_as_its_full_sequence_and_as_linen(
   x, valid = padded_inputs()
   expected = prefix_logits(model, x)
   full = expected[:, -1]  # The prefix 0..T-1: the whole padded sequence.
-  step = nnx.jit(lambda m, c, x_t, v: m.step(c, x_t, v))
   linen_step = jax.jit(
       functools.partial(linen_model.apply, variables, method='step')
   )
@@ -120,7 +129,7 @@ def test_classifier_streams_as_its_full_sequence_and_as_linen(
   close(carry, linen_carry)  # The same structure, the same zeros.
   logits = []
   for t in range(T):
-    carry, logits_t, attention = step(model, carry, x[:, t], valid[:, t])
+    carry, logits_t, attention = _step(model, carry, x[:, t], valid[:, t])
     linen_carry, linen_logits_t, linen_attention = linen_step(
         linen_carry, x[:, t], valid[:, t]
     )
@@ -150,14 +159,14 @@ def test_classifier_streams_as_its_full_sequence_and_as_linen(
     ],
     ids=['fused', 'EleAtt(GRUCell)', 'OptimizedLSTMCell'],
 )
+@pytest.mark.slow
 def test_rnn_step_and_chunk_agree_with_call(make_cell):
   layer = enx.RNN(make_cell(nnx.Rngs(0)), return_carry=True)
   x, valid = padded_inputs()
   final, y = layer(x, seq_lengths=jnp.array(LENGTHS))
-  step = nnx.jit(lambda m, c, x_t, v: m.step(c, x_t, v))
   carry, ys, attention = layer.initialize_carry((B, D)), [], []
   for t in range(T):
-    carry, y_t, a_t = step(layer, carry, x[:, t], valid[:, t])
+    carry, y_t, a_t = _step(layer, carry, x[:, t], valid[:, t])
     ys.append(y_t)
     attention.append(a_t)
   close(jnp.stack(ys, 1), y)
@@ -192,6 +201,7 @@ def test_step_layout_is_the_backends_step_choice_unless_set(split_gates):
   assert linen.step_layout == model.layer_0.step_layout
 
 
+@pytest.mark.slow
 def test_step_logits_do_not_depend_on_the_layout():
   split, _, _ = nnx_and_linen('eleatt_gru', 'mean', split_gates=True)
   fused, _, _ = nnx_and_linen('eleatt_gru', 'mean', split_gates=False)

@@ -130,6 +130,7 @@ def _images(nb):
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
+@pytest.mark.slow
 def test_notebook_runs(name, kernel_env, tmp_path, monkeypatch):
   nb = run_notebook(name, kernel_env, tmp_path, monkeypatch)
   text = _text(nb)
@@ -151,6 +152,7 @@ def test_notebook_runs(name, kernel_env, tmp_path, monkeypatch):
       assert check in text
 
 
+@pytest.mark.slow
 def test_skeleton_notebook_without_real_data(kernel_env, tmp_path, monkeypatch):
   """Without the real files 02 says so and runs on its synthetic data.
 

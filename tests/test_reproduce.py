@@ -42,9 +42,19 @@ CASES = {
     ),
 }
 
+# The tiny runs: `make test` runs nucla_dev; the others run the same code on
+# other data (`make test-all`).
+TINY_RUNS = [
+    'nucla_dev',
+    pytest.param('nucla_gate_layers', marks=pytest.mark.slow),
+    pytest.param('smnist', marks=pytest.mark.slow),
+    pytest.param('basicmotions', marks=pytest.mark.slow),
+]
+
 
 def test_every_study_is_covered_here():
   assert set(CASES) == set(reproduce.STUDIES)
+  assert {getattr(r, 'values', (r,))[0] for r in TINY_RUNS} == set(CASES)
 
 
 def test_every_study_variant_differs_only_in_what_it_names():
@@ -54,7 +64,7 @@ def test_every_study_variant_differs_only_in_what_it_names():
     assert 'seed' not in keys and 'num_train_steps' not in keys, name
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', TINY_RUNS)
 def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
   study = reproduce.STUDIES[name]
   if study.data is not None:

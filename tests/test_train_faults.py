@@ -71,6 +71,7 @@ def _truncate_state(step_dir):
     f.truncate(os.path.getsize(victim) // 2)
 
 
+@pytest.mark.slow
 def test_best_k_survives_kill_and_sigterm_like_an_unbroken_run(
     npz_dir, data_dir, tmp_path
 ):
@@ -127,6 +128,7 @@ def test_best_k_survives_kill_and_sigterm_like_an_unbroken_run(
   assert again['accuracy'] == ours['accuracy']
 
 
+@pytest.mark.slow
 def test_rerun_with_another_model_is_refused_and_overwrite_keeps_the_old(
     npz_dir, data_dir, tmp_path
 ):
@@ -197,6 +199,7 @@ def test_when_no_checkpoint_is_readable_the_data_restarts_too(
   assert (workdir / 'corrupt_checkpoints' / 'metrics.jsonl').exists()
 
 
+@pytest.mark.slow
 def test_second_trainer_exits_naming_the_holder_and_stale_lock_is_no_block(
     npz_dir, data_dir, tmp_path
 ):
@@ -307,6 +310,7 @@ def test_dataset_not_built_names_data_dir_in_one_screen(tmp_path):
   assert len(proc.stderr.strip().splitlines()) <= 5
 
 
+@pytest.mark.slow
 def test_full_disk_stops_with_one_line_and_a_rerun_resumes_bitwise(
     npz_dir, data_dir, tmp_path
 ):
@@ -444,6 +448,7 @@ def test_disk_full_errors_are_recognised_from_real_writes(tmp_path):
   assert str(bare).startswith(f'Writing {unfinished} failed: no space left')
 
 
+@pytest.mark.slow
 def test_full_disk_at_the_start_of_a_run_is_a_disk_full_error(
     npz_dir, data_dir, tmp_path
 ):
@@ -575,6 +580,7 @@ def test_tensorboard_events_on_a_full_disk_raise_naming_the_file(tmp_path):
   assert (start.step, start.session_log.status) == (1, start.session_log.START)
 
 
+@pytest.mark.slow
 def test_full_disk_in_tensorboard_events_stops_with_one_line_and_resumes(
     npz_dir, data_dir, tmp_path
 ):
@@ -648,6 +654,7 @@ def test_full_disk_in_tensorboard_events_stops_with_one_line_and_resumes(
   assert _history(workdir) == _history(ref)
 
 
+@pytest.mark.slow
 def test_full_disk_while_writing_the_plots_stops_and_a_rerun_writes_them(
     npz_dir, data_dir, tmp_path
 ):

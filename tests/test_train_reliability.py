@@ -28,6 +28,7 @@ from train_support import _jax_cache, data_dir, npz_dir  # noqa: E402, F401  # p
 _bitwise_equal = sup.bitwise_equal
 
 
+@pytest.mark.slow
 def test_kill9_at_a_random_step_then_resume_is_bitwise_equal(
     npz_dir, data_dir, tmp_path
 ):
@@ -163,6 +164,7 @@ def test_nan_batch_stops_with_message_and_writes_no_nan_checkpoint(
     ],
     ids=['SIGTERM', 'SIGINT'],
 )
+@pytest.mark.slow
 def test_signal_saves_a_checkpoint_and_resume_is_bitwise_equal(
     npz_dir, data_dir, tmp_path, sig, status, what
 ):
@@ -205,6 +207,7 @@ def test_signal_saves_a_checkpoint_and_resume_is_bitwise_equal(
   assert sup.same_results(workdir, ref_dir)
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_match_one_process(
     npz_dir, data_dir, tmp_path
 ):
@@ -255,6 +258,7 @@ def test_two_processes_with_jax_distributed_match_one_process(
 
 
 @pytest.mark.parametrize('signalled', [(0, 1), (1,)], ids=['both', 'one'])
+@pytest.mark.slow
 def test_ctrl_c_stops_two_processes_at_one_step_and_resume_is_bitwise_equal(
     npz_dir, data_dir, tmp_path, signalled
 ):
