@@ -58,8 +58,14 @@ def test_stock_cells_agree_with_nn_rnn(name, reverse, remat):
   x = _x()
   kw = dict(return_carry=True, reverse=reverse, keep_order=True)
   flax_cell = nn.remat(cell)(H) if remat else cell(H)
-  ours = RNN(cell(H), remat=remat, **kw)
-  theirs = nn.RNN(flax_cell, **kw)
+  _assert_agrees_with_nn_rnn(
+      RNN(cell(H), remat=remat, **kw), nn.RNN(flax_cell, **kw), x
+  )
+
+
+def _assert_agrees_with_nn_rnn(ours, theirs, x):
+  """Outputs at valid steps, final carries and gradients of two layers that
+  return their carry, on ``theirs``' parameters."""
   variables = theirs.init(jax.random.key(1), x, seq_lengths=LENGTHS)
   carry, y = ours.apply(variables, x, seq_lengths=LENGTHS)
   carry_f, y_f = theirs.apply(variables, x, seq_lengths=LENGTHS)
@@ -275,21 +281,10 @@ LIFTED = {
 def test_lifted_cells_run_their_own_call_as_under_nn_rnn(lift, make):
   """A lifted cell class (nn.remat with a policy, nn.jit) is scanned through
   its transformed __call__, not bypassed: nn.RNN's numbers and gradients."""
-  x = _x()
-  ours = RNN(make(LIFTED[lift]), return_carry=True)
-  theirs = nn.RNN(make(LIFTED[lift]), return_carry=True)
-  variables = theirs.init(jax.random.key(1), x, seq_lengths=LENGTHS)
-  carry, y = ours.apply(variables, x, seq_lengths=LENGTHS)
-  carry_f, y_f = theirs.apply(variables, x, seq_lengths=LENGTHS)
-  _close(y, _valid(y_f))
-  _close(carry, carry_f)
-  loss = lambda layer: lambda p: jnp.sum(
-      _valid(layer.apply({'params': p}, x, seq_lengths=LENGTHS)[1]) ** 2
-  )
-  _close(
-      jax.grad(loss(ours))(variables['params']),
-      jax.grad(loss(theirs))(variables['params']),
-      atol=1e-4,
+  _assert_agrees_with_nn_rnn(
+      RNN(make(LIFTED[lift]), return_carry=True),
+      nn.RNN(make(LIFTED[lift]), return_carry=True),
+      _x(),
   )
 
 

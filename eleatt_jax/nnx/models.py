@@ -157,13 +157,8 @@ class StackedRNNClassifier(nnx.Module):
   ) -> dict[str, Any]:
     """The streaming carry before the first frame, for ``x_t [B, D]``.
 
-    The linen classifier's: ``{'layers': (carry of layer 0, ...), 'count':
-    <int32>[B] zeros}`` and ``'sum': <float32>[B, H_L]`` zeros
-    (``readout='mean'``) or ``'logits': <float32>[B, C]`` zeros
-    (``'last'``); a plain pytree of arrays.
-
-    Args:
-      batch_shape: ``B`` or ``(B,)``.
+    The carry of :meth:`eleatt_jax.StackedRNNClassifier.initialize_carry`
+    (``batch_shape``: ``B`` or ``(B,)``), a plain pytree of arrays.
     """
     return streaming.initial_stream_carry(
         self,
