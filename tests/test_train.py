@@ -141,6 +141,29 @@ def test_unknown_key_in_python_lists_valid_keys():
     config_lib.validate(config)
 
 
+def test_the_schema_takes_the_model_vocabulary_of_the_library():
+  """model.cell, model.readout and model.gate_layers are checked against
+  eleatt_jax.classifier, the words the classifier itself takes."""
+  from eleatt_jax import classifier  # pylint: disable=g-import-not-at-top
+
+  for key, words in (
+      ('cell', classifier.CELLS),
+      ('readout', classifier.READOUTS),
+      ('gate_layers', ('all', 'none', '2')),
+  ):
+    for word in words:
+      config = default.get_config()
+      setattr(config.model, key, word)
+      config_lib.validate(config)
+    config = default.get_config()
+    setattr(config.model, key, 'some')
+    with pytest.raises(config_lib.ConfigError, match=f'config.model.{key}'):
+      config_lib.validate(config)
+  config = default.get_config()
+  config.model.gate_layers = '1'  # as a command line gives it
+  assert state_lib.create_model(config, 3).gate_layers == 1
+
+
 # ------------------------------------------------------------- optimizer --
 
 
