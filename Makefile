@@ -2,7 +2,7 @@
 # project with its test extras (which include everything `make demo` and
 # `make lint` need), run the whole suite.
 # `make test-min`: the core tests in .venv-min, with exactly the oldest
-# versions that pyproject.toml allows (requirements-min.txt).
+# versions that setup.cfg allows (requirements-min.txt).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,7 +20,7 @@ CORE_TESTS := tests/test_gate.py tests/test_cells.py tests/test_layers.py \
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
@@ -33,9 +33,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
-# Installing the pins and the project in one resolve fails if pyproject.toml's
+# Installing the pins and the project in one resolve fails if setup.cfg's
 # lower bounds are above requirements-min.txt.
-$(MIN_STAMP): requirements-min.txt pyproject.toml
+$(MIN_STAMP): requirements-min.txt setup.cfg pyproject.toml
 	test -x $(MIN_PY) || $(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_PY) -m pip install -q --upgrade pip
 	$(MIN_PY) -m pip install -q -r requirements-min.txt -e .
