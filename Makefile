@@ -10,11 +10,16 @@ STAMP := $(VENV)/.installed-stamp
 MIN_VENV ?= .venv-min
 MIN_PY := $(MIN_VENV)/bin/python
 MIN_STAMP := $(MIN_VENV)/.installed-stamp
-# The core: gate, cells, layers, models and their doctests (not the datasets,
-# which need the [data] extra, nor viz, whose doctests read them).
+# The core: gate, cells, layers, models, export and their doctests, and the
+# version checks (not the datasets, which need the [data] extra, nor viz,
+# whose doctests read them, nor eleatt_jax.nnx, which needs the newer Flax of
+# the [nnx] extra: on the pins tests/test_versions.py checks that importing it
+# says so).
 CORE_TESTS := tests/test_gate.py tests/test_cells.py tests/test_layers.py \
 	tests/test_models.py tests/test_transforms.py tests/test_readme.py \
-	eleatt_jax --ignore=eleatt_jax/datasets --ignore=eleatt_jax/viz.py
+	tests/test_versions.py \
+	eleatt_jax --ignore=eleatt_jax/datasets --ignore=eleatt_jax/viz.py \
+	--ignore=eleatt_jax/nnx
 
 .PHONY: test test-all test-min lint format demo install clean
 
