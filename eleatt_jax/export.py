@@ -114,9 +114,9 @@ def export_classifier(
       and lowered: fewer export faster).
 
   Returns:
-    ``{'sequence': Exported, 'initialize_carry': ..., 'step': ...,
-    'step_valid': ...}`` (see the module docstring for their signatures), or
-    those of ``names``.
+    A dict from each function's name (``sequence``, ``initialize_carry``,
+    ``step``, ``step_valid``, or those of ``names``) to its
+    ``jax.export.Exported`` (the module docstring gives their signatures).
   """
   unknown = set(names) - set(FUNCTIONS)
   if unknown:

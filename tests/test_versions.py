@@ -66,7 +66,7 @@ def test_require_names_the_version_and_the_extra():
     _versions.require('flax', '999.0', 'eleatt_jax.nnx', extra='nnx')
   message = str(error.value)
   assert 'flax>=999.0' in message and installed in message
-  assert "eleatt-jax[nnx]" in message
+  assert 'eleatt-jax[nnx]' in message
 
 
 def test_nnx_imports_or_says_which_flax_it_needs():
@@ -89,8 +89,8 @@ def test_nnx_imports_or_says_which_flax_it_needs():
   if too_old:
     assert run.returncode != 0
     last_line = run.stderr.strip().splitlines()[-1]
-    assert last_line.startswith('ImportError: eleatt_jax.nnx needs flax>='), (
-        run.stderr
-    )
+    assert last_line.startswith(
+        'ImportError: eleatt_jax.nnx needs flax>='
+    ), run.stderr
   else:
     assert run.returncode == 0, run.stderr

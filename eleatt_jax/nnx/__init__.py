@@ -13,9 +13,7 @@ from eleatt_jax import _versions
 
 # Before flax.nnx is touched: an old Flax fails there with a bare
 # ModuleNotFoundError (flax.nnx.nn) that names no version.
-_versions.require(
-    'flax', _versions.NNX_MIN_FLAX, 'eleatt_jax.nnx', extra='nnx'
-)
+_versions.require('flax', _versions.NNX_MIN_FLAX, 'eleatt_jax.nnx', extra='nnx')
 
 from eleatt_jax.nnx.cells import EleAtt
 from eleatt_jax.nnx.cells import EleAttG
