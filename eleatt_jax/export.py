@@ -63,12 +63,16 @@ import os
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.export  # noqa: F401  (jax 0.4.33 does not import it with jax)
 import jax.numpy as jnp
 
+#: The suffix of each exported function's file.
 SUFFIX = '.jax_exported'
+#: The model card's file name, beside the functions' files.
 CARD = 'model_card.json'
+#: The functions that :func:`export_classifier` can export.
 FUNCTIONS = ('sequence', 'initialize_carry', 'step', 'step_valid')
-# How each function is called, written to the model card.
+#: How each function is called, written to the model card.
 SIGNATURES = {
     'sequence': 'sequence(x [b, t, D], lengths <int32>[b]) -> logits [b, C]',
     'initialize_carry': (
@@ -110,9 +114,9 @@ def export_classifier(
       and lowered: fewer export faster).
 
   Returns:
-    ``{'sequence': Exported, 'initialize_carry': ..., 'step': ...,
-    'step_valid': ...}`` (see the module docstring for their signatures), or
-    those of ``names``.
+    A dict from each function's name (``sequence``, ``initialize_carry``,
+    ``step``, ``step_valid``, or those of ``names``) to its
+    ``jax.export.Exported`` (the module docstring gives their signatures).
   """
   unknown = set(names) - set(FUNCTIONS)
   if unknown:

@@ -169,8 +169,9 @@ class EleAttG(nn.Module):
     """Creates (at init) or fetches the gate's parameters.
 
     Returns:
-      ``{'input_kernel': W_xa [D, D], 'recurrent_kernel': W_ha [H, D],
-      'bias': b_a [D]}`` with ``D = input_features``, ``H = hidden_features``.
+      The parameters as a dict with ``input_kernel`` (W_xa, [D, D]),
+      ``recurrent_kernel`` (W_ha, [H, D]) and ``bias`` (b_a, [D]), where
+      ``D = input_features`` and ``H = hidden_features``.
     """
     d, h = input_features, hidden_features
     check_param_shape(

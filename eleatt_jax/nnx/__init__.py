@@ -9,6 +9,12 @@ equations (:mod:`eleatt_jax.equations`) and fused loop
 share (:func:`from_linen`, :func:`to_linen`).
 """
 
+from eleatt_jax import _versions
+
+# Before flax.nnx is touched: an old Flax fails there with a bare
+# ModuleNotFoundError (flax.nnx.nn) that names no version.
+_versions.require('flax', _versions.NNX_MIN_FLAX, 'eleatt_jax.nnx', extra='nnx')
+
 from eleatt_jax.nnx.cells import EleAtt
 from eleatt_jax.nnx.cells import EleAttG
 from eleatt_jax.nnx.cells import EleAttGRUCell

@@ -407,8 +407,9 @@ class EleAtt(_SteppedCell):
     in_features, hidden_features: D and H (default: the cell's
       ``in_features`` / ``hidden_features``).
     hidden_fn: maps the cell's carry to ``h_{t-1}``.
-    gate_fn, kernel_init, recurrent_kernel_init, bias_init, dtype,
-      param_dtype: the gate's, as in :class:`EleAttG`.
+    gate_fn: the gate's, as in :class:`EleAttG`; so are ``kernel_init``,
+      ``recurrent_kernel_init``, ``bias_init``, ``dtype`` and
+      ``param_dtype``.
     rngs: ``nnx.Rngs`` with a ``params`` stream.
   """
 

@@ -62,8 +62,9 @@ class StackedRNNClassifier(nnx.Module):
   Args:
     in_features: D.
     num_classes: C.
-    cell, hidden_sizes, gate_layers, dropout_rate, readout, bidirectional,
-      unroll, check_seq_lengths, dtype, param_dtype: as the linen classifier.
+    cell: as the linen classifier's; so are ``hidden_sizes``,
+      ``gate_layers``, ``dropout_rate``, ``readout``, ``bidirectional``,
+      ``unroll``, ``check_seq_lengths``, ``dtype`` and ``param_dtype``.
     split_gates: each layer's :class:`eleatt_jax.nnx.RNN` ``split_gates``
       (default None: per backend, for the loop and for :meth:`step`
       separately; see :class:`eleatt_jax.layout.Layout`). It changes the
