@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pathlib
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import datasets_fixtures as fx
 import eleatt_jax.datasets  # noqa: F401  # registers the builders
 from eleatt_jax.datasets import _common
 from eleatt_jax.datasets import moving_digits
@@ -19,22 +19,9 @@ av = pytest.importorskip(
     "av", reason="video decoding needs PyAV (pip install av)"
 )
 
-# Gray levels of each class's frames: far apart, so that the lossy mpeg4 codec
-# keeps them distinguishable.
-LEVELS = {"clap": 40, "jump": 200}
-
-
-def flat_video(level: int, num_frames: int = 10, hw=(20, 24)) -> np.ndarray:
-  """<uint8>[T, H, W, 3]: a frame of `level` plus t, brightening over time."""
-  ramp = np.arange(num_frames, dtype=np.uint8)[:, None, None, None] * 3
-  return np.full((num_frames,) + hw + (3,), level, np.uint8) + ramp
-
-
-def write_folder(root: pathlib.Path, per_class: int = 5) -> pathlib.Path:
-  for name, level in LEVELS.items():
-    for i in range(per_class):
-      video.write_video(root / name / f"v_{name}_{i}.avi", flat_video(level))
-  return root
+LEVELS = fx.VIDEO_LEVELS
+flat_video = fx.flat_video
+write_folder = fx.write_video_folder
 
 
 def build(name, manual_dir, data_dir, **kwargs):
@@ -237,3 +224,36 @@ def test_moving_digits_small_builds_with_unseen_test_digits(tmp_path):
   assert not idx["train"] & idx["validation"]
   ex = builder.as_data_source("test")[0]
   assert ex["frames"].shape == (8, 24, 24, 1) and ex["frames"].dtype == np.uint8
+
+
+# ------------------------------------------------------------ nucla_render --
+
+
+def test_render_skeleton_projects_with_the_kinect_pinhole():
+  from eleatt_jax.datasets import nucla_render  # pylint: disable=g-import-not-at-top
+
+  joints = np.zeros((20, 3), np.float32)
+  joints[:, 2] = 2.0
+  joints[:, 0] = 0.5  # every joint 0.5 m right of the axis, 2 m away
+  frame = nucla_render.render_skeleton(joints, 48)
+  f = nucla_render.KINECT_FOCAL * 48 / nucla_render.KINECT_ROWS
+  assert np.argwhere(frame).tolist() == [[24, int(np.rint(23.5 + f * 0.25))]]
+  assert not nucla_render.render_skeleton(np.zeros((20, 3)), 48).any()
+
+
+def test_nucla_render_keeps_the_nucla_splits(tmp_path):
+  for view in (1, 2):
+    for subject in (1, 9):
+      fx.write_nucla_json(tmp_path / "all_sqe", 1, subject, 0, view)
+  builder = build("nucla_render/dev_t16_s32", tmp_path, tmp_path / "tfds")
+  names = {
+      s: sorted(e["sample_name"].decode() for e in builder.as_data_source(s))
+      for s in ("train", "validation", "test")
+  }
+  assert names == {
+      "train": ["a01_s01_e00_v01"],
+      "validation": ["a01_s09_e00_v01"],
+      "test": ["a01_s01_e00_v02", "a01_s09_e00_v02"],
+  }
+  ex = builder.as_data_source("test")[0]
+  assert ex["frames"].shape == (16, 32, 32, 1) and ex["length"] == 16

