@@ -41,6 +41,7 @@ def clips():
   return x, jnp.array([6, 4])
 
 
+@pytest.mark.slow  # 10-20 s of CPU: eager Flax init and compiles
 def test_cnn_shared_over_time_equals_a_loop_of_frames(clips):
   """The reshape over time is the CNN applied to each frame, then the RNN."""
   x, lengths = clips
@@ -70,6 +71,7 @@ def test_cnn_shared_over_time_equals_a_loop_of_frames(clips):
   )
 
 
+@pytest.mark.slow  # 10-20 s of CPU: eager Flax init and compiles
 def test_remat_same_values_and_gradients(clips):
   x, lengths = clips
   plain, remat = small_model(), small_model(remat=True)
@@ -87,6 +89,7 @@ def test_remat_same_values_and_gradients(clips):
   )
 
 
+@pytest.mark.slow  # 10-20 s of CPU: eager Flax init and compiles
 def test_step_streams_the_prefix_logits(clips):
   x, _ = clips
   model = small_model(readout="mean")
