@@ -14,6 +14,8 @@ Studies (`STUDIES`):
 * ``smnist``: row-wise (28 x 28) and pixel-wise (784 x 1) sequential MNIST
   from the 5,000 embedded digits, ``gru eleatt_gru lstm eleatt_lstm``.
 * ``basicmotions``: UEA BasicMotions as sequence-npz, ``gru eleatt_gru``.
+* ``moving_digits``: videos of moving / turning embedded MNIST digits, a
+  per-frame CNN trained end to end with ``gru eleatt_gru``.
 
 Within a study every variant runs the same experiment config with the same
 budget; a variant changes only the keys it names (the cell, the gate layers,
@@ -155,6 +157,12 @@ STUDIES: dict[str, Study] = {
         data='basicmotions',
         data_keys={'data.path': 'basicmotions'},
     ),
+    'moving_digits': Study(
+        config='moving_digits',
+        variants={cell: {'model.cell': cell} for cell in ('gru', 'eleatt_gru')},
+        budget={},  # the config's own budget: what moving_digits.py ships
+        quick={'num_train_steps': 30, 'eval_every_steps': 30},
+    ),
 }
 
 
@@ -236,7 +244,7 @@ def count_params(config, workdir: str) -> int:
   from train import state  # pylint: disable=g-import-not-at-top
 
   _, info = input_pipeline.prepare_dataset(config, workdir)
-  model = state.create_model(config, info.num_classes)
+  model = state.create_model(config, info.num_classes, info.frame_shape)
   x = jnp.zeros((1, info.num_frames, info.input_dim), jnp.float32)
   shapes = jax.eval_shape(
       model.init, jax.random.key(0), x, jnp.ones((1,), jnp.int32)

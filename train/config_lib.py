@@ -106,7 +106,7 @@ def _hidden_sizes_ok(v) -> bool:
 
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    'data.preprocess': _one_of('sequence', 'skeleton'),
+    'data.preprocess': _one_of('sequence', 'skeleton', 'video'),
     'data.num_frames': _number(0, integer=True),
     'data.temporal': _one_of('pad', 'sample'),
     'data.center_joint': _number(-1, integer=True),
@@ -126,6 +126,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'model.readout': _one_of(*classifier.READOUTS),
     'model.dtype': _one_of('float32', 'bfloat16', 'float16'),
     'model.unroll': _number(1, integer=True),
+    'model.frame_encoder': _one_of('none', 'cnn'),
+    'model.cnn_features': (_hidden_sizes_ok, 'a non-empty tuple of sizes >= 1'),
+    'model.frame_features': _number(1, integer=True),
+    'model.remat': _one_of(False, True),
     'optim.optimizer': _one_of('adam', 'adamw', 'sgd'),
     'optim.learning_rate': _number(0, lo_open=True),
     'optim.schedule': _one_of('constant', 'cosine', 'step', 'plateau'),
@@ -182,6 +186,19 @@ def validate(config) -> None:
       good = False
     if not good:
       raise ConfigError(f'config.{key} must be {allowed}, got {value!r}.')
+  video = given['data.preprocess'] == 'video'
+  if video != (given['model.frame_encoder'] == 'cnn'):
+    raise ConfigError(
+        "config.data.preprocess='video' and config.model.frame_encoder='cnn'"
+        ' go together (the CNN reads the frames), got '
+        f"data.preprocess={given['data.preprocess']!r}, "
+        f"model.frame_encoder={given['model.frame_encoder']!r}."
+    )
+  if video and given['model.bidirectional']:
+    raise ConfigError(
+        "config.model.frame_encoder='cnn' runs a unidirectional RNN (it "
+        'streams frame by frame); set config.model.bidirectional=False.'
+    )
   if given['optim.schedule'] == 'step' and not all(
       int(s) > 0 for s in given['optim.decay_steps']
   ):

@@ -59,6 +59,8 @@ class DatasetInfo:
     num_frames: T of every batch.
     splits: split name -> number of examples.
     data_dir: where the dataset is built.
+    frame_shape: ``(H, W, C)`` of a video frame (preprocess 'video'; then
+      input_dim is H*W*C), else ``()``.
   """
 
   name: str
@@ -68,6 +70,7 @@ class DatasetInfo:
   num_frames: int
   splits: Mapping[str, int]
   data_dir: str
+  frame_shape: tuple[int, ...] = ()
 
 
 def _data_dir(config, workdir: str) -> str | None:
@@ -159,6 +162,9 @@ _OUR_BUILDERS = (
     'shrec17',
     'sequential_mnist',
     'sequence_npz',
+    'video_folder',
+    'moving_digits',
+    'nucla_render',
 )
 
 
@@ -237,7 +243,18 @@ def prepare_dataset(config, workdir: str):
   class_names = tuple(label.names)
 
   kind = config.data.preprocess
-  if kind == 'sequence':
+  frame_shape = ()
+  if kind == 'video':
+    if 'frames' not in features:
+      raise ValueError(
+          f'config.data.preprocess=video but {config.data.name} has no '
+          '"frames" feature (video_folder and moving_digits have).'
+      )
+    shape = _feature_shape(builder, 'frames')
+    frame_shape = tuple(int(s) for s in shape[1:])
+    num_frames = int(config.data.num_frames or shape[0])
+    input_dim = int(np.prod(frame_shape))
+  elif kind == 'sequence':
     shape = _feature_shape(builder, 'x')
     if config.data.num_frames:
       num_frames = int(config.data.num_frames)
@@ -275,8 +292,8 @@ def prepare_dataset(config, workdir: str):
     input_dim = int(np.prod(_feature_shape(builder, 'skeleton')[1:]))
   else:
     raise ValueError(
-        "config.data.preprocess must be 'sequence' or "
-        f"'skeleton', got {kind!r}."
+        "config.data.preprocess must be 'sequence', 'skeleton' or "
+        f"'video', got {kind!r}."
     )
   info = DatasetInfo(
       name=config.data.name,
@@ -286,6 +303,7 @@ def prepare_dataset(config, workdir: str):
       num_frames=num_frames,
       splits=splits,
       data_dir=os.fspath(builder.data_dir),
+      frame_shape=frame_shape,
   )
   return builder, info
 
@@ -301,6 +319,13 @@ def make_preprocess(config, info: DatasetInfo):
   if config.data.preprocess == 'sequence':
     return pipeline.SequencePreprocess(
         num_frames=info.num_frames, key='x', temporal=config.data.temporal
+    )
+  if config.data.preprocess == 'video':  # uint8 frames -> [T, H*W*C] in [0, 1]
+    return pipeline.SequencePreprocess(
+        num_frames=info.num_frames,
+        key='frames',
+        temporal=config.data.temporal,
+        scale=1.0 / 255.0,
     )
   augment = None
   if config.data.augment:

@@ -21,6 +21,7 @@ import optax
 from flax import struct
 
 from eleatt_jax import classifier
+from eleatt_jax.frame_encoders import VideoClassifier
 from eleatt_jax.models import StackedRNNClassifier
 
 
@@ -41,11 +42,38 @@ class TrainState(struct.PyTreeNode):
   plateau: Any
 
 
-def create_model(config, num_classes: int) -> StackedRNNClassifier:
-  """The classifier of ``config.model``."""
+def create_model(
+    config, num_classes: int, frame_shape: tuple[int, ...] = ()
+) -> StackedRNNClassifier:
+  """The classifier of ``config.model``.
+
+  With ``model.frame_encoder='cnn'``, a `VideoClassifier` (a per-frame CNN,
+  then the same stacked RNN) for frames of ``frame_shape`` (H, W, C).
+  """
   m = config.model
   # A number given as text is the int; a bad value reaches the model's error.
   gate_layers = classifier.parse_gate_layers(m.gate_layers)
+  if m.frame_encoder == 'cnn':
+    if len(frame_shape) != 3:
+      raise ValueError(
+          "config.model.frame_encoder='cnn' needs video frames [H, W, C] "
+          f'(data.preprocess=video), got frame shape {frame_shape!r}.'
+      )
+    return VideoClassifier(
+        num_classes=num_classes,
+        frame_shape=tuple(int(s) for s in frame_shape),
+        cnn_features=tuple(int(c) for c in m.cnn_features),
+        frame_features=int(m.frame_features),
+        remat=bool(m.remat),
+        cell=m.cell,
+        hidden_sizes=tuple(int(h) for h in m.hidden_sizes),
+        gate_layers=m.gate_layers if gate_layers is None else gate_layers,
+        dropout_rate=m.dropout_rate,
+        readout=m.readout,
+        unroll=int(m.unroll),
+        check_seq_lengths=False,
+        dtype=None if m.dtype == 'float32' else jnp.dtype(m.dtype),
+    )
   return StackedRNNClassifier(
       num_classes=num_classes,
       cell=m.cell,
@@ -163,7 +191,9 @@ class Experiment:
 
 def build(config, info, num_steps: int) -> Experiment:
   """The `Experiment` of ``config`` on the dataset described by `info`."""
-  model = create_model(config, info.num_classes)
+  model = create_model(
+      config, info.num_classes, getattr(info, 'frame_shape', ())
+  )
   tx = make_optimizer(config, num_steps)
   plateau_tx = make_plateau(config, info)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))

@@ -12,6 +12,12 @@ and its probability, then the frame from which the prediction no longer
 changed ("settled") and whether the final prediction is the label.
 ``--plot`` also writes the class probabilities over time
 (:func:`eleatt_jax.viz.plot_streaming_probabilities`).
+
+``--video=FILE`` streams a video file instead (a run of a ``video_folder`` or
+``moving_digits`` config, ``model.frame_encoder='cnn'``): it is decoded and
+sampled as the builder does (the config's frames and size,
+:func:`eleatt_jax.datasets.video.load_video`), and each frame goes through the
+exported step, which runs the frame CNN and then the EleAtt step.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ def define_flags() -> None:
       'export_dir', None, 'Export directory (default: WORKDIR/export).'
   )
   flags.DEFINE_string('plot', None, 'PNG of the probabilities over time.')
+  flags.DEFINE_string(
+      'video', None, 'A video file to stream instead of a split example.'
+  )
   flags.mark_flag_as_required('workdir')
 
 
@@ -53,6 +62,7 @@ def replay(
     export_dir: str | None = None,
     plot: str | None = None,
     out=sys.stdout,
+    video: str | None = None,
 ) -> dict:
   """Streams example ``index`` through the exported step; returns a summary.
 
@@ -65,7 +75,10 @@ def replay(
   workdir = os.path.abspath(os.path.expanduser(workdir))
   export_dir = export_dir or os.path.join(workdir, 'export')
   functions, card = _load_export(workdir, export_dir)
-  info, split, batch = _load_example(workdir, split, index)
+  if video:
+    info, split, batch = _load_video(workdir, video)
+  else:
+    info, split, batch = _load_example(workdir, split, index)
   x = np.asarray(batch['x'], np.float32)
   length = int(batch['length'][0])
   label = int(batch['label'][0])
@@ -77,8 +90,12 @@ def replay(
   classes = card['classes']
   carry = functions['initialize_carry'](x[:, 0])
   print(
-      f'{info.name} {split} #{index}: {length} frames, label '
-      f'{classes[label]!r}',
+      f'{video}: {length} frames'
+      if video
+      else (
+          f'{info.name} {split} #{index}: {length} frames, label '
+          f'{classes[label]!r}'
+      ),
       file=out,
   )
   probabilities = _stream_frames(
@@ -89,14 +106,21 @@ def replay(
   prediction = int(top[-1])
   print(
       f'Settled on {classes[prediction]!r} at frame {settled} of {length} '
-      f'({"correct" if prediction == label else "wrong"}; label '
-      f'{classes[label]!r}).',
+      + (
+          '(a video file: no label).'
+          if label < 0
+          else (
+              f'({"correct" if prediction == label else "wrong"}; label '
+              f'{classes[label]!r}).'
+          )
+      ),
       file=out,
       flush=True,
   )
   if plot:
     title = f'{info.name} {split} #{index}, streamed frame by frame'
-    _plot(plot, probabilities, classes, label, settled, title, out)
+    true_class = label if label >= 0 else None  # a video file: unknown
+    _plot(plot, probabilities, classes, true_class, settled, title, out)
   return {
       'probabilities': probabilities,
       'top': top,
@@ -146,6 +170,35 @@ def _load_example(workdir: str, split: str | None, index: int):
   return info, split, batch
 
 
+def _load_video(workdir: str, path: str):
+  """A video file, decoded and sampled as the run's builder stores videos:
+  ``(DatasetInfo, 'video', batch of 1 with label -1)``."""
+  # pylint: disable=g-import-not-at-top
+  import json
+  import numpy as np
+  from eleatt_jax.datasets import video as video_lib
+  from train import config_lib
+  from train import input_pipeline
+  # pylint: enable=g-import-not-at-top
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = config_lib.from_json(json.load(f))
+  _, info = input_pipeline.prepare_dataset(config, workdir)
+  if len(info.frame_shape) != 3:
+    raise ValueError(
+        f'--video: the run in {workdir} trains on {info.name}, not on video'
+        " frames (data.preprocess='video')."
+    )
+  size, _, channels = info.frame_shape
+  frames = video_lib.load_video(path, info.num_frames, size, channels == 1)
+  x = frames.reshape(1, len(frames), -1).astype(np.float32) / 255.0
+  batch = {
+      'x': x,
+      'length': np.array([len(frames)], np.int32),
+      'label': np.array([-1], np.int32),
+  }
+  return info, 'video', batch
+
+
 def _stream_frames(step, carry, x, length: int, classes, out):
   """Feeds ``x[:, t]`` for t < ``length`` to the jitted ``step`` (compiled at
   the first frame), printing each frame's top class; returns [T, C]."""
@@ -183,7 +236,14 @@ def main(argv):
   from train import reporting  # pylint: disable=g-import-not-at-top
 
   reporting.start_command(argv)
-  replay(FLAGS.workdir, FLAGS.split, FLAGS.index, FLAGS.export_dir, FLAGS.plot)
+  replay(
+      FLAGS.workdir,
+      FLAGS.split,
+      FLAGS.index,
+      FLAGS.export_dir,
+      FLAGS.plot,
+      video=FLAGS.video,
+  )
 
 
 if __name__ == '__main__':

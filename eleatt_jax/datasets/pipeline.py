@@ -124,18 +124,22 @@ class SkeletonPreprocess:
 class SequencePreprocess:
   """Example -> fixed-shape sequence <float32>[num_frames, D] (no skeleton).
 
-  For sequential MNIST and sequence-npz sources.
+  For sequential MNIST and sequence-npz sources, and for video frames
+  (``key="frames"``, <uint8>[T0, H, W, C], flattened to [T, H*W*C] and
+  multiplied by ``scale=1/255``).
 
   Attributes:
     num_frames: Output frames; None keeps the source length (which must then
       be the same for every example, as in sequential MNIST).
-    key: Sequence field of the source, <f>[T0, D].
+    key: Sequence field of the source, <f>[T0, D] (or <f>[T0, ...]).
     temporal: ``"pad"`` (zero padding with ``length``) or ``"sample"``.
+    scale: Multiplies the values (1/255 for uint8 frames).
   """
 
   num_frames: int | None = None
   key: str = "x"
   temporal: str = "pad"
+  scale: float = 1.0
 
   def __call__(
       self, element: Element, rng: np.random.Generator | None = None
@@ -150,7 +154,10 @@ class SequencePreprocess:
     else:
       x, length = pp.pad_to(x, length, self.num_frames, rng)
     out = _ids(element, skip=(self.key, "length"))
-    out.update(x=x.reshape(x.shape[0], -1), length=np.int32(length))
+    x = x.reshape(x.shape[0], -1)
+    if self.scale != 1.0:
+      x = x * np.float32(self.scale)
+    out.update(x=x, length=np.int32(length))
     return out
 
 

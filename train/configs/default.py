@@ -37,8 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
   data.eval_split = 'validation'
   # Split of the final evaluation written to WORKDIR/eval_results.json.
   data.test_split = 'test'
-  # 'sequence' (MNIST, sequence-npz: x <f>[T, D]) or 'skeleton' (x <f>[T, J, 3]
-  # or [T, M, J, 3]: translation, view alignment, augmentation, flattening).
+  # 'sequence' (MNIST, sequence-npz: x <f>[T, D]), 'skeleton' (x <f>[T, J, 3]
+  # or [T, M, J, 3]: translation, view alignment, augmentation, flattening) or
+  # 'video' (frames <uint8>[T, H, W, C] of video_folder / moving_digits: / 255
+  # and flattened to [T, H*W*C]; needs model.frame_encoder='cnn').
   data.preprocess = 'sequence'
   # Frames per example; 0 keeps the source's length (all examples equally
   # long) for 'sequence' and is invalid for 'skeleton'.
@@ -93,6 +95,17 @@ def get_config() -> ml_collections.ConfigDict:
   model.dtype = 'float32'
   # lax.scan unroll of each recurrent layer.
   model.unroll = 1
+  # 'none': the RNN reads the data's features; 'cnn': a small CNN encodes
+  # each video frame (the same weights for every frame), trained with the RNN
+  # (eleatt_jax.frame_encoders.VideoClassifier; data.preprocess='video').
+  model.frame_encoder = 'none'
+  # 'cnn': output channels of each 3x3 stride-2 convolution stage.
+  model.cnn_features = (16, 32, 32)
+  # 'cnn': size of each frame's feature vector (the RNN's input).
+  model.frame_features = 64
+  # 'cnn': recompute the CNN's activations in the backward pass (less memory
+  # for long clips, more compute).
+  model.remat = False
 
   # ------------------------------------------------------------- optimizer --
   config.optim = optim = ml_collections.ConfigDict()
