@@ -122,6 +122,9 @@ def define_flags() -> None:
       'N-UCLA: the folder of the JSON files (tfds manual_dir).',
   )
   flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: tfds).')
+  flags.DEFINE_bool(
+      'table', False, 'Print the Markdown table of the shipped models.'
+  )
   flags.DEFINE_string(
       'output',
       None,
@@ -333,7 +336,48 @@ def make(
   return card
 
 
+def table() -> str:
+  """The Markdown table of the shipped models (docs/pretrained.md), from
+  their cards: name, task, accuracy with split, size, command."""
+  from eleatt_jax import pretrained  # pylint: disable=g-import-not-at-top
+
+  rows = [
+      '| model | task | accuracy (split) | size | made by |',
+      '|---|---|---|---|---|',
+  ]
+  for name in pretrained.list():
+    card = pretrained.card(name)
+    folder = pretrained.directory(name)
+    size = sum(
+        os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
+    )
+    accuracy = '; '.join(
+        f'{100 * v["value"]:.1f} % ({split}, {v["num_examples"]})'
+        if v['value'] is not None
+        else f'not measured ({split}: not in our data)'
+        for split, v in card['accuracy'].items()
+        if split != 'train'
+    )
+    module = card['module']
+    task = (
+        f'{card["dataset"]}, {module["cell"]} '
+        f'{"x".join(map(str, module["hidden_sizes"]))}'
+    )
+    rows.append(
+        f'| `{name}` | {task} | {accuracy} | {card["num_params"]:,} '
+        f'params; {card["weights"]["bytes"] / 1e6:.2f} MB weights, '
+        f'{size / 1e6:.1f} MB with exports | `{card["commands"]["train"]}` |'
+    )
+  return '\n'.join(rows)
+
+
 def main(argv):
+  from train import reporting  # pylint: disable=g-import-not-at-top
+
+  reporting.start_command(argv[:1])  # absl's INFO lines off
+  if FLAGS.table:
+    print(table())
+    return
   if len(argv) != 2:
     raise app.UsageError(
         f'Give one model name, among {sorted(RECIPES)}: '
