@@ -342,8 +342,8 @@ def table() -> str:
   from eleatt_jax import pretrained  # pylint: disable=g-import-not-at-top
 
   rows = [
-      '| model | task | accuracy (split) | size | made by |',
-      '|---|---|---|---|---|',
+      '| model | task | accuracy (split) | size | training | made by |',
+      '|---|---|---|---|---|---|',
   ]
   for name in pretrained.list():
     card = pretrained.card(name)
@@ -366,7 +366,9 @@ def table() -> str:
     rows.append(
         f'| `{name}` | {task} | {accuracy} | {card["num_params"]:,} '
         f'params; {card["weights"]["bytes"] / 1e6:.2f} MB weights, '
-        f'{size / 1e6:.1f} MB with exports | `{card["commands"]["train"]}` |'
+        f'{size / 1e6:.1f} MB with exports | '
+        f'{card["training"]["seconds"] / 60:.0f} min, 2-core CPU | '
+        f'`{card["commands"]["train"]}` |'
     )
   return '\n'.join(rows)
 
