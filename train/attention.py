@@ -16,6 +16,13 @@ shows, for
 
 Writes ``WORKDIR/attention_<split>_<index>.png`` (and the values in
 ``attention_<split>_<index>.npz``) and prints the path.
+
+  python -m train.attention --pretrained=NAME [--manual_dir=DIR]
+      [--data_dir=DIR] [--index=0] [--split=...] [--output=PNG]
+
+plots a model of ``eleatt_jax.pretrained`` instead, on example ``index`` of
+its card's data set (N-UCLA: ``--manual_dir`` is the folder of its JSON
+files), to ``attention_<NAME>_<split>_<index>.png`` by default.
 """
 
 from __future__ import annotations
@@ -43,7 +50,14 @@ def define_flags() -> None:
   )
   flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step.")
   flags.DEFINE_string('output', None, 'PNG to write (default in WORKDIR).')
-  flags.mark_flag_as_required('workdir')
+  flags.DEFINE_string(
+      'pretrained', None, 'A model of eleatt_jax.pretrained (not --workdir).'
+  )
+  flags.DEFINE_string(
+      'manual_dir', None, "--pretrained: the data set's source files."
+  )
+  flags.DEFINE_string('data_dir', None, '--pretrained: the tfds data_dir.')
+  flags.mark_flags_as_mutual_exclusive(['workdir', 'pretrained'], required=True)
 
 
 def gate_values(model, params, batch, layer: int):
@@ -94,8 +108,14 @@ def plot_attention(
     layer: int = 0,
     checkpoint: str = 'latest',
     output: str | None = None,
+    run=None,
 ) -> str:
-  """Writes the attention plot of example `index`; returns its path."""
+  """Writes the attention plot of example `index`; returns its path.
+
+  ``run``: a `checkpoints.LoadedRun` to plot instead of ``workdir``'s
+  checkpoint (`train.pretrained_run.load`); ``workdir`` is then where the
+  default output goes.
+  """
   # pylint: disable=g-import-not-at-top
   import numpy as np
   from train import checkpoints
@@ -104,7 +124,7 @@ def plot_attention(
   from train import workdir as workdir_lib
   # pylint: enable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  run = checkpoints.load_run(workdir, checkpoint)
+  run = run or checkpoints.load_run(workdir, checkpoint)
   config, builder, info, step = run.config, run.builder, run.info, run.step
   model, state = run.model, run.state
   split = split or config.data.test_split
@@ -174,6 +194,23 @@ def main(argv):
   from train import reporting  # pylint: disable=g-import-not-at-top
 
   reporting.start_command(argv)
+  if FLAGS.pretrained:
+    from train import pretrained_run  # pylint: disable=g-import-not-at-top
+
+    run = pretrained_run.load(
+        FLAGS.pretrained, FLAGS.manual_dir, FLAGS.data_dir
+    )
+    split = FLAGS.split or run.config.data.test_split
+    plot_attention(
+        os.getcwd(),
+        FLAGS.index,
+        split,
+        FLAGS.layer,
+        output=FLAGS.output
+        or f'attention_{FLAGS.pretrained}_{split}_{FLAGS.index}.png',
+        run=run,
+    )
+    return
   plot_attention(
       FLAGS.workdir,
       FLAGS.index,

@@ -7,6 +7,13 @@ by eval_split accuracy, or a step number), evaluates the whole split (the last
 batch padded and masked) and writes ``WORKDIR/eval_results.json`` (for the
 config's test split) or ``WORKDIR/eval_results_<split>.json`` (other splits),
 with ``confusion_matrix[_<split>].png`` beside it.
+
+  python -m train.eval --pretrained=NAME [--manual_dir=DIR] [--data_dir=DIR]
+      [--split=SPLIT] [--output=FILE]
+
+evaluates a model of ``eleatt_jax.pretrained`` instead, on the data set of its
+card (built in ``--data_dir`` from ``--manual_dir`` on first use; N-UCLA needs
+the folder of its JSON files), and prints the accuracy beside the card's.
 """
 
 from __future__ import annotations
@@ -31,7 +38,49 @@ def define_flags() -> None:
   flags.DEFINE_string(
       'output', None, 'JSON file to write (default: in WORKDIR, see above).'
   )
-  flags.mark_flag_as_required('workdir')
+  flags.DEFINE_string(
+      'pretrained', None, 'A model of eleatt_jax.pretrained (not --workdir).'
+  )
+  flags.DEFINE_string(
+      'manual_dir', None, "--pretrained: the data set's source files."
+  )
+  flags.DEFINE_string('data_dir', None, '--pretrained: the tfds data_dir.')
+  flags.mark_flags_as_mutual_exclusive(['workdir', 'pretrained'], required=True)
+
+
+def evaluate_pretrained(
+    name: str,
+    split: str | None = None,
+    manual_dir: str | None = None,
+    data_dir: str | None = None,
+    output: str | None = None,
+) -> dict:
+  """Evaluates pretrained model ``name`` on ``split`` (default: the card's
+  test split, validation for N-UCLA); returns the results (written to
+  ``output`` as JSON if given)."""
+  # pylint: disable=g-import-not-at-top
+  import json
+  from train import pretrained_run
+  from train import workdir as workdir_lib
+  # pylint: enable=g-import-not-at-top
+  run = pretrained_run.load(name, manual_dir, data_dir)
+  split = split or run.config.data.test_split
+  res = pretrained_run.evaluate(run, split)
+  stated = (
+      pretrained_run.pretrained.card(name)['accuracy'].get(split) or {}
+  ).get('value')
+  out = {'pretrained': name, 'split': split, **res}
+  if output:
+    workdir_lib.write_atomically(output, json.dumps(out, indent=2))
+  print(
+      f'{name} on {run.info.name} {split}: accuracy '
+      f'{100 * res["accuracy"]:.2f}% on {res["num_examples"]} examples, '
+      f'loss {res["loss"]:.4f}'
+      + (f' (its card: {100 * stated:.2f}%)' if stated is not None else '')
+      + (f'.\nWrote {output}.' if output else '.'),
+      flush=True,
+  )
+  return out
 
 
 def evaluate_checkpoint(
@@ -111,6 +160,15 @@ def main(argv):
   from train import reporting  # pylint: disable=g-import-not-at-top
 
   reporting.start_command(argv)
+  if FLAGS.pretrained:
+    evaluate_pretrained(
+        FLAGS.pretrained,
+        FLAGS.split,
+        FLAGS.manual_dir,
+        FLAGS.data_dir,
+        FLAGS.output,
+    )
+    return
   evaluate_checkpoint(
       FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.output
   )

@@ -18,6 +18,16 @@ changed ("settled") and whether the final prediction is the label.
 sampled as the builder does (the config's frames and size,
 :func:`eleatt_jax.datasets.video.load_video`), and each frame goes through the
 exported step, which runs the frame CNN and then the EleAtt step.
+
+  python -m train.stream --pretrained=NAME [--frames=RAW.npy]
+      [--manual_dir=DIR] [--data_dir=DIR] [--split=...] [--index=0] [--plot=PNG]
+
+streams a model of ``eleatt_jax.pretrained`` instead (its exported step):
+the raw frames of ``--frames`` (a ``.npy`` as the card's ``raw_input`` says,
+e.g. <float>[T0, 20, 3] Kinect v1 joints in metres for N-UCLA), preprocessed
+with :func:`eleatt_jax.pretrained.preprocess`, or example ``index`` of a
+split of the card's data set (N-UCLA: ``--manual_dir`` is the folder of its
+JSON files).
 """
 
 from __future__ import annotations
@@ -44,7 +54,17 @@ def define_flags() -> None:
   flags.DEFINE_string(
       'video', None, 'A video file to stream instead of a split example.'
   )
-  flags.mark_flag_as_required('workdir')
+  flags.DEFINE_string(
+      'pretrained', None, 'A model of eleatt_jax.pretrained (not --workdir).'
+  )
+  flags.DEFINE_string(
+      'frames', None, '--pretrained: a .npy of raw frames to stream.'
+  )
+  flags.DEFINE_string(
+      'manual_dir', None, "--pretrained: the data set's source files."
+  )
+  flags.DEFINE_string('data_dir', None, '--pretrained: the tfds data_dir.')
+  flags.mark_flags_as_mutual_exclusive(['workdir', 'pretrained'], required=True)
 
 
 def settled_frame(top) -> int:
@@ -121,6 +141,94 @@ def replay(
     title = f'{info.name} {split} #{index}, streamed frame by frame'
     true_class = label if label >= 0 else None  # a video file: unknown
     _plot(plot, probabilities, classes, true_class, settled, title, out)
+  return {
+      'probabilities': probabilities,
+      'top': top,
+      'settled_frame': settled,
+      'label': label,
+      'prediction': prediction,
+      'classes': classes,
+  }
+
+
+def replay_pretrained(
+    name: str,
+    frames: str | None = None,
+    split: str | None = None,
+    index: int = 0,
+    manual_dir: str | None = None,
+    data_dir: str | None = None,
+    plot: str | None = None,
+    out=sys.stdout,
+) -> dict:
+  """Streams raw ``frames`` (a .npy path) or example ``index`` of ``split``
+  through the exported step of pretrained model ``name``; returns the
+  summary of :func:`replay` (``label`` None for raw frames)."""
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from eleatt_jax import pretrained
+  # pylint: enable=g-import-not-at-top
+
+  card = pretrained.card(name)
+  functions = pretrained.load_exported(name, ('initialize_carry', 'step'))
+  if frames:
+    try:
+      raw = np.load(frames)
+    except (OSError, ValueError) as e:
+      raise ValueError(
+          f'--frames={frames}: not a readable .npy file ({e}); expected '
+          f'{card["raw_input"]["shape"]}: {card["raw_input"]["what"]}.'
+      ) from e
+    x, lengths = pretrained.preprocess(card, raw)
+    label, what = None, f'{frames} ({len(raw)} raw frames)'
+  else:
+    from train import pretrained_run  # pylint: disable=g-import-not-at-top
+    from train import input_pipeline  # pylint: disable=g-import-not-at-top
+
+    run = pretrained_run.load(name, manual_dir, data_dir)
+    split = split or run.config.data.test_split
+    if split not in run.info.splits:
+      raise ValueError(
+          f'--split={split!r}: {run.info.name} has the splits '
+          f'{sorted(run.info.splits)}.'
+      )
+    batch, _ = input_pipeline.get_example(
+        run.config, run.builder, run.info, split, index
+    )
+    x, lengths = batch['x'], batch['length']
+    label, what = int(batch['label'][0]), f'{run.info.name} {split} #{index}'
+  x = np.asarray(x, np.float32)
+  length = int(lengths[0])
+  classes = card['classes']
+  print(
+      f'{name} on {what}: {length} frames'
+      + (f', label {classes[label]!r}' if label is not None else ''),
+      file=out,
+  )
+  carry = functions['initialize_carry'](x[:, 0])
+  probabilities = _stream_frames(
+      functions['step'], carry, x, length, classes, out
+  )
+  top = probabilities.argmax(axis=1)
+  settled = settled_frame(top)
+  prediction = int(top[-1])
+  verdict = (
+      ''
+      if label is None
+      else (
+          f' ({"correct" if prediction == label else "wrong"}; label '
+          f'{classes[label]!r})'
+      )
+  )
+  print(
+      f'Settled on {classes[prediction]!r} at frame {settled} of {length}'
+      f'{verdict}.',
+      file=out,
+      flush=True,
+  )
+  if plot:
+    title = f'{name} on {what}, streamed frame by frame'
+    _plot(plot, probabilities, classes, label, settled, title, out)
   return {
       'probabilities': probabilities,
       'top': top,
@@ -236,6 +344,17 @@ def main(argv):
   from train import reporting  # pylint: disable=g-import-not-at-top
 
   reporting.start_command(argv)
+  if FLAGS.pretrained:
+    replay_pretrained(
+        FLAGS.pretrained,
+        FLAGS.frames,
+        FLAGS.split,
+        FLAGS.index,
+        FLAGS.manual_dir,
+        FLAGS.data_dir,
+        FLAGS.plot,
+    )
+    return
   replay(
       FLAGS.workdir,
       FLAGS.split,

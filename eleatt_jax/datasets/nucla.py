@@ -11,12 +11,17 @@ files ``aXX_sYY_eZZ_vVV.json`` (``{"file_name", "skeletons": [T][20][3],
   * ``subject`` (``sYY``), ``view`` (``vVV``, 1..3), ``episode`` (``eZZ``),
     ``sample_name``.
 
-Configs (each has ``train``, ``validation`` and ``test``):
+Configs (each has ``train``, ``validation`` and ``test``, but one):
 
   * ``xview`` (the standard protocol): ``train`` is views 1 and 2, ``test`` is
     view 3.
   * ``dev`` (the development protocol, for tuning without touching view 3):
     ``train`` is view 1, ``test`` is view 2.
+  * ``xview_trainval``: the ``train`` and ``validation`` splits of ``xview``
+    (the same examples) and no ``test``, for a copy of N-UCLA without view 3
+    (``xview`` refuses one). Train with it and
+    ``--config.data.test_split=validation``; it made the pretrained
+    ``nucla_*`` models (``eleatt_jax.pretrained``).
 
 ``validation`` is carved from the training views by subject: the samples of
 subject `VALIDATION_SUBJECTS` (chosen once by
@@ -279,6 +284,15 @@ for example `<manual_dir>/all_sqe/a01_s01_e00_v01.json`.
           train_views=(1,),
           test_views=(2,),
       ),
+      NuclaConfig(
+          name="xview_trainval",
+          description=(
+              "The train and validation splits of xview (views 1 and 2),"
+              " without its test split (view 3)."
+          ),
+          train_views=(1, 2),
+          test_views=(),
+      ),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -310,11 +324,9 @@ for example `<manual_dir>/all_sqe/a01_s01_e00_v01.json`.
         self.MANUAL_DOWNLOAD_INSTRUCTIONS,
     )
     cfg = self.builder_config
-    split_files: dict[str, list[epath.Path]] = {
-        "train": [],
-        "validation": [],
-        "test": [],
-    }
+    split_files: dict[str, list[epath.Path]] = {"train": [], "validation": []}
+    if cfg.test_views:  # xview_trainval has none
+      split_files["test"] = []
     for p in files:
       _, subject, _, view = parse_name(p.name[: -len(".json")])
       split = cfg.split_of(subject, view)
