@@ -17,6 +17,9 @@ Configs (each has ``train``, ``validation`` and ``test``):
     view 3.
   * ``dev`` (the development protocol, for tuning without touching view 3):
     ``train`` is view 1, ``test`` is view 2.
+  * ``dev_reverse`` (its other direction): ``train`` is view 2, ``test`` is
+    view 1. The two-way development protocol averages ``dev`` and
+    ``dev_reverse`` (``benchmarks.reproduce --protocol two_way``).
 
 ``validation`` is carved from the training views by subject: the samples of
 subject `VALIDATION_SUBJECTS` (chosen once by
@@ -278,6 +281,15 @@ for example `<manual_dir>/all_sqe/a01_s01_e00_v01.json`.
           description="Train on view 1, test on view 2 (development protocol).",
           train_views=(1,),
           test_views=(2,),
+      ),
+      NuclaConfig(
+          name="dev_reverse",
+          description=(
+              "Train on view 2, test on view 1 (the development protocol's"
+              " other direction)."
+          ),
+          train_views=(2,),
+          test_views=(1,),
       ),
   ]
 
