@@ -118,7 +118,26 @@ _NUCLA_DIRECTIONS = {
     'view2_to_1': {'data.name': 'nucla/dev_reverse'},
 }
 
-# Candidates of the N-UCLA recipe, each against `base` (the shipped recipe).
+
+def _plus_keys() -> dict[str, Any]:
+  """The keys that `train/configs/_skeleton.apply_plus_recipe` changes."""
+  from train.configs import _skeleton  # pylint: disable=g-import-not-at-top
+  from train.configs import default  # pylint: disable=g-import-not-at-top
+
+  def flat(config):
+    return {
+        f'{section}.{k}': v
+        for section in ('data', 'model', 'optim')
+        for k, v in config[section].items()
+    }
+
+  before = flat(default.get_config())
+  after = flat(_skeleton.apply_plus_recipe(default.get_config()))
+  return {k: v for k, v in after.items() if before[k] != v}
+
+
+# Candidates of the N-UCLA recipe, each against `base` (the shipped recipe),
+# and `plus`, the plus recipe (nucla_plus.py) on the development protocol.
 _NUCLA_TUNE_VARIANTS = {
     'base': {},
     'velocity': {'data.streams': 'position+velocity'},
@@ -129,6 +148,7 @@ _NUCLA_TUNE_VARIANTS = {
     'adamw': {'optim.optimizer': 'adamw', 'optim.weight_decay': 0.05},
     'gate_first_2': {'model.gate_layers': '2'},
     'test_averaging': {'data.test_clips': 5, 'data.test_yaws': (-0.5, 0.5)},
+    'plus': _plus_keys(),
 }
 
 STUDIES: dict[str, Study] = {
