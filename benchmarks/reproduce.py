@@ -147,7 +147,10 @@ _NUCLA_TUNE_VARIANTS = {
     'label_smoothing': {'optim.label_smoothing': 0.1},
     'adamw': {'optim.optimizer': 'adamw', 'optim.weight_decay': 0.05},
     'gate_first_2': {'model.gate_layers': '2'},
-    'test_averaging': {'data.test_clips': 5, 'data.test_yaws': (-0.5, 0.5)},
+    'test_averaging': {
+        'data.test_clips': 5,
+        'data.test_yaws': (-1.0, -0.5, 0.5, 1.0),
+    },
     'plus': _plus_keys(),
 }
 

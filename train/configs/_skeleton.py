@@ -79,7 +79,7 @@ def get_config(
 # Test-time averaging of the plus recipe: temporal samplings, and rotations
 # about the vertical axis (rad) beside the unrotated one.
 PLUS_TEST_CLIPS = 5
-PLUS_TEST_YAWS = (-0.5, 0.5)
+PLUS_TEST_YAWS = (-1.0, -0.5, 0.5, 1.0)
 
 
 def apply_plus_recipe(config):
