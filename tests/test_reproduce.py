@@ -176,7 +176,7 @@ def test_two_way_protocol_runs_both_directions_at_tiny_size(
   }
   summary = reproduce.run_study(
       'nucla_tune',
-      seeds=2,
+      seeds=1,
       workdir=str(tmp_path / 'runs'),
       data_dir=str(tmp_path / 'tfds'),
       overrides=tiny,
@@ -186,21 +186,21 @@ def test_two_way_protocol_runs_both_directions_at_tiny_size(
       protocol='two_way',
   )
   (s,) = summary
-  assert s['protocol'] == 'two_way' and s['seeds'] == 2
+  assert s['protocol'] == 'two_way' and s['seeds'] == 1
   assert set(s['directions']) == {'view1_to_2', 'view2_to_1'}
-  for seed in range(2):  # a seed's accuracy: the mean of its directions
-    both = [s['directions'][d]['accuracies'][seed] for d in s['directions']]
-    assert s['accuracies'][seed] == pytest.approx(np.mean(both))
+  # A seed's accuracy: the mean of its directions.
+  both = [s['directions'][d]['accuracies'][0] for d in s['directions']]
+  assert s['accuracies'] == [pytest.approx(np.mean(both))]
   runs = tmp_path / 'runs' / 'nucla_tune' / 'ema'
   for direction, test_view in (('view1_to_2', 2), ('view2_to_1', 1)):
     config = json.loads(
-        (runs / direction / 'seed_1' / 'config.json').read_text()
+        (runs / direction / 'seed_0' / 'config.json').read_text()
     )
     assert config['data']['name'] == (
         'nucla/dev' if test_view == 2 else 'nucla/dev_reverse'
     )
     results = json.loads(
-        (runs / direction / 'seed_1' / 'eval_results.json').read_text()
+        (runs / direction / 'seed_0' / 'eval_results.json').read_text()
     )
     assert results['num_examples'] == 6  # 2 actions x 3 subjects of one view
   table = (tmp_path / 'docs' / 'results' / 'nucla_tune_two_way.md').read_text()
