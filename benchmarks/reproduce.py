@@ -1,8 +1,8 @@
 """Reproduction studies: gated against plain cells on real data, same budget.
 
   python -m benchmarks.reproduce --study nucla_dev [--seeds 3] [--quick]
-      [--jobs 2] [--workdir runs/reproduce] [--docs docs]
-      [--override KEY=VALUE ...]
+      [--protocol two_way] [--jobs 2] [--workdir runs/reproduce]
+      [--docs docs] [--override KEY=VALUE ...]
 
 Studies (`STUDIES`):
 
@@ -16,6 +16,17 @@ Studies (`STUDIES`):
 * ``basicmotions``: UEA BasicMotions as sequence-npz, ``gru eleatt_gru``.
 * ``moving_digits``: videos of moving / turning embedded MNIST digits, a
   per-frame CNN trained end to end with ``gru eleatt_gru``.
+* ``nucla_tune``: the N-UCLA recipe candidates (input streams, moving
+  average of the weights, label smoothing, AdamW, gate on 2 layers) against
+  the shipped recipe (``base``).
+
+Protocols (``--protocol``, the N-UCLA studies): ``one_way`` (the default)
+runs the study's config as it is (``nucla_dev``: view 1 trains, view 2
+tests); ``two_way`` runs every variant and seed in both directions (view 1 ->
+view 2 with ``nucla/dev``, view 2 -> view 1 with ``nucla/dev_reverse``; each
+direction's validation split is subject 9 of its own training view) and
+reports, per variant, the mean +- std over seeds of the two directions'
+mean accuracy, beside each direction's own mean +- std.
 
 Within a study every variant runs the same experiment config with the same
 budget; a variant changes only the keys it names (the cell, the gate layers,
@@ -71,6 +82,8 @@ class Study:
     data: Sub-folder of the shared data that the study reads, or None.
     data_keys: Config keys set to paths below that folder.
     paper: Variant -> the paper's accuracy (%) where it has one, and on what.
+    directions: The ``two_way`` protocol's directions: name -> the keys that
+      set it up (empty: the study runs ``one_way`` only).
   """
 
   config: str
@@ -80,6 +93,9 @@ class Study:
   data: str | None = None
   data_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
   paper: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  directions: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+      default_factory=dict
+  )
 
 
 _FIXED = {
@@ -95,6 +111,51 @@ _NUCLA_PAPER = (
     'the development protocol)'
 )
 
+PROTOCOLS = ('one_way', 'two_way')
+
+# The two directions of the N-UCLA development protocol (views 1 and 2; view 3
+# is never touched).
+_NUCLA_DIRECTIONS = {
+    'view1_to_2': {'data.name': 'nucla/dev'},
+    'view2_to_1': {'data.name': 'nucla/dev_reverse'},
+}
+
+
+def _plus_keys() -> dict[str, Any]:
+  """The keys that `train/configs/_skeleton.apply_plus_recipe` changes."""
+  from train.configs import _skeleton  # pylint: disable=g-import-not-at-top
+  from train.configs import default  # pylint: disable=g-import-not-at-top
+
+  def flat(config):
+    return {
+        f'{section}.{k}': v
+        for section in ('data', 'model', 'optim')
+        for k, v in config[section].items()
+    }
+
+  before = flat(default.get_config())
+  after = flat(_skeleton.apply_plus_recipe(default.get_config()))
+  return {k: v for k, v in after.items() if before[k] != v}
+
+
+# Candidates of the N-UCLA recipe, each against `base` (the shipped recipe),
+# and `plus`, the plus recipe (nucla_plus.py) on the development protocol.
+_NUCLA_TUNE_VARIANTS = {
+    'base': {},
+    'velocity': {'data.streams': 'position+velocity'},
+    'bone': {'data.streams': 'position+bone'},
+    'velocity_bone': {'data.streams': 'position+velocity+bone'},
+    'ema': {'optim.ema_decay': 0.99},
+    'label_smoothing': {'optim.label_smoothing': 0.1},
+    'adamw': {'optim.optimizer': 'adamw', 'optim.weight_decay': 0.05},
+    'gate_first_2': {'model.gate_layers': '2'},
+    'test_averaging': {
+        'data.test_clips': 5,
+        'data.test_yaws': (-1.0, -0.5, 0.5, 1.0),
+    },
+    'plus': _plus_keys(),
+}
+
 STUDIES: dict[str, Study] = {
     'nucla_dev': Study(
         config='nucla_dev',
@@ -108,6 +169,7 @@ STUDIES: dict[str, Study] = {
         data='nucla',
         data_keys={'data.manual_dir': 'nucla'},
         paper={'eleatt_gru': _NUCLA_PAPER},
+        directions=_NUCLA_DIRECTIONS,
     ),
     'nucla_gate_layers': Study(
         config='nucla_dev',
@@ -122,6 +184,16 @@ STUDIES: dict[str, Study] = {
         quick={'num_train_steps': 60, 'eval_every_steps': 30},
         data='nucla',
         data_keys={'data.manual_dir': 'nucla'},
+        directions=_NUCLA_DIRECTIONS,
+    ),
+    'nucla_tune': Study(
+        config='nucla_dev',
+        variants=_NUCLA_TUNE_VARIANTS,
+        budget={},
+        quick={'num_train_steps': 60, 'eval_every_steps': 30},
+        data='nucla',
+        data_keys={'data.manual_dir': 'nucla'},
+        directions=_NUCLA_DIRECTIONS,
     ),
     'smnist': Study(
         config='smnist',
@@ -207,12 +279,15 @@ def make_config(
     quick: bool,
     data_dir: str,
     overrides: Mapping[str, Any],
+    direction: str | None = None,
 ):
-  """The experiment config of one run."""
+  """The experiment config of one run (`direction`: of ``two_way``)."""
   config = importlib.import_module(f'train.configs.{study.config}').get_config()
   values = dict(_FIXED, **study.budget)
   if quick:
     values.update(study.quick)
+  if direction is not None:
+    values.update(study.directions[direction])
   values.update(study.variants[variant])
   values['seed'] = seed
   values['data.data_dir'] = data_dir
@@ -226,13 +301,16 @@ def make_config(
 
 
 def dataset_builders(
-    study: Study, runs: Sequence[tuple[str, int]], **kwargs
-) -> list[tuple[str, int]]:
-  """The first run of each dataset (its `data.name`) among `runs`, in order."""
+    study: Study, runs: Sequence[tuple[str, str | None, int]], **kwargs
+) -> list[tuple[str, str | None, int]]:
+  """The first run of each dataset (its `data.name`) among `runs`, in order.
+
+  A run is ``(variant, direction or None, seed)``.
+  """
   first = {}
-  for variant, seed in runs:
-    config = make_config(study, variant, seed, **kwargs)
-    first.setdefault(config.data.name, (variant, seed))
+  for variant, direction, seed in runs:
+    config = make_config(study, variant, seed, direction=direction, **kwargs)
+    first.setdefault(config.data.name, (variant, direction, seed))
   return list(first.values())
 
 
@@ -252,9 +330,20 @@ def count_params(config, workdir: str) -> int:
   return int(sum(np.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes)))
 
 
+def run_dir(
+    root: pathlib.Path, variant: str, direction: str | None, seed: int
+) -> pathlib.Path:
+  """``ROOT/VARIANT[/DIRECTION]/seed_N``."""
+  base = root / variant
+  if direction is not None:
+    base = base / direction
+  return base / f'seed_{seed}'
+
+
 def run_one(
     name: str,
     variant: str,
+    direction: str | None,
     seed: int,
     workdir: pathlib.Path,
     *,
@@ -272,6 +361,7 @@ def run_one(
       quick=quick,
       data_dir=data_dir,
       overrides=overrides,
+      direction=direction,
   )
   results_path = workdir / 'eval_results.json'
   timing_path = workdir / 'wall_seconds.json'
@@ -286,6 +376,7 @@ def run_one(
     results = json.loads(results_path.read_text())
   return {
       'variant': variant,
+      'direction': direction,
       'seed': seed,
       'accuracy': results['accuracy'],
       'split': results['split'],
@@ -297,49 +388,91 @@ def run_one(
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], study: Study) -> list[dict]:
-  """Mean and std (over seeds) per variant, in the study's order."""
+  """Mean and std (over seeds) per variant, in the study's order.
+
+  With directions (``two_way``), a seed's accuracy is the mean of its
+  directions' accuracies (a seed counts only when it has all of them), and
+  ``directions`` holds each direction's own mean and std over seeds.
+  """
   out = []
   for variant in study.variants:
     mine = [r for r in rows if r['variant'] == variant]
     if not mine:
       continue
-    acc = np.array([r['accuracy'] for r in mine])
-    out.append({
+    directions = sorted({r.get('direction') for r in mine}, key=str)
+    by_seed: dict[int, list[float]] = {}
+    for r in mine:
+      by_seed.setdefault(r['seed'], []).append(r['accuracy'])
+    seeds = sorted(s for s, a in by_seed.items() if len(a) == len(directions))
+    acc = np.array([np.mean(by_seed[s]) for s in seeds])
+    entry = {
         'variant': variant,
-        'seeds': len(mine),
+        'protocol': 'one_way' if directions == [None] else 'two_way',
+        'seeds': len(seeds),
         'mean': float(acc.mean()),
         'std': float(acc.std(ddof=0)),
         'accuracies': [float(a) for a in acc],
         'seconds': float(np.mean([r['seconds'] for r in mine])),
         'params': mine[0]['params'],
         'paper': study.paper.get(variant, ''),
-    })
+    }
+    if directions != [None]:
+      entry['directions'] = {}
+      for d in directions:
+        a = np.array([r['accuracy'] for r in mine if r['direction'] == d])
+        entry['directions'][d] = {
+            'mean': float(a.mean()),
+            'std': float(a.std(ddof=0)),
+            'accuracies': [float(v) for v in a],
+        }
+    out.append(entry)
   return out
+
+
+def _percent(mean: float, std: float) -> str:
+  return f'{100 * mean:.1f} +- {100 * std:.1f}'
 
 
 def markdown_table(
     name: str, summary: Sequence[Mapping[str, Any]], command: str
 ) -> str:
-  """The study's table for docs/RESULTS.md."""
-  split = 'test split of the study'
+  """The study's table for docs/RESULTS.md (it names its protocol)."""
+  two_way = any(s.get('protocol') == 'two_way' for s in summary)
+  directions = sorted({d for s in summary for d in s.get('directions', {})})
+  if two_way:
+    what = (
+        'Protocol: two_way (each seed: the mean of its directions '
+        f"{', '.join(directions)}; test split of each direction). Accuracy, "
+        'mean +- std over seeds (population std)'
+    )
+  else:
+    what = (
+        'Protocol: one_way. Accuracy on the test split of the study, '
+        'mean +- std over seeds (population std)'
+    )
+  header = '| variant | accuracy % | seeds |'
+  rule = '|---|---|---|'
+  for d in directions:
+    header += f' {d} % |'
+    rule += '---|'
   lines = [
       f'### {name}',
       '',
       (
           f'Command: `{command}`; {datetime.date.today().isoformat()}, '
-          f'{platform.machine()} CPU, {os.cpu_count()} cores. Accuracy on the '
-          f'{split}, mean +- std over seeds (population std).'
+          f'{platform.machine()} CPU, {os.cpu_count()} cores. {what}.'
       ),
       '',
-      '| variant | accuracy % | seeds | params | s / run | paper |',
-      '|---|---|---|---|---|---|',
+      header + ' params | s / run | paper |',
+      rule + '---|---|---|',
   ]
   for s in summary:
-    lines.append(
-        f"| {s['variant']} | {100 * s['mean']:.1f} +- {100 * s['std']:.1f} | "
-        f"{s['seeds']} | {s['params']:,} | {s['seconds']:.0f} | "
-        f"{s['paper']} |"
-    )
+    cells = [s['variant'], _percent(s['mean'], s['std']), str(s['seeds'])]
+    for d in directions:
+      d_sum = s.get('directions', {}).get(d)
+      cells.append(_percent(d_sum['mean'], d_sum['std']) if d_sum else '')
+    cells += [f"{s['params']:,}", f"{s['seconds']:.0f}", s['paper']]
+    lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
 
@@ -381,7 +514,8 @@ def write_docs(name: str, rows, summary, docs: pathlib.Path, command: str):
   for r in rows:
     small = {k: v for k, v in r['results'].items() if k != 'confusion_matrix'}
     small['wall_seconds'] = r['seconds']
-    (out / f"{r['variant']}_seed{r['seed']}.json").write_text(
+    direction = f"_{r['direction']}" if r.get('direction') else ''
+    (out / f"{r['variant']}{direction}_seed{r['seed']}.json").write_text(
         json.dumps(small, indent=1)
     )
   (docs / 'results' / f'{name}.md').write_text(
@@ -403,11 +537,25 @@ def run_study(
     jobs: int = 1,
     docs: str | None = None,
     command: str = '',
+    protocol: str = 'one_way',
 ) -> list[dict]:
-  """Runs every variant and seed of study `name`; returns the summary."""
+  """Runs every variant and seed of study `name`; returns the summary.
+
+  With ``protocol='two_way'`` every variant and seed runs in each of the
+  study's directions (``WORKDIR/STUDY/VARIANT/DIRECTION/seed_N``), and the
+  summary, the table and the chart are ``STUDY_two_way``'s.
+  """
   if name not in STUDIES:
     raise ValueError(f'--study {name!r}: the studies are {sorted(STUDIES)}.')
   study = STUDIES[name]
+  if protocol not in PROTOCOLS:
+    raise ValueError(f'--protocol {protocol!r}: one of {PROTOCOLS}.')
+  if protocol == 'two_way' and not study.directions:
+    raise ValueError(
+        f'--protocol two_way: study {name} has no directions (the N-UCLA '
+        f'studies have: {sorted(n for n, s in STUDIES.items() if s.directions)}'
+        ').'
+    )
   if study.data is not None and not (shared_data_dir() / study.data).is_dir():
     raise FileNotFoundError(
         f'Study {name} reads {shared_data_dir() / study.data}, which does not '
@@ -421,10 +569,12 @@ def run_study(
     )
   root = pathlib.Path(workdir).expanduser().resolve() / name
   data_dir = data_dir or os.fspath(root / 'tfds')
+  directions = list(study.directions) if protocol == 'two_way' else [None]
   runs = [
-      (variant, seed)
+      (variant, direction, seed)
       for variant in variants or study.variants
       for seed in range(seeds)
+      for direction in directions
   ]
   kwargs = dict(quick=quick, data_dir=data_dir, overrides=dict(overrides or {}))
   if jobs > 1:
@@ -432,33 +582,33 @@ def run_study(
     # read it (two processes building one tfds dataset collide on its folder).
     builders = dataset_builders(study, runs, **kwargs)
     done = {
-        run: run_one(name, *run, root / run[0] / f'seed_{run[1]}', **kwargs)
+        run: run_one(name, *run, run_dir(root, *run), **kwargs)
         for run in builders
     }
     context = multiprocessing.get_context('spawn')  # no forked jax state
     with concurrent.futures.ProcessPoolExecutor(jobs, context) as pool:
       futures = {
-          (v, s): pool.submit(
-              run_one, name, v, s, root / v / f'seed_{s}', **kwargs
-          )
-          for v, s in runs
-          if (v, s) not in done
+          run: pool.submit(run_one, name, *run, run_dir(root, *run), **kwargs)
+          for run in runs
+          if run not in done
       }
       rows = [done[r] if r in done else futures[r].result() for r in runs]
   else:
-    rows = [
-        run_one(name, v, s, root / v / f'seed_{s}', **kwargs) for v, s in runs
-    ]
+    rows = [run_one(name, *r, run_dir(root, *r), **kwargs) for r in runs]
   for row in rows:
     print(
         json.dumps({k: v for k, v in row.items() if k != 'results'}), flush=True
     )
   summary = summarize(rows, study)
+  label = name if protocol == 'one_way' else f'{name}_{protocol}'
   for s in summary:
-    print(json.dumps({'study': name, **s}), flush=True)
-  (root / 'summary.json').write_text(json.dumps(summary, indent=1))
+    print(json.dumps({'study': label, **s}), flush=True)
+  summary_name = (
+      'summary.json' if protocol == 'one_way' else f'summary_{protocol}.json'
+  )
+  (root / summary_name).write_text(json.dumps(summary, indent=1))
   if docs:
-    write_docs(name, rows, summary, pathlib.Path(docs), command)
+    write_docs(label, rows, summary, pathlib.Path(docs), command)
   return summary
 
 
@@ -466,6 +616,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--study', required=True, choices=sorted(STUDIES))
   parser.add_argument('--seeds', type=int, default=3)
+  parser.add_argument(
+      '--protocol',
+      default='one_way',
+      choices=PROTOCOLS,
+      help=(
+          'two_way: every run in both directions of the N-UCLA development'
+          ' protocol (view 1 -> 2 and view 2 -> 1), their mean per seed'
+      ),
+  )
   parser.add_argument(
       '--quick',
       action='store_true',
@@ -516,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
       jobs=args.jobs,
       docs=args.docs or None,
       command=command,
+      protocol=args.protocol,
   )
 
 

@@ -552,6 +552,25 @@ def test_nucla_xview_on_full_layout(tmp_path):
   assert all(e["length"] == 6 for e in read_all(ds["test"]))
 
 
+@pytest.mark.parametrize(
+    "config, train_view, test_view", [("dev", 1, 2), ("dev_reverse", 2, 1)]
+)
+def test_nucla_dev_directions(tmp_path, config, train_view, test_view):
+  # Both directions of the development protocol; view 3 is in neither.
+  manual = tmp_path / "all_sqe"
+  for view in (1, 2, 3):
+    for subject in (1, 2, 9):
+      fx.write_nucla_json(manual, 1, subject, 0, view, num_frames=4)
+  ds = build(nucla.Nucla, config, tmp_path, tmp_path / "d").as_data_source()
+  train, val, test = (read_all(ds[s]) for s in ("train", "validation", "test"))
+  assert {(e["subject"], e["view"]) for e in train} == {
+      (1, train_view),
+      (2, train_view),
+  }
+  assert {(e["subject"], e["view"]) for e in val} == {(9, train_view)}
+  assert {e["view"] for e in test} == {test_view} and len(test) == 3
+
+
 def test_nucla_bad_json(tmp_path):
   path = fx.write_nucla_json(tmp_path, 1, 1, 0, 1)
   path.write_text(path.read_text()[:100])

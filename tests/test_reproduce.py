@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import datasets_fixtures as fx
@@ -39,6 +40,12 @@ CASES = {
     'basicmotions': (
         ['eleatt_gru', 'gru'],
         {'batch_size': 8, 'eval_batch_size': 8},
+    ),
+    # Not gated against plain: the input streams (more parameters) against
+    # test-time averaging (a 4-D evaluation batch).
+    'nucla_tune': (
+        ['velocity', 'test_averaging'],
+        {'data.num_frames': 4, 'batch_size': 8, 'eval_batch_size': 64},
     ),
 }
 
@@ -133,12 +140,81 @@ def test_with_jobs_the_first_run_of_each_dataset_builds_it_alone():
   # smnist reads two datasets (row and pixel): building one of them in two
   # processes at once collided on its tfds folder.
   study = reproduce.STUDIES['smnist']
-  runs = [(v, s) for v in study.variants for s in range(3)]
+  runs = [(v, None, s) for v in study.variants for s in range(3)]
   kwargs = dict(quick=True, data_dir='/nonexistent', overrides={})
   assert reproduce.dataset_builders(study, runs, **kwargs) == [
-      ('row_gru', 0),
-      ('pixel_gru', 0),
+      ('row_gru', None, 0),
+      ('pixel_gru', None, 0),
   ]
   nucla = reproduce.STUDIES['nucla_dev']
-  runs = [(v, s) for v in nucla.variants for s in range(2)]
+  runs = [(v, None, s) for v in nucla.variants for s in range(2)]
   assert reproduce.dataset_builders(nucla, runs, **kwargs) == [runs[0]]
+  # two_way: one build per direction (nucla/dev and nucla/dev_reverse).
+  runs = [
+      (v, d, s)
+      for v in nucla.variants
+      for s in range(2)
+      for d in nucla.directions
+  ]
+  assert reproduce.dataset_builders(nucla, runs, **kwargs) == [
+      ('rnn', 'view1_to_2', 0),
+      ('rnn', 'view2_to_1', 0),
+  ]
+
+
+def test_two_way_protocol_runs_both_directions_at_tiny_size(
+    tmp_path, monkeypatch
+):
+  # Synthetic N-UCLA files of views 1 and 2 (subject 9: validation).
+  for action in (1, 2):
+    for view in (1, 2):
+      for subject in (1, 2, 9):
+        fx.write_nucla_json(
+            tmp_path / 'shared' / 'nucla' / 'all_sqe',
+            action,
+            subject,
+            0,
+            view,
+            num_frames=6,
+        )
+  monkeypatch.setenv('ELEATT_SHARED_DATA', str(tmp_path / 'shared'))
+  tiny = {
+      **TINY,
+      'data.num_frames': 4,
+      'batch_size': 2,
+      'eval_batch_size': 4,
+  }
+  summary = reproduce.run_study(
+      'nucla_tune',
+      seeds=1,
+      workdir=str(tmp_path / 'runs'),
+      data_dir=str(tmp_path / 'tfds'),
+      overrides=tiny,
+      variants=['ema'],
+      docs=str(tmp_path / 'docs'),
+      command='test',
+      protocol='two_way',
+  )
+  (s,) = summary
+  assert s['protocol'] == 'two_way' and s['seeds'] == 1
+  assert set(s['directions']) == {'view1_to_2', 'view2_to_1'}
+  # A seed's accuracy: the mean of its directions.
+  both = [s['directions'][d]['accuracies'][0] for d in s['directions']]
+  assert s['accuracies'] == [pytest.approx(np.mean(both))]
+  runs = tmp_path / 'runs' / 'nucla_tune' / 'ema'
+  for direction, test_view in (('view1_to_2', 2), ('view2_to_1', 1)):
+    config = json.loads(
+        (runs / direction / 'seed_0' / 'config.json').read_text()
+    )
+    assert config['data']['name'] == (
+        'nucla/dev' if test_view == 2 else 'nucla/dev_reverse'
+    )
+    results = json.loads(
+        (runs / direction / 'seed_0' / 'eval_results.json').read_text()
+    )
+    assert results['num_examples'] == 6  # 2 actions x 3 subjects of one view
+  table = (tmp_path / 'docs' / 'results' / 'nucla_tune_two_way.md').read_text()
+  assert 'Protocol: two_way' in table and '| ema |' in table
+  assert (tmp_path / 'docs' / 'results' / 'nucla_tune_two_way').is_dir()
+  with pytest.raises(ValueError, match='no directions'):
+    reproduce.run_study('smnist', protocol='two_way')

@@ -172,7 +172,10 @@ SOURCES = {
     'ntu:xset120': (write_ntu, True),
     'nucla': (write_nucla, True),
     'nucla_dev': (write_nucla, True),
+    'nucla_dev_reverse': (write_nucla, True),
+    'nucla_plus': (write_nucla, True),
     'sysu': (write_sysu, True),
+    'sysu_plus': (write_sysu, True),
     'dhg14': (write_dhg, True),
     'dhg28': (write_dhg, True),
     'shrec14': (write_shrec, True),
@@ -244,6 +247,9 @@ REPEATS = {
     'ntu:xsub120',
     'ntu:xset120',
     'nucla_dev',
+    # Configs that only re-point another one.
+    'nucla_dev_reverse',
+    'sysu_plus',
 }
 assert REPEATS <= set(SOURCES), REPEATS - set(SOURCES)
 
@@ -312,3 +318,26 @@ def test_config_trains_at_toy_size(name, sources, tmp_path_factory):
     a = np.load(png[:-4] + '.npz')['attention']
     assert a.shape[-1] == ATTENTION_PLOTS[name]
     assert np.all((a >= 0) & (a <= 1))
+
+
+@pytest.mark.parametrize(
+    'paper, plus', [('nucla', 'nucla_plus'), ('sysu', 'sysu_plus')]
+)
+def test_plus_recipe_keeps_the_network_and_changes_only_its_keys(paper, plus):
+  """The plus recipe is the paper's config plus `apply_plus_recipe`."""
+  from train import config_lib  # pylint: disable=g-import-not-at-top
+
+  base = importlib.import_module(f'train.configs.{paper}').get_config()
+  more = importlib.import_module(f'train.configs.{plus}').get_config()
+  diff = {
+      k
+      for k, v in config_lib.flatten(more).items()
+      if config_lib.flatten(base)[k] != v
+  }
+  assert diff == {'data.streams', 'data.test_clips', 'data.test_yaws'}
+  # The paper's network stays in the paper's config: one 3 x 100 EleAtt-GRU
+  # on positions, no averaging at test time.
+  assert base.model.cell == 'eleatt_gru' and base.model.gate_layers == 'all'
+  assert tuple(base.model.hidden_sizes) == (100, 100, 100)
+  assert base.data.streams == 'position' and base.data.test_clips == 1
+  config_lib.validate(more)

@@ -101,9 +101,22 @@ def _number(
   return ok, kind + (' ' + ' and '.join(bounds) if bounds else '')
 
 
+def _streams_ok(v) -> bool:
+  parts = v.split('+')
+  return len(set(parts)) == len(parts) and set(parts) <= set(_STREAMS)
+
+
+def _yaws_ok(v) -> bool:
+  return isinstance(v, (tuple, list)) and all(
+      isinstance(a, (int, float)) and not isinstance(a, bool) for a in v
+  )
+
+
 def _hidden_sizes_ok(v) -> bool:
   return len(v) > 0 and all(int(h) >= 1 for h in v)
 
+
+_STREAMS = ('position', 'velocity', 'bone')  # eleatt_jax.datasets.pipeline
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.preprocess': _one_of('sequence', 'skeleton', 'video'),
@@ -114,6 +127,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.max_angle': _number(0),
     'data.max_scale': _number(0, 1, hi_open=True),
     'data.jitter_sigma': _number(0),
+    'data.streams': (
+        _streams_ok,
+        "distinct names of ('position', 'velocity', 'bone') joined by '+'",
+    ),
+    'data.test_clips': _number(1, integer=True),
+    'data.test_yaws': (_yaws_ok, 'a tuple of angles in radians'),
     'data.num_threads': _number(1, integer=True),
     'data.prefetch': _number(0, integer=True),
     'model.cell': _one_of(*classifier.CELLS),
@@ -139,6 +158,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'optim.plateau_cooldown': _number(0),
     'optim.plateau_min_scale': _number(0, 1, lo_open=True),
     'optim.weight_decay': _number(0),
+    'optim.label_smoothing': _number(0, 1, hi_open=True),
+    'optim.ema_decay': _number(0, 1, hi_open=True),
     'optim.momentum': _number(0, 1, hi_open=True),
     'optim.grad_clip_norm': _number(0),
     'batch_size': _number(1, integer=True),
@@ -205,6 +226,17 @@ def validate(config) -> None:
     raise ConfigError(
         'config.optim.decay_steps must be steps > 0, got '
         f'{given["optim.decay_steps"]!r}.'
+    )
+  if given['optim.ema_decay'] > 0 and given['optim.schedule'] == 'plateau':
+    raise ConfigError(
+        'config.optim.ema_decay > 0 does not go with optim.schedule='
+        "'plateau' (the plateau scale is applied after the optimizer); use "
+        'another schedule or ema_decay=0.'
+    )
+  if given['data.test_clips'] > 1 and given['data.temporal'] != 'sample':
+    raise ConfigError(
+        "config.data.test_clips > 1 needs data.temporal='sample', got "
+        f'{given["data.temporal"]!r}.'
     )
 
 

@@ -1,6 +1,7 @@
 r"""Re-evaluates a checkpoint of a training run.
 
   python -m train.eval --workdir=runs/demo [--split=test] [--checkpoint=best]
+      [--test_clips=5 --test_yaws=-0.5,0.5 --output=FILE]
 
 Reads WORKDIR/config.json and the checkpoint (``latest`` by default, ``best``
 by eval_split accuracy, or a step number), evaluates the whole split (the last
@@ -14,6 +15,11 @@ with ``confusion_matrix[_<split>].png`` beside it.
 evaluates a model of ``eleatt_jax.pretrained`` instead, on the data set of its
 card (built in ``--data_dir`` from ``--manual_dir`` on first use; N-UCLA needs
 the folder of its JSON files), and prints the accuracy beside the card's.
+
+``--test_clips`` and ``--test_yaws`` evaluate the same parameters with
+another test-time averaging than the run's config (``data.test_clips``,
+``data.test_yaws``): averaging is evaluation only, so its effect is measured
+on the very checkpoint without training again.
 """
 
 from __future__ import annotations
@@ -37,6 +43,18 @@ def define_flags() -> None:
   flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step.")
   flags.DEFINE_string(
       'output', None, 'JSON file to write (default: in WORKDIR, see above).'
+  )
+  flags.DEFINE_integer(
+      'test_clips',
+      None,
+      "Temporal samplings averaged (default: the config's data.test_clips).",
+  )
+  flags.DEFINE_list(
+      'test_yaws',
+      None,
+      'Rotations (rad) about the vertical axis averaged besides the'
+      " unrotated one, e.g. -0.5,0.5; 'none' for none (default: the"
+      " config's data.test_yaws).",
   )
   flags.DEFINE_string(
       'pretrained', None, 'A model of eleatt_jax.pretrained (not --workdir).'
@@ -88,11 +106,14 @@ def evaluate_checkpoint(
     split: str | None = None,
     checkpoint: str = 'latest',
     output: str | None = None,
+    test_clips: int | None = None,
+    test_yaws: tuple[float, ...] | None = None,
 ) -> dict:
   """Evaluates a checkpoint of the run in `workdir`; returns the results.
 
   An unreadable checkpoint is reported in one line and the next one (older
-  for 'latest', next best for 'best') is evaluated instead.
+  for 'latest', next best for 'best') is evaluated instead. `test_clips` and
+  `test_yaws` (None: the run's) set the test-time averaging.
   """
   # pylint: disable=g-import-not-at-top
   import jax
@@ -106,6 +127,13 @@ def evaluate_checkpoint(
   workdir = os.path.abspath(os.path.expanduser(workdir))
   run = checkpoints.load_run(workdir, checkpoint, log=reporting.warn)
   config, info = run.config, run.info
+  if test_clips is not None:
+    config.data.test_clips = int(test_clips)
+  if test_yaws is not None:
+    config.data.test_yaws = tuple(float(a) for a in test_yaws)
+  from train import config_lib  # pylint: disable=g-import-not-at-top
+
+  config_lib.validate(config)
   split = split or config.data.test_split
   if split not in info.splits:
     raise ValueError(
@@ -169,8 +197,16 @@ def main(argv):
         FLAGS.output,
     )
     return
+  yaws = FLAGS.test_yaws
+  if yaws is not None:
+    yaws = () if yaws == ['none'] else tuple(float(a) for a in yaws)
   evaluate_checkpoint(
-      FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.output
+      FLAGS.workdir,
+      FLAGS.split,
+      FLAGS.checkpoint,
+      FLAGS.output,
+      test_clips=FLAGS.test_clips,
+      test_yaws=yaws,
   )
 
 

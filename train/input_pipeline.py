@@ -22,7 +22,8 @@ exactly the batches of a run on one.
 Each batch is a dict of NumPy arrays of this process's rows (and the source's
 integer ids, such as ``subject``)::
 
-  x       <float32>[b, T, D]
+  x       <float32>[b, T, D] (evaluation with test-time averaging:
+          <float32>[b, K, T, D], K versions of each example)
   length  <int32>[b]     valid frames of each row
   label   <int32>[b]
   mask    <bool>[b]      False for padding rows (evaluation only)
@@ -289,7 +290,9 @@ def prepare_dataset(config, workdir: str):
           f'got {config.data.num_frames}.'
       )
     num_frames = int(config.data.num_frames)
-    input_dim = int(np.prod(_feature_shape(builder, 'skeleton')[1:]))
+    input_dim = int(np.prod(_feature_shape(builder, 'skeleton')[1:])) * len(
+        config.data.streams.split('+')
+    )
   else:
     raise ValueError(
         "config.data.preprocess must be 'sequence', 'skeleton' or "
@@ -308,8 +311,13 @@ def prepare_dataset(config, workdir: str):
   return builder, info
 
 
-def make_preprocess(config, info: DatasetInfo):
-  """The per-example preprocessing of ``config.data`` (eleatt_jax.datasets)."""
+def make_preprocess(config, info: DatasetInfo, test_time: bool = False):
+  """The per-example preprocessing of ``config.data`` (eleatt_jax.datasets).
+
+  `test_time`: the evaluation passes of the trainer, which average over
+  ``data.test_clips`` and ``data.test_yaws`` (x <f>[K, T, D] per example);
+  otherwise one version per example (x <f>[T, D]).
+  """
 
   if config.data.temporal not in ('pad', 'sample'):
     raise ValueError(
@@ -358,6 +366,11 @@ def make_preprocess(config, info: DatasetInfo):
       normalize_scale=bool(config.data.normalize_scale),
       temporal=config.data.temporal,
       augment=augment,
+      streams=tuple(config.data.streams.split('+')),
+      test_clips=int(config.data.test_clips) if test_time else 1,
+      test_yaws=(
+          tuple(float(a) for a in config.data.test_yaws) if test_time else ()
+      ),
   )
 
 
@@ -382,7 +395,9 @@ def _pipeline(
     process_index,
     process_count,
 ):
-  """`eleatt_jax.datasets.make_pipeline` over `split`, for this process."""
+  """`eleatt_jax.datasets.make_pipeline` over `split`, for this process.
+
+  Evaluation (not `train`) preprocesses with test-time averaging."""
   p = jax.process_index() if process_index is None else process_index
   n = jax.process_count() if process_count is None else process_count
   local = _check_batch(batch_size, what, n)
@@ -394,7 +409,7 @@ def _pipeline(
     )
   ds = pipeline.make_pipeline(
       source,
-      make_preprocess(config, info),
+      make_preprocess(config, info, test_time=not train),
       batch_size=local,
       train=train,
       seed=config.seed,

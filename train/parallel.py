@@ -34,6 +34,7 @@ def _step_fns(exp, num_classes: int, axis_name: str | None = None):
       tx=exp.tx,
       schedule=exp.schedule,
       axis_name=axis_name,
+      label_smoothing=exp.label_smoothing,
   )
   evaluate = functools.partial(
       steps.eval_step,
@@ -57,6 +58,7 @@ class DataParallel:
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(MESH_AXIS))
     self.num_shards = len(jax.devices())
     train, evaluate, plateau = _step_fns(exp, num_classes)
+    self._eval_params = exp.eval_params
     self._step = jax.jit(train, donate_argnums=0)
     self._eval = jax.jit(evaluate)
     self._plateau = jax.jit(plateau)
@@ -103,7 +105,7 @@ class DataParallel:
     return self._step(state, batch, rng)
 
   def eval_step(self, state, batch):
-    return self._eval(state.params, batch)
+    return self._eval(self._eval_params(state), batch)
 
   def plateau_update(self, state, value: float):
     return self._plateau(state, jnp.float32(value))
@@ -126,6 +128,7 @@ class PmapParallel(DataParallel):
         Mesh(np.asarray(self.devices), (PMAP_AXIS,)), PartitionSpec(PMAP_AXIS)
     )
     train, evaluate, plateau = _step_fns(exp, num_classes, PMAP_AXIS)
+    self._eval_params = exp.eval_params
     self._step = jax.pmap(train, axis_name=PMAP_AXIS, donate_argnums=0)
     self._eval = jax.pmap(evaluate, axis_name=PMAP_AXIS)
     self._plateau = jax.pmap(plateau, in_axes=(0, None))
@@ -170,7 +173,7 @@ class PmapParallel(DataParallel):
     return state, _first(metrics)
 
   def eval_step(self, state, batch):
-    return _first(self._eval(state.params, batch))
+    return _first(self._eval(self._eval_params(state), batch))
 
 
 def create(mode: str, exp, num_classes: int) -> DataParallel:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -111,8 +111,38 @@ def make_schedule(config, num_steps: int) -> optax.Schedule:
   return main
 
 
+class EmaState(NamedTuple):
+  """The moving average of the parameters that `ema_of_params` keeps."""
+
+  ema: Any
+
+
+def ema_of_params(decay: float) -> optax.GradientTransformation:
+  """Keeps an exponential moving average of the parameters in its state.
+
+  The last transform of a chain: it passes `updates` through unchanged and
+  updates ema <- decay * ema + (1 - decay) * (params + updates), the
+  parameters after this step; the average starts at the initial parameters.
+  """
+
+  def init_fn(params):
+    return EmaState(ema=jax.tree_util.tree_map(jnp.asarray, params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError('ema_of_params needs the parameters (tx.update(..., p))')
+    new_params = optax.apply_updates(params, updates)
+    ema = jax.tree_util.tree_map(
+        lambda e, p: decay * e + (1.0 - decay) * p, state.ema, new_params
+    )
+    return updates, EmaState(ema=ema)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_optimizer(config, num_steps: int) -> optax.GradientTransformation:
-  """Clipping, (weight decay,) the optimizer with the schedule."""
+  """Clipping, (weight decay,) the optimizer with the schedule (, and the
+  moving average of the parameters, the chain's last state)."""
   o = config.optim
   schedule = make_schedule(config, num_steps)
   parts = []
@@ -126,7 +156,18 @@ def make_optimizer(config, num_steps: int) -> optax.GradientTransformation:
     parts.append(optax.adamw(schedule, weight_decay=float(o.weight_decay)))
   else:
     parts.append(optax.sgd(schedule, momentum=float(o.momentum)))
+  if o.ema_decay > 0:
+    parts.append(ema_of_params(float(o.ema_decay)))
   return optax.chain(*parts)
+
+
+def eval_params_fn(config) -> Callable[[TrainState], Any]:
+  """``state -> the parameters that evaluation uses``: the moving average
+  with ``optim.ema_decay > 0`` (the last state of `make_optimizer`'s chain),
+  the parameters otherwise."""
+  if config.optim.ema_decay > 0:
+    return lambda state: state.opt_state[-1].ema
+  return lambda state: state.params
 
 
 def num_train_steps(config, info) -> tuple[int, int]:
@@ -172,6 +213,9 @@ class Experiment:
     init_fn: ``() -> TrainState``, the parameters from ``key(seed)``.
     dropout_rng: The run's dropout key (``fold_in`` with the step in the
       train step).
+    eval_params: ``state -> the parameters evaluation uses`` (the moving
+      average with ``optim.ema_decay``).
+    label_smoothing: Of the training loss.
   """
 
   model: StackedRNNClassifier
@@ -180,6 +224,8 @@ class Experiment:
   plateau_tx: optax.GradientTransformationExtraArgs
   init_fn: Callable[[], TrainState]
   dropout_rng: jax.Array
+  eval_params: Callable[[TrainState], Any] = lambda state: state.params
+  label_smoothing: float = 0.0
 
   def abstract_state(self, sharding) -> TrainState:
     """The state's shapes and dtypes with `sharding` (for restoring)."""
@@ -216,4 +262,6 @@ def build(config, info, num_steps: int) -> Experiment:
       plateau_tx=plateau_tx,
       init_fn=init_fn,
       dropout_rng=dropout_rng,
+      eval_params=eval_params_fn(config),
+      label_smoothing=float(config.optim.label_smoothing),
   )

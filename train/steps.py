@@ -23,6 +23,16 @@ def _cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
+def _smoothed_cross_entropy(logits, labels, smoothing: float):
+  """Cross-entropy against (1 - smoothing) one-hot + smoothing / C."""
+  if not smoothing:
+    return _cross_entropy(logits, labels)
+  targets = optax.smooth_labels(
+      jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), smoothing
+  )
+  return optax.softmax_cross_entropy(logits, targets)
+
+
 def _all_finite(tree) -> jax.Array:
   leaves = [
       jnp.all(jnp.isfinite(x))
@@ -41,6 +51,7 @@ def train_step(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     axis_name: str | None = None,
+    label_smoothing: float = 0.0,
 ):
   """One optimizer step on one (global) batch.
 
@@ -56,6 +67,7 @@ def train_step(
     tx: The optimizer (without the plateau scale).
     schedule: Its learning-rate schedule, for the metrics.
     axis_name: The pmap axis, or None under jit.
+    label_smoothing: Of the loss's targets (0: off).
 
   Returns:
     ``(new_state, metrics)``; metrics: ``loss``, ``accuracy``, ``grad_norm``,
@@ -79,7 +91,10 @@ def train_step(
         train=True,
         rngs={'dropout': rng},
     )
-    loss = (_cross_entropy(logits, batch['label']) * weights).sum() / count
+    loss = (
+        _smoothed_cross_entropy(logits, batch['label'], label_smoothing)
+        * weights
+    ).sum() / count
     return loss, logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -117,18 +132,34 @@ def eval_step(
 ):
   """Sums over one evaluation batch (masked rows do not count).
 
+  ``x`` <f32>[B, T, D], or <f32>[B, K, T, D] for test-time averaging: then
+  the class probabilities of the K versions of each example are averaged,
+  p = mean_k softmax(logits_k), and the loss is -log p[label].
+
   Returns:
     ``loss_sum``, ``correct``, ``count`` (scalars) and ``confusion``
     <f32>[C, C] (rows: true class, columns: predicted).
   """
-  logits = model.apply(
-      {'params': params}, batch['x'], batch['length'], train=False
-  )
+  x, length = batch['x'], batch['length']
+  if x.ndim == 4:
+    b, k = x.shape[:2]
+    logits = model.apply(
+        {'params': params},
+        x.reshape((b * k,) + x.shape[2:]),
+        jnp.repeat(length, k),
+        train=False,
+    )
+    # scores: log of the mean probability over the K versions.
+    scores = jax.nn.log_softmax(logits.reshape(b, k, -1), axis=-1)
+    scores = jax.nn.logsumexp(scores, axis=1) - jnp.log(k)
+  else:
+    scores = model.apply({'params': params}, x, length, train=False)
+  per_example_loss = _cross_entropy(scores, batch['label'])
   weights = batch['mask'].astype(jnp.float32)
-  pred = logits.argmax(-1)
+  pred = scores.argmax(-1)
   true_1h = jax.nn.one_hot(batch['label'], num_classes) * weights[:, None]
   out = {
-      'loss_sum': (_cross_entropy(logits, batch['label']) * weights).sum(),
+      'loss_sum': (per_example_loss * weights).sum(),
       'correct': ((pred == batch['label']) * weights).sum(),
       'count': weights.sum(),
       'confusion': true_1h.T @ jax.nn.one_hot(pred, num_classes),

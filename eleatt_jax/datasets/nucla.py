@@ -22,6 +22,9 @@ Configs (each has ``train``, ``validation`` and ``test``, but one):
     (``xview`` refuses one). Train with it and
     ``--config.data.test_split=validation``; it made the pretrained
     ``nucla_*`` models (``eleatt_jax.pretrained``).
+  * ``dev_reverse`` (its other direction): ``train`` is view 2, ``test`` is
+    view 1. The two-way development protocol averages ``dev`` and
+    ``dev_reverse`` (``benchmarks.reproduce --protocol two_way``).
 
 ``validation`` is carved from the training views by subject: the samples of
 subject `VALIDATION_SUBJECTS` (chosen once by
@@ -292,6 +295,15 @@ for example `<manual_dir>/all_sqe/a01_s01_e00_v01.json`.
           ),
           train_views=(1, 2),
           test_views=(),
+      ),
+      NuclaConfig(
+          name="dev_reverse",
+          description=(
+              "Train on view 2, test on view 1 (the development protocol's"
+              " other direction)."
+          ),
+          train_views=(2,),
+          test_views=(1,),
       ),
   ]
 

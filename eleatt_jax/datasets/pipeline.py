@@ -38,8 +38,12 @@ import grain
 import numpy as np
 
 from eleatt_jax.datasets import preprocessing as pp
+from eleatt_jax.datasets import skeletons
 
 Element = Mapping[str, Any]
+
+#: Feature streams of `SkeletonPreprocess`.
+STREAMS = ("position", "velocity", "bone")
 
 
 def _ids(element: Element, skip: Sequence[str]) -> dict[str, np.ndarray]:
@@ -63,7 +67,16 @@ class SkeletonPreprocess:
   optional scale normalisation, fixed-length sampling (``temporal="sample"``: uniform
   segments, random offsets in training, centred in evaluation; ``"pad"``: zero
   padding with ``length``), augmentation (training only; padding frames stay
-  zero), then flattening to <float32>[num_frames, M*J*3].
+  zero), then the feature streams (positions, frame differences, bone
+  vectors; `preprocessing.velocities`, `preprocessing.bone_vectors`) each
+  flattened and concatenated to <float32>[num_frames, S*M*J*3].
+
+  Test-time averaging (``test_clips > 1`` or ``test_yaws``; evaluation only):
+  the example becomes <float32>[K, num_frames, S*M*J*3], K = test_clips *
+  (1 + len(test_yaws)) versions: clip k samples each segment at offset
+  (k + 0.5) / test_clips, and each clip is also rotated about the vertical
+  axis by every angle of `test_yaws`. The evaluation step averages the
+  class probabilities of the K versions.
 
   Attributes:
     num_frames: Output frames T.
@@ -75,6 +88,14 @@ class SkeletonPreprocess:
     normalize_scale: Scale to a torso of 0.5 m (`preprocessing.normalize_scale`).
     temporal: ``"sample"`` or ``"pad"``.
     augment: Augmentation applied in training; None for none.
+    streams: Feature streams, in order: ``"position"``, ``"velocity"``,
+      ``"bone"``.
+    bones: (parent, child) joint pairs of the ``"bone"`` stream (default:
+      `skeletons.skeleton_topology` of the joint count).
+    test_clips: Temporal samplings averaged in evaluation (``"sample"``
+      only).
+    test_yaws: Extra rotations (rad) about the vertical axis averaged in
+      evaluation, beside the unrotated one.
   """
 
   num_frames: int
@@ -85,12 +106,37 @@ class SkeletonPreprocess:
   normalize_scale: bool = False
   temporal: str = "sample"
   augment: pp.Augment | None = None
+  streams: tuple[str, ...] = ("position",)
+  bones: tuple[tuple[int, int], ...] | None = None
+  test_clips: int = 1
+  test_yaws: tuple[float, ...] = ()
 
   def __post_init__(self):
     if self.temporal not in ("sample", "pad"):
       raise ValueError(
           f"temporal must be 'sample' or 'pad', got {self.temporal!r}"
       )
+    unknown = set(self.streams) - set(STREAMS)
+    if (
+        not self.streams
+        or unknown
+        or len(set(self.streams)) < len(self.streams)
+    ):
+      raise ValueError(
+          f"streams must be distinct names of {STREAMS}, got {self.streams!r}"
+      )
+    if self.test_clips < 1:
+      raise ValueError(f"test_clips must be >= 1, got {self.test_clips}")
+    if self.test_clips > 1 and self.temporal != "sample":
+      raise ValueError(
+          "test_clips > 1 needs temporal='sample' (clips are temporal"
+          f" samplings), got temporal={self.temporal!r}"
+      )
+
+  @property
+  def num_test_views(self) -> int:
+    """K, the versions of an example averaged in evaluation."""
+    return self.test_clips * (1 + len(self.test_yaws))
 
   def __call__(
       self, element: Element, rng: np.random.Generator | None = None
@@ -107,17 +153,49 @@ class SkeletonPreprocess:
       x = pp.align_view(x, self.align_joints)
     if self.normalize_scale:
       x = pp.normalize_scale(x)
-    if self.temporal == "sample":
-      x = pp.temporal_sample(x, length, self.num_frames, rng)
-      length = self.num_frames
-    else:
-      x, length = pp.pad_to(x, length, self.num_frames, rng)
+    out = _ids(element, skip=(self.key, "length"))
+    if rng is None and self.num_test_views > 1:
+      views = []
+      for k in range(self.test_clips):
+        clip, clip_length = self._sample(
+            x, length, None, (k + 0.5) / self.test_clips
+        )
+        views.append(self._features(clip, clip_length))
+        for yaw in self.test_yaws:
+          turned = pp.rotate(clip, pp.rotation_matrix(0.0, yaw, 0.0))
+          views.append(self._features(turned, clip_length))
+      out.update(x=np.stack(views), length=np.int32(clip_length))
+      return out
+    x, length = self._sample(x, length, rng)
     if rng is not None and self.augment is not None:
       # After sampling: the same per-sequence transform on fewer frames.
       x = self.augment(x, rng)
-    out = _ids(element, skip=(self.key, "length"))
-    out.update(x=pp.flatten(x), length=np.int32(length))
+    out.update(x=self._features(x, length), length=np.int32(length))
     return out
+
+  def _sample(self, x, length, rng, offset=0.5):
+    """(<f>[num_frames, ...], valid length) by `temporal`."""
+    if self.temporal == "sample":
+      return (
+          pp.temporal_sample(x, length, self.num_frames, rng, offset),
+          self.num_frames,
+      )
+    return pp.pad_to(x, length, self.num_frames, rng)
+
+  def _features(self, x: np.ndarray, length: int) -> np.ndarray:
+    """The streams of `x` <f>[T, (M,) J, 3], as <f>[T, S*M*J*3]."""
+    parts = []
+    for stream in self.streams:
+      if stream == "position":
+        parts.append(x)
+      elif stream == "velocity":
+        parts.append(pp.velocities(x, length))
+      else:
+        bones = self.bones
+        if bones is None:
+          bones = skeletons.skeleton_topology(x.shape[-2])[1]
+        parts.append(pp.bone_vectors(x, bones))
+    return np.concatenate([pp.flatten(p) for p in parts], axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)

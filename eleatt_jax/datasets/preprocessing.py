@@ -193,33 +193,43 @@ def normalize_scale(x: np.ndarray, size: float = 0.5) -> np.ndarray:
 
 
 def temporal_indices(
-    length: int, num_frames: int, rng: np.random.Generator | None = None
+    length: int,
+    num_frames: int,
+    rng: np.random.Generator | None = None,
+    offset: float = 0.5,
 ) -> np.ndarray:
   """Frame indices that sample `num_frames` uniform segments of `length`.
 
   [0, length) is cut into `num_frames` equal segments and one frame is taken
-  from each: at a random offset when `rng` is given (training), at the centre
-  otherwise (evaluation). Shorter sequences repeat frames.
+  from each: at a random offset when `rng` is given (training), at `offset`
+  (0.5: the centre) of every segment otherwise (evaluation; other offsets
+  give the other clips of test-time averaging). Shorter sequences repeat
+  frames.
 
   >>> temporal_indices(10, 5).tolist()
   [1, 3, 5, 7, 9]
+  >>> temporal_indices(10, 5, offset=0.0).tolist()
+  [0, 2, 4, 6, 8]
 
   Args:
     length: Valid frames, >= 1.
     num_frames: Output frames.
-    rng: Generator for the offsets; None for centred sampling.
+    rng: Generator for the offsets; None for fixed ones.
+    offset: Where in each segment, in [0, 1), without `rng`.
 
   Returns:
     <int64>[num_frames], non-decreasing, in [0, length).
   """
   if length < 1:
     raise ValueError(f"length must be >= 1, got {length}")
+  if not 0.0 <= offset < 1.0:
+    raise ValueError(f"offset must be in [0, 1), got {offset}")
   edges = np.linspace(0.0, float(length), num_frames + 1)
   if rng is None:
-    offset = np.full(num_frames, 0.5)
+    offsets = np.full(num_frames, offset)
   else:
-    offset = rng.uniform(size=num_frames)
-  idx = np.floor(edges[:-1] + offset * (edges[1:] - edges[:-1]))
+    offsets = rng.uniform(size=num_frames)
+  idx = np.floor(edges[:-1] + offsets * (edges[1:] - edges[:-1]))
   return np.clip(idx.astype(np.int64), 0, length - 1)
 
 
@@ -228,9 +238,10 @@ def temporal_sample(
     length: int,
     num_frames: int,
     rng: np.random.Generator | None = None,
+    offset: float = 0.5,
 ) -> np.ndarray:
   """<f>[T, ...] -> <f>[num_frames, ...] by `temporal_indices`."""
-  return x[temporal_indices(length, num_frames, rng)]
+  return x[temporal_indices(length, num_frames, rng, offset)]
 
 
 def pad_to(
@@ -258,6 +269,62 @@ def pad_to(
   out = np.zeros((num_frames,) + x.shape[1:], x.dtype)
   out[:length] = x[:length]
   return out, length
+
+
+def velocities(x: np.ndarray, length: int | None = None) -> np.ndarray:
+  """Frame differences: v_t = x_t - x_{t-1}, v_0 = 0.
+
+  A difference is zero where the body is missing in either frame, and at
+  and beyond `length` (padding frames).
+
+  >>> x = np.zeros((3, 2, 3), np.float32)
+  >>> x[:, 0, 0] = [1.0, 3.0, 6.0]
+  >>> x[:, 1, 1] = 1.0  # a second joint, so the body is present
+  >>> velocities(x)[:, 0, 0].tolist()
+  [0.0, 2.0, 3.0]
+
+  Args:
+    x: <f>[T, J, 3] or <f>[T, M, J, 3].
+    length: Valid frames (default all).
+
+  Returns:
+    Same shape and dtype.
+  """
+  length = len(x) if length is None else int(length)
+  present = _present(x)
+  v = np.zeros_like(x)
+  both = present[1:length] & present[: max(length - 1, 0)]
+  v[1:length] = np.where(both, x[1:length] - x[: max(length - 1, 0)], 0)
+  return v
+
+
+def bone_vectors(
+    x: np.ndarray, bones: tuple[tuple[int, int], ...]
+) -> np.ndarray:
+  """Joint minus its parent: b_j = x_j - x_parent(j), zero for the root.
+
+  Args:
+    x: <f>[T, J, 3] or <f>[T, M, J, 3].
+    bones: (parent, child) joint pairs, each child once (e.g.
+      `skeletons.KINECT_V1_BONES`).
+
+  Returns:
+    Same shape and dtype; missing bodies stay zero.
+
+  >>> x = np.arange(9, dtype=np.float32).reshape(1, 3, 3)
+  >>> bone_vectors(x, ((0, 1), (1, 2)))[0].tolist()
+  [[0.0, 0.0, 0.0], [3.0, 3.0, 3.0], [3.0, 3.0, 3.0]]
+  """
+  num_joints = x.shape[-2]
+  parents = list(range(num_joints))
+  for parent, child in bones:
+    if not (0 <= parent < num_joints and 0 <= child < num_joints):
+      raise ValueError(
+          f"bone {(parent, child)} names a joint outside 0..{num_joints - 1}"
+      )
+    parents[child] = parent
+  b = x - x[..., parents, :]
+  return np.where(_present(x), b, 0).astype(x.dtype, copy=False)
 
 
 def flatten(x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,10 @@ of the first frame) with the recipe tuned on the N-UCLA development protocol
 frame turned parallel to x, random rotation of +-0.3 rad about each axis but
 +-pi/2 about the vertical one (the "(aug.)" configs), and a cosine schedule
 over a fixed number of epochs, so that no split decides the rate.
+
+`apply_plus_recipe` turns such a config into its "plus" recipe: what won on
+the two-way N-UCLA development protocol beyond the paper's network
+(docs/RESULTS.md, "Recipe candidates"); the ``*_plus.py`` configs use it.
 """
 
 import math
@@ -69,4 +73,32 @@ def get_config(
   config.batch_size = batch_size
   config.eval_every_steps = eval_every_steps  # 0: once an epoch
   config.final_checkpoint = 'latest'  # fixed schedule: the last parameters
+  return config
+
+
+# Test-time averaging of the plus recipe: temporal samplings, and rotations
+# about the vertical axis (rad) beside the unrotated one.
+PLUS_TEST_CLIPS = 5
+PLUS_TEST_YAWS = (-1.0, -0.5, 0.5, 1.0)
+
+
+def apply_plus_recipe(config):
+  """The "plus" recipe, beyond the paper: changes `config` in place.
+
+  Chosen on the two-way N-UCLA development protocol (view 1 -> view 2 and
+  view 2 -> view 1; docs/RESULTS.md): joint velocities (frame differences)
+  beside the positions as input, and evaluation averaged over
+  `PLUS_TEST_CLIPS` temporal samplings, each also turned by `PLUS_TEST_YAWS`
+  about the vertical axis. Everything else is the config's (the paper's
+  3 x 100 EleAtt-GRU, one model).
+
+  Args:
+    config: A config of `get_config` (skeleton data, ``temporal='sample'``).
+
+  Returns:
+    `config`.
+  """
+  config.data.streams = 'position+velocity'  # twice the input per frame
+  config.data.test_clips = PLUS_TEST_CLIPS
+  config.data.test_yaws = PLUS_TEST_YAWS
   return config

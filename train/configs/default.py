@@ -70,6 +70,17 @@ def get_config() -> ml_collections.ConfigDict:
   data.max_scale = 0.0
   # Augmentation: std (in metres) of Gaussian noise added to each joint.
   data.jitter_sigma = 0.0
+  # Skeleton only: feature streams per frame, joined by '+', in order:
+  # 'position' (joints), 'velocity' (frame differences), 'bone' (joint minus
+  # its parent); e.g. 'position+velocity' doubles the input.
+  data.streams = 'position'
+  # Skeleton, temporal='sample' only: evaluation averages the class
+  # probabilities of this many temporal samplings (clip k takes each segment
+  # at offset (k + 0.5) / test_clips); 1: the centred one only.
+  data.test_clips = 1
+  # Skeleton only: evaluation also averages over these rotations (radians)
+  # about the vertical axis of every clip, e.g. (-0.5, 0.5); (): none.
+  data.test_yaws = ()
   # Threads of the grain pipeline that read and preprocess examples.
   data.num_threads = 4
   # Elements those threads read ahead.
@@ -134,6 +145,12 @@ def get_config() -> ml_collections.ConfigDict:
   optim.plateau_min_scale = 1e-3
   # Weight decay (decoupled for adamw; added to the gradient for adam/sgd).
   optim.weight_decay = 0.0
+  # Label smoothing of the training loss (0: off; evaluation is unsmoothed).
+  optim.label_smoothing = 0.0
+  # Evaluation (validation, best-k checkpoints, test) uses an exponential
+  # moving average of the parameters with this decay per step (0: off, the
+  # parameters themselves). Not with the 'plateau' schedule.
+  optim.ema_decay = 0.0
   # Momentum of 'sgd'.
   optim.momentum = 0.9
   # Gradients are clipped to this global norm; 0 disables clipping.
