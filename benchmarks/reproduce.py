@@ -518,8 +518,11 @@ def write_docs(name: str, rows, summary, docs: pathlib.Path, command: str):
     (out / f"{r['variant']}{direction}_seed{r['seed']}.json").write_text(
         json.dumps(small, indent=1)
     )
+  # A page of its own on the docs site (the table is also pasted, as a
+  # section, into docs/RESULTS.md): an orphan page with a title.
+  table = markdown_table(name, summary, command).replace('### ', '# ', 1)
   (docs / 'results' / f'{name}.md').write_text(
-      markdown_table(name, summary, command)
+      f'---\norphan: true\n---\n\n{table}'
   )
   (docs / 'img').mkdir(parents=True, exist_ok=True)
   bar_chart(name, summary, os.fspath(docs / 'img' / f'study_{name}.png'))

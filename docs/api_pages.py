@@ -20,6 +20,8 @@ MODULES = (
     'eleatt_jax',
     'eleatt_jax.nnx',
     'eleatt_jax.export',
+    'eleatt_jax.pretrained',
+    'eleatt_jax.frame_encoders',
     'eleatt_jax.datasets',
     'eleatt_jax.viz',
 )

@@ -51,6 +51,14 @@ from flax.typing import Array, Dtype
 
 from eleatt_jax.models import StackedRNNClassifier
 
+__all__ = [
+    'FrameCNN',
+    'KERAS_BACKBONES',
+    'KerasBackbone',
+    'VideoClassifier',
+    'extract_features',
+]
+
 
 class FrameCNN(nn.Module):
   """A small CNN: frames -> feature vectors.
