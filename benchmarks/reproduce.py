@@ -35,7 +35,6 @@ saying where it looked.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import concurrent.futures
 import dataclasses
@@ -51,6 +50,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from eleatt_jax import cli
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -455,7 +456,7 @@ def run_study(
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--study', required=True, choices=sorted(STUDIES))
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument(
@@ -512,4 +513,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 if __name__ == '__main__':
-  main()
+  cli.run_plain(main)

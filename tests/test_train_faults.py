@@ -298,7 +298,7 @@ def test_dataset_not_built_names_data_dir_in_one_screen(tmp_path):
       f'--workdir={tmp_path / "run"}',
       f'--config.data.data_dir={tmp_path / "tfds"}',
   ])
-  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert proc.returncode == 2, proc.stderr[-3000:]  # a usage error
   assert 'Traceback' not in proc.stderr
   assert 'nucla/dev is not built in' in proc.stderr
   assert str(tmp_path / 'tfds') in proc.stderr

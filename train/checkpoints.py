@@ -347,12 +347,7 @@ def load_run(
     ValueError: No such step, or no checkpoint could be read.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f'{path} does not exist: is {workdir!r} the '
-        '--workdir of a training run?'
-    )
+  path = workdir_lib.require_run(workdir)
   with open(path) as f:
     config = config_lib.from_json(json.load(f))
   config_lib.validate(config)

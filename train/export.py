@@ -25,8 +25,9 @@ import json
 import os
 import platform
 
-from absl import app
 from absl import flags
+
+from eleatt_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -148,4 +149,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_absl(main)

@@ -10,6 +10,9 @@ does not exist is an error that lists the valid ones. Running the same command
 again resumes from the latest checkpoint in ``--workdir``; SIGTERM or a first
 Ctrl-C saves a checkpoint and exits (143 or 130). A full disk stops the run
 with a one-line message; what it wrote before is intact and a rerun resumes.
+Any error the user can fix ends with one ``FATAL:`` line naming the file, key
+or value (exit status 2; other failures 1, `eleatt_jax.cli`); ``--verbose``
+adds the traceback.
 With ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
 ``JAX_PROCESS_ID`` set (or under SLURM / Open MPI), the processes train
 together (`jax.distributed`).
@@ -24,6 +27,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from eleatt_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -59,12 +64,26 @@ def unknown_config_keys(argv: list[str]) -> str | None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with an unknown config key reported with the valid keys."""
+  """absl parsing, with an unknown config key reported with the valid keys
+  and a config file that does not load named (absl loads it lazily)."""
   message = unknown_config_keys(argv)
   if message:
-    print(f'FATAL: {message}', file=sys.stderr)
-    sys.exit(2)
-  return FLAGS(argv)
+    raise KeyError(message)
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.keys()  # config_flags loads the file on first use
+  except OSError as err:
+    # config_flags' message is a dozen lines of search paths.
+    path = next(
+        (a.split('=', 1)[1] for a in argv if a.startswith('--config=')),
+        '?',
+    )
+    cause = str(err).strip().splitlines()[-1].strip()
+    raise FileNotFoundError(
+        f'--config={path} could not be loaded ({cause}); give a file of '
+        'train/configs/, e.g. --config=train/configs/smnist.py.'
+    ) from err
+  return rest
 
 
 def main(argv):
@@ -79,23 +98,11 @@ def main(argv):
     # still completes the other writes: each callback is one more traceback.
     sys.unraisablehook = _unless_loop_closed(sys.unraisablehook)
   # pylint: disable=g-import-not-at-top
-  from train import config_lib
   from train import distributed
-  from train import input_pipeline
   from train import train
-  from train import workdir
   # pylint: enable=g-import-not-at-top
   distributed.initialize()
-  try:
-    result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (
-      config_lib.ConfigError,
-      workdir.WorkdirError,
-      input_pipeline.DatasetNotBuiltError,
-  ) as err:
-    # A one-screen message (no traceback): what is wrong and what to do.
-    print(f'FATAL: {err}', file=sys.stderr, flush=True)
-    sys.exit(2 if isinstance(err, config_lib.ConfigError) else 1)
+  result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   if result.get('preempted'):
     # 128 + the signal (143: SIGTERM, 130: SIGINT): the job did not finish;
     # rerun to resume.
@@ -122,5 +129,14 @@ def _not_disk_full(record) -> bool:
   )
 
 
+def interrupted() -> str:
+  """The line of a Ctrl-C outside the training loop (set-up, the final
+  evaluation): the checkpoints are whole and a rerun goes on from them."""
+  return (
+      f'Interrupted (SIGINT): the checkpoints in {FLAGS.workdir} are intact; '
+      'run the same command to resume.'
+  )
+
+
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  cli.run_absl(main, flags_parser=parse_flags, interrupted=interrupted)

@@ -19,6 +19,7 @@ restore, preemption), `workdir` (lock, previous run), `distributed`,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -66,39 +67,55 @@ def train_and_evaluate(
   workdir = os.path.abspath(os.path.expanduser(workdir))
   log = reporting.Logger(distributed.is_primary())
   log(f'Workdir: {workdir}\n{input_pipeline.data_location(config, workdir)}')
-  with workdir_lib.WorkdirLock(workdir), workdir_lib.stop_if_disk_full(workdir):
-    workdir_lib.check_previous_run(config, workdir)
-    run = _setup(config, workdir, log)
-    state, train_it = _restore_or_initialize(run)
-    if distributed.is_primary():
-      workdir_lib.write_atomically(
-          os.path.join(workdir, 'config.json'),
-          config.to_json_best_effort(indent=2),
-      )
-    log(_describe_run(run))
+  new_workdir = not os.path.isdir(workdir)
+  try:
+    with (
+        workdir_lib.WorkdirLock(workdir),
+        workdir_lib.stop_if_disk_full(workdir),
+        workdir_lib.undo_failed_start(workdir),
+    ):
+      return _train_and_evaluate(config, workdir, log)
+  finally:
+    if new_workdir and distributed.is_primary():
+      with contextlib.suppress(OSError):
+        os.rmdir(workdir)  # only if a failed start left it empty
 
-    reporter = reporting.Reporter(
-        config,
-        workdir,
-        num_steps=run.num_steps,
-        start_step=int(jax.device_get(state.step)),
-        primary=distributed.is_primary(),
-        last_checkpoint=functools.partial(_describe_latest, run.ckpt),
+
+def _train_and_evaluate(config, workdir: str, log: reporting.Logger):
+  """`train_and_evaluate` in its workdir, holding the lock."""
+  workdir_lib.check_previous_run(config, workdir)
+  run = _setup(config, workdir, log)
+  state, train_it = _restore_or_initialize(run)
+  if distributed.is_primary():
+    workdir_lib.write_atomically(
+        os.path.join(workdir, 'config.json'),
+        config.to_json_best_effort(indent=2),
     )
-    try:
-      dstate, step, stopped_by = _train_loop(
-          run, reporter, run.par.device_state(state), train_it
-      )
-      if stopped_by:
-        out = _stopped_by_signal(run, step, stopped_by)
-      else:
-        out = _final_evaluation(run, reporter, dstate, step)
-      reporter.close()
-      run.ckpt.close()
-    except BaseException as err:
-      _stop_after_error(err, workdir, reporter, run.ckpt)
-      raise
-    return out
+  workdir_lib.write_data_source(config, workdir)
+  log(_describe_run(run))
+
+  reporter = reporting.Reporter(
+      config,
+      workdir,
+      num_steps=run.num_steps,
+      start_step=int(jax.device_get(state.step)),
+      primary=distributed.is_primary(),
+      last_checkpoint=functools.partial(_describe_latest, run.ckpt),
+  )
+  try:
+    dstate, step, stopped_by = _train_loop(
+        run, reporter, run.par.device_state(state), train_it
+    )
+    if stopped_by:
+      out = _stopped_by_signal(run, step, stopped_by)
+    else:
+      out = _final_evaluation(run, reporter, dstate, step)
+    reporter.close()
+    run.ckpt.close()
+  except BaseException as err:
+    _stop_after_error(err, workdir, reporter, run.ckpt)
+    raise
+  return out
 
 
 @dataclasses.dataclass(frozen=True)

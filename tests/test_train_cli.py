@@ -1,0 +1,301 @@
+"""Issue 18: every command line ends a user error with one ``FATAL:`` line
+(exit status 2 for usage errors), releases its lock and leaves nothing
+half-made; tracebacks only with ``--verbose``."""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import train_support as sup
+from eleatt_jax import cli
+from eleatt_jax.datasets import _common
+from train import train
+
+# Module-scoped fixtures shared by the train test modules.
+from train_support import _jax_cache, data_dir, npz_dir  # noqa: F401  # pylint: disable=unused-import
+
+NPZ_CONFIG = 'train/configs/npz.py'
+
+
+def _one_fatal_line(proc, status: int, *parts: str) -> str:
+  """Asserts `proc` ended with one FATAL line (naming `parts`); the line."""
+  err = proc.stderr.strip()
+  assert proc.returncode == status, proc.stdout[-2000:] + err[-3000:]
+  assert 'Traceback' not in err, err[-3000:]
+  lines = [l for l in err.splitlines() if l.startswith('FATAL')]
+  assert len(lines) == 1 and lines[0].startswith('FATAL: '), err[-3000:]
+  for part in parts:
+    assert part in lines[0], lines[0]
+  return lines[0]
+
+
+@pytest.mark.parametrize(
+    'err,status',
+    [
+        (ValueError('config.batch_size must be >= 1'), 2),
+        (KeyError('config.nope is not a field'), 2),
+        (FileNotFoundError('x.npz'), 2),
+        (_common.CorruptFileError('x.npz', 'key x', 'an array'), 2),
+        (RuntimeError('WORKDIR is in use'), 1),
+        (FloatingPointError('NaN loss at step 5'), 1),
+    ],
+)
+def test_an_error_is_one_fatal_line_and_its_status(err, status, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.guard(lambda: (_ for _ in ()).throw(err), lambda: False)()
+  assert exit_.value.code == status
+  out = capsys.readouterr().err
+  assert out == f'FATAL: {err.args[0]}\n'
+
+
+def test_verbose_adds_the_traceback_and_ctrl_c_is_130(capsys):
+  def boom():
+    raise ValueError('bad value')
+
+  with pytest.raises(SystemExit):
+    cli.guard(boom, lambda: True)()
+  err = capsys.readouterr().err
+  assert 'Traceback' in err and err.endswith('FATAL: bad value\n')
+
+  def interrupted():
+    raise KeyboardInterrupt
+
+  with pytest.raises(SystemExit) as exit_:
+    cli.guard(interrupted, lambda: False, 'Interrupted (SIGINT); rerun.')()
+  assert exit_.value.code == 130
+  assert capsys.readouterr().err == 'Interrupted (SIGINT); rerun.\n'
+
+
+def test_an_unexpected_error_names_its_type_and_verbose(capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.guard(lambda: {}.get(1).x, lambda: False)()
+  assert exit_.value.code == 1
+  err = capsys.readouterr().err
+  assert err.startswith('FATAL: AttributeError: ') and '--verbose' in err
+
+
+def test_a_failed_start_leaves_no_lock_and_nothing_half_made(npz_dir, tmp_path):
+  """A damaged data file found while building a sequence-npz data set (into
+  the workdir): the error names it; no train.lock, tfds/ or checkpoints/ is
+  left, and a workdir the run made is gone; an existing one stays."""
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  for name in ('train.npz', 'test.npz'):
+    (bad / name).write_bytes((npz_dir / name).read_bytes()[:300])
+  config = sup.tiny_config(bad, '', **{'data.data_dir': ''})
+  workdir = tmp_path / 'run'
+  with pytest.raises(_common.CorruptFileError, match='train.npz'):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+  workdir.mkdir()
+  (workdir / 'notes.txt').write_text('mine')
+  with pytest.raises(_common.CorruptFileError):
+    train.train_and_evaluate(config, str(workdir))
+  assert sorted(p.name for p in workdir.iterdir()) == ['notes.txt']
+
+
+@pytest.mark.slow
+def test_user_errors_of_train_main_are_one_line(npz_dir, data_dir, tmp_path):
+  """A config file that does not exist, a missing --workdir, a data path
+  that does not exist: one FATAL line each, exit status 2, nothing left."""
+  workdir = tmp_path / 'run'
+  proc = sup.run(
+      sup.train_cmd('train/configs/nope.py', workdir, {}), timeout=120
+  )
+  _one_fatal_line(proc, 2, '--config=train/configs/nope.py', 'No such file')
+  proc = sup.run(
+      [sys.executable, '-m', 'train.main', f'--config={NPZ_CONFIG}'],
+      timeout=120,
+  )
+  _one_fatal_line(proc, 2, '--workdir')
+  overrides = sup.cli_overrides(tmp_path / 'nowhere', '')
+  proc = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, overrides), timeout=120)
+  _one_fatal_line(proc, 2, str(tmp_path / 'nowhere'), 'is not a directory')
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    'command',
+    ['train.stream', pytest.param('train.eval', marks=pytest.mark.slow)],
+)
+def test_commands_on_a_workdir_that_does_not_exist_say_so(tmp_path, command):
+  typo = tmp_path / 'typo'
+  proc = sup.run(
+      [sys.executable, '-m', command, f'--workdir={typo}'], timeout=120
+  )
+  line = _one_fatal_line(proc, 2, f'--workdir={typo} does not exist')
+  assert 'train.export' not in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    'cmd,parts',
+    [
+        (
+            ['-m', 'train.export', '--workdir=/nonexistent/w'],
+            ['/nonexistent/w'],
+        ),
+        (
+            ['-m', 'train.attention', '--workdir=/nonexistent/w'],
+            ['/nonexistent/w'],
+        ),
+        (['-m', 'train.eval', '--workdir=w', 'extra'], ['extra']),
+        (['-m', 'benchmarks.speed', '--nope'], ['--nope', '--help']),
+        (['-m', 'benchmarks.memory', '--B=x'], ['--B']),
+        (
+            [
+                '-m',
+                'eleatt_jax.datasets',
+                'build',
+                'nucla/dev',
+                '--manual_dir=/nonexistent/m',
+                '--data_dir={tmp}',
+            ],
+            ['/nonexistent/m', '--manual_dir=DIR'],
+        ),
+    ],
+    ids=['export', 'attention', 'eval-args', 'speed', 'memory', 'datasets'],
+)
+def test_every_entry_point_ends_a_user_error_in_one_line(cmd, parts, tmp_path):
+  cmd = [c.replace('{tmp}', str(tmp_path / 'tfds')) for c in cmd]
+  proc = sup.run([sys.executable, *cmd], timeout=180)
+  _one_fatal_line(proc, 2, *parts)
+  verbose = sup.run([sys.executable, *cmd, '--verbose'], timeout=180)
+  assert verbose.returncode == 2
+  assert 'Traceback' in verbose.stderr or 'usage' not in verbose.stderr
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_is_one_line_and_leaves_no_lock(
+    npz_dir, data_dir, tmp_path
+):
+  workdir = tmp_path / 'run'
+  overrides = sup.cli_overrides(npz_dir, data_dir, inject_nan_at_step=5)
+  proc = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, overrides), timeout=180)
+  _one_fatal_line(proc, 1, 'at step 5', 'step 4')
+  assert not (workdir / 'train.lock').exists()
+  assert (workdir / 'checkpoints' / '4').is_dir()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_final_evaluation_is_one_line_and_130(tmp_path):
+  """A test split of 40,000 sequences keeps the final evaluation busy for
+  seconds; SIGINT once the last checkpoint is complete."""
+  npz = sup.write_npz_dataset(tmp_path / 'npz', n_test=40000)
+  workdir = tmp_path / 'run'
+  overrides = sup.cli_overrides(npz, tmp_path / 'tfds', eval_batch_size=3)
+  proc = subprocess.Popen(
+      sup.train_cmd(NPZ_CONFIG, workdir, overrides),
+      cwd=sup.REPO,
+      env=sup.subprocess_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+  last = pathlib.Path(workdir) / 'checkpoints' / '6'
+  deadline = time.monotonic() + 300
+  while not last.is_dir() and proc.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  time.sleep(0.5)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, out[-2000:] + err[-3000:]
+  assert 'Traceback' not in err, err[-3000:]
+  assert err.strip().splitlines()[-1].startswith('Interrupted (SIGINT)')
+  assert len(err.strip().splitlines()) == 1, err
+  assert not (workdir / 'train.lock').exists()
+  rerun = sup.run(sup.train_cmd(NPZ_CONFIG, workdir, overrides), timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert (workdir / 'eval_results.json').exists()
+
+
+@pytest.mark.slow
+def test_overwrite_moves_aside_everything_written_for_the_run(
+    npz_dir, tmp_path
+):
+  """train.eval of another split, train.export and train.attention write
+  into the workdir; `overwrite` moves all of it, and the data built there,
+  aside with the run; train.stream then has no export to serve."""
+  from train import attention  # pylint: disable=g-import-not-at-top
+  from train import eval as train_eval  # pylint: disable=g-import-not-at-top
+  from train import export  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path / 'run'
+  # No data.data_dir: the data are built in WORKDIR/tfds.
+  config = sup.tiny_config(npz_dir, '', **{'data.data_dir': ''})
+  train.train_and_evaluate(config, str(workdir))
+  train_eval.evaluate_checkpoint(str(workdir), split='validation')
+  export.export_run(str(workdir))
+  attention.plot_attention(str(workdir), 0)
+  written = sorted(p.name for p in workdir.iterdir())
+  for name in (
+      'export',
+      'eval_results_validation.json',
+      'confusion_matrix_validation.png',
+      'attention_test_0.png',
+      'attention_test_0.npz',
+      'tfds',
+  ):
+    assert name in written, written
+  again = sup.tiny_config(
+      npz_dir, '', seed=5, overwrite=True, **{'data.data_dir': ''}
+  )
+  train.train_and_evaluate(again, str(workdir))
+  old = sorted(p.name for p in (workdir / 'replaced' / '1').iterdir())
+  assert set(written) - {'replaced'} <= set(old), (written, old)
+  now = sorted(p.name for p in workdir.iterdir())
+  assert now == [
+      'checkpoints',
+      'config.json',
+      'data_source.json',
+      'eval_results.json',
+      'metrics.jsonl',
+      'replaced',
+      'tfds',
+  ]
+  with pytest.raises(FileNotFoundError, match='train.export'):
+    from train import stream  # pylint: disable=g-import-not-at-top
+
+    stream.replay(str(workdir))
+
+
+@pytest.mark.slow
+def test_other_data_at_a_rerun_are_refused_naming_both(tmp_path):
+  """Another data.path (another D, other classes' data) on a workdir that
+  holds its built copy of the first: refused naming both paths; with
+  `overwrite` the run trains on the new data."""
+  from train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  first = sup.write_npz_dataset(tmp_path / 'first', n_train=24, n_test=9)
+  second = tmp_path / 'second'
+  second.mkdir()
+  sup.write_npz_split(second / 'train.npz', 30, seed=7, dim=5)
+  sup.write_npz_split(second / 'test.npz', 12, seed=8, dim=5)
+  workdir = tmp_path / 'run'
+  small = {'data.data_dir': '', 'num_train_steps': 2}
+  train.train_and_evaluate(sup.tiny_config(first, '', **small), str(workdir))
+  other = sup.tiny_config(second, '', **small)
+  with pytest.raises(
+      workdir_lib.WorkdirError, match=f'{first} before, {second} now'
+  ):
+    train.train_and_evaluate(other, str(workdir))
+  # The same files, elsewhere, are the same data: a resumption.
+  moved = tmp_path / 'moved'
+  moved.mkdir()
+  for name in ('train.npz', 'test.npz'):
+    (moved / name).write_bytes((first / name).read_bytes())
+  train.train_and_evaluate(
+      sup.tiny_config(moved, '', **dict(small, num_train_steps=4)),
+      str(workdir),
+  )
+  other.overwrite = True
+  out = train.train_and_evaluate(other, str(workdir))
+  assert out['num_examples'] == 12
+  assert (workdir / 'replaced' / '1' / 'tfds').is_dir()
