@@ -299,3 +299,18 @@ def test_other_data_at_a_rerun_are_refused_naming_both(tmp_path):
   out = train.train_and_evaluate(other, str(workdir))
   assert out['num_examples'] == 12
   assert (workdir / 'replaced' / '1' / 'tfds').is_dir()
+
+
+def test_the_test_split_cannot_select_unless_allowed(npz_dir, tmp_path):
+  from train import config_lib  # pylint: disable=g-import-not-at-top
+
+  config = sup.tiny_config(npz_dir, tmp_path, **{'data.eval_split': 'test'})
+  with pytest.raises(
+      config_lib.ConfigError,
+      match=r"eval_split='test' is the test split.*chosen on the test data.*"
+      r'--config.allow_test_selection=True',
+  ):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+  config.allow_test_selection = True
+  config_lib.validate(config)  # said explicitly: allowed
