@@ -314,3 +314,91 @@ def test_the_test_split_cannot_select_unless_allowed(npz_dir, tmp_path):
   assert not (tmp_path / 'run').exists()
   config.allow_test_selection = True
   config_lib.validate(config)  # said explicitly: allowed
+
+
+@pytest.fixture(scope='module')
+def finished_run(npz_dir, data_dir, tmp_path_factory):  # pylint: disable=redefined-outer-name
+  """A finished tiny run with checkpoints 2, 4 and 6 (each one sealed)."""
+  workdir = tmp_path_factory.mktemp('finished') / 'run'
+  config = sup.tiny_config(npz_dir, data_dir, keep_best=3)
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def _garbage(path):
+  path.write_bytes(b'\x00{not json')
+
+
+def _truncate_a_data_file(step_dir):
+  files = [p for p in (step_dir / 'state').rglob('*') if p.is_file()]
+  data = [p for p in files if p.parent.name == 'd'] or files
+  victim = max(data, key=lambda p: p.stat().st_size)
+  with open(victim, 'r+b') as f:
+    f.truncate(victim.stat().st_size - 7)
+
+
+def _unsealed_garbage_metrics(step_dir):
+  (step_dir / 'sha256sums.json').unlink()  # a checkpoint of an older version
+  _garbage(step_dir / 'metrics' / 'metrics')
+
+
+DAMAGE = {
+    'metrics-garbage': (6, lambda d: _garbage(d / 'metrics' / 'metrics')),
+    'metrics-empty': (
+        6,
+        lambda d: (d / 'metrics' / 'metrics').write_bytes(b''),
+    ),
+    'checkpoint-metadata': (6, lambda d: _garbage(d / '_CHECKPOINT_METADATA')),
+    'state-metadata': (6, lambda d: _garbage(d / 'state' / '_METADATA')),
+    'older-truncated-data': (2, _truncate_a_data_file),
+    'unsealed-metrics-garbage': (6, _unsealed_garbage_metrics),
+}
+_SLOW_DAMAGE = (
+    'metrics-empty',
+    'checkpoint-metadata',
+    'state-metadata',
+    'unsealed-metrics-garbage',
+)
+
+
+@pytest.mark.parametrize(
+    'kind',
+    [
+        pytest.param(k, marks=pytest.mark.slow) if k in _SLOW_DAMAGE else k
+        for k in DAMAGE
+    ],
+)
+def test_damage_anywhere_in_a_checkpoint_is_moved_aside(
+    finished_run, data_dir, npz_dir, tmp_path, capsys, kind
+):  # pylint: disable=redefined-outer-name
+  """train.eval skips the damaged checkpoint with one warning line; the
+  trainer moves it to corrupt_checkpoints/ and goes on from the next one."""
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  from train import eval as train_eval  # pylint: disable=g-import-not-at-top
+
+  step, make_damage = DAMAGE[kind]
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_run, workdir)
+  make_damage(workdir / 'checkpoints' / str(step))
+  capsys.readouterr()
+  out = train_eval.evaluate_checkpoint(
+      str(workdir), output=str(tmp_path / 'e.json')
+  )
+  err = capsys.readouterr().err.strip().splitlines()
+  assert out['step'] == (4 if step == 6 else 6)
+  assert len(err) == 1, err
+  assert err[0].startswith(f'WARNING: Checkpoint at step {step} in ')
+  assert 'is unreadable' in err[0]
+  config = sup.tiny_config(npz_dir, data_dir, keep_best=3, num_train_steps=8)
+  train.train_and_evaluate(config, str(workdir))
+  said = capsys.readouterr().out
+  assert f'Checkpoint at step {step} in' in said, said[-3000:]
+  assert (workdir / 'corrupt_checkpoints' / str(step)).is_dir()
+  steps = sorted(
+      int(p.name)
+      for p in (workdir / 'checkpoints').iterdir()
+      if p.name.isdigit()
+  )
+  assert step not in steps or step == 6
+  assert 8 in steps
