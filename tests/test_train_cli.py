@@ -402,3 +402,32 @@ def test_damage_anywhere_in_a_checkpoint_is_moved_aside(
   )
   assert step not in steps or step == 6
   assert 8 in steps
+
+
+def test_a_rerun_of_a_finished_run_logs_its_final_test_once(
+    finished_run, npz_dir, data_dir, tmp_path
+):  # pylint: disable=redefined-outer-name
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  from train import config_lib  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_run, workdir)
+
+  def finals():
+    lines = (workdir / 'metrics.jsonl').read_text().splitlines()
+    return [l for l in lines if 'final_test/accuracy' in json.loads(l)]
+
+  assert len(finals()) == 1
+  config = sup.tiny_config(npz_dir, data_dir, keep_best=3)
+  train.train_and_evaluate(config, str(workdir))
+  assert len(finals()) == 1
+  # Fewer steps than the run has done: refused, naming both.
+  shorter = sup.tiny_config(npz_dir, data_dir, keep_best=3, num_train_steps=4)
+  with pytest.raises(
+      config_lib.ConfigError,
+      match=r'holds step 6, beyond the 4 training steps.*'
+      r'--config.num_train_steps=6',
+  ):
+    train.train_and_evaluate(shorter, str(workdir))

@@ -86,6 +86,7 @@ def _train_and_evaluate(config, workdir: str, log: reporting.Logger):
   workdir_lib.check_previous_run(config, workdir)
   run = _setup(config, workdir, log)
   state, train_it = _restore_or_initialize(run)
+  _check_not_beyond(run, int(jax.device_get(state.step)))
   if distributed.is_primary():
     workdir_lib.write_atomically(
         os.path.join(workdir, 'config.json'),
@@ -195,6 +196,21 @@ def _restore_or_initialize(run: _Run):
     state = jax.jit(run.exp.init_fn, out_shardings=run.par.state_sharding())()
     run.log(reporting.param_table(state.params))
   return state, train_it
+
+
+def _check_not_beyond(run: _Run, step: int) -> None:
+  """Refuses a run whose checkpoint is past its num_train_steps: it would
+  evaluate the checkpoint as if it were the shorter run's."""
+  if step > run.num_steps:
+    raise config_lib.ConfigError(
+        f'{run.ckpt.directory} holds step {step}, beyond the '
+        f'{run.num_steps} training steps of this config '
+        f'(num_train_steps={run.config.num_train_steps}, num_epochs='
+        f'{run.config.num_epochs}): the run would stop at once and report '
+        f'step {step}. Give at least --config.num_train_steps={step} to go '
+        'on, evaluate a checkpoint with python -m train.eval --checkpoint=N, '
+        'or give another --workdir.'
+    )
 
 
 def _describe_run(run: _Run) -> str:
@@ -335,9 +351,9 @@ def _final_evaluation(
             checkpoint=chosen,
         )
     )
-    reporter.writer.write(
-        chosen['step'], {f'final_{split}/accuracy': res['accuracy']}
-    )
+    key = f'final_{split}/accuracy'
+    if not reporter.writer.logged(chosen['step'], key):  # a rerun's
+      reporter.writer.write(chosen['step'], {key: res['accuracy']})
   else:
     out.update(res, step=chosen['step'], split=split)
   if distributed.is_primary() and config.plots:
