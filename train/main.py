@@ -15,11 +15,13 @@ or value (exit status 2; other failures 1, `eleatt_jax.cli`); ``--verbose``
 adds the traceback.
 With ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
 ``JAX_PROCESS_ID`` set (or under SLURM / Open MPI), the processes train
-together (`jax.distributed`).
+together (`jax.distributed`); an error on any of them stops all of them with
+the same ``FATAL: Process N: ...`` line (`distributed.announce_fatal`).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -98,11 +100,26 @@ def main(argv):
     # still completes the other writes: each callback is one more traceback.
     sys.unraisablehook = _unless_loop_closed(sys.unraisablehook)
   # pylint: disable=g-import-not-at-top
+  import jax
   from train import distributed
   from train import train
   # pylint: enable=g-import-not-at-top
   distributed.initialize()
-  result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  distributed.watch_fatal()
+  if jax.process_count() > 1:
+    logging.get_absl_handler().addFilter(_stop_all_if_disk_full)
+  try:
+    result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except Exception as err:  # pylint: disable=broad-except
+    if jax.process_count() == 1:
+      raise
+    # Several processes: the others learn it within a second and stop with
+    # the same line; this one exits at once, not at jax's shutdown barrier.
+    line = distributed.announce_fatal(cli.message(err))
+    print(f'FATAL: {line}', file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(cli.exit_status(err))  # pylint: disable=protected-access
   if result.get('preempted'):
     # 128 + the signal (143: SIGTERM, 130: SIGINT): the job did not finish;
     # rerun to resume.
@@ -118,6 +135,26 @@ def _unless_loop_closed(hook):
       hook(args)
 
   return unraisable
+
+
+def _stop_all_if_disk_full(record) -> bool:
+  """Several processes: a failed background write (orbax logs it from its
+  thread, while this process's main thread may wait at a barrier that the
+  others never reach) stops every process at once with one line."""
+  # pylint: disable=g-import-not-at-top
+  import os.path
+  from train import distributed
+  from train import workdir
+  # pylint: enable=g-import-not-at-top
+
+  err = record.exc_info[1] if record.exc_info else record.getMessage()
+  if workdir.disk_full_errno(err) is None:
+    return True
+  path = os.path.abspath(os.path.expanduser(FLAGS.workdir))
+  full = workdir.disk_full_error(err, path)  # (a record's text will do)
+  line = distributed.announce_fatal(str(full))
+  print(f'FATAL: {line}', file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def _not_disk_full(record) -> bool:

@@ -30,6 +30,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from eleatt_jax import cli
 from train import checkpoints
 from train import config_lib
 from train import distributed
@@ -114,6 +115,11 @@ def _train_and_evaluate(config, workdir: str, log: reporting.Logger):
     reporter.close()
     run.ckpt.close()
   except BaseException as err:
+    if isinstance(err, Exception) and jax.process_count() > 1:
+      # Before waiting on the checkpoint writes (which may wait on the other
+      # processes): they stop as soon as they read it.
+      full = workdir_lib.disk_full_error(err, workdir)
+      distributed.announce_fatal(cli.message(full or err))
     _stop_after_error(err, workdir, reporter, run.ckpt)
     raise
   return out
@@ -316,7 +322,9 @@ def _train_loop(run: _Run, reporter: reporting.Reporter, dstate, train_it):
               {'accuracy': res['accuracy'], 'loss': res['loss']},
           )
         reporter.restart_clock()
-      stopped_by = None if last else preemption.stop_signal(ckpt, step)
+      # At the last step too: a Ctrl-C there is not lost (the final
+      # evaluation is left to the rerun).
+      stopped_by = preemption.stop_signal(ckpt, step)
       if stopped_by:
         reporter.flush(step)
         if ckpt.latest_step() != step:

@@ -105,7 +105,9 @@ def disk_full_errno(
   return next((f for f in found if f[1]), found[0] if found else None)
 
 
-def disk_full_error(err: BaseException, workdir: str) -> DiskFullError | None:
+def disk_full_error(
+    err: BaseException | str, workdir: str
+) -> DiskFullError | None:
   """A `DiskFullError` explaining `err`, or None if it is not one."""
   found = disk_full_errno(err)
   if found is None:
