@@ -8,6 +8,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -441,38 +442,69 @@ def test_a_rerun_of_a_finished_run_logs_its_final_test_once(
 def test_a_disk_error_on_one_of_two_processes_stops_both_with_one_line(
     npz_dir, data_dir, tmp_path
 ):
-  """Two real processes (jax.distributed over localhost); once a checkpoint
-  is complete, process 0's file-size limit drops to 4 KiB (its next
-  checkpoint or metrics line fails with EFBIG). Both stop, well before
-  orbax's 1200 s barrier (the wait below gives up at 600 s), each with the
-  same FATAL line naming the file."""
+  """Two real processes (jax.distributed over localhost); at step 3 process
+  0's file-size limit drops to the size of its metrics.jsonl, so that its
+  next line fails with EFBIG (no checkpoint is written before step 1000).
+  Both stop, long before jax's 300 s shutdown barrier (the wait below gives
+  up at 250 s), each with the same FATAL line naming the file."""
   import re  # pylint: disable=g-import-not-at-top
   import resource  # pylint: disable=g-import-not-at-top
 
   overrides = sup.cli_overrides(
       npz_dir,
       data_dir,
-      num_train_steps=400,
+      num_train_steps=2000,
       log_every_steps=1,
-      checkpoint_every_steps=4,
-      eval_every_steps=4,
+      checkpoint_every_steps=0,
+      eval_every_steps=1000,
   )
   workdir = tmp_path / 'run'
-  procs = sup.start_processes(
-      sup.train_cmd(NPZ_CONFIG, workdir, overrides), tmp_path / 'logs'
-  )
+  cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
+  port = sup.free_port()
+  procs, outs, readers = [], [[], []], []
+  for pid in range(2):
+    env = sup.subprocess_env(
+        num_devices=1,
+        JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+        JAX_NUM_PROCESSES=2,
+        JAX_PROCESS_ID=pid,
+    )
+    # Pipes, not files: the file-size limit must not stop the output.
+    procs.append(
+        subprocess.Popen(
+            cmd,
+            cwd=sup.REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    )
+    readers.append(
+        threading.Thread(
+            target=outs[pid].extend, args=(procs[pid].stdout,), daemon=True
+        )
+    )
+    readers[-1].start()
   try:
-    deadline = time.monotonic() + 600
-    while not any(
-        p.name.isdigit() for p in (workdir / 'checkpoints').glob('*')
-    ):
-      assert (
-          time.monotonic() < deadline and procs[0].poll() is None
-      ), sup.output(procs[0])[-3000:]
+    deadline = time.monotonic() + 900
+    while not any(l.startswith('step 3/') for l in outs[0]):
+      assert time.monotonic() < deadline and procs[0].poll() is None, ''.join(
+          outs[0]
+      )[-3000:]
       time.sleep(0.05)
-    resource.prlimit(procs[0].pid, resource.RLIMIT_FSIZE, (4096, 4096))
+    size = (workdir / 'metrics.jsonl').stat().st_size
+    resource.prlimit(procs[0].pid, resource.RLIMIT_FSIZE, (size, size))
+    for p in procs:
+      p.wait(timeout=250)
   finally:
-    outs = sup.wait_processes(procs, timeout=600)
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+    for r in readers:
+      r.join(timeout=30)
+  outs = [''.join(o) for o in outs]
   fatal = [
       [l for l in out.splitlines() if l.startswith('FATAL')] for out in outs
   ]
@@ -481,6 +513,7 @@ def test_a_disk_error_on_one_of_two_processes_stops_both_with_one_line(
     assert len(lines) == 1, out[-4000:]
   assert fatal[0] == fatal[1], fatal
   assert re.match(
-      r'FATAL: Process 0: Writing \S+ failed: file too large \(EFBIG\)',
+      r'FATAL: Process 0: Writing \S+metrics.jsonl failed: file too large '
+      r'\(EFBIG\)',
       fatal[0][0],
   ), fatal

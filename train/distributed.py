@@ -86,6 +86,7 @@ def any_process(flag: bool) -> bool:
 # The coordination service's key under which a failing process leaves its
 # FATAL line for the others.
 FATAL_KEY = 'eleatt_jax/fatal'
+ACK_KEY = 'eleatt_jax/fatal_ack'
 _announced: str | None = None  # this process's announced line
 
 
@@ -139,7 +140,33 @@ def watch_fatal(poll_s: float = 1.0) -> None:
       if line and _announced is None:
         print(f'FATAL: {line}', file=sys.stderr, flush=True)
         sys.stdout.flush()
+        try:  # the announcer waits for this before it exits
+          client.key_value_set(f'{ACK_KEY}/{jax.process_index()}', '1')
+        except Exception:  # pylint: disable=broad-except
+          pass
         os._exit(1)  # pylint: disable=protected-access
       time.sleep(poll_s)
 
   threading.Thread(target=watch, name='fatal-watch', daemon=True).start()
+
+
+def wait_until_heard(timeout_s: float = 20.0) -> None:
+  """After `announce_fatal`: waits (at most `timeout_s`) until every other
+  process has printed the line, then a moment more: process 0 hosts jax's
+  coordination service, and the others abort (SIGABRT) if it is gone first.
+  """
+  client = _client()
+  if client is None:
+    return
+  import time  # pylint: disable=g-import-not-at-top
+
+  deadline = time.monotonic() + timeout_s
+  for pid in range(jax.process_count()):
+    if pid == jax.process_index():
+      continue
+    left_ms = max(1, int(1000 * (deadline - time.monotonic())))
+    try:
+      client.blocking_key_value_get(f'{ACK_KEY}/{pid}', left_ms)
+    except Exception:  # pylint: disable=broad-except
+      pass  # gone already, or not listening: do not wait longer
+  time.sleep(1.0)

@@ -106,8 +106,6 @@ def main(argv):
   # pylint: enable=g-import-not-at-top
   distributed.initialize()
   distributed.watch_fatal()
-  if jax.process_count() > 1:
-    logging.get_absl_handler().addFilter(_stop_all_if_disk_full)
   try:
     result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except Exception as err:  # pylint: disable=broad-except
@@ -119,6 +117,7 @@ def main(argv):
     print(f'FATAL: {line}', file=sys.stderr)
     sys.stderr.flush()
     sys.stdout.flush()
+    distributed.wait_until_heard()
     os._exit(cli.exit_status(err))  # pylint: disable=protected-access
   if result.get('preempted'):
     # 128 + the signal (143: SIGTERM, 130: SIGINT): the job did not finish;
@@ -135,26 +134,6 @@ def _unless_loop_closed(hook):
       hook(args)
 
   return unraisable
-
-
-def _stop_all_if_disk_full(record) -> bool:
-  """Several processes: a failed background write (orbax logs it from its
-  thread, while this process's main thread may wait at a barrier that the
-  others never reach) stops every process at once with one line."""
-  # pylint: disable=g-import-not-at-top
-  import os.path
-  from train import distributed
-  from train import workdir
-  # pylint: enable=g-import-not-at-top
-
-  err = record.exc_info[1] if record.exc_info else record.getMessage()
-  if workdir.disk_full_errno(err) is None:
-    return True
-  path = os.path.abspath(os.path.expanduser(FLAGS.workdir))
-  full = workdir.disk_full_error(err, path)  # (a record's text will do)
-  line = distributed.announce_fatal(str(full))
-  print(f'FATAL: {line}', file=sys.stderr, flush=True)
-  os._exit(1)  # pylint: disable=protected-access
 
 
 def _not_disk_full(record) -> bool:
