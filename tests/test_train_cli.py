@@ -198,6 +198,9 @@ def test_ctrl_c_during_the_final_evaluation_is_one_line_and_130(tmp_path):
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
       text=True,
+      # As from a terminal: a test run in the background inherits SIGINT
+      # ignored, and so would the trainer once its own handler is gone.
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
   )
   last = pathlib.Path(workdir) / 'checkpoints' / '6'
   deadline = time.monotonic() + 900
