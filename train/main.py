@@ -96,6 +96,9 @@ def main(argv):
     # orbax logs a failed background write with its traceback, from each of
     # its threads; for a full disk the one-line FATAL below says it all.
     logging.get_absl_handler().addFilter(_not_disk_full)
+    # orbax logs a Ctrl-C that interrupts its wait with the traceback; the
+    # one line of eleatt_jax.cli says it.
+    logging.get_absl_handler().addFilter(_not_interrupt)
     # After such a failure orbax closes its event loop while tensorstore
     # still completes the other writes: each callback is one more traceback.
     sys.unraisablehook = _unless_loop_closed(sys.unraisablehook)
@@ -134,6 +137,13 @@ def _unless_loop_closed(hook):
       hook(args)
 
   return unraisable
+
+
+def _not_interrupt(record) -> bool:
+  """False for a log record of a KeyboardInterrupt (Ctrl-C)."""
+  return not (
+      record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt)
+  )
 
 
 def _not_disk_full(record) -> bool:
