@@ -27,7 +27,6 @@ real run they share them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -35,6 +34,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from eleatt_jax import cli
 
 
 def _write_ntu_files(root: str, num_files: int, seed: int = 0) -> None:
@@ -165,7 +166,7 @@ def _train_step_rate(batch, hidden_sizes, num_classes, repeats) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batches", type=int, default=40)
   parser.add_argument("--num_threads", type=int, default=4)
   parser.add_argument("--worker_count", type=int, default=0)
@@ -268,4 +269,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  cli.run_plain(main)

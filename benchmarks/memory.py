@@ -19,15 +19,14 @@ only the carry), ``ours_fused_backward`` and ``ours_fused_backward_remat``
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from eleatt_jax import cli
 from eleatt_jax import RNN, EleAttGRUCell
 
 MIB = 2.0**20
@@ -80,7 +79,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--lengths', default='784,4096')
   parser.add_argument('--B', type=int, default=8)
   parser.add_argument('--D', type=int, default=32)
@@ -101,4 +100,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  cli.run_plain(main)

@@ -48,7 +48,6 @@ saying where it looked.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import concurrent.futures
 import dataclasses
@@ -64,6 +63,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from eleatt_jax import cli
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -616,7 +617,7 @@ def run_study(
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--study', required=True, choices=sorted(STUDIES))
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument(
@@ -683,4 +684,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 if __name__ == '__main__':
-  main()
+  cli.run_plain(main)

@@ -22,11 +22,9 @@ implementations; backward = 2x forward) divided by the median time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from typing import Any, Callable
 
@@ -35,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
 
+from eleatt_jax import cli
 from eleatt_jax import RNN, EleAtt, EleAttGRUCell
 
 CASES = {
@@ -242,7 +241,7 @@ def torch_available() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument(
       '--quick',
       action='store_true',
@@ -347,4 +346,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  cli.run_plain(main)

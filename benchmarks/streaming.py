@@ -44,7 +44,6 @@ the stream, and ``ratio_vs_step_jit`` that total over ``step_jit``'s.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -55,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eleatt_jax import cli
 from eleatt_jax import StackedRNNClassifier
 from eleatt_jax import export as export_lib
 
@@ -204,7 +204,7 @@ def run_case(
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser = cli.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument(
       '--quick',
       action='store_true',
@@ -258,4 +258,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  cli.run_plain(main)

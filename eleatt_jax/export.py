@@ -70,6 +70,24 @@ import jax.numpy as jnp
 SUFFIX = '.jax_exported'
 #: The model card's file name, beside the functions' files.
 CARD = 'model_card.json'
+#: The card's own checksum, a key of the card: the SHA-256 of the rest of it.
+CARD_DIGEST = 'card_sha256'
+
+
+def card_digest(card: Mapping[str, Any]) -> str:
+  """SHA-256 of a card without its `CARD_DIGEST` (canonical JSON).
+
+  >>> ab, ba = {'classes': ['a', 'b']}, {'classes': ['b', 'a']}
+  >>> card_digest(ab) == card_digest(dict(ab, card_sha256='anything'))
+  True
+  >>> card_digest(ab) == card_digest(ba)
+  False
+  """
+  body = {k: v for k, v in card.items() if k != CARD_DIGEST}
+  text = json.dumps(body, sort_keys=True, separators=(',', ':'))
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
 #: The functions that :func:`export_classifier` can export.
 FUNCTIONS = ('sequence', 'initialize_carry', 'step', 'step_valid')
 #: How each function is called, written to the model card.
@@ -190,7 +208,8 @@ def save(
 
   ``card`` (classes, preprocessing, accuracy...) is merged into the card,
   which also lists each file with its SHA-256, inputs and outputs, and the
-  signature (:data:`SIGNATURES`) of each function named there. Returns the
+  signature (:data:`SIGNATURES`) of each function named there, and carries
+  its own checksum (:data:`CARD_DIGEST`, checked by :func:`load`). Returns the
   card.
   """
   os.makedirs(directory, exist_ok=True)
@@ -212,6 +231,8 @@ def save(
   out['artifacts'] = artifacts
   out.setdefault('versions', {})
   out['versions'].setdefault('jax', jax.__version__)
+  out = json.loads(json.dumps(out))  # what a reader of the file will see
+  out[CARD_DIGEST] = card_digest(out)
   with open(os.path.join(directory, CARD + '.tmp'), 'w') as f:
     json.dump(out, f, indent=2)
   os.replace(
@@ -227,9 +248,10 @@ def load(
 
   Raises:
     FileNotFoundError: no ``model_card.json`` or a listed file is missing.
-    ValueError: a file does not match its SHA-256 in the card (damaged or
-      from another export), or does not deserialize, or its inputs differ
-      from the card's.
+    ValueError: the card was changed after the export (its own checksum), a
+      file does not match its SHA-256 in the card (damaged or from another
+      export), or does not deserialize, or its inputs differ from the
+      card's.
   """
   card_path = os.path.join(directory, CARD)
   if not os.path.exists(card_path):
@@ -243,6 +265,12 @@ def load(
       card = json.load(f)
     except json.JSONDecodeError as e:
       raise ValueError(f'{card_path} is not valid JSON: {e}') from e
+  if CARD_DIGEST in card and card_digest(card) != card[CARD_DIGEST]:
+    raise ValueError(
+        f'{card_path} was changed after the export (it no longer matches its '
+        f'{CARD_DIGEST}): its classes or preprocessing may not be those of '
+        'the functions. Export again (python -m train.export).'
+    )
   artifacts = card.get('artifacts')
   if not isinstance(artifacts, dict):
     raise ValueError(f'{card_path} has no "artifacts" entry.')

@@ -35,8 +35,10 @@ def exported_run(npz_dir, data_dir, tmp_path_factory):
   from train import train  # pylint: disable=g-import-not-at-top
 
   workdir = tmp_path_factory.mktemp('run')
-  train.train_and_evaluate(sup.tiny_config(npz_dir, data_dir), str(workdir))
-  card = train_export.export_run(str(workdir), 'best')
+  config = sup.tiny_config(npz_dir, data_dir, keep_best=3)  # 2, 4 and 6
+  train.train_and_evaluate(config, str(workdir))
+  # The default checkpoint: that of eval_results.json (the final one).
+  card = train_export.export_run(str(workdir))
   return workdir, card
 
 
@@ -44,7 +46,7 @@ def exported_run(npz_dir, data_dir, tmp_path_factory):
 def in_process_model(workdir):
   from train import checkpoints  # pylint: disable=g-import-not-at-top
 
-  run = checkpoints.load_run(str(workdir), 'best')
+  run = checkpoints.load_run(str(workdir), 'latest')
   return run.model, {'params': run.state.params}
 
 
@@ -187,6 +189,7 @@ def test_damaged_or_mismatched_artifacts_raise(exported_run, tmp_path):
   card['artifacts']['step']['sha256'] = hashlib.sha256(
       b'not a flatbuffer'
   ).hexdigest()
+  card[export_lib.CARD_DIGEST] = export_lib.card_digest(card)
   (directory / 'model_card.json').write_text(json.dumps(card))
   with pytest.raises(ValueError, match='is not a serialized jax.export'):
     export_lib.load(str(directory), ('step',))
@@ -194,11 +197,47 @@ def test_damaged_or_mismatched_artifacts_raise(exported_run, tmp_path):
   sequence = (directory / 'sequence.jax_exported').read_bytes()
   step.write_bytes(sequence)
   card['artifacts']['step']['sha256'] = hashlib.sha256(sequence).hexdigest()
+  card[export_lib.CARD_DIGEST] = export_lib.card_digest(card)
   (directory / 'model_card.json').write_text(json.dumps(card))
   with pytest.raises(ValueError, match=r'step.jax_exported: inputs .* differ'):
     export_lib.load(str(directory), ('step',))
   with pytest.raises(FileNotFoundError, match='model_card.json does not exist'):
     export_lib.load(str(tmp_path))
+
+
+def test_an_edited_model_card_is_refused(exported_run, tmp_path):
+  """Classes reversed in model_card.json: the card's own SHA-256 no longer
+  matches, and loading the export (train.stream's way) says so."""
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  workdir, _ = exported_run
+  directory = tmp_path / 'export'
+  shutil.copytree(workdir / 'export', directory)
+  card = json.loads((directory / 'model_card.json').read_text())
+  card['classes'] = card['classes'][::-1]
+  (directory / 'model_card.json').write_text(json.dumps(card, indent=2))
+  with pytest.raises(ValueError, match='model_card.json was changed after'):
+    export_lib.load_callables(str(directory), ('initialize_carry', 'step'))
+
+
+def test_export_of_another_checkpoint_has_no_accuracy_of_the_final(
+    exported_run, tmp_path, capsys
+):
+  """eval_results.json is of the final step: the card of another exported
+  checkpoint does not borrow its accuracy (a final_checkpoint='best' run
+  exported at its latest step, and the reverse)."""
+  from train import export as train_export  # pylint: disable=g-import-not-at-top
+
+  workdir, card = exported_run
+  results = json.loads((workdir / 'eval_results.json').read_text())
+  assert card['checkpoint']['step'] == results['step']
+  assert card['accuracy']['step'] == results['step']
+  other = train_export.export_run(
+      str(workdir), '2', output=str(tmp_path / 'export')
+  )
+  assert other['checkpoint']['step'] == 2
+  assert 'accuracy' not in other
+  assert 'not of the exported step 2' in capsys.readouterr().err
 
 
 def test_exported_step_with_valid_is_the_in_process_step(exported_run):
@@ -256,7 +295,8 @@ def test_an_export_without_step_valid_still_steps(exported_run, tmp_path):
   directory = tmp_path / 'export'
   shutil.copytree(workdir / 'export', directory)
   card = json.loads((directory / 'model_card.json').read_text())
-  del card['artifacts']['step_valid']
+  # An export of an older version: no step_valid, no checksum of the card.
+  del card['artifacts']['step_valid'], card[export_lib.CARD_DIGEST]
   (directory / 'model_card.json').write_text(json.dumps(card))
   (directory / 'step_valid.jax_exported').unlink()
   functions = export_lib.load_callables(str(directory))

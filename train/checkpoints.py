@@ -5,9 +5,18 @@
   eval_split accuracy each was saved with. The accuracy and loss are stored
   in the checkpoint (orbax's ``metrics`` item), so the ranking survives any
   number of restarts. The grain iterator's state is saved with the model.
+* Each finished checkpoint gets ``sha256sums.json``, the SHA-256 and size of
+  every file in it (`seal`). Before orbax sees the checkpoints, each one is
+  checked (`damage`): every file the sums name must be there, whole and
+  unchanged; a checkpoint without sums (one from before, or one a crash left
+  unsealed) must at least have well-formed JSON metadata (orbax's
+  ``_CHECKPOINT_METADATA``, ``metrics/metrics``, ``_METADATA``...). A
+  damaged checkpoint is hidden from orbax (its manager would fail on it) and
+  reported in one line.
 * `Checkpointer.restore_latest` resumes from the newest readable checkpoint;
-  unreadable ones are moved to ``WORKDIR/corrupt_checkpoints`` (under a fresh
-  name: nothing is ever deleted) and the previous one is tried.
+  damaged or unreadable ones are moved to ``WORKDIR/corrupt_checkpoints``
+  (under a fresh name: nothing is ever deleted) and the previous one is
+  tried.
 * `Preemption` records SIGTERM or Ctrl-C (SIGINT) so that the loop saves
   and exits cleanly; with several processes all stop at the same step,
   whichever process saw the signal.
@@ -18,6 +27,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -49,16 +59,148 @@ def short(err: BaseException) -> str:
   )
 
 
+SUMS = 'sha256sums.json'
+# orbax's metadata files, JSON (checked when a checkpoint has no sums).
+_JSON_FILES = ('_CHECKPOINT_METADATA', '_METADATA', '_sharding', 'metrics')
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _files(step_dir: str) -> list[str]:
+  """Every file under `step_dir` (relative paths), but the sums."""
+  out = []
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      rel = os.path.relpath(os.path.join(root, name), step_dir)
+      if rel != SUMS:
+        out.append(rel)
+  return sorted(out)
+
+
+def seal(step_dir: str) -> None:
+  """Writes ``sha256sums.json`` into a finished checkpoint's folder."""
+  sums = {
+      rel: {
+          'sha256': _sha256(os.path.join(step_dir, rel)),
+          'size': os.path.getsize(os.path.join(step_dir, rel)),
+      }
+      for rel in _files(step_dir)
+  }
+  workdir_lib.write_atomically(
+      os.path.join(step_dir, SUMS), json.dumps(sums, indent=0)
+  )
+
+
+def damage(step_dir: str) -> str | None:
+  """What is wrong with a checkpoint's files (None: nothing found).
+
+  With ``sha256sums.json``: a file missing, of another size or another
+  SHA-256 than when it was written. Without: a metadata file that is empty
+  or not JSON.
+  """
+  sums_path = os.path.join(step_dir, SUMS)
+  try:
+    if os.path.exists(sums_path):
+      try:
+        with open(sums_path) as f:
+          sums = json.load(f)
+      except ValueError:
+        return f'{sums_path} is not JSON'
+      for rel, want in sums.items():
+        path = os.path.join(step_dir, rel)
+        if not os.path.exists(path):
+          return f'{path} is missing'
+        if os.path.getsize(path) != want['size']:
+          return (
+              f'{path} has {os.path.getsize(path)} bytes, not '
+              f'{want["size"]} as when it was saved'
+          )
+        if _sha256(path) != want['sha256']:
+          return f'{path} differs from what was saved (SHA-256)'
+      return None
+    for rel in _files(step_dir):
+      name = os.path.basename(rel)
+      if name in _JSON_FILES or name.endswith('.json'):
+        path = os.path.join(step_dir, rel)
+        try:
+          with open(path) as f:
+            json.load(f)
+        except ValueError:
+          return f'{path} is not JSON (empty or damaged)'
+  except OSError as err:
+    return f'{err.filename or step_dir}: {err.strerror}'
+  return None
+
+
+class _HidingSteps:
+  """An orbax step `NameFormat` that does not see the steps in `hidden`."""
+
+  def __init__(self, inner, hidden):
+    self._inner = inner
+    self._hidden = hidden
+
+  def build_name(self, step: int) -> str:
+    return self._inner.build_name(step)
+
+  def find_all(self, base_path):
+    return [
+        m for m in self._inner.find_all(base_path) if m.step not in self._hidden
+    ]
+
+  def find_step(self, base_path, step: int):
+    if step in self._hidden:
+      raise ValueError(f'No step path found for step={step} (damaged)')
+    return self._inner.find_step(base_path, step)
+
+  def __getattr__(self, name):
+    return getattr(self._inner, name)
+
+
 class Checkpointer:
-  """The run's checkpoints (see the module docstring)."""
+  """The run's checkpoints (see the module docstring).
+
+  Attributes:
+    damaged: Step -> what is wrong with it, for the checkpoints found damaged
+      (hidden from orbax; `restore_latest` moves them aside).
+  """
 
   def __init__(self, workdir: str, keep_best: int, read_only: bool = False):
     self.workdir = workdir
     self._keep_best = keep_best
     self._read_only = read_only
+    self.damaged: dict[int, str] = {}
     self.mngr = self._manager()
 
+  def _find_damage(self) -> None:
+    """Checks every checkpoint's files (`damage`) into ``self.damaged``."""
+    ckpts = os.path.join(self.workdir, 'checkpoints')
+    self.damaged = {}
+    for step in workdir_lib.checkpoint_steps(self.workdir):
+      found = damage(os.path.join(ckpts, str(step)))
+      if found:
+        self.damaged[step] = found
+
+  def _seal_finished(self, but: int | None = None) -> None:
+    """Seals the finished checkpoints that have no sums yet (process 0)."""
+    if self._read_only or not distributed.is_primary():
+      return
+    for step in self.mngr.all_steps():
+      step_dir = os.path.join(self.directory, str(step))
+      if step == but or os.path.exists(os.path.join(step_dir, SUMS)):
+        continue
+      try:
+        seal(step_dir)
+      except FileNotFoundError:
+        pass  # orbax removed it meanwhile (not among the kept ones)
+
   def _manager(self) -> ocp.CheckpointManager:
+    self._find_damage()
     policies = ocp.checkpoint_managers
     options = ocp.CheckpointManagerOptions(
         # best_fn makes orbax store each checkpoint's metrics and rank by them.
@@ -75,6 +217,9 @@ class Checkpointer:
         cleanup_tmp_directories=True,
         create=not self._read_only,
         read_only=self._read_only,
+        step_name_format=_HidingSteps(
+            ocp.step.standard_name_format(), set(self.damaged)
+        ),
     )
     return ocp.CheckpointManager(
         os.path.join(self.workdir, 'checkpoints'), options=options
@@ -123,6 +268,8 @@ class Checkpointer:
         metrics=metrics,
         force=True,
     )
+    # orbax finished the previous save before it began this one.
+    self._seal_finished(but=step)
 
   def restore_state(self, step: int, abstract):
     """The state saved at `step` (`abstract`: shapes and shardings)."""
@@ -157,6 +304,12 @@ class Checkpointer:
       no readable checkpoint.
     """
     failed = []
+    for step, found in sorted(self.damaged.items(), reverse=True):
+      log(
+          f'Checkpoint at step {step} in {self.directory} is unreadable '
+          f'({found}); trying an older one.'
+      )
+      failed.append(step)
     for step in sorted(self.mngr.all_steps(), reverse=True):
       try:
         state, iterator = self._restore(step, abstract, new_iterator())
@@ -169,7 +322,7 @@ class Checkpointer:
         continue
       if failed:
         log(
-            f'Resuming from step {step} (the newer checkpoint(s) {failed} '
+            f'Resuming from step {step} (the checkpoint(s) {failed} '
             'could not be read and were moved to '
             f'{os.path.join(self.workdir, CORRUPT)}).'
         )
@@ -207,8 +360,11 @@ class Checkpointer:
 
   def wait_until_finished(self) -> None:
     self.mngr.wait_until_finished()
+    self._seal_finished()
 
   def close(self) -> None:
+    self.mngr.wait_until_finished()
+    self._seal_finished()
     self.mngr.close()
 
   def close_after_error(self) -> BaseException | None:
@@ -347,12 +503,7 @@ def load_run(
     ValueError: No such step, or no checkpoint could be read.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f'{path} does not exist: is {workdir!r} the '
-        '--workdir of a training run?'
-    )
+  path = workdir_lib.require_run(workdir)
   with open(path) as f:
     config = config_lib.from_json(json.load(f))
   config_lib.validate(config)
@@ -360,6 +511,12 @@ def load_run(
   num_steps, _ = state_lib.num_train_steps(config, info)
   exp = state_lib.build(config, info, num_steps)
   ckpt = Checkpointer(workdir, config.keep_best, read_only=True)
+  for step, found in sorted(ckpt.damaged.items(), reverse=True):
+    if checkpoint in ('latest', 'best') or str(step) == str(checkpoint):
+      log(
+          f'Checkpoint at step {step} in {ckpt.directory} is unreadable '
+          f'({found}); trying the next one.'
+      )
   candidates = ckpt.ranked_steps(checkpoint)
   if not candidates:
     raise FileNotFoundError(f'No checkpoint in {ckpt.directory}.')

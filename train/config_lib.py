@@ -220,6 +220,20 @@ def validate(config) -> None:
         "config.model.frame_encoder='cnn' runs a unidirectional RNN (it "
         'streams frame by frame); set config.model.bidirectional=False.'
     )
+  if (
+      given['data.eval_split'] == given['data.test_split']
+      and not given['allow_test_selection']
+  ):
+    split = given['data.eval_split']
+    raise ConfigError(
+        f'config.data.eval_split={split!r} is the test split '
+        '(config.data.test_split): the learning-rate schedule and the best '
+        'checkpoint would be chosen on the test data, and the final test '
+        'accuracy would no longer estimate the accuracy on unseen data. Give '
+        'a split carved from the training data (--config.data.eval_split='
+        'validation), or --config.allow_test_selection=True to select on '
+        'the test split knowingly (its result is then no test result).'
+    )
   if given['optim.schedule'] == 'step' and not all(
       int(s) > 0 for s in given['optim.decay_steps']
   ):
@@ -275,6 +289,7 @@ OPERATIONAL_KEYS = frozenset({
     'plots',
     'inject_nan_at_step',
     'overwrite',
+    'allow_test_selection',
 })
 
 

@@ -81,3 +81,92 @@ def any_process(flag: bool) -> bool:
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
   return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+# The coordination service's key under which a failing process leaves its
+# FATAL line for the others.
+FATAL_KEY = 'eleatt_jax/fatal'
+ACK_KEY = 'eleatt_jax/fatal_ack'
+_announced: str | None = None  # this process's announced line
+
+
+def _client():
+  """jax's coordination-service client (None: one process)."""
+  if jax.process_count() == 1:
+    return None
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+
+  return jax_distributed.global_state.client
+
+
+def announce_fatal(line: str) -> str:
+  """Leaves `line` for every process (`watch_fatal`) before this one stops;
+  returns the line as all print it (``Process N: line``).
+
+  A process that fails alone (a full disk on its host) would otherwise leave
+  the others waiting at the next collective or at orbax's barrier (1200 s).
+  Only the first announcement of a process counts.
+  """
+  global _announced
+  if _announced is not None:
+    return _announced
+  _announced = f'Process {jax.process_index()}: {line}'
+  client = _client()
+  if client is not None:
+    try:
+      client.key_value_set(FATAL_KEY, _announced)
+    except Exception:  # pylint: disable=broad-except
+      pass  # another process announced first
+  return _announced
+
+
+def watch_fatal(poll_s: float = 1.0) -> None:
+  """Starts a thread that ends this process (exit status 1, the same FATAL
+  line) once another process has announced a fatal error: its main thread
+  may be waiting in a collective that will never complete."""
+  client = _client()
+  if client is None:
+    return
+  import sys  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+
+  def watch():
+    while True:
+      try:
+        line = client.key_value_try_get(FATAL_KEY)
+      except Exception:  # pylint: disable=broad-except
+        line = None  # not set (or the service is gone)
+      if line and _announced is None:
+        print(f'FATAL: {line}', file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        try:  # the announcer waits for this before it exits
+          client.key_value_set(f'{ACK_KEY}/{jax.process_index()}', '1')
+        except Exception:  # pylint: disable=broad-except
+          pass
+        os._exit(1)  # pylint: disable=protected-access
+      time.sleep(poll_s)
+
+  threading.Thread(target=watch, name='fatal-watch', daemon=True).start()
+
+
+def wait_until_heard(timeout_s: float = 20.0) -> None:
+  """After `announce_fatal`: waits (at most `timeout_s`) until every other
+  process has printed the line, then a moment more: process 0 hosts jax's
+  coordination service, and the others abort (SIGABRT) if it is gone first.
+  """
+  client = _client()
+  if client is None:
+    return
+  import time  # pylint: disable=g-import-not-at-top
+
+  deadline = time.monotonic() + timeout_s
+  for pid in range(jax.process_count()):
+    if pid == jax.process_index():
+      continue
+    left_ms = max(1, int(1000 * (deadline - time.monotonic())))
+    try:
+      client.blocking_key_value_get(f'{ACK_KEY}/{pid}', left_ms)
+    except Exception:  # pylint: disable=broad-except
+      pass  # gone already, or not listening: do not wait longer
+  time.sleep(1.0)

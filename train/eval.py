@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 
-from absl import app
 from absl import flags
+
+from eleatt_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -212,4 +213,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_absl(main)

@@ -2,8 +2,8 @@ r"""Exports a trained run to serialized StableHLO that runs with JAX alone.
 
   python -m train.export --workdir=runs/demo [--checkpoint=best] [--output=DIR]
 
-Restores the checkpoint (``latest`` by default, ``best`` by eval_split
-accuracy, or a step) and writes ``WORKDIR/export/`` (or ``--output``):
+Restores the checkpoint (``final`` by default, ``latest``, ``best`` by
+eval_split accuracy, or a step) and writes ``WORKDIR/export/`` (or ``--output``):
 
 * ``sequence.jax_exported``: ``(x <f32>[b, t, D], lengths <i32>[b]) ->
   logits [b, C]``, ``b`` and ``t`` symbolic;
@@ -12,9 +12,12 @@ accuracy, or a step) and writes ``WORKDIR/export/`` (or ``--output``):
 * ``step_valid.jax_exported``: the same with ``valid <bool>[b]``, for streams
   of different lengths stepped together (False: that stream stays as it was);
 * ``model_card.json``: classes, input layout ``(T, D)``, the preprocessing
-  settings of the config, the test accuracy of ``eval_results.json`` (if the
-  run has one), the checkpoint, versions, and each file's signature, SHA-256
-  and shapes.
+  settings of the config, the test accuracy of ``eval_results.json`` (if it
+  was measured on the exported checkpoint), the checkpoint, versions, each
+  file's signature, SHA-256 and shapes, and the card's own SHA-256.
+
+By default the checkpoint is that of ``eval_results.json`` (the run's final
+model: the latest or, with ``final_checkpoint='best'``, the best).
 
 Then prints how to load it (``jax.export.deserialize``; no Flax, no eleatt_jax).
 """
@@ -25,8 +28,9 @@ import json
 import os
 import platform
 
-from absl import app
 from absl import flags
+
+from eleatt_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -36,7 +40,13 @@ _PATH_KEYS = ('data_dir', 'manual_dir', 'path', 'num_threads', 'prefetch')
 
 def define_flags() -> None:
   flags.DEFINE_string('workdir', None, "The training run's --workdir.")
-  flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step.")
+  flags.DEFINE_string(
+      'checkpoint',
+      'final',
+      "'final' (the checkpoint of eval_results.json: the run's final model, "
+      "as its final_checkpoint chose; else the latest), 'latest', 'best' or "
+      'a step.',
+  )
   flags.DEFINE_string(
       'output', None, 'Directory to write (default: WORKDIR/export).'
   )
@@ -68,10 +78,24 @@ against the card and returns them jitted, step(carry, x_t, valid=None).
 Or `python -m train.stream --workdir=WORKDIR` to replay a test sequence."""
 
 
+def _final_results(workdir: str) -> dict | None:
+  """The run's eval_results.json (None: the run has none)."""
+  try:
+    with open(os.path.join(workdir, 'eval_results.json')) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+
+
 def export_run(
-    workdir: str, checkpoint: str = 'latest', output: str | None = None
+    workdir: str, checkpoint: str = 'final', output: str | None = None
 ) -> dict:
-  """Exports a checkpoint of the run in ``workdir``; returns the model card."""
+  """Exports a checkpoint of the run in ``workdir``; returns the model card.
+
+  The card's ``accuracy`` is that of eval_results.json only if it was
+  measured on the exported checkpoint; otherwise the card has none (a
+  warning says how to measure it).
+  """
   # pylint: disable=g-import-not-at-top
   import flax
   import jax
@@ -82,6 +106,9 @@ def export_run(
   from train import reporting
   # pylint: enable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  results = _final_results(workdir)
+  if checkpoint == 'final':
+    checkpoint = str(results['step']) if results else 'latest'
   run = checkpoints.load_run(workdir, checkpoint, log=reporting.warn)
   config, info = run.config, run.info
   output = output or os.path.join(workdir, 'export')
@@ -117,10 +144,15 @@ def export_run(
           'python': platform.python_version(),
       },
   }
-  results = os.path.join(workdir, 'eval_results.json')
-  if os.path.exists(results):
-    with open(results) as f:
-      res = json.load(f)
+  res = results
+  if res is not None and res.get('step') != run.step:
+    reporting.warn(
+        f'eval_results.json is of step {res.get("step")}, not of the '
+        f'exported step {run.step}: the card has no accuracy (measure it with '
+        f'python -m train.eval --workdir={workdir} --checkpoint={run.step}).'
+    )
+    res = None
+  if res is not None:
     card['accuracy'] = {
         'split': res.get('split'),
         'value': res.get('accuracy'),
@@ -148,4 +180,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_absl(main)

@@ -326,6 +326,21 @@ class MetricWriter:
           os.path.join(workdir, 'tensorboard'), purge_step=truncate_after
       )
 
+  def logged(self, step: int, key: str) -> bool:
+    """Whether metrics.jsonl has `key` at `step` already (a finished run's
+    final evaluation, which its rerun must not log twice)."""
+    if not self.primary or not os.path.exists(self.path):
+      return False
+    with open(self.path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except ValueError:
+          continue
+        if record.get('step') == step and key in record:
+          return True
+    return False
+
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.primary:
       return

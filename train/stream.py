@@ -35,8 +35,9 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app
 from absl import flags
+
+from eleatt_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -244,7 +245,9 @@ def _load_export(workdir: str, export_dir: str) -> tuple[dict, dict]:
   # pylint: disable=g-import-not-at-top
   import json
   from eleatt_jax import export as export_lib
+  from train import workdir as workdir_lib
   # pylint: enable=g-import-not-at-top
+  workdir_lib.require_run(workdir)
   if not os.path.exists(os.path.join(export_dir, export_lib.CARD)):
     raise FileNotFoundError(
         f'{export_dir} holds no export: run `python -m train.export '
@@ -367,4 +370,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_absl(main)

@@ -19,6 +19,7 @@ restore, preemption), `workdir` (lock, previous run), `distributed`,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -29,6 +30,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from eleatt_jax import cli
 from train import checkpoints
 from train import config_lib
 from train import distributed
@@ -66,39 +68,61 @@ def train_and_evaluate(
   workdir = os.path.abspath(os.path.expanduser(workdir))
   log = reporting.Logger(distributed.is_primary())
   log(f'Workdir: {workdir}\n{input_pipeline.data_location(config, workdir)}')
-  with workdir_lib.WorkdirLock(workdir), workdir_lib.stop_if_disk_full(workdir):
-    workdir_lib.check_previous_run(config, workdir)
-    run = _setup(config, workdir, log)
-    state, train_it = _restore_or_initialize(run)
-    if distributed.is_primary():
-      workdir_lib.write_atomically(
-          os.path.join(workdir, 'config.json'),
-          config.to_json_best_effort(indent=2),
-      )
-    log(_describe_run(run))
+  new_workdir = not os.path.isdir(workdir)
+  try:
+    with (
+        workdir_lib.WorkdirLock(workdir),
+        workdir_lib.stop_if_disk_full(workdir),
+        workdir_lib.undo_failed_start(workdir),
+    ):
+      return _train_and_evaluate(config, workdir, log)
+  finally:
+    if new_workdir and distributed.is_primary():
+      with contextlib.suppress(OSError):
+        os.rmdir(workdir)  # only if a failed start left it empty
 
-    reporter = reporting.Reporter(
-        config,
-        workdir,
-        num_steps=run.num_steps,
-        start_step=int(jax.device_get(state.step)),
-        primary=distributed.is_primary(),
-        last_checkpoint=functools.partial(_describe_latest, run.ckpt),
+
+def _train_and_evaluate(config, workdir: str, log: reporting.Logger):
+  """`train_and_evaluate` in its workdir, holding the lock."""
+  workdir_lib.check_previous_run(config, workdir)
+  run = _setup(config, workdir, log)
+  state, train_it = _restore_or_initialize(run)
+  _check_not_beyond(run, int(jax.device_get(state.step)))
+  if distributed.is_primary():
+    workdir_lib.write_atomically(
+        os.path.join(workdir, 'config.json'),
+        config.to_json_best_effort(indent=2),
     )
-    try:
-      dstate, step, stopped_by = _train_loop(
-          run, reporter, run.par.device_state(state), train_it
-      )
-      if stopped_by:
-        out = _stopped_by_signal(run, step, stopped_by)
-      else:
-        out = _final_evaluation(run, reporter, dstate, step)
-      reporter.close()
-      run.ckpt.close()
-    except BaseException as err:
-      _stop_after_error(err, workdir, reporter, run.ckpt)
-      raise
-    return out
+  workdir_lib.write_data_source(config, workdir)
+  log(_describe_run(run))
+
+  reporter = reporting.Reporter(
+      config,
+      workdir,
+      num_steps=run.num_steps,
+      start_step=int(jax.device_get(state.step)),
+      primary=distributed.is_primary(),
+      last_checkpoint=functools.partial(_describe_latest, run.ckpt),
+  )
+  try:
+    dstate, step, stopped_by = _train_loop(
+        run, reporter, run.par.device_state(state), train_it
+    )
+    if stopped_by:
+      out = _stopped_by_signal(run, step, stopped_by)
+    else:
+      out = _final_evaluation(run, reporter, dstate, step)
+    reporter.close()
+    run.ckpt.close()
+  except BaseException as err:
+    if isinstance(err, Exception) and jax.process_count() > 1:
+      # Before waiting on the checkpoint writes (which may wait on the other
+      # processes): they stop as soon as they read it.
+      full = workdir_lib.disk_full_error(err, workdir)
+      distributed.announce_fatal(cli.message(full or err))
+    _stop_after_error(err, workdir, reporter, run.ckpt)
+    raise
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +202,21 @@ def _restore_or_initialize(run: _Run):
     state = jax.jit(run.exp.init_fn, out_shardings=run.par.state_sharding())()
     run.log(reporting.param_table(state.params))
   return state, train_it
+
+
+def _check_not_beyond(run: _Run, step: int) -> None:
+  """Refuses a run whose checkpoint is past its num_train_steps: it would
+  evaluate the checkpoint as if it were the shorter run's."""
+  if step > run.num_steps:
+    raise config_lib.ConfigError(
+        f'{run.ckpt.directory} holds step {step}, beyond the '
+        f'{run.num_steps} training steps of this config '
+        f'(num_train_steps={run.config.num_train_steps}, num_epochs='
+        f'{run.config.num_epochs}): the run would stop at once and report '
+        f'step {step}. Give at least --config.num_train_steps={step} to go '
+        'on, evaluate a checkpoint with python -m train.eval --checkpoint=N, '
+        'or give another --workdir.'
+    )
 
 
 def _describe_run(run: _Run) -> str:
@@ -283,7 +322,9 @@ def _train_loop(run: _Run, reporter: reporting.Reporter, dstate, train_it):
               {'accuracy': res['accuracy'], 'loss': res['loss']},
           )
         reporter.restart_clock()
-      stopped_by = None if last else preemption.stop_signal(ckpt, step)
+      # At the last step too: a Ctrl-C there is not lost (the final
+      # evaluation is left to the rerun).
+      stopped_by = preemption.stop_signal(ckpt, step)
       if stopped_by:
         reporter.flush(step)
         if ckpt.latest_step() != step:
@@ -318,9 +359,9 @@ def _final_evaluation(
             checkpoint=chosen,
         )
     )
-    reporter.writer.write(
-        chosen['step'], {f'final_{split}/accuracy': res['accuracy']}
-    )
+    key = f'final_{split}/accuracy'
+    if not reporter.writer.logged(chosen['step'], key):  # a rerun's
+      reporter.writer.write(chosen['step'], {key: res['accuracy']})
   else:
     out.update(res, step=chosen['step'], split=split)
   if distributed.is_primary() and config.plots:

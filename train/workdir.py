@@ -3,10 +3,12 @@
 * `WorkdirLock`: an exclusive `fcntl.flock` on ``WORKDIR/train.lock``, which
   holds the holder's pid and host. A second trainer exits at once naming
   them; the kernel drops the lock of a killed process, so a stale lock file
-  never blocks a rerun.
+  never blocks a rerun. A run that ends (or fails) removes it.
 * `check_previous_run`: a rerun whose config differs from the saved
-  config.json in what changes the model or data is refused, naming the keys;
-  with ``config.overwrite`` the old run is moved to ``WORKDIR/replaced/N``.
+  config.json in what changes the model or data, or whose data files differ
+  from those the run was trained on (`data_source`), is refused, naming the
+  keys (both data sources); with ``config.overwrite`` the old run, with all
+  that was written for it (`RUN_OUTPUTS`), is moved to ``WORKDIR/replaced/N``.
 * `move_aside`: moves a path into a folder under a fresh name; nothing is
   ever deleted or replaced.
 * `write_atomically`: a file (text, JSON, a PNG) is replaced only by a
@@ -22,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
+import hashlib
 import json
 import os
 import re
@@ -36,17 +40,27 @@ from train import distributed
 
 LOCK_FILE = 'train.lock'
 REPLACED = 'replaced'
-# What a run writes in WORKDIR (the tfds data_dir of sequence_npz stays).
+# What a run writes in WORKDIR, its own and that of the commands run on it
+# (train.eval, train.export, train.attention), and the data built there: all
+# of it belongs to the run, and `check_previous_run` moves all of it aside.
 RUN_OUTPUTS = (
     'checkpoints',
     'corrupt_checkpoints',
     'config.json',
+    'data_source.json',
     'metrics.jsonl',
     'eval_results.json',
+    'eval_results_*.json',
     'tensorboard',
     'confusion_matrix.png',
+    'confusion_matrix_*.png',
     'curves.png',
+    'export',
+    'attention_*.png',
+    'attention_*.npz',
+    'tfds',  # sequence_npz data built in the workdir (no data.data_dir)
 )
+DATA_SOURCE = 'data_source.json'
 
 
 class WorkdirError(RuntimeError):
@@ -91,7 +105,9 @@ def disk_full_errno(
   return next((f for f in found if f[1]), found[0] if found else None)
 
 
-def disk_full_error(err: BaseException, workdir: str) -> DiskFullError | None:
+def disk_full_error(
+    err: BaseException | str, workdir: str
+) -> DiskFullError | None:
   """A `DiskFullError` explaining `err`, or None if it is not one."""
   found = disk_full_errno(err)
   if found is None:
@@ -211,6 +227,48 @@ def move_aside(src: str, directory: str, name: str | None = None) -> str:
   return target
 
 
+# What the start of a run makes in WORKDIR before its first checkpoint.
+HALF_MADE = (
+    'tfds',
+    'checkpoints',
+    'tensorboard',
+    'metrics.jsonl',
+    'config.json',
+    'data_source.json',
+)
+
+
+@contextlib.contextmanager
+def undo_failed_start(workdir: str):
+  """Removes what a run that fails before its first checkpoint made.
+
+  Such a run leaves nothing a rerun could resume from, and a half-built
+  dataset or an empty ``checkpoints/`` would only mislead (the failure's
+  message is the news). Only the `HALF_MADE` entries that did not exist on
+  entry are removed (a moved-aside run in ``replaced/`` or damaged
+  checkpoints in ``corrupt_checkpoints/`` are never touched); to be entered
+  while holding the workdir's lock.
+  """
+  try:
+    before = set(os.listdir(workdir))
+  except OSError:
+    before = set()
+  try:
+    yield
+  except BaseException:
+    if distributed.is_primary() and not checkpoint_steps(workdir):
+      for name in HALF_MADE:
+        path = os.path.join(workdir, name)
+        if name in before or not os.path.lexists(path):
+          continue
+        if os.path.isdir(path) and not os.path.islink(path):
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          with contextlib.suppress(OSError):
+            os.remove(path)
+    raise
+
+
 class WorkdirLock:
   """Holds ``WORKDIR/train.lock`` (process 0) while the run lasts."""
 
@@ -222,13 +280,8 @@ class WorkdirLock:
     held = None
     if distributed.is_primary():
       os.makedirs(os.path.dirname(self.path), exist_ok=True)
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except OSError:
-        held = os.read(fd, 1000).decode(errors='replace').strip()
-        os.close(fd)
-      else:
+      fd, held = _lock_file(self.path)
+      if fd is not None:
         self._fd = fd
         os.ftruncate(fd, 0)
         os.write(
@@ -246,10 +299,112 @@ class WorkdirLock:
 
   def __exit__(self, *exc):
     if self._fd is not None:
+      # Removed while still held: a trainer that opened it meanwhile finds,
+      # once it holds the lock, that the file is gone, and opens a new one.
+      with contextlib.suppress(OSError):
+        os.remove(self.path)
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
     return False
+
+
+def _lock_file(path: str) -> tuple[int | None, str | None]:
+  """``(fd, None)`` holding `path`'s lock, or ``(None, holder)``."""
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      held = os.read(fd, 1000).decode(errors='replace').strip()
+      os.close(fd)
+      return None, held
+    try:
+      same = os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+      same = False
+    if same:
+      return fd, None
+    os.close(fd)  # the holder removed it as we waited: lock the new one
+
+
+def require_run(workdir: str) -> str:
+  """``WORKDIR/config.json`` of a training run, or a FileNotFoundError that
+  says which of the two is missing (for train.eval, export, stream...)."""
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(
+        f'--workdir={workdir} does not exist; give the --workdir of a '
+        'training run (python -m train.main --workdir=...).'
+    )
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path} does not exist: is {workdir!r} the '
+        '--workdir of a training run?'
+    )
+  return path
+
+
+def data_source(config) -> dict[str, object] | None:
+  """What a run reads, where only a path in the config names it.
+
+  For data built from files (sequence_npz: the ``*.npz`` of ``data.path``)
+  the folder and each file's SHA-256: the same files elsewhere are the same
+  data, other files at the same path are not. None for tfds data sets named
+  by ``data.name`` alone (the name is a run-defining key already).
+  """
+  if config.data.name.split('/')[0] != 'sequence_npz':
+    return None
+  folder = config.data.manual_dir or config.data.path
+  if not folder:
+    return None
+  folder = os.path.abspath(os.path.expanduser(folder))
+  files = {}
+  for path in sorted(glob.glob(os.path.join(glob.escape(folder), '*.npz'))):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+      for block in iter(lambda: f.read(1 << 20), b''):
+        digest.update(block)
+    files[os.path.basename(path)] = digest.hexdigest()
+  return {'path': folder, 'files': files}
+
+
+def write_data_source(config, workdir: str) -> None:
+  """Records `data_source` in WORKDIR (process 0), for `check_previous_run`."""
+  source = data_source(config)
+  if source is not None and distributed.is_primary():
+    write_atomically(
+        os.path.join(workdir, DATA_SOURCE), json.dumps(source, indent=2)
+    )
+
+
+def _other_data(saved_config, config, workdir: str) -> list[str]:
+  """A one-item list naming both data sources if this run's data differ
+  from those the run in `workdir` was trained on (else empty)."""
+  new = data_source(config)
+  if new is None:
+    return []
+  try:
+    with open(os.path.join(workdir, DATA_SOURCE)) as f:
+      old = json.load(f)
+  except FileNotFoundError:
+    # A run from before data_source.json: its data.path is all we know.
+    old_path = saved_config.get('data', {}).get('manual_dir') or (
+        saved_config.get('data', {}).get('path')
+    )
+    if old_path and os.path.abspath(old_path) != new['path']:
+      return [f'the data (data.path {old_path} before, {new["path"]} now)']
+    return []
+  except ValueError:
+    return [f'{DATA_SOURCE} (unreadable)']
+  if old.get('files') == new['files']:
+    return []
+  where = (
+      f'{old.get("path")} before, {new["path"]} now'
+      if old.get('path') != new['path']
+      else f'{new["path"]}, whose files changed since'
+  )
+  return [f'the data (data.path: {where})']
 
 
 def check_previous_run(config, workdir: str) -> None:
@@ -272,6 +427,7 @@ def check_previous_run(config, workdir: str) -> None:
         if 'unreadable config.json' in saved
         else []
     )
+    differing += _other_data(saved, config, workdir)
   if not distributed.agree(bool(differing)):
     return
   if not config.overwrite:
@@ -290,9 +446,11 @@ def check_previous_run(config, workdir: str) -> None:
       n += 1
     target = os.path.join(workdir, REPLACED, str(n))
     os.makedirs(target)
-    for name in RUN_OUTPUTS:
-      if os.path.lexists(os.path.join(workdir, name)):
-        shutil.move(os.path.join(workdir, name), os.path.join(target, name))
+    for pattern in RUN_OUTPUTS:
+      for path in sorted(
+          glob.glob(os.path.join(glob.escape(workdir), pattern))
+      ):
+        shutil.move(path, os.path.join(target, os.path.basename(path)))
     print(
         f'The previous run in {workdir} (config differing in '
         f'{", ".join(differing)}) was moved to {target}.',

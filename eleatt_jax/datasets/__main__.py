@@ -13,11 +13,15 @@ Where TensorFlow is installed, the plain command is equivalent:
   tfds build nucla/dev --imports=eleatt_jax.datasets --manual_dir=...
 
 Builder kwargs go after the config, e.g. ``ntu_rgbd60/xsub/skip_corrupt=True``.
+An error (an unknown name, a manual_dir without the files, a damaged file) is
+one ``FATAL:`` line; ``--verbose`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import sys
+
+from eleatt_jax import cli
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,12 +29,13 @@ def main(argv: list[str] | None = None) -> None:
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] != "build":
     print(__doc__, file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(cli.USAGE)
   # pylint: disable=g-import-not-at-top
   from absl import app
   from tensorflow_datasets.scripts.cli import build, cli_utils
   # pylint: enable=g-import-not-at-top
-  args = argv[1:]
+  verbose = any(a == "--verbose" for a in argv)
+  args = [a for a in argv[1:] if a != "--verbose"]
   if not any(a.startswith("--imports") or a == "-i" for a in args):
     args.append("--imports=eleatt_jax.datasets")
   parse = cli_utils.make_flags_parser(
@@ -44,9 +49,23 @@ def main(argv: list[str] | None = None) -> None:
         tfds.core.visibility.DatasetType.TFDS_PUBLIC,
         tfds.core.visibility.DatasetType.COMMUNITY_PUBLIC,
     ])
-    parsed.execute()
+    try:
+      parsed.execute()
+    except AssertionError as err:
+      # tfds asserts that a manual_dir exists, with a page of instructions.
+      text = str(err)
+      if "Manual directory" not in text:
+        raise
+      raise FileNotFoundError(
+          text.split(" Create it", 1)[0].strip().rstrip(".")
+          + ": give --manual_dir=DIR, the folder of your download (the"
+          " dataset's page in docs/ says what it holds)."
+      ) from err
 
-  app.run(_main, argv=[argv[0]] + args[1:], flags_parser=parse)
+  # A user error (a name, a missing manual_dir, a damaged file) is one
+  # FATAL line, as from every entry point (eleatt_jax.cli).
+  run = cli.guard(_main, lambda: verbose)
+  app.run(run, argv=[argv[0]] + args[1:], flags_parser=parse)
 
 
 if __name__ == "__main__":

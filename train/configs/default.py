@@ -193,6 +193,10 @@ def get_config() -> ml_collections.ConfigDict:
   # refused; True moves the old run into WORKDIR/replaced/N first (nothing is
   # deleted).
   config.overwrite = False
+  # data.eval_split equal to data.test_split is refused at start-up (the test
+  # data would choose the schedule and the checkpoint, and the final accuracy
+  # would no longer estimate accuracy on unseen data); True allows it.
+  config.allow_test_selection = False
   # Testing aid: make the batch of step N (1-based) NaN, to see the fail-fast;
   # -1: off.
   config.inject_nan_at_step = -1
