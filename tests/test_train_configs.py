@@ -170,6 +170,10 @@ SOURCES = {
     'ntu:xview60': (write_ntu, True),
     'ntu:xsub120': (write_ntu, True),
     'ntu:xset120': (write_ntu, True),
+    'ntu_plus:xsub60': (write_ntu, True),
+    'ntu_plus:xview60': (write_ntu, True),
+    'ntu_plus:xsub120': (write_ntu, True),
+    'ntu_plus:xset120': (write_ntu, True),
     'nucla': (write_nucla, True),
     'nucla_dev': (write_nucla, True),
     'nucla_dev_reverse': (write_nucla, True),
@@ -249,6 +253,10 @@ REPEATS = {
     'nucla_dev',
     # Configs that only re-point another one.
     'nucla_dev_reverse',
+    'ntu_plus:xsub60',
+    'ntu_plus:xview60',
+    'ntu_plus:xsub120',
+    'ntu_plus:xset120',
     'sysu_plus',
 }
 assert REPEATS <= set(SOURCES), REPEATS - set(SOURCES)
@@ -321,14 +329,20 @@ def test_config_trains_at_toy_size(name, sources, tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    'paper, plus', [('nucla', 'nucla_plus'), ('sysu', 'sysu_plus')]
+    'paper, plus',
+    [
+        ('nucla', 'nucla_plus'),
+        ('sysu', 'sysu_plus'),
+        ('ntu:xsub60', 'ntu_plus:xsub60'),
+        ('ntu:xset120', 'ntu_plus:xset120'),
+    ],
 )
 def test_plus_recipe_keeps_the_network_and_changes_only_its_keys(paper, plus):
   """The plus recipe is the paper's config plus `apply_plus_recipe`."""
   from train import config_lib  # pylint: disable=g-import-not-at-top
 
-  base = importlib.import_module(f'train.configs.{paper}').get_config()
-  more = importlib.import_module(f'train.configs.{plus}').get_config()
+  base = sup.load_config(paper)
+  more = sup.load_config(plus)
   diff = {
       k
       for k, v in config_lib.flatten(more).items()
