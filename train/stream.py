@@ -109,7 +109,6 @@ def replay(
         f'expects D={card["input"]["D"]}.'
     )
   classes = card['classes']
-  carry = functions['initialize_carry'](x[:, 0])
   print(
       f'{video}: {length} frames'
       if video
@@ -119,37 +118,17 @@ def replay(
       ),
       file=out,
   )
-  probabilities = _stream_frames(
-      functions['step'], carry, x, length, classes, out
+  return _stream_and_report(
+      functions,
+      x,
+      length,
+      classes,
+      label,
+      plot,
+      title=f'{info.name} {split} #{index}, streamed frame by frame',
+      out=out,
+      no_label=' (a video file: no label)',
   )
-  top = probabilities.argmax(axis=1)
-  settled = settled_frame(top)
-  prediction = int(top[-1])
-  print(
-      f'Settled on {classes[prediction]!r} at frame {settled} of {length} '
-      + (
-          '(a video file: no label).'
-          if label < 0
-          else (
-              f'({"correct" if prediction == label else "wrong"}; label '
-              f'{classes[label]!r}).'
-          )
-      ),
-      file=out,
-      flush=True,
-  )
-  if plot:
-    title = f'{info.name} {split} #{index}, streamed frame by frame'
-    true_class = label if label >= 0 else None  # a video file: unknown
-    _plot(plot, probabilities, classes, true_class, settled, title, out)
-  return {
-      'probabilities': probabilities,
-      'top': top,
-      'settled_frame': settled,
-      'label': label,
-      'prediction': prediction,
-      'classes': classes,
-  }
 
 
 def replay_pretrained(
@@ -206,6 +185,32 @@ def replay_pretrained(
       + (f', label {classes[label]!r}' if label is not None else ''),
       file=out,
   )
+  return _stream_and_report(
+      functions,
+      x,
+      length,
+      classes,
+      label,
+      plot,
+      title=f'{name} on {what}, streamed frame by frame',
+      out=out,
+  )
+
+
+def _stream_and_report(
+    functions,
+    x,
+    length: int,
+    classes,
+    label: int | None,
+    plot: str | None,
+    title: str,
+    out,
+    no_label: str = '',
+) -> dict:
+  """Streams ``x[:, :length]`` through the exported step, prints where the
+  prediction settled (and whether it is ``label``; None or < 0: unknown,
+  ``no_label`` is said instead), plots; returns the summary of `replay`."""
   carry = functions['initialize_carry'](x[:, 0])
   probabilities = _stream_frames(
       functions['step'], carry, x, length, classes, out
@@ -213,13 +218,12 @@ def replay_pretrained(
   top = probabilities.argmax(axis=1)
   settled = settled_frame(top)
   prediction = int(top[-1])
+  known = label is not None and label >= 0
   verdict = (
-      ''
-      if label is None
-      else (
-          f' ({"correct" if prediction == label else "wrong"}; label '
-          f'{classes[label]!r})'
-      )
+      f' ({"correct" if prediction == label else "wrong"}; label '
+      f'{classes[label]!r})'
+      if known
+      else no_label
   )
   print(
       f'Settled on {classes[prediction]!r} at frame {settled} of {length}'
@@ -228,8 +232,15 @@ def replay_pretrained(
       flush=True,
   )
   if plot:
-    title = f'{name} on {what}, streamed frame by frame'
-    _plot(plot, probabilities, classes, label, settled, title, out)
+    _plot(
+        plot,
+        probabilities,
+        classes,
+        label if known else None,
+        settled,
+        title,
+        out,
+    )
   return {
       'probabilities': probabilities,
       'top': top,
