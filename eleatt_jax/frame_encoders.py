@@ -49,7 +49,7 @@ import numpy as np
 from flax import linen as nn
 from flax.typing import Array, Dtype
 
-from eleatt_jax.models import StackedRNNClassifier
+from eleatt_jax import models
 
 __all__ = [
     'FrameCNN',
@@ -132,8 +132,8 @@ class VideoClassifier(nn.Module):
   bidirectional = False  # What export and streaming ask of a classifier.
 
   @nn.nowrap
-  def _make_rnn(self, **kwargs) -> StackedRNNClassifier:
-    return StackedRNNClassifier(
+  def _make_rnn(self, **kwargs) -> models.StackedRNNClassifier:
+    return models.StackedRNNClassifier(
         num_classes=self.num_classes,
         cell=self.cell,
         hidden_sizes=tuple(self.hidden_sizes),

@@ -109,6 +109,7 @@ def _model_and_batch(k=None):
   return model, params, batch
 
 
+@pytest.mark.slow  # 25 s; test_reproduce's nucla_tune runs test_averaging
 def test_eval_step_averages_probabilities_of_the_versions():
   model, params, batch = _model_and_batch()
   rng = np.random.default_rng(2)

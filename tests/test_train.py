@@ -132,7 +132,7 @@ def test_unknown_key_in_python_lists_valid_keys():
   config = default.get_config()
   config.model.celll = 'gru'
   with pytest.raises(
-      KeyError, match=r"'model.celll'.*model.cell, " r'model.dropout_rate'
+      KeyError, match=r"'model.celll'.*model.cell, .*model.dropout_rate"
   ):
     config_lib.validate(config)
   config = default.get_config()

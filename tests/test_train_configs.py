@@ -251,7 +251,15 @@ REPEATS = {
     'ntu:xsub120',
     'ntu:xset120',
     'nucla_dev',
-    # Configs that only re-point another one.
+    # The same trainer on other skeleton and MNIST readers (the readers are
+    # tested in tests/test_datasets_*.py; nucla and ntu:xsub60 train here).
+    'sysu',
+    'dhg14',
+    'smnist_pixel',
+    # Configs that only re-point another one (nucla_plus: nucla's reader and
+    # recipe with the input streams and test-time averaging, which
+    # tests/test_recipe_options.py covers).
+    'nucla_plus',
     'nucla_dev_reverse',
     'ntu_plus:xsub60',
     'ntu_plus:xview60',

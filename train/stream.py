@@ -82,7 +82,7 @@ def replay(
     index: int = 0,
     export_dir: str | None = None,
     plot: str | None = None,
-    out=sys.stdout,
+    out=None,
     video: str | None = None,
 ) -> dict:
   """Streams example ``index`` through the exported step; returns a summary.
@@ -93,6 +93,7 @@ def replay(
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
 
+  out = out or sys.stdout  # at call time: a test may have replaced it
   workdir = os.path.abspath(os.path.expanduser(workdir))
   export_dir = export_dir or os.path.join(workdir, 'export')
   functions, card = _load_export(workdir, export_dir)
@@ -139,7 +140,7 @@ def replay_pretrained(
     manual_dir: str | None = None,
     data_dir: str | None = None,
     plot: str | None = None,
-    out=sys.stdout,
+    out=None,
 ) -> dict:
   """Streams raw ``frames`` (a .npy path) or example ``index`` of ``split``
   through the exported step of pretrained model ``name``; returns the
@@ -149,6 +150,7 @@ def replay_pretrained(
   from eleatt_jax import pretrained
   # pylint: enable=g-import-not-at-top
 
+  out = out or sys.stdout  # at call time: a test may have replaced it
   card = pretrained.card(name)
   functions = pretrained.load_exported(name, ('initialize_carry', 'step'))
   if frames:

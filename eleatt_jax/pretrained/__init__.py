@@ -39,6 +39,8 @@ import os
 from typing import Any
 
 __all__ = [
+    'CARD',
+    'WEIGHTS',
     'card',
     'directory',
     'list',
@@ -48,7 +50,9 @@ __all__ = [
 ]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-CARD = 'model_card.json'  # the same name as eleatt_jax.export.CARD
+#: A model's card file (the same name as eleatt_jax.export.CARD).
+CARD = 'model_card.json'
+#: A model's weight file (flax.serialization msgpack).
 WEIGHTS = 'params.msgpack'
 
 _builtin_list = list
