@@ -224,8 +224,14 @@ def _temp_bytes(layer, x):
     'make',
     [
         lambda **kw: RNN(EleAttGRUCell(16), **kw),
-        lambda **kw: RNN(EleAtt(nn.GRUCell(16)), **kw),
-        lambda **kw: RNN(nn.GRUCell(16), **kw),
+        # The same remat path around other cells: `make test-all` only.
+        pytest.param(
+            lambda **kw: RNN(EleAtt(nn.GRUCell(16)), **kw),
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            lambda **kw: RNN(nn.GRUCell(16), **kw), marks=pytest.mark.slow
+        ),
     ],
     ids=['fused', 'wrapped', 'stock'],
 )
