@@ -8,12 +8,21 @@ Studies (`STUDIES`):
 
 * ``nucla_dev``: N-UCLA development protocol (view 1 trains, view 2 tests),
   ``rnn eleatt_rnn lstm eleatt_lstm gru eleatt_gru``, with and without
-  augmentation.
+  augmentation, and ``rnn_matched``: the plain sRNN widened to the
+  EleAtt-sRNN's parameter count (`Study.matched`), which separates capacity
+  from attention.
 * ``nucla_gate_layers``: EleAtt-GRU with the gate on the first 0..3 of 3
   layers (the paper's ablation), on the same protocol.
 * ``smnist``: row-wise (28 x 28) and pixel-wise (784 x 1) sequential MNIST
   from the 5,000 embedded digits, ``gru eleatt_gru lstm eleatt_lstm``.
 * ``basicmotions``: UEA BasicMotions as sequence-npz, ``gru eleatt_gru``.
+* ``small_nucla`` and ``small_basicmotions``: small data with the
+  sequence-npz defaults (npz.py's network and budget): N-UCLA with 5
+  sequences of each action of view 1 (``data.train_per_class``, a seeded draw
+  per seed; view 2 tests) and UEA BasicMotions (36 training sequences).
+  ``gru eleatt_gru``; the gate's bias starting near pass-through
+  (``model.gate_bias_init=3``), AdamW weight decay, both; ``rnn eleatt_rnn
+  rnn_matched``.
 * ``moving_digits``: videos of moving / turning embedded MNIST digits, a
   per-frame CNN trained end to end with ``gru eleatt_gru``.
 * ``nucla_tune``: the N-UCLA recipe candidates (input streams, moving
@@ -36,7 +45,9 @@ its checkpoint is the last one (fixed schedule), so the test split is touched
 once, at the end. ``--jobs N`` trains N runs at a time in separate processes
 (small recurrent models use a CPU core poorly; two runs on two cores take
 about the time of one). Prints one JSON line per run and one per variant (mean and
-std over seeds of the test accuracy, wall time, parameters). With ``--docs``
+std over seeds of the test accuracy, of the validation accuracy of the
+evaluated checkpoint, which is what decisions may use, wall time,
+parameters; for a matched variant its widths and both parameter counts). With ``--docs``
 it also writes ``DOCS/results/STUDY/*.json`` (each run's eval_results.json
 without its confusion matrix), ``DOCS/results/STUDY.md`` (the table) and
 ``DOCS/img/study_STUDY.png`` (the bar chart).
