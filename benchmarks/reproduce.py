@@ -22,7 +22,8 @@ Studies (`STUDIES`):
   per seed; view 2 tests) and UEA BasicMotions (36 training sequences).
   ``gru eleatt_gru``; the gate's bias starting near pass-through
   (``model.gate_bias_init=3``), AdamW weight decay, both; ``rnn eleatt_rnn
-  rnn_matched``.
+  rnn_matched``; on N-UCLA also dropout 0.5 and batches of 16 (3x the
+  steps).
 * ``moving_digits``: videos of moving / turning embedded MNIST digits, a
   per-frame CNN trained end to end with ``gru eleatt_gru``.
 * ``nucla_tune``: the N-UCLA recipe candidates (input streams, moving
@@ -205,6 +206,21 @@ _SMALL_DATA_VARIANTS = {
     'rnn_matched': {'model.cell': 'rnn'},
 }
 
+# On N-UCLA also: more dropout (0.5 instead of npz.py's 0.2), and batches of
+# 16 instead of 32 (3 steps an epoch instead of 1: 300 steps, not 100).
+_SMALL_NUCLA_VARIANTS = {
+    **_SMALL_DATA_VARIANTS,
+    'gru_drop5': {'model.cell': 'gru', 'model.dropout_rate': 0.5},
+    'eleatt_gru_drop5': {'model.cell': 'eleatt_gru', 'model.dropout_rate': 0.5},
+    'gru_b16': {'model.cell': 'gru', 'batch_size': 16},
+    'eleatt_gru_b16': {'model.cell': 'eleatt_gru', 'batch_size': 16},
+    'eleatt_gru_bias3_b16': {
+        'model.cell': 'eleatt_gru',
+        'model.gate_bias_init': 3.0,
+        'batch_size': 16,
+    },
+}
+
 # The sequence-npz defaults (npz.py: 2 x 100, dropout 0.2, batch 32, cosine
 # over 100 epochs), on N-UCLA as a small set: 5 sequences of each action of
 # view 1 (50; a seeded draw per seed), no augmentation; validation: subject 9
@@ -300,7 +316,7 @@ STUDIES: dict[str, Study] = {
     ),
     'small_nucla': Study(
         config='nucla_dev',
-        variants=_SMALL_DATA_VARIANTS,
+        variants=_SMALL_NUCLA_VARIANTS,
         budget=_SMALL_NUCLA_BUDGET,
         quick={'num_train_steps': 20, 'eval_every_steps': 10},
         data='nucla',
@@ -512,7 +528,18 @@ def run_one(
         'params': params,
         'reference_params': target,
     }
-    print(json.dumps({'study': name, 'matched': variant, **matched}))
+    print(
+        json.dumps({
+            'study': name,
+            'variant': variant,
+            'seed': seed,
+            'hidden_sizes': list(sizes),
+            'params': params,
+            'matched_to': study.matched[variant],
+            'its_params': target,
+        }),
+        flush=True,
+    )
   results_path = workdir / 'eval_results.json'
   timing_path = workdir / 'wall_seconds.json'
   if results_path.exists() and timing_path.exists():
