@@ -214,11 +214,6 @@ _SMALL_NUCLA_VARIANTS = {
     'eleatt_gru_drop5': {'model.cell': 'eleatt_gru', 'model.dropout_rate': 0.5},
     'gru_b16': {'model.cell': 'gru', 'batch_size': 16},
     'eleatt_gru_b16': {'model.cell': 'eleatt_gru', 'batch_size': 16},
-    'eleatt_gru_bias3_b16': {
-        'model.cell': 'eleatt_gru',
-        'model.gate_bias_init': 3.0,
-        'batch_size': 16,
-    },
 }
 
 # The sequence-npz defaults (npz.py: 2 x 100, dropout 0.2, batch 32, cosine
