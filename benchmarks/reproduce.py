@@ -8,12 +8,22 @@ Studies (`STUDIES`):
 
 * ``nucla_dev``: N-UCLA development protocol (view 1 trains, view 2 tests),
   ``rnn eleatt_rnn lstm eleatt_lstm gru eleatt_gru``, with and without
-  augmentation.
+  augmentation, and ``rnn_matched``: the plain sRNN widened to the
+  EleAtt-sRNN's parameter count (`Study.matched`), which separates capacity
+  from attention.
 * ``nucla_gate_layers``: EleAtt-GRU with the gate on the first 0..3 of 3
   layers (the paper's ablation), on the same protocol.
 * ``smnist``: row-wise (28 x 28) and pixel-wise (784 x 1) sequential MNIST
   from the 5,000 embedded digits, ``gru eleatt_gru lstm eleatt_lstm``.
 * ``basicmotions``: UEA BasicMotions as sequence-npz, ``gru eleatt_gru``.
+* ``small_nucla`` and ``small_basicmotions``: small data with the
+  sequence-npz defaults (npz.py's network and budget): N-UCLA with 5
+  sequences of each action of view 1 (``data.train_per_class``, a seeded draw
+  per seed; view 2 tests) and UEA BasicMotions (36 training sequences).
+  ``gru eleatt_gru``; the gate's bias starting near pass-through
+  (``model.gate_bias_init=3``), AdamW weight decay, both; ``rnn eleatt_rnn
+  rnn_matched``; on N-UCLA also dropout 0.5 and batches of 16 (3x the
+  steps).
 * ``moving_digits``: videos of moving / turning embedded MNIST digits, a
   per-frame CNN trained end to end with ``gru eleatt_gru``.
 * ``nucla_tune``: the N-UCLA recipe candidates (input streams, moving
@@ -36,7 +46,9 @@ its checkpoint is the last one (fixed schedule), so the test split is touched
 once, at the end. ``--jobs N`` trains N runs at a time in separate processes
 (small recurrent models use a CPU core poorly; two runs on two cores take
 about the time of one). Prints one JSON line per run and one per variant (mean and
-std over seeds of the test accuracy, wall time, parameters). With ``--docs``
+std over seeds of the test accuracy, of the validation accuracy of the
+evaluated checkpoint, which is what decisions may use, wall time,
+parameters; for a matched variant its widths and both parameter counts). With ``--docs``
 it also writes ``DOCS/results/STUDY/*.json`` (each run's eval_results.json
 without its confusion matrix), ``DOCS/results/STUDY.md`` (the table) and
 ``DOCS/img/study_STUDY.png`` (the bar chart).
@@ -85,6 +97,10 @@ class Study:
     paper: Variant -> the paper's accuracy (%) where it has one, and on what.
     directions: The ``two_way`` protocol's directions: name -> the keys that
       set it up (empty: the study runs ``one_way`` only).
+    matched: Variant -> the variant whose parameter count it matches: its
+      layers are all widened to the one width that brings its parameters
+      closest to that variant's (computed from the run's config and data,
+      `matched_hidden_sizes`), e.g. a plain sRNN as large as the EleAtt-sRNN.
   """
 
   config: str
@@ -97,6 +113,7 @@ class Study:
   directions: Mapping[str, Mapping[str, Any]] = dataclasses.field(
       default_factory=dict
   )
+  matched: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 _FIXED = {
@@ -157,13 +174,74 @@ _NUCLA_TUNE_VARIANTS = {
     'plus': _plus_keys(),
 }
 
+# Small data: EleAtt-GRU against GRU, and what might close the gap of the
+# gate on few sequences: its bias starting near pass-through (3: a = 0.95),
+# decoupled weight decay, both; the sRNN with and without the gate and a
+# plain sRNN as large as the gated one.
+_SMALL_DATA_VARIANTS = {
+    'gru': {'model.cell': 'gru'},
+    'eleatt_gru': {'model.cell': 'eleatt_gru'},
+    'eleatt_gru_bias3': {
+        'model.cell': 'eleatt_gru',
+        'model.gate_bias_init': 3.0,
+    },
+    'gru_wd': {
+        'model.cell': 'gru',
+        'optim.optimizer': 'adamw',
+        'optim.weight_decay': 0.05,
+    },
+    'eleatt_gru_wd': {
+        'model.cell': 'eleatt_gru',
+        'optim.optimizer': 'adamw',
+        'optim.weight_decay': 0.05,
+    },
+    'eleatt_gru_bias3_wd': {
+        'model.cell': 'eleatt_gru',
+        'model.gate_bias_init': 3.0,
+        'optim.optimizer': 'adamw',
+        'optim.weight_decay': 0.05,
+    },
+    'rnn': {'model.cell': 'rnn'},
+    'eleatt_rnn': {'model.cell': 'eleatt_rnn'},
+    'rnn_matched': {'model.cell': 'rnn'},
+}
+
+# On N-UCLA also: more dropout (0.5 instead of npz.py's 0.2), and batches of
+# 16 instead of 32 (3 steps an epoch instead of 1: 300 steps, not 100).
+_SMALL_NUCLA_VARIANTS = {
+    **_SMALL_DATA_VARIANTS,
+    'gru_drop5': {'model.cell': 'gru', 'model.dropout_rate': 0.5},
+    'eleatt_gru_drop5': {'model.cell': 'eleatt_gru', 'model.dropout_rate': 0.5},
+    'gru_b16': {'model.cell': 'gru', 'batch_size': 16},
+    'eleatt_gru_b16': {'model.cell': 'eleatt_gru', 'batch_size': 16},
+}
+
+# The sequence-npz defaults (npz.py: 2 x 100, dropout 0.2, batch 32, cosine
+# over 100 epochs), on N-UCLA as a small set: 5 sequences of each action of
+# view 1 (50; a seeded draw per seed), no augmentation; validation: subject 9
+# of view 1; test: view 2.
+_SMALL_NUCLA_BUDGET = {
+    'data.train_per_class': 5,
+    'data.augment': False,
+    'model.hidden_sizes': (100, 100),
+    'model.dropout_rate': 0.2,
+    'batch_size': 32,
+    'num_epochs': 100,
+    'eval_every_steps': 10,
+}
+
 STUDIES: dict[str, Study] = {
     'nucla_dev': Study(
         config='nucla_dev',
         variants={
-            f'{cell}{suffix}': {'model.cell': cell, 'data.augment': aug}
-            for cell in CELLS
-            for suffix, aug in (('', True), ('_noaug', False))
+            **{
+                f'{cell}{suffix}': {'model.cell': cell, 'data.augment': aug}
+                for cell in CELLS
+                for suffix, aug in (('', True), ('_noaug', False))
+            },
+            # A plain sRNN as large as the EleAtt-sRNN: capacity, not
+            # attention, if it closes the gap.
+            'rnn_matched': {'model.cell': 'rnn', 'data.augment': True},
         },
         budget={},  # the config's own budget: what nucla_dev.py ships
         quick={'num_train_steps': 60, 'eval_every_steps': 30},
@@ -171,6 +249,7 @@ STUDIES: dict[str, Study] = {
         data_keys={'data.manual_dir': 'nucla'},
         paper={'eleatt_gru': _NUCLA_PAPER},
         directions=_NUCLA_DIRECTIONS,
+        matched={'rnn_matched': 'eleatt_rnn'},
     ),
     'nucla_gate_layers': Study(
         config='nucla_dev',
@@ -229,6 +308,24 @@ STUDIES: dict[str, Study] = {
         quick={'num_train_steps': 30, 'eval_every_steps': 30},
         data='basicmotions',
         data_keys={'data.path': 'basicmotions'},
+    ),
+    'small_nucla': Study(
+        config='nucla_dev',
+        variants=_SMALL_NUCLA_VARIANTS,
+        budget=_SMALL_NUCLA_BUDGET,
+        quick={'num_train_steps': 20, 'eval_every_steps': 10},
+        data='nucla',
+        data_keys={'data.manual_dir': 'nucla'},
+        matched={'rnn_matched': 'eleatt_rnn'},
+    ),
+    'small_basicmotions': Study(
+        config='npz',
+        variants=_SMALL_DATA_VARIANTS,
+        budget={'eval_batch_size': 40},  # npz.py's own budget otherwise
+        quick={'num_train_steps': 20, 'eval_every_steps': 10},
+        data='basicmotions',
+        data_keys={'data.path': 'basicmotions'},
+        matched={'rnn_matched': 'eleatt_rnn'},
     ),
     'moving_digits': Study(
         config='moving_digits',
@@ -315,20 +412,60 @@ def dataset_builders(
   return list(first.values())
 
 
-def count_params(config, workdir: str) -> int:
-  """Parameters of the run's model (shapes only, nothing is computed)."""
+def count_params(config, workdir: str, info=None) -> int:
+  """Parameters of the run's model (shapes only, nothing is computed).
+
+  `info`: the `DatasetInfo` of ``config.data`` if known (else prepared here).
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from train import input_pipeline  # pylint: disable=g-import-not-at-top
   from train import state  # pylint: disable=g-import-not-at-top
 
-  _, info = input_pipeline.prepare_dataset(config, workdir)
+  if info is None:
+    _, info = input_pipeline.prepare_dataset(config, workdir)
   model = state.create_model(config, info.num_classes, info.frame_shape)
   x = jnp.zeros((1, info.num_frames, info.input_dim), jnp.float32)
   shapes = jax.eval_shape(
       model.init, jax.random.key(0), x, jnp.ones((1,), jnp.int32)
   )
   return int(sum(np.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes)))
+
+
+def matched_hidden_sizes(
+    config, reference, workdir: str
+) -> tuple[tuple[int, ...], int, int]:
+  """Widths that give `config`'s model as many parameters as `reference`'s.
+
+  Every layer of `config` gets the same width w, the one whose parameter
+  count is closest to the reference model's (the count grows with w, so a
+  bisection finds it); both models are counted on `config`'s data.
+
+  Returns:
+    ``(hidden_sizes, its parameters, the reference's parameters)``.
+  """
+  from train import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  _, info = input_pipeline.prepare_dataset(config, workdir)
+  target = count_params(reference, workdir, info)
+  layers = len(config.model.hidden_sizes)
+
+  def params(width: int) -> int:
+    widened = config.copy_and_resolve_references()
+    widened.model.hidden_sizes = (width,) * layers
+    return count_params(widened, workdir, info)
+
+  low, high = 1, 2
+  while params(high) < target:
+    low, high = high, 2 * high
+  while high - low > 1:  # params(low) < target <= params(high)
+    mid = (low + high) // 2
+    if params(mid) < target:
+      low = mid
+    else:
+      high = mid
+  width = min((low, high), key=lambda w: (abs(params(w) - target), w))
+  return (width,) * layers, params(width), target
 
 
 def run_dir(
@@ -364,6 +501,40 @@ def run_one(
       overrides=overrides,
       direction=direction,
   )
+  matched = None
+  study = STUDIES[name]
+  if variant in study.matched:
+    reference = make_config(
+        study,
+        study.matched[variant],
+        seed,
+        quick=quick,
+        data_dir=data_dir,
+        overrides=overrides,
+        direction=direction,
+    )
+    sizes, params, target = matched_hidden_sizes(
+        config, reference, os.fspath(workdir)
+    )
+    config.model.hidden_sizes = sizes
+    matched = {
+        'variant': study.matched[variant],
+        'hidden_sizes': list(sizes),
+        'params': params,
+        'reference_params': target,
+    }
+    print(
+        json.dumps({
+            'study': name,
+            'variant': variant,
+            'seed': seed,
+            'hidden_sizes': list(sizes),
+            'params': params,
+            'matched_to': study.matched[variant],
+            'its_params': target,
+        }),
+        flush=True,
+    )
   results_path = workdir / 'eval_results.json'
   timing_path = workdir / 'wall_seconds.json'
   if results_path.exists() and timing_path.exists():
@@ -375,17 +546,23 @@ def run_one(
     seconds = time.perf_counter() - start
     timing_path.write_text(json.dumps({'seconds': seconds}))
     results = json.loads(results_path.read_text())
-  return {
+  row = {
       'variant': variant,
       'direction': direction,
       'seed': seed,
       'accuracy': results['accuracy'],
+      # The validation accuracy of the evaluated checkpoint: what decisions
+      # between variants may use.
+      'validation': results['checkpoint'].get('selection_accuracy'),
       'split': results['split'],
       'step': results['step'],
       'seconds': round(seconds, 1),
       'params': count_params(config, os.fspath(workdir)),
       'results': results,
   }
+  if matched is not None:
+    row['matched'] = matched
+  return row
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], study: Study) -> list[dict]:
@@ -417,6 +594,15 @@ def summarize(rows: Sequence[Mapping[str, Any]], study: Study) -> list[dict]:
         'params': mine[0]['params'],
         'paper': study.paper.get(variant, ''),
     }
+    validation = [
+        r['validation'] for r in mine if r.get('validation') is not None
+    ]
+    if len(validation) == len(mine):
+      # Over every run (and direction): the checkpoints' own selection split.
+      entry['validation_mean'] = float(np.mean(validation))
+      entry['validation_std'] = float(np.std(validation))
+    if 'matched' in mine[0]:
+      entry['matched'] = mine[0]['matched']
     if directions != [None]:
       entry['directions'] = {}
       for d in directions:
@@ -456,6 +642,10 @@ def markdown_table(
   for d in directions:
     header += f' {d} % |'
     rule += '---|'
+  with_validation = all('validation_mean' in s for s in summary)
+  if with_validation:
+    header += ' validation % |'
+    rule += '---|'
   lines = [
       f'### {name}',
       '',
@@ -472,8 +662,24 @@ def markdown_table(
     for d in directions:
       d_sum = s.get('directions', {}).get(d)
       cells.append(_percent(d_sum['mean'], d_sum['std']) if d_sum else '')
+    if with_validation:
+      cells.append(_percent(s['validation_mean'], s['validation_std']))
     cells += [f"{s['params']:,}", f"{s['seconds']:.0f}", s['paper']]
     lines.append('| ' + ' | '.join(cells) + ' |')
+  notes = [
+      f"{s['variant']}: hidden_sizes {tuple(m['hidden_sizes'])}, "
+      f"{m['params']:,} parameters against {m['reference_params']:,} of "
+      f"{m['variant']} (the width closest to its count)."
+      for s in summary
+      if (m := s.get('matched'))
+  ]
+  if with_validation:
+    notes.append(
+        'validation: accuracy on the selection split (data.eval_split) of '
+        'the evaluated checkpoint, mean +- std over runs.'
+    )
+  if notes:
+    lines += [''] + notes
   return '\n'.join(lines) + '\n'
 
 

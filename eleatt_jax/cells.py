@@ -60,6 +60,10 @@ class FusedCellBase(nn.RNNCellBase):
     recurrent_kernel_init: initializer of kernels that multiply h, per gate
       (orthogonal).
     bias_init: initializer of the biases (zeros).
+    gate_bias_init: initializer of the gate's bias ``b_a``; None: ``bias_init``.
+      ``constant(b)`` with a large ``b`` (e.g. 3: ``a = sigmoid(3) = 0.95``)
+      starts the gate near pass-through, so that the untrained cell is
+      almost the plain one.
     dtype: the dtype of the computation (default: infer from inputs and params).
     param_dtype: the dtype passed to parameter initializers (float32).
     carry_init: initializer of the carry (zeros).
@@ -72,6 +76,7 @@ class FusedCellBase(nn.RNNCellBase):
   kernel_init: Initializer = default_kernel_init
   recurrent_kernel_init: Initializer = initializers.orthogonal()
   bias_init: Initializer = initializers.zeros_init()
+  gate_bias_init: Initializer | None = None
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   carry_init: Initializer = initializers.zeros_init()
@@ -111,7 +116,11 @@ class FusedCellBase(nn.RNNCellBase):
           gate_fn=self.gate_fn,
           kernel_init=self.kernel_init,
           recurrent_kernel_init=self.recurrent_kernel_init,
-          bias_init=self.bias_init,
+          bias_init=(
+              self.bias_init
+              if self.gate_bias_init is None
+              else self.gate_bias_init
+          ),
           dtype=self.dtype,
           param_dtype=self.param_dtype,
       ).kernels(d, h)
@@ -207,8 +216,8 @@ class EleAttGRUCell(FusedCellBase):
     use_gate: whether the EleAttG gate is present (default: True).
     gate_fn: activation of the gates, the attention gate included (sigmoid).
     activation_fn: activation of the candidate state ``n`` (tanh).
-    kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
-      param_dtype: as in :class:`FusedCellBase`.
+    kernel_init, recurrent_kernel_init, bias_init, gate_bias_init, carry_init,
+      dtype, param_dtype: as in :class:`FusedCellBase`.
   """
 
   num_blocks: ClassVar[int] = 3
@@ -255,8 +264,8 @@ class EleAttLSTMCell(FusedCellBase):
     use_gate: whether the EleAttG gate is present (default: True).
     gate_fn: activation of the gates, the attention gate included (sigmoid).
     activation_fn: activation of the candidate and the output (tanh).
-    kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
-      param_dtype: as in :class:`FusedCellBase`.
+    kernel_init, recurrent_kernel_init, bias_init, gate_bias_init, carry_init,
+      dtype, param_dtype: as in :class:`FusedCellBase`.
   """
 
   num_blocks: ClassVar[int] = 4
@@ -309,8 +318,8 @@ class EleAttSimpleCell(FusedCellBase):
     use_gate: whether the EleAttG gate is present (default: True).
     gate_fn: activation of the attention gate (sigmoid).
     activation_fn: activation of the state (tanh).
-    kernel_init, recurrent_kernel_init, bias_init, carry_init, dtype,
-      param_dtype: as in :class:`FusedCellBase`.
+    kernel_init, recurrent_kernel_init, bias_init, gate_bias_init, carry_init,
+      dtype, param_dtype: as in :class:`FusedCellBase`.
   """
 
   num_blocks: ClassVar[int] = 1

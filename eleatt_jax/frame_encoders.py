@@ -109,8 +109,8 @@ class VideoClassifier(nn.Module):
     frame_features: F, the CNN's output per frame (the RNN's input size).
     remat: Recompute the CNN's activations in the backward pass
       (``nn.remat``) instead of keeping them: memory for long clips.
-    cell, hidden_sizes, gate_layers, dropout_rate, readout, unroll,
-      check_seq_lengths, dtype: those of
+    cell, hidden_sizes, gate_layers, gate_bias_init, dropout_rate, readout,
+      unroll, check_seq_lengths, dtype: those of
       :class:`~eleatt_jax.StackedRNNClassifier` (not bidirectional, so that
       it streams).
   """
@@ -123,6 +123,7 @@ class VideoClassifier(nn.Module):
   cell: str = 'eleatt_gru'
   hidden_sizes: Sequence[int] = (100, 100, 100)
   gate_layers: str | int = 'all'
+  gate_bias_init: float = 0.0
   dropout_rate: float = 0.5
   readout: str = 'mean'
   unroll: int = 1
@@ -138,6 +139,7 @@ class VideoClassifier(nn.Module):
         cell=self.cell,
         hidden_sizes=tuple(self.hidden_sizes),
         gate_layers=self.gate_layers,
+        gate_bias_init=self.gate_bias_init,
         dropout_rate=self.dropout_rate,
         readout=self.readout,
         unroll=self.unroll,

@@ -70,6 +70,9 @@ class StackedRNNClassifier(nn.Module):
     hidden_sizes: features of each recurrent layer (default 3 x 100, the paper's).
     gate_layers: for ``eleatt_*`` cells, which layers carry a gate: ``'all'``,
       ``'none'``, or an int k for the first k layers (the paper's ablation).
+    gate_bias_init: the value every gate's bias ``b_a`` starts at (0: the
+      gate starts at ``sigmoid(0) = 0.5``; 3: at about 0.95, near
+      pass-through, so that the untrained network is almost the plain one).
     dropout_rate: dropout on each layer's outputs, in training only.
     readout: ``'mean'`` or ``'last'``.
     bidirectional: run each layer both ways and concatenate.
@@ -90,6 +93,7 @@ class StackedRNNClassifier(nn.Module):
   cell: str = 'eleatt_gru'
   hidden_sizes: Sequence[int] = (100, 100, 100)
   gate_layers: str | int = 'all'
+  gate_bias_init: float = 0.0
   dropout_rate: float = 0.5
   readout: str = 'mean'
   bidirectional: bool = False
@@ -129,6 +133,7 @@ class StackedRNNClassifier(nn.Module):
         lambda f=features, c=_CELLS_BY_EQUATIONS[kind], g=use_gate: c(
             f,
             use_gate=g,
+            gate_bias_init=nn.initializers.constant(self.gate_bias_init),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             parent=None,

@@ -497,3 +497,22 @@ def test_pipeline_worker_processes_match_in_process(tmp_path):
   resumed = iter(pipeline.make_pipeline(src, pre, worker_count=1, **kw))
   resumed.set_state(state)
   assert_batches_equal(expected[2], next(resumed))
+
+
+def test_per_class_subset_draws_each_class_by_seed():
+  labels = np.array([2, 0, 1, 0, 2, 0, 0, 1, 2, 2, 2])
+  idx = pipeline.per_class_subset(labels, 2, seed=0)
+  assert np.bincount(labels[idx]).tolist() == [2, 2, 2]
+  assert np.all(np.diff(idx) > 0)  # sorted, no repeats
+  np.testing.assert_array_equal(
+      idx, pipeline.per_class_subset(labels, 2, seed=0)
+  )
+  draws = {tuple(pipeline.per_class_subset(labels, 2, s)) for s in range(5)}
+  assert len(draws) > 1
+  # A larger count adds to the smaller one's draw; a small class keeps all.
+  more = pipeline.per_class_subset(labels, 3, seed=0)
+  assert set(idx) <= set(more)
+  assert np.bincount(labels[more]).tolist() == [3, 2, 3]
+  for bad in (0, -1, 1.5, True):
+    with pytest.raises(ValueError, match="count must be an integer >= 1"):
+      pipeline.per_class_subset(labels, bad, seed=0)

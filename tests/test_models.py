@@ -332,3 +332,47 @@ def test_bad_input_raises(x, lengths, match):
   """Wrong rank, dtype, feature size or lengths: a ValueError at trace time."""
   with pytest.raises(ValueError, match=match):
     model().apply(variables_of(), x, lengths)
+
+
+@pytest.mark.parametrize(
+    'cell',
+    [
+        'eleatt_gru',
+        pytest.param('eleatt_lstm', marks=pytest.mark.slow),
+        pytest.param('eleatt_rnn', marks=pytest.mark.slow),
+    ],
+)
+def test_gate_bias_init_sets_the_initial_attention(cell):
+  """gate_bias_init=b: every gate's b_a starts at b, so a_t = sigmoid(b).
+
+  On zero inputs from the zero carry every pre-activation but b_a is zero
+  (and h stays zero through the layers and steps), so each layer's attention
+  is sigmoid(b) exactly: 0.5 by default, 0.95 with b = 3. Nothing else
+  changes.
+  """
+  x = jnp.zeros((1, T, D))
+  assert model().gate_bias_init == 0.0
+  # (The default cell's variables are other tests' cached ones.)
+  default_kwargs = {} if cell == 'eleatt_gru' else {'cell': cell}
+  default = variables_of(**default_kwargs)['params']
+  flat_default = dict(jax.tree_util.tree_flatten_with_path(default)[0])
+  for bias in (0.0, 3.0):
+    kwargs = {**default_kwargs, **({'gate_bias_init': bias} if bias else {})}
+    params = variables_of(**kwargs)['params']
+    for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
+      name = jax.tree_util.keystr(path)
+      if "['gate']['bias']" in name:
+        np.testing.assert_array_equal(value, np.full(value.shape, bias))
+      else:  # every other parameter is the default's, value for value
+        np.testing.assert_array_equal(value, flat_default[path], err_msg=name)
+    _, state = model(**kwargs).apply(
+        {'params': params}, x, mutable=['intermediates']
+    )
+    attention = [
+        layer['cell']['attention'][0]
+        for layer in state['intermediates'].values()
+    ]
+    assert len(attention) == len(HIDDEN)
+    for a in attention:
+      chex.assert_shape(a, (1, T, None))
+      np.testing.assert_allclose(a, jax.nn.sigmoid(bias), rtol=1e-6)

@@ -25,8 +25,9 @@ TINY = {
 }
 # study -> (a gated and a plain variant, extra tiny keys)
 CASES = {
+    # The plain sRNN widened to the EleAtt-sRNN's parameter count.
     'nucla_dev': (
-        ['eleatt_gru', 'gru_noaug'],
+        ['eleatt_gru', 'rnn_matched'],
         {'data.num_frames': 4, 'batch_size': 8, 'eval_batch_size': 64},
     ),
     'nucla_gate_layers': (
@@ -46,6 +47,15 @@ CASES = {
     'nucla_tune': (
         ['velocity', 'test_averaging'],
         {'data.num_frames': 4, 'batch_size': 8, 'eval_batch_size': 64},
+    ),
+    # 5 sequences of each class; the gate's bias starting at 3.
+    'small_nucla': (
+        ['eleatt_gru_bias3', 'gru_wd'],
+        {'data.num_frames': 4, 'batch_size': 8, 'eval_batch_size': 64},
+    ),
+    'small_basicmotions': (
+        ['eleatt_gru_bias3_wd', 'rnn_matched'],
+        {'batch_size': 8, 'eval_batch_size': 8},
     ),
     # The video study: 8 frames of 24 x 24, a tiny CNN.
     'moving_digits': (
@@ -68,6 +78,8 @@ TINY_RUNS = [
     pytest.param('smnist', marks=pytest.mark.slow),
     pytest.param('basicmotions', marks=pytest.mark.slow),
     pytest.param('nucla_tune', marks=pytest.mark.slow),
+    pytest.param('small_nucla', marks=pytest.mark.slow),
+    pytest.param('small_basicmotions', marks=pytest.mark.slow),
     pytest.param('moving_digits', marks=pytest.mark.slow),
 ]
 
@@ -120,6 +132,41 @@ def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
   assert results['checkpoint']['selection_split'] == 'validation'
   table = (tmp_path / 'docs' / 'results' / f'{name}.md').read_text()
   assert all(f'| {v} |' in table for v in variants)
+  for s in summary:  # the selection split's accuracy, beside the test's
+    assert 0.0 <= s['validation_mean'] <= 1.0
+  assert 'validation %' in table
+  study_runs = tmp_path / 'runs' / name
+  for s in summary:
+    if s['variant'] not in study.matched:
+      continue
+    # Every layer at the one width whose count is closest to the reference.
+    m = s['matched']
+    assert m['variant'] == study.matched[s['variant']]
+    assert s['params'] == m['params'] and m['hidden_sizes'] != [4]
+    config = reproduce.make_config(
+        study,
+        s['variant'],
+        0,
+        quick=False,
+        data_dir=str(data_dir),
+        overrides={**TINY, **extra},
+    )
+    workdir = str(study_runs / s['variant'] / 'seed_0')
+    reference = config.copy_and_resolve_references()
+    reference.model.cell = m['variant']
+    assert reproduce.count_params(reference, workdir) == m['reference_params']
+    width = m['hidden_sizes'][0]
+    assert m['hidden_sizes'] == [width] * len(TINY['model.hidden_sizes'])
+    for other in (width - 1, width + 1):
+      config.model.hidden_sizes = (other,)
+      assert abs(
+          reproduce.count_params(config, workdir) - m['reference_params']
+      ) >= abs(m['params'] - m['reference_params'])
+    saved = json.loads(
+        (study_runs / s['variant'] / 'seed_0' / 'config.json').read_text()
+    )
+    assert saved['model']['hidden_sizes'] == m['hidden_sizes']
+    assert f"{s['variant']}: hidden_sizes ({width},)" in table
   png = tmp_path / 'docs' / 'img' / f'study_{name}.png'
   assert png.read_bytes()[:4] == b'\x89PNG'
   # A second call reads the finished runs back instead of training again.

@@ -410,6 +410,42 @@ def test_training_batches_do_not_depend_on_process_count(npz_dir, data_dir):
       )
 
 
+def test_train_per_class_reads_a_seeded_subset_of_each_class(npz_dir, data_dir):
+  """data.train_per_class=k: training reads k examples of each class only."""
+  config = sup.tiny_config(
+      npz_dir, data_dir, **{'data.train_per_class': 3, 'batch_size': 3}
+  )
+  builder, info = input_pipeline.prepare_dataset(config, str(data_dir))
+  source = builder.as_data_source('train')
+  labels = np.array([int(source[i]['label']) for i in range(len(source))])
+  chosen = np.array(info.train_indices)
+  assert len(source) > 9 and np.bincount(labels[chosen]).tolist() == [3, 3, 3]
+  assert info.num_train('train') == 9
+  assert state_lib.num_train_steps(config, info)[1] == 3  # 9 / 3 per epoch
+  # The draw follows the seed (the same subset for the same seed).
+  assert input_pipeline.prepare_dataset(config, str(data_dir))[1] == info
+  config.seed = 1
+  assert input_pipeline.prepare_dataset(config, str(data_dir))[1] != info
+  config.seed = 0
+  # An epoch of training batches is the subset, each example once.
+  it = input_pipeline.train_iterator(config, builder, info)
+  batches = [next(it) for _ in range(3)]
+  positions = np.concatenate([b['index'] for b in batches])  # in the subset
+  assert sorted(positions.tolist()) == list(range(9))
+  for b in batches:
+    for row, position in enumerate(b['index']):
+      example = input_pipeline.get_example(
+          config, builder, info, 'train', int(chosen[position])
+      )[0]
+      np.testing.assert_array_equal(b['x'][row], example['x'][0])
+      assert b['label'][row] == example['label'][0]
+  # Off by default: the whole split.
+  whole = sup.tiny_config(npz_dir, data_dir)
+  assert whole.data.train_per_class == 0
+  _, info = input_pipeline.prepare_dataset(whole, str(data_dir))
+  assert info.train_indices == () and info.num_train('train') == len(source)
+
+
 # ------------------------------------------------------------ end to end --
 
 

@@ -121,6 +121,7 @@ _STREAMS = ('position', 'velocity', 'bone')  # eleatt_jax.datasets.pipeline
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.preprocess': _one_of('sequence', 'skeleton', 'video'),
     'data.num_frames': _number(0, integer=True),
+    'data.train_per_class': _number(0, integer=True),
     'data.temporal': _one_of('pad', 'sample'),
     'data.center_joint': _number(-1, integer=True),
     'data.align_view': _one_of('none', 'shoulders', 'hips', 'body'),
@@ -141,6 +142,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: classifier.parse_gate_layers(v) is not None,
         "'all', 'none' or an integer >= 0",
     ),
+    'model.gate_bias_init': _number(),
     'model.dropout_rate': _number(0, 1, hi_open=True),
     'model.readout': _one_of(*classifier.READOUTS),
     'model.dtype': _one_of('float32', 'bfloat16', 'float16'),

@@ -62,6 +62,8 @@ class DatasetInfo:
     data_dir: where the dataset is built.
     frame_shape: ``(H, W, C)`` of a video frame (preprocess 'video'; then
       input_dim is H*W*C), else ``()``.
+    train_indices: With ``data.train_per_class``, the examples of the
+      training split that training reads (sorted indices); ``()``: all.
   """
 
   name: str
@@ -72,6 +74,26 @@ class DatasetInfo:
   splits: Mapping[str, int]
   data_dir: str
   frame_shape: tuple[int, ...] = ()
+  train_indices: tuple[int, ...] = ()
+
+  def num_train(self, train_split: str) -> int:
+    """Examples that training reads from `train_split`."""
+    return len(self.train_indices) or self.splits[train_split]
+
+
+def _train_indices(config, builder) -> tuple[int, ...]:
+  """``data.train_per_class`` examples of each class, drawn with the seed.
+
+  ``()`` when it is 0 (the whole training split).
+  """
+  count = int(config.data.train_per_class)
+  if count <= 0:
+    return ()
+  source = builder.as_data_source(config.data.train_split)
+  labels = [int(source[i]['label']) for i in range(len(source))]
+  return tuple(
+      int(i) for i in pipeline.per_class_subset(labels, count, config.seed)
+  )
 
 
 def _data_dir(config, workdir: str) -> str | None:
@@ -307,6 +329,7 @@ def prepare_dataset(config, workdir: str):
       splits=splits,
       data_dir=os.fspath(builder.data_dir),
       frame_shape=frame_shape,
+      train_indices=_train_indices(config, builder),
   )
   return builder, info
 
@@ -402,10 +425,18 @@ def _pipeline(
   n = jax.process_count() if process_count is None else process_count
   local = _check_batch(batch_size, what, n)
   source = builder.as_data_source(split)
+  if train and info.train_indices:
+    source = pipeline.Subset(source, info.train_indices)
   if train and len(source) < batch_size:
     raise ValueError(
         f'{what}={batch_size} is larger than the {len(source)} examples of '
-        f'{info.name}/{split}; lower it.'
+        f'{info.name}/{split}'
+        + (
+            ' read in training (data.train_per_class)'
+            if info.train_indices
+            else ''
+        )
+        + '; lower it.'
     )
   ds = pipeline.make_pipeline(
       source,

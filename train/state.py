@@ -68,6 +68,7 @@ def create_model(
         cell=m.cell,
         hidden_sizes=tuple(int(h) for h in m.hidden_sizes),
         gate_layers=m.gate_layers if gate_layers is None else gate_layers,
+        gate_bias_init=float(m.gate_bias_init),
         dropout_rate=m.dropout_rate,
         readout=m.readout,
         unroll=int(m.unroll),
@@ -79,6 +80,7 @@ def create_model(
       cell=m.cell,
       hidden_sizes=tuple(int(h) for h in m.hidden_sizes),
       gate_layers=m.gate_layers if gate_layers is None else gate_layers,
+      gate_bias_init=float(m.gate_bias_init),
       dropout_rate=m.dropout_rate,
       readout=m.readout,
       bidirectional=bool(m.bidirectional),
@@ -172,7 +174,7 @@ def eval_params_fn(config) -> Callable[[TrainState], Any]:
 
 def num_train_steps(config, info) -> tuple[int, int]:
   """(training steps, steps per epoch) of ``config`` on the dataset."""
-  num_train = info.splits[config.data.train_split]
+  num_train = info.num_train(config.data.train_split)
   steps_per_epoch = max(1, num_train // config.batch_size)
   if config.num_train_steps > 0:
     return int(config.num_train_steps), steps_per_epoch

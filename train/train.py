@@ -224,8 +224,14 @@ def _describe_run(run: _Run) -> str:
   config, info, num_steps = run.config, run.info, run.num_steps
   _, steps_per_epoch = state_lib.num_train_steps(config, info)
   return (
-      f'{info.name}: {info.splits[config.data.train_split]} training '
-      f'examples ({config.data.train_split}), {info.num_classes} classes, '
+      f'{info.name}: {info.num_train(config.data.train_split)} training '
+      f'examples ({config.data.train_split}'
+      + (
+          f', {config.data.train_per_class} per class'
+          if info.train_indices
+          else ''
+      )
+      + f'), {info.num_classes} classes, '
       f'input [T={info.num_frames}, D={info.input_dim}]; {num_steps} steps '
       f'of {config.batch_size} ({num_steps / steps_per_epoch:.1f} epochs); '
       f'parallel={config.parallel} over {run.par.num_shards} device(s), '

@@ -244,6 +244,59 @@ def _stack(rows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
   return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
+def per_class_subset(
+    labels: Sequence[int] | np.ndarray, count: int, seed: int
+) -> np.ndarray:
+  """Indices of `count` examples of each class, drawn with `seed`.
+
+  A class with fewer than `count` examples keeps all of them. The draw is
+  ``np.random.default_rng(seed)``'s permutation of each class's indices, so
+  the same seed gives the same subset; a larger `count` adds examples to a
+  smaller one's (for the same seed).
+
+  Args:
+    labels: <int>[N] class labels of a split.
+    count: Examples per class, >= 1.
+    seed: Seed of the draw.
+
+  Returns:
+    Sorted <int64> indices into `labels`.
+
+  >>> labels = np.array([0] * 5 + [1] * 2 + [2] * 4)
+  >>> idx = per_class_subset(labels, 3, seed=0)
+  >>> np.bincount(labels[idx]).tolist()
+  [3, 2, 3]
+  """
+  if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
+    raise ValueError(f"count must be an integer >= 1, got {count!r}.")
+  if count < 1:
+    raise ValueError(f"count must be an integer >= 1, got {count}.")
+  labels = np.asarray(labels)
+  rng = np.random.default_rng(seed)
+  chosen = [np.zeros(0, np.int64)]
+  for c in np.unique(labels):
+    chosen.append(rng.permutation(np.flatnonzero(labels == c))[:count])
+  return np.sort(np.concatenate(chosen))
+
+
+class Subset(Sequence):
+  """The examples `indices` of a random-access `source`, as a source.
+
+  >>> Subset(["a", "b", "c", "d"], [1, 3])[1]
+  'd'
+  """
+
+  def __init__(self, source: Sequence[Element], indices: Sequence[int]):
+    self.source = source
+    self.indices = [int(i) for i in indices]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    return self.source[self.indices[i]]
+
+
 class _HostRows(grain.MapDataset):
   """Row ``i`` of this process -> its row of the global stream.
 

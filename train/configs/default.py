@@ -31,6 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.path = ''
   # Split trained on.
   data.train_split = 'train'
+  # Training reads only this many examples of each class of train_split,
+  # drawn with `seed` (a small-data experiment); 0: all of them.
+  data.train_per_class = 0
   # Split evaluated during training: model selection (best-k checkpoints) and
   # the reduce-on-plateau signal. Never the test split: every builder has a
   # 'validation' split carved from its training data (or shipped with it).
@@ -96,6 +99,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Layers that carry an EleAtt gate: 'all', 'none', or k for the first k
   # (the paper's ablation).
   model.gate_layers = 'all'
+  # The value every EleAtt gate's bias b_a starts at: 0 starts the gate at
+  # sigmoid(0) = 0.5 (every input halved); 3 at 0.95, near pass-through (the
+  # untrained EleAtt network is then almost the plain one).
+  model.gate_bias_init = 0.0
   # Dropout on each layer's output, in training.
   model.dropout_rate = 0.5
   # 'mean': per-step logits averaged over valid frames; 'last': last valid.
