@@ -5,6 +5,9 @@
   eval_split accuracy each was saved with. The accuracy and loss are stored
   in the checkpoint (orbax's ``metrics`` item), so the ranking survives any
   number of restarts. The grain iterator's state is saved with the model.
+  With one process orbax writes each checkpoint in background threads; with
+  several, synchronously (`Checkpointer.asynchronous`), so that a write that
+  fails on one process alone raises in its main thread and stops them all.
 * Each finished checkpoint gets ``sha256sums.json``, the SHA-256 and size of
   every file in it (`seal`). Before orbax sees the checkpoints, each one is
   checked (`damage`): every file the sums name must be there, whole and
