@@ -487,15 +487,17 @@ def test_a_disk_error_on_one_of_two_processes_stops_both_with_one_line(
   ), fatal
 
 
+@pytest.mark.parametrize('failing', [0, 1], ids=['process0', 'process1'])
 @pytest.mark.slow
 def test_a_disk_error_in_a_checkpoint_write_of_one_of_two_processes_stops_both(
-    npz_dir, data_dir, tmp_path
+    npz_dir, data_dir, tmp_path, failing
 ):
   """Two real processes (jax.distributed over localhost); once the first
-  checkpoint is complete, process 0's file-size limit drops to 4 KiB, below
-  the data files of the next checkpoint (metrics.jsonl, a line per
+  checkpoint is complete, the file-size limit of one of them drops to 4 KiB,
+  below some of its files of the next checkpoint (process 0: the data and
+  metadata; process 1: its array metadata; metrics.jsonl, a line per
   evaluation, stays below it), so that orbax's write of that checkpoint
-  fails with EFBIG on process 0 alone. Both stop with the same FATAL line
+  fails with EFBIG on that process alone. Both stop with the same FATAL line
   naming the checkpoint's folder and exit 1, instead of waiting at orbax's
   barrier for 1200 s (the wait below gives up at 120 s); the lock is
   released and the checkpoints written before restore."""
@@ -524,7 +526,7 @@ def test_a_disk_error_in_a_checkpoint_write_of_one_of_two_processes_stops_both(
           time.monotonic() < deadline and procs[0].poll() is None
       ), sup.output(procs[0])[-4000:]
       time.sleep(0.02)
-    resource.prlimit(procs[0].pid, resource.RLIMIT_FSIZE, (limit, limit))
+    resource.prlimit(procs[failing].pid, resource.RLIMIT_FSIZE, (limit, limit))
   except BaseException:
     sup.wait_processes(procs, timeout=0)  # ends them
     raise
@@ -537,7 +539,7 @@ def test_a_disk_error_in_a_checkpoint_write_of_one_of_two_processes_stops_both(
     assert len(lines) == 1 and 'Traceback' not in out, out[-4000:]
   assert fatal[0] == fatal[1], fatal
   assert re.match(
-      rf'FATAL: Process 0: Writing {re.escape(str(ckpts))}/\d+\.orbax-'
+      rf'FATAL: Process {failing}: Writing {re.escape(str(ckpts))}/\d+\.orbax-'
       r'checkpoint-tmp\S* failed: file too large \(EFBIG\)',
       fatal[0][0],
   ), fatal
