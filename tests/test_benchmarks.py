@@ -9,6 +9,7 @@ import json
 import jax.numpy as jnp
 import pytest
 
+from benchmarks import checkpoint_save
 from benchmarks import input_pipeline
 from benchmarks import speed
 
@@ -98,6 +99,26 @@ def test_input_pipeline_benchmark_reports_every_source(capsys):
     assert r['ratio'] == pytest.approx(
         r['examples_per_s'] / r['train_step_examples_per_s'], rel=0.05, abs=0.01
     )
+
+
+def test_checkpoint_save_refuses_an_unknown_mode():
+  from eleatt_jax import cli  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(cli.UsageError, match="'later' is not sync or async"):
+    checkpoint_save.main(['--modes', 'sync,later'])
+
+
+@pytest.mark.slow
+def test_checkpoint_save_times_both_modes_with_two_processes(capsys):
+  checkpoint_save.main(['--saves', '2', '--timeout', '500'])
+  rows = _json_lines(capsys.readouterr().out)
+  assert [r['mode'] for r in rows] == ['sync', 'async']
+  for r in rows:
+    assert r['processes'] == 2 and r['saves'] == 2
+    assert r['parameters'] == 359  # the train tests' model
+    assert 0 < r['blocking_s_min'] <= r['blocking_s_median']
+    assert r['blocking_s_median'] <= r['blocking_s_max']
+    assert r['written_s_median'] >= r['blocking_s_min']
 
 
 STREAMING_KEYS = {

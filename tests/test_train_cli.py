@@ -8,7 +8,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -464,52 +463,16 @@ def test_a_disk_error_on_one_of_two_processes_stops_both_with_one_line(
       eval_every_steps=1000,
   )
   workdir = tmp_path / 'run'
-  cmd = sup.train_cmd(NPZ_CONFIG, workdir, overrides)
-  port = sup.free_port()
-  procs, outs, readers = [], [[], []], []
-  for pid in range(2):
-    env = sup.subprocess_env(
-        num_devices=1,
-        JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-        JAX_NUM_PROCESSES=2,
-        JAX_PROCESS_ID=pid,
-    )
-    # Pipes, not files: the file-size limit must not stop the output.
-    procs.append(
-        subprocess.Popen(
-            cmd,
-            cwd=sup.REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    )
-    readers.append(
-        threading.Thread(
-            target=outs[pid].extend, args=(procs[pid].stdout,), daemon=True
-        )
-    )
-    readers[-1].start()
+  # Pipes, not files: the file-size limit must not stop the output.
+  procs = sup.start_processes(sup.train_cmd(NPZ_CONFIG, workdir, overrides))
   try:
-    deadline = time.monotonic() + 900
-    while not any(l.startswith('step 3/') for l in outs[0]):
-      assert time.monotonic() < deadline and procs[0].poll() is None, ''.join(
-          outs[0]
-      )[-3000:]
-      time.sleep(0.05)
+    sup.wait_for_step(procs[0], 3, timeout=900)
     size = (workdir / 'metrics.jsonl').stat().st_size
     resource.prlimit(procs[0].pid, resource.RLIMIT_FSIZE, (size, size))
-    for p in procs:
-      p.wait(timeout=250)
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
-    for r in readers:
-      r.join(timeout=30)
-  outs = [''.join(o) for o in outs]
+  except BaseException:
+    sup.wait_processes(procs, timeout=0)  # ends them
+    raise
+  outs = sup.wait_processes(procs, timeout=250)
   fatal = [
       [l for l in out.splitlines() if l.startswith('FATAL')] for out in outs
   ]
@@ -522,3 +485,66 @@ def test_a_disk_error_on_one_of_two_processes_stops_both_with_one_line(
       r'\(EFBIG\)',
       fatal[0][0],
   ), fatal
+
+
+@pytest.mark.parametrize('failing', [0, 1], ids=['process0', 'process1'])
+@pytest.mark.slow
+def test_a_disk_error_in_a_checkpoint_write_of_one_of_two_processes_stops_both(
+    npz_dir, data_dir, tmp_path, failing
+):
+  """Two real processes (jax.distributed over localhost); once the first
+  checkpoint is complete, the file-size limit of one of them drops to 4 KiB,
+  below some of its files of the next checkpoint (process 0: the data and
+  metadata; process 1: its array metadata; metrics.jsonl, a line per
+  evaluation, stays below it), so that orbax's write of that checkpoint
+  fails with EFBIG on that process alone. Both stop with the same FATAL line
+  naming the checkpoint's folder and exit 1, instead of waiting at orbax's
+  barrier for 1200 s (the wait below gives up at 120 s); the lock is
+  released and the checkpoints written before restore."""
+  import re  # pylint: disable=g-import-not-at-top
+  import resource  # pylint: disable=g-import-not-at-top
+
+  limit = 4096
+  overrides = sup.cli_overrides(
+      npz_dir,
+      data_dir,
+      num_train_steps=2000,
+      log_every_steps=1000,
+      checkpoint_every_steps=20,
+      eval_every_steps=20,
+  )
+  workdir = tmp_path / 'run'
+  ckpts = workdir / 'checkpoints'
+  # Pipes, not files: the file-size limit must not stop the output.
+  procs = sup.start_processes(sup.train_cmd(NPZ_CONFIG, workdir, overrides))
+  try:
+    deadline = time.monotonic() + 900
+    while not (
+        ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+    ):
+      assert (
+          time.monotonic() < deadline and procs[0].poll() is None
+      ), sup.output(procs[0])[-4000:]
+      time.sleep(0.02)
+    resource.prlimit(procs[failing].pid, resource.RLIMIT_FSIZE, (limit, limit))
+  except BaseException:
+    sup.wait_processes(procs, timeout=0)  # ends them
+    raise
+  outs = sup.wait_processes(procs, timeout=120)
+  fatal = [
+      [l for l in out.splitlines() if l.startswith('FATAL')] for out in outs
+  ]
+  for p, out, lines in zip(procs, outs, fatal):
+    assert p.returncode == 1, out[-4000:]
+    assert len(lines) == 1 and 'Traceback' not in out, out[-4000:]
+  assert fatal[0] == fatal[1], fatal
+  assert re.match(
+      rf'FATAL: Process {failing}: Writing {re.escape(str(ckpts))}/\d+\.orbax-'
+      r'checkpoint-tmp\S* failed: file too large \(EFBIG\)',
+      fatal[0][0],
+  ), fatal
+  assert not (workdir / 'train.lock').exists()
+  kept = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+  assert kept and kept[0] == 20, kept
+  for step in kept:
+    assert sup.final_params(workdir, str(step))[1] == step

@@ -273,34 +273,62 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start_processes(cmd, log_dir, num: int = 2) -> list[subprocess.Popen]:
+def start_processes(
+    cmd, log_dir=None, num: int = 2, env=None
+) -> list[subprocess.Popen]:
   """Starts `cmd` as `num` processes of one `jax.distributed` run over
-  localhost (one CPU device each, gloo collectives). Process N writes its
-  stdout and stderr to ``LOG_DIR/process_N.log`` (a file, not a pipe: one
-  that nobody reads never blocks it), which `output` reads."""
-  log_dir = pathlib.Path(log_dir)
-  log_dir.mkdir(parents=True, exist_ok=True)
+  localhost (one CPU device each, gloo collectives), each with `env` added
+  to its environment.
+
+  Process N writes its stdout and stderr to ``LOG_DIR/process_N.log`` (a
+  file, not a pipe: one that nobody reads never blocks it), which `output`
+  reads. Without `log_dir` they go to a pipe that a thread of this process
+  reads: a file-size limit (``RLIMIT_FSIZE``) set on a process then limits
+  its own writes only, not its output.
+  """
+  import threading  # pylint: disable=g-import-not-at-top
+
   port = free_port()
   procs = []
   for pid in range(num):
-    env = subprocess_env(
+    proc_env = subprocess_env(
         num_devices=1,
         JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
         JAX_NUM_PROCESSES=num,
         JAX_PROCESS_ID=pid,
+        **(env or {}),
     )
-    with open(log_dir / f'process_{pid}.log', 'w') as log:
-      procs.append(
-          subprocess.Popen(
-              cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-          )
+    if log_dir is None:
+      proc = subprocess.Popen(
+          cmd,
+          cwd=REPO,
+          env=proc_env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
       )
-    procs[-1].log_path = log_dir / f'process_{pid}.log'
+      proc.lines = []
+      proc.reader = threading.Thread(
+          target=proc.lines.extend, args=(proc.stdout,), daemon=True
+      )
+      proc.reader.start()
+    else:
+      log_dir = pathlib.Path(log_dir)
+      log_dir.mkdir(parents=True, exist_ok=True)
+      log_path = log_dir / f'process_{pid}.log'
+      with open(log_path, 'w') as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=proc_env, stdout=log, stderr=subprocess.STDOUT
+        )
+      proc.log_path = log_path
+    procs.append(proc)
   return procs
 
 
 def output(proc) -> str:
   """What a process of `start_processes` printed so far."""
+  if hasattr(proc, 'lines'):
+    return ''.join(proc.lines)
   return proc.log_path.read_text(errors='replace')
 
 
@@ -319,17 +347,22 @@ def wait_for_step(proc, at_step: int, timeout: float = 240) -> int:
 
 
 def wait_processes(procs, timeout: float = 240) -> list[str]:
-  """Waits for every process (all are killed if one outlives `timeout`);
-  their outputs."""
+  """Waits for every process (all are killed if one outlives `timeout`:
+  their exit status is then -9); their outputs."""
   deadline = time.monotonic() + timeout
   try:
     for p in procs:
       p.wait(timeout=max(1.0, deadline - time.monotonic()))
+  except subprocess.TimeoutExpired:
+    pass  # the exit status and output say it
   finally:
     for p in procs:
       if p.poll() is None:
         p.kill()
         p.wait()
+    for p in procs:
+      if hasattr(p, 'reader'):
+        p.reader.join(timeout=30)
   return [output(p) for p in procs]
 
 

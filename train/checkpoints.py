@@ -5,6 +5,9 @@
   eval_split accuracy each was saved with. The accuracy and loss are stored
   in the checkpoint (orbax's ``metrics`` item), so the ranking survives any
   number of restarts. The grain iterator's state is saved with the model.
+  With one process orbax writes each checkpoint in background threads; with
+  several, synchronously (`Checkpointer.asynchronous`), so that a write that
+  fails on one process alone raises in its main thread and stops them all.
 * Each finished checkpoint gets ``sha256sums.json``, the SHA-256 and size of
   every file in it (`seal`). Before orbax sees the checkpoints, each one is
   checked (`damage`): every file the sums name must be there, whole and
@@ -177,6 +180,12 @@ class Checkpointer:
     self.damaged: dict[int, str] = {}
     self.mngr = self._manager()
 
+  @property
+  def asynchronous(self) -> bool:
+    """Whether saves are written in orbax's background threads (with one
+    process only: see `_manager`)."""
+    return jax.process_count() == 1
+
   def _find_damage(self) -> None:
     """Checks every checkpoint's files (`damage`) into ``self.damaged``."""
     ckpts = os.path.join(self.workdir, 'checkpoints')
@@ -215,6 +224,15 @@ class Checkpointer:
             ),
         ]),
         cleanup_tmp_directories=True,
+        # With several processes, saves are synchronous: a write that fails
+        # on one process alone (its disk is full) then raises in that
+        # process's main thread, which announces it to all
+        # (`distributed.announce_fatal`). orbax's background write would
+        # keep the error in its thread while every process waits at one of
+        # orbax's barriers, whose limit is `AsyncOptions.timeout_secs`
+        # (1200 s): the failing process at the end of the save, the others
+        # at the end of the write (docs/RELIABILITY.md).
+        enable_async_checkpointing=self.asynchronous,
         create=not self._read_only,
         read_only=self._read_only,
         step_name_format=_HidingSteps(
@@ -268,8 +286,9 @@ class Checkpointer:
         metrics=metrics,
         force=True,
     )
-    # orbax finished the previous save before it began this one.
-    self._seal_finished(but=step)
+    # orbax finished the previous save before it began this one (and this
+    # one too when it saves synchronously).
+    self._seal_finished(but=step if self.asynchronous else None)
 
   def restore_state(self, step: int, abstract):
     """The state saved at `step` (`abstract`: shapes and shardings)."""

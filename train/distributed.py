@@ -9,6 +9,9 @@ decision; all learn whether any process raised a flag).
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -87,7 +90,25 @@ def any_process(flag: bool) -> bool:
 # FATAL line for the others.
 FATAL_KEY = 'eleatt_jax/fatal'
 ACK_KEY = 'eleatt_jax/fatal_ack'
+# Set by an announcer other than process 0 just before it exits: process 0
+# hosts the coordination service and must be the last to go.
+DONE_KEY = 'eleatt_jax/fatal_done'
 _announced: str | None = None  # this process's announced line
+# Run by `watch_fatal` before it ends the process (os._exit skips `with`
+# blocks and `finally` clauses).
+_exit_hooks: list = []
+
+
+def on_fatal_exit(hook):
+  """Registers ``hook()`` to run before `watch_fatal` ends this process
+  (e.g. to remove a lock file); returns a function that unregisters it."""
+  _exit_hooks.append(hook)
+
+  def unregister():
+    if hook in _exit_hooks:
+      _exit_hooks.remove(hook)
+
+  return unregister
 
 
 def _client():
@@ -105,9 +126,13 @@ def announce_fatal(line: str) -> str:
 
   A process that fails alone (a full disk on its host) would otherwise leave
   the others waiting at the next collective or at orbax's barrier (1200 s).
-  Only the first announcement of a process counts.
+  Only the first announcement counts, of this process and of all: when
+  another process announced first (this one's error is then most likely a
+  collective it left), this one ends with that line (`_end_with`).
   """
   global _announced
+  if _ending.locked():  # `watch_fatal` is ending this process
+    _ending.acquire()  # blocks until it is gone
   if _announced is not None:
     return _announced
   _announced = f'Process {jax.process_index()}: {line}'
@@ -116,8 +141,42 @@ def announce_fatal(line: str) -> str:
     try:
       client.key_value_set(FATAL_KEY, _announced)
     except Exception:  # pylint: disable=broad-except
-      pass  # another process announced first
+      try:
+        first = client.key_value_try_get(FATAL_KEY)
+      except Exception:  # pylint: disable=broad-except
+        first = None
+      if first and first != _announced:
+        _end_with(client, first)
   return _announced
+
+
+# Held by the thread that ends this process with another's line.
+_ending = threading.Lock()
+
+
+def _end_with(client, line: str) -> None:
+  """Ends this process (exit status 1) with the FATAL `line` that another
+  process announced; called by one thread only, others block here."""
+  _ending.acquire()
+  print(f'FATAL: {line}', file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  for hook in list(_exit_hooks):
+    try:
+      hook()
+    except Exception:  # pylint: disable=broad-except
+      pass
+  try:  # the announcer waits for this before it exits
+    client.key_value_set(f'{ACK_KEY}/{jax.process_index()}', '1')
+  except Exception:  # pylint: disable=broad-except
+    pass
+  if is_primary():
+    # The others abort (SIGABRT) if the service is gone first.
+    try:
+      client.blocking_key_value_get(DONE_KEY, 20_000)
+    except Exception:  # pylint: disable=broad-except
+      pass  # gone already, or not listening: do not wait longer
+    time.sleep(0.5)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def watch_fatal(poll_s: float = 1.0) -> None:
@@ -127,9 +186,6 @@ def watch_fatal(poll_s: float = 1.0) -> None:
   client = _client()
   if client is None:
     return
-  import sys  # pylint: disable=g-import-not-at-top
-  import threading  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
 
   def watch():
     while True:
@@ -138,13 +194,7 @@ def watch_fatal(poll_s: float = 1.0) -> None:
       except Exception:  # pylint: disable=broad-except
         line = None  # not set (or the service is gone)
       if line and _announced is None:
-        print(f'FATAL: {line}', file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        try:  # the announcer waits for this before it exits
-          client.key_value_set(f'{ACK_KEY}/{jax.process_index()}', '1')
-        except Exception:  # pylint: disable=broad-except
-          pass
-        os._exit(1)  # pylint: disable=protected-access
+        _end_with(client, line)
       time.sleep(poll_s)
 
   threading.Thread(target=watch, name='fatal-watch', daemon=True).start()
@@ -152,14 +202,14 @@ def watch_fatal(poll_s: float = 1.0) -> None:
 
 def wait_until_heard(timeout_s: float = 20.0) -> None:
   """After `announce_fatal`: waits (at most `timeout_s`) until every other
-  process has printed the line, then a moment more: process 0 hosts jax's
-  coordination service, and the others abort (SIGABRT) if it is gone first.
+  process has printed the line. Process 0 hosts jax's coordination service,
+  and the others abort (SIGABRT) if it is gone first: as the announcer it
+  waits a moment more; another announcer tells it (`DONE_KEY`) that it is
+  about to exit, and process 0's `watch_fatal` exits after it.
   """
   client = _client()
   if client is None:
     return
-  import time  # pylint: disable=g-import-not-at-top
-
   deadline = time.monotonic() + timeout_s
   for pid in range(jax.process_count()):
     if pid == jax.process_index():
@@ -169,4 +219,10 @@ def wait_until_heard(timeout_s: float = 20.0) -> None:
       client.blocking_key_value_get(f'{ACK_KEY}/{pid}', left_ms)
     except Exception:  # pylint: disable=broad-except
       pass  # gone already, or not listening: do not wait longer
-  time.sleep(1.0)
+  if is_primary():
+    time.sleep(1.0)
+    return
+  try:
+    client.key_value_set(DONE_KEY, str(jax.process_index()))
+  except Exception:  # pylint: disable=broad-except
+    pass

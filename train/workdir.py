@@ -275,6 +275,7 @@ class WorkdirLock:
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_FILE)
     self._fd = None
+    self._unregister = None
 
   def __enter__(self):
     held = None
@@ -283,6 +284,9 @@ class WorkdirLock:
       fd, held = _lock_file(self.path)
       if fd is not None:
         self._fd = fd
+        # Another process's fatal error ends this one from a thread, past
+        # `__exit__` (`distributed.watch_fatal`): the file goes then too.
+        self._unregister = distributed.on_fatal_exit(self._remove_file)
         os.ftruncate(fd, 0)
         os.write(
             fd,
@@ -297,12 +301,18 @@ class WorkdirLock:
       )
     return self
 
+  def _remove_file(self) -> None:
+    # Removed while still held: a trainer that opened it meanwhile finds,
+    # once it holds the lock, that the file is gone, and opens a new one.
+    with contextlib.suppress(OSError):
+      os.remove(self.path)
+
   def __exit__(self, *exc):
+    if self._unregister is not None:
+      self._unregister()
+      self._unregister = None
     if self._fd is not None:
-      # Removed while still held: a trainer that opened it meanwhile finds,
-      # once it holds the lock, that the file is gone, and opens a new one.
-      with contextlib.suppress(OSError):
-        os.remove(self.path)
+      self._remove_file()
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
