@@ -70,6 +70,17 @@ RECIPES = {
         'missing': {'test': _NUCLA_TEST},
         'needs_manual_dir': True,
     },
+    'nucla_plus_eleatt_gru': {
+        'config': 'train/configs/nucla_plus.py',
+        'overrides': _NUCLA_DATA,
+        'task': (
+            _NUCLA_TASK + '; the "plus" recipe, beyond the paper (joint '
+            'velocities beside positions; evaluation averaged over 5 clips x '
+            '5 rotations)'
+        ),
+        'missing': {'test': _NUCLA_TEST},
+        'needs_manual_dir': True,
+    },
     'smnist_eleatt_gru': {
         'config': 'train/configs/smnist.py',
         'overrides': (),
