@@ -24,7 +24,12 @@ import pytest
 import datasets_fixtures as fx
 from eleatt_jax import pretrained
 
-MODELS = ('nucla_eleatt_gru', 'nucla_gru', 'smnist_eleatt_gru')
+MODELS = (
+    'nucla_eleatt_gru',
+    'nucla_gru',
+    'nucla_plus_eleatt_gru',
+    'smnist_eleatt_gru',
+)
 
 
 def test_list_names_the_shipped_models():
@@ -146,10 +151,16 @@ def _check_accuracy(name, tfds_dir, splits):
 
 
 def _correct_count(name, x, lengths, labels):
-  """Examples of ``x`` that pretrained ``name`` classifies correctly."""
+  """Examples that pretrained ``name`` classifies correctly.
+
+  ``x`` <f>[N * K, T, D]: K versions of each of the N examples, consecutive
+  (`pretrained.preprocess`); the class probabilities of an example's
+  versions are averaged, as in the model's evaluation.
+  """
   model, variables, _ = pretrained.load(name)
   logits = jax.jit(model.apply)(variables, x, lengths)
-  return int((np.asarray(logits).argmax(-1) == labels).sum())
+  probs = jax.nn.softmax(logits).reshape(len(labels), -1, logits.shape[-1])
+  return int((np.asarray(probs.mean(1)).argmax(-1) == labels).sum())
 
 
 def test_smnist_reevaluates_to_its_card_on_the_held_out_digits():
@@ -173,11 +184,16 @@ def test_smnist_reevaluates_to_its_card_on_the_held_out_digits():
 
 @pytest.mark.parametrize(
     'name',
-    ['nucla_eleatt_gru', pytest.param('nucla_gru', marks=pytest.mark.slow)],
+    [
+        'nucla_eleatt_gru',
+        'nucla_plus_eleatt_gru',
+        pytest.param('nucla_gru', marks=pytest.mark.slow),
+    ],
 )
 def test_nucla_reevaluates_to_its_card_on_subject_9(name):
   """The validation split (subject 9 of views 1 and 2) read from the JSON
-  files, preprocessed by `pretrained.preprocess`, in one batch."""
+  files, preprocessed by `pretrained.preprocess`, in one batch (the plus
+  model: 25 versions of each sequence, their probabilities averaged)."""
   from eleatt_jax.datasets import nucla  # pylint: disable=g-import-not-at-top
 
   manual = fx.require_shared('nucla')
@@ -193,6 +209,9 @@ def test_nucla_reevaluates_to_its_card_on_subject_9(name):
   x = np.concatenate([i[0] for i in inputs])
   lengths = np.concatenate([i[1] for i in inputs])
   labels = np.array([s['label'] for s in samples])
+  kwargs = card['preprocessing']['kwargs']
+  versions = kwargs['test_clips'] * (1 + len(kwargs['test_yaws']))
+  assert x.shape == (len(samples) * versions, *x.shape[1:])
   stated = card['accuracy']['validation']
   assert len(files) == stated['num_examples']
   assert _correct_count(name, x, lengths, labels) == round(

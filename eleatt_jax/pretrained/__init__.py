@@ -198,9 +198,15 @@ def preprocess(name_or_card, frames, length: int | None = None):
     length: valid frames of ``frames`` (default: all).
 
   Returns:
-    ``(x <float32>[1, T, D], lengths <int32>[1])``, ready for
+    ``(x <float32>[K, T, D], lengths <int32>[K])``, ready for
     ``model.apply(variables, x, lengths)`` or the exported ``sequence``
-    (and ``x[:, t]`` for the streaming step).
+    (and ``x[:, t]`` for the streaming step). K = 1, unless the card's
+    preprocessing averages over several versions of a sequence at test
+    time (``test_clips`` temporal samplings x (1 + ``len(test_yaws)``)
+    rotations, the "plus" recipe): then the rows are those K versions, and
+    the model's prediction, the one its accuracy was measured with, is the
+    mean of their class probabilities,
+    ``jax.nn.softmax(model.apply(variables, x, lengths)).mean(0)``.
   """
   # pylint: disable=g-import-not-at-top
   import numpy as np
@@ -222,10 +228,12 @@ def preprocess(name_or_card, frames, length: int | None = None):
     )
   row = kind(**kwargs)({kwargs.get('key', 'x'): frames, 'length': length})
   x = np.asarray(row['x'], np.float32)
+  if x.ndim == 2:  # one version
+    x = x[None]
   if x.shape[-1] != info['input']['D']:
     raise ValueError(
         f'frames of shape {frames.shape} give D={x.shape[-1]} features; '
         f'the model expects D={info["input"]["D"]} '
         f'({info["raw_input"]["shape"]}).'
     )
-  return x[None], np.asarray([row['length']], np.int32)
+  return x, np.full((len(x),), row['length'], np.int32)
