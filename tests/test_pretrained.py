@@ -210,7 +210,9 @@ def test_nucla_reevaluates_to_its_card_on_subject_9(name):
   lengths = np.concatenate([i[1] for i in inputs])
   labels = np.array([s['label'] for s in samples])
   kwargs = card['preprocessing']['kwargs']
-  versions = kwargs['test_clips'] * (1 + len(kwargs['test_yaws']))
+  versions = kwargs.get('test_clips', 1) * (
+      1 + len(kwargs.get('test_yaws', ()))
+  )
   assert x.shape == (len(samples) * versions, *x.shape[1:])
   stated = card['accuracy']['validation']
   assert len(files) == stated['num_examples']

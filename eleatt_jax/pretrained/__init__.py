@@ -216,9 +216,10 @@ def preprocess(name_or_card, frames, length: int | None = None):
   info = card(name_or_card) if isinstance(name_or_card, str) else name_or_card
   spec = info['preprocessing']
   kind = getattr(pipeline, spec['class'])
-  kwargs = dict(spec['kwargs'])
-  if kwargs.get('align_joints') is not None:
-    kwargs['align_joints'] = tuple(kwargs['align_joints'])
+  # JSON lists back to the tuples of the dataclass (align_joints, streams,
+  # bones, test_yaws).
+  as_tuple = lambda v: tuple(map(as_tuple, v)) if isinstance(v, _builtin_list) else v
+  kwargs = {k: as_tuple(v) for k, v in spec['kwargs'].items()}
   frames = np.asarray(frames, np.float32)
   length = len(frames) if length is None else int(length)
   if frames.ndim < 2 or not 1 <= length <= len(frames):
