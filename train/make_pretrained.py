@@ -239,7 +239,9 @@ def make(
   for split, why in recipe['missing'].items():
     accuracy[split] = {'value': None, 'what': why}
 
-  pre = input_pipeline.make_preprocess(config, info)
+  # The evaluation preprocessing (with its test-time averaging, if any): the
+  # one the accuracies were measured with.
+  pre = input_pipeline.make_preprocess(config, info, test_time=True)
   pre_kwargs = {
       f.name: getattr(pre, f.name)
       for f in dataclasses.fields(pre)
