@@ -253,6 +253,17 @@ def test_raw_frames_preprocess_as_the_pipeline_and_export_agrees(tfds_dir):
   )
 
 
+def test_plus_model_preprocesses_its_versions_or_one_for_a_stream():
+  frames = np.random.default_rng(0).normal(size=(40, 20, 3))
+  x, lengths = pretrained.preprocess('nucla_plus_eleatt_gru', frames)
+  assert x.shape == (25, 25, 120) and lengths.tolist() == [25] * 25
+  one, _ = pretrained.preprocess(
+      'nucla_plus_eleatt_gru', frames, test_time=False
+  )
+  # The centred, unrotated version: clip 2 of 5, before its 4 rotations.
+  np.testing.assert_array_equal(one[0], x[2 * 5])
+
+
 def test_preprocess_rejects_frames_of_another_skeleton():
   with pytest.raises(ValueError, match=r'D=75 .* expects D=60'):
     pretrained.preprocess('nucla_eleatt_gru', np.ones((10, 25, 3)))

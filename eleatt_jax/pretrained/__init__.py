@@ -182,7 +182,9 @@ def load_exported(name: str, names: tuple[str, ...] | None = None):
   return export.load_callables(directory(name), names)
 
 
-def preprocess(name_or_card, frames, length: int | None = None):
+def preprocess(
+    name_or_card, frames, length: int | None = None, test_time: bool = True
+):
   """Raw frames -> the model's input, with the card's preprocessing.
 
   Runs the evaluation preprocessing of the training pipeline
@@ -196,6 +198,8 @@ def preprocess(name_or_card, frames, length: int | None = None):
       skeletons <float>[T0, J, 3] (or [T0, M, J, 3]) in metres, camera
       coordinates; sequential MNIST: <float>[28, 28] pixel rows in [0, 1].
     length: valid frames of ``frames`` (default: all).
+    test_time: False: one centred, unrotated version even where the card
+      averages several (a stream, which sees each frame once).
 
   Returns:
     ``(x <float32>[K, T, D], lengths <int32>[K])``, ready for
@@ -218,8 +222,12 @@ def preprocess(name_or_card, frames, length: int | None = None):
   kind = getattr(pipeline, spec['class'])
   # JSON lists back to the tuples of the dataclass (align_joints, streams,
   # bones, test_yaws).
-  as_tuple = lambda v: tuple(map(as_tuple, v)) if isinstance(v, _builtin_list) else v
+  as_tuple = (
+      lambda v: tuple(map(as_tuple, v)) if isinstance(v, _builtin_list) else v
+  )
   kwargs = {k: as_tuple(v) for k, v in spec['kwargs'].items()}
+  if not test_time:
+    kwargs.update(test_clips=1, test_yaws=())
   frames = np.asarray(frames, np.float32)
   length = len(frames) if length is None else int(length)
   if frames.ndim < 2 or not 1 <= length <= len(frames):
