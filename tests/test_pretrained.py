@@ -24,7 +24,12 @@ import pytest
 import datasets_fixtures as fx
 from eleatt_jax import pretrained
 
-MODELS = ('nucla_eleatt_gru', 'nucla_gru', 'smnist_eleatt_gru')
+MODELS = (
+    'nucla_eleatt_gru',
+    'nucla_gru',
+    'nucla_plus_eleatt_gru',
+    'smnist_eleatt_gru',
+)
 
 
 def test_list_names_the_shipped_models():
@@ -146,10 +151,16 @@ def _check_accuracy(name, tfds_dir, splits):
 
 
 def _correct_count(name, x, lengths, labels):
-  """Examples of ``x`` that pretrained ``name`` classifies correctly."""
+  """Examples that pretrained ``name`` classifies correctly.
+
+  ``x`` <f>[N * K, T, D]: K versions of each of the N examples, consecutive
+  (`pretrained.preprocess`); the class probabilities of an example's
+  versions are averaged, as in the model's evaluation.
+  """
   model, variables, _ = pretrained.load(name)
   logits = jax.jit(model.apply)(variables, x, lengths)
-  return int((np.asarray(logits).argmax(-1) == labels).sum())
+  probs = jax.nn.softmax(logits).reshape(len(labels), -1, logits.shape[-1])
+  return int((np.asarray(probs.mean(1)).argmax(-1) == labels).sum())
 
 
 def test_smnist_reevaluates_to_its_card_on_the_held_out_digits():
@@ -173,11 +184,16 @@ def test_smnist_reevaluates_to_its_card_on_the_held_out_digits():
 
 @pytest.mark.parametrize(
     'name',
-    ['nucla_eleatt_gru', pytest.param('nucla_gru', marks=pytest.mark.slow)],
+    [
+        'nucla_eleatt_gru',
+        'nucla_plus_eleatt_gru',
+        pytest.param('nucla_gru', marks=pytest.mark.slow),
+    ],
 )
 def test_nucla_reevaluates_to_its_card_on_subject_9(name):
   """The validation split (subject 9 of views 1 and 2) read from the JSON
-  files, preprocessed by `pretrained.preprocess`, in one batch."""
+  files, preprocessed by `pretrained.preprocess`, in one batch (the plus
+  model: 25 versions of each sequence, their probabilities averaged)."""
   from eleatt_jax.datasets import nucla  # pylint: disable=g-import-not-at-top
 
   manual = fx.require_shared('nucla')
@@ -193,6 +209,11 @@ def test_nucla_reevaluates_to_its_card_on_subject_9(name):
   x = np.concatenate([i[0] for i in inputs])
   lengths = np.concatenate([i[1] for i in inputs])
   labels = np.array([s['label'] for s in samples])
+  kwargs = card['preprocessing']['kwargs']
+  versions = kwargs.get('test_clips', 1) * (
+      1 + len(kwargs.get('test_yaws', ()))
+  )
+  assert x.shape == (len(samples) * versions, *x.shape[1:])
   stated = card['accuracy']['validation']
   assert len(files) == stated['num_examples']
   assert _correct_count(name, x, lengths, labels) == round(
@@ -230,6 +251,17 @@ def test_raw_frames_preprocess_as_the_pipeline_and_export_agrees(tfds_dir):
   np.testing.assert_allclose(
       np.asarray(sequence(x, lengths)), logits, rtol=1e-5, atol=1e-5
   )
+
+
+def test_plus_model_preprocesses_its_versions_or_one_for_a_stream():
+  frames = np.random.default_rng(0).normal(size=(40, 20, 3))
+  x, lengths = pretrained.preprocess('nucla_plus_eleatt_gru', frames)
+  assert x.shape == (25, 25, 120) and lengths.tolist() == [25] * 25
+  one, _ = pretrained.preprocess(
+      'nucla_plus_eleatt_gru', frames, test_time=False
+  )
+  # The centred, unrotated version: clip 2 of 5, before its 4 rotations.
+  np.testing.assert_array_equal(one[0], x[2 * 5])
 
 
 def test_preprocess_rejects_frames_of_another_skeleton():

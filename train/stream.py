@@ -161,7 +161,7 @@ def replay_pretrained(
           f'--frames={frames}: not a readable .npy file ({e}); expected '
           f'{card["raw_input"]["shape"]}: {card["raw_input"]["what"]}.'
       ) from e
-    x, lengths = pretrained.preprocess(card, raw)
+    x, lengths = pretrained.preprocess(card, raw, test_time=False)
     label, what = None, f'{frames} ({len(raw)} raw frames)'
   else:
     from train import pretrained_run  # pylint: disable=g-import-not-at-top

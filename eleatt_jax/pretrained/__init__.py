@@ -182,7 +182,9 @@ def load_exported(name: str, names: tuple[str, ...] | None = None):
   return export.load_callables(directory(name), names)
 
 
-def preprocess(name_or_card, frames, length: int | None = None):
+def preprocess(
+    name_or_card, frames, length: int | None = None, test_time: bool = True
+):
   """Raw frames -> the model's input, with the card's preprocessing.
 
   Runs the evaluation preprocessing of the training pipeline
@@ -196,11 +198,19 @@ def preprocess(name_or_card, frames, length: int | None = None):
       skeletons <float>[T0, J, 3] (or [T0, M, J, 3]) in metres, camera
       coordinates; sequential MNIST: <float>[28, 28] pixel rows in [0, 1].
     length: valid frames of ``frames`` (default: all).
+    test_time: False: one centred, unrotated version even where the card
+      averages several (a stream, which sees each frame once).
 
   Returns:
-    ``(x <float32>[1, T, D], lengths <int32>[1])``, ready for
+    ``(x <float32>[K, T, D], lengths <int32>[K])``, ready for
     ``model.apply(variables, x, lengths)`` or the exported ``sequence``
-    (and ``x[:, t]`` for the streaming step).
+    (and ``x[:, t]`` for the streaming step). K = 1, unless the card's
+    preprocessing averages over several versions of a sequence at test
+    time (``test_clips`` temporal samplings x (1 + ``len(test_yaws)``)
+    rotations, the "plus" recipe): then the rows are those K versions, and
+    the model's prediction, the one its accuracy was measured with, is the
+    mean of their class probabilities,
+    ``jax.nn.softmax(model.apply(variables, x, lengths)).mean(0)``.
   """
   # pylint: disable=g-import-not-at-top
   import numpy as np
@@ -210,9 +220,14 @@ def preprocess(name_or_card, frames, length: int | None = None):
   info = card(name_or_card) if isinstance(name_or_card, str) else name_or_card
   spec = info['preprocessing']
   kind = getattr(pipeline, spec['class'])
-  kwargs = dict(spec['kwargs'])
-  if kwargs.get('align_joints') is not None:
-    kwargs['align_joints'] = tuple(kwargs['align_joints'])
+  # JSON lists back to the tuples of the dataclass (align_joints, streams,
+  # bones, test_yaws).
+  as_tuple = (
+      lambda v: tuple(map(as_tuple, v)) if isinstance(v, _builtin_list) else v
+  )
+  kwargs = {k: as_tuple(v) for k, v in spec['kwargs'].items()}
+  if not test_time:
+    kwargs.update(test_clips=1, test_yaws=())
   frames = np.asarray(frames, np.float32)
   length = len(frames) if length is None else int(length)
   if frames.ndim < 2 or not 1 <= length <= len(frames):
@@ -222,10 +237,12 @@ def preprocess(name_or_card, frames, length: int | None = None):
     )
   row = kind(**kwargs)({kwargs.get('key', 'x'): frames, 'length': length})
   x = np.asarray(row['x'], np.float32)
+  if x.ndim == 2:  # one version
+    x = x[None]
   if x.shape[-1] != info['input']['D']:
     raise ValueError(
         f'frames of shape {frames.shape} give D={x.shape[-1]} features; '
         f'the model expects D={info["input"]["D"]} '
         f'({info["raw_input"]["shape"]}).'
     )
-  return x[None], np.asarray([row['length']], np.int32)
+  return x, np.full((len(x),), row['length'], np.int32)
