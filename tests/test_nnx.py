@@ -194,6 +194,24 @@ def test_classifier_matches_linen(bidirectional, readout, cell):
   assert not np.allclose(y1, model(x, LENGTHS))  # dropout draws anew
 
 
+def test_classifier_gate_bias_init_as_linen():
+  """gate_bias_init=b: the gated layers' b_a start at b, the ungated layer
+  has no gate, the other parameters are the default's."""
+  kw = dict(hidden_sizes=(6, 5), gate_layers=1)
+  default = enx.to_linen(enx.StackedRNNClassifier(D, 7, rngs=nnx.Rngs(0), **kw))
+  params = enx.to_linen(
+      enx.StackedRNNClassifier(D, 7, gate_bias_init=3.0, rngs=nnx.Rngs(0), **kw)
+  )
+  np.testing.assert_array_equal(
+      params['layer_0']['cell']['gate']['bias'], np.full((D,), 3.0)
+  )
+  assert 'gate' not in params['layer_1']['cell']
+  params['layer_0']['cell']['gate']['bias'] = default['layer_0']['cell'][
+      'gate'
+  ]['bias']
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, default)
+
+
 def test_from_linen_errors_name_the_path():
   _, variables = _linen_layer(eleatt_jax.EleAttGRUCell)
   params = variables['params']['cell']

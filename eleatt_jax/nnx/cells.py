@@ -178,6 +178,8 @@ class FusedCellBase(_SteppedCell):
     use_gate: whether the EleAttG gate is present (True).
     gate_fn, activation_fn: sigmoid, tanh.
     kernel_init, recurrent_kernel_init, bias_init: per gate, as the linen cells.
+    gate_bias_init: initializer of the gate's bias ``b_a`` (None:
+      ``bias_init``), as the linen cells'.
     dtype: compute dtype (default: inferred); param_dtype: float32.
     carry_init: initializer of the carry (zeros).
     rngs: ``nnx.Rngs`` with a ``params`` stream.
@@ -201,6 +203,7 @@ class FusedCellBase(_SteppedCell):
       kernel_init: Initializer = default_kernel_init,
       recurrent_kernel_init: Initializer = initializers.orthogonal(),
       bias_init: Initializer = initializers.zeros_init(),
+      gate_bias_init: Initializer | None = None,
       dtype: Dtype | None = None,
       param_dtype: Dtype = jnp.float32,
       carry_init: Initializer = initializers.zeros_init(),
@@ -225,7 +228,7 @@ class FusedCellBase(_SteppedCell):
             gate_fn=gate_fn,
             kernel_init=kernel_init,
             recurrent_kernel_init=recurrent_kernel_init,
-            bias_init=bias_init,
+            bias_init=bias_init if gate_bias_init is None else gate_bias_init,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,

@@ -63,7 +63,7 @@ class StackedRNNClassifier(nnx.Module):
     in_features: D.
     num_classes: C.
     cell: as the linen classifier's; so are ``hidden_sizes``,
-      ``gate_layers``, ``dropout_rate``, ``readout``, ``bidirectional``,
+      ``gate_layers``, ``gate_bias_init``, ``dropout_rate``, ``readout``, ``bidirectional``,
       ``unroll``, ``check_seq_lengths``, ``dtype`` and ``param_dtype``.
     split_gates: each layer's :class:`eleatt_jax.nnx.RNN` ``split_gates``
       (default None: per backend, for the loop and for :meth:`step`
@@ -80,6 +80,7 @@ class StackedRNNClassifier(nnx.Module):
       cell: str = 'eleatt_gru',
       hidden_sizes: Sequence[int] = (100, 100, 100),
       gate_layers: str | int = 'all',
+      gate_bias_init: float = 0.0,
       dropout_rate: float = 0.5,
       readout: str = 'mean',
       bidirectional: bool = False,
@@ -105,6 +106,7 @@ class StackedRNNClassifier(nnx.Module):
               features_in,
               features,
               use_gate=use_gate,
+              gate_bias_init=nnx.initializers.constant(gate_bias_init),
               dtype=dtype,
               param_dtype=param_dtype,
               rngs=rngs,
