@@ -241,8 +241,8 @@ def sources(tmp_path_factory):
 
 # Configs whose toy run repeats another's code (`make test-all` only): dhg28
 # and shrec28 import dhg14 and shrec14; pmnist is smnist's pixel path
-# permuted; the NTU benchmarks other than xsub60, and nucla_dev, run the same
-# reader and recipe as ntu:xsub60 and nucla on another split.
+# permuted; the NTU benchmarks and nucla_dev run the same reader and recipe
+# as ntu:xsub60 and nucla on another split.
 REPEATS = {
     'dhg28',
     'shrec28',
@@ -252,7 +252,9 @@ REPEATS = {
     'ntu:xset120',
     'nucla_dev',
     # The same trainer on other skeleton and MNIST readers (the readers are
-    # tested in tests/test_datasets_*.py; nucla and ntu:xsub60 train here).
+    # tested in tests/test_datasets_*.py; nucla, npz and smnist train here).
+    'ntu:xsub60',
+    'shrec14',
     'sysu',
     'dhg14',
     'smnist_pixel',
