@@ -74,7 +74,8 @@ RECIPES = {
         'config': 'train/configs/nucla_plus.py',
         'overrides': _NUCLA_DATA,
         'task': (
-            _NUCLA_TASK + '; the "plus" recipe, beyond the paper (joint '
+            _NUCLA_TASK
+            + '; the "plus" recipe, beyond the paper (joint '
             'velocities beside positions; evaluation averaged over 5 clips x '
             '5 rotations)'
         ),
