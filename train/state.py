@@ -53,29 +53,8 @@ def create_model(
   m = config.model
   # A number given as text is the int; a bad value reaches the model's error.
   gate_layers = classifier.parse_gate_layers(m.gate_layers)
-  if m.frame_encoder == 'cnn':
-    if len(frame_shape) != 3:
-      raise ValueError(
-          "config.model.frame_encoder='cnn' needs video frames [H, W, C] "
-          f'(data.preprocess=video), got frame shape {frame_shape!r}.'
-      )
-    return VideoClassifier(
-        num_classes=num_classes,
-        frame_shape=tuple(int(s) for s in frame_shape),
-        cnn_features=tuple(int(c) for c in m.cnn_features),
-        frame_features=int(m.frame_features),
-        remat=bool(m.remat),
-        cell=m.cell,
-        hidden_sizes=tuple(int(h) for h in m.hidden_sizes),
-        gate_layers=m.gate_layers if gate_layers is None else gate_layers,
-        gate_bias_init=float(m.gate_bias_init),
-        dropout_rate=m.dropout_rate,
-        readout=m.readout,
-        unroll=int(m.unroll),
-        check_seq_lengths=False,
-        dtype=None if m.dtype == 'float32' else jnp.dtype(m.dtype),
-    )
-  return StackedRNNClassifier(
+  # The recurrent classifier's arguments, with or without a frame encoder.
+  rnn = dict(
       num_classes=num_classes,
       cell=m.cell,
       hidden_sizes=tuple(int(h) for h in m.hidden_sizes),
@@ -83,13 +62,26 @@ def create_model(
       gate_bias_init=float(m.gate_bias_init),
       dropout_rate=m.dropout_rate,
       readout=m.readout,
-      bidirectional=bool(m.bidirectional),
       unroll=int(m.unroll),
       # The input pipeline guarantees 1 <= length <= T; a per-step host
       # callback would gather the sharded lengths to one device.
       check_seq_lengths=False,
       dtype=None if m.dtype == 'float32' else jnp.dtype(m.dtype),
   )
+  if m.frame_encoder == 'cnn':
+    if len(frame_shape) != 3:
+      raise ValueError(
+          "config.model.frame_encoder='cnn' needs video frames [H, W, C] "
+          f'(data.preprocess=video), got frame shape {frame_shape!r}.'
+      )
+    return VideoClassifier(
+        frame_shape=tuple(int(s) for s in frame_shape),
+        cnn_features=tuple(int(c) for c in m.cnn_features),
+        frame_features=int(m.frame_features),
+        remat=bool(m.remat),
+        **rnn,
+    )
+  return StackedRNNClassifier(bidirectional=bool(m.bidirectional), **rnn)
 
 
 def make_schedule(config, num_steps: int) -> optax.Schedule:
