@@ -442,6 +442,19 @@ def test_a_rerun_of_a_finished_run_logs_its_final_test_once(
     train.train_and_evaluate(shorter, str(workdir))
 
 
+def _one_fatal_line_each(procs, outs):
+  """Every process exited 1 with one ``FATAL`` line, the same on all; the
+  lines per process."""
+  fatal = [
+      [l for l in out.splitlines() if l.startswith('FATAL')] for out in outs
+  ]
+  for p, out, lines in zip(procs, outs, fatal):
+    assert p.returncode == 1, out[-4000:]
+    assert len(lines) == 1, out[-4000:]
+  assert fatal[0] == fatal[1], fatal
+  return fatal
+
+
 @pytest.mark.slow
 def test_a_disk_error_on_one_of_two_processes_stops_both_with_one_line(
     npz_dir, data_dir, tmp_path
@@ -473,13 +486,7 @@ def test_a_disk_error_on_one_of_two_processes_stops_both_with_one_line(
     sup.wait_processes(procs, timeout=0)  # ends them
     raise
   outs = sup.wait_processes(procs, timeout=250)
-  fatal = [
-      [l for l in out.splitlines() if l.startswith('FATAL')] for out in outs
-  ]
-  for p, out, lines in zip(procs, outs, fatal):
-    assert p.returncode == 1, out[-4000:]
-    assert len(lines) == 1, out[-4000:]
-  assert fatal[0] == fatal[1], fatal
+  fatal = _one_fatal_line_each(procs, outs)
   assert re.match(
       r'FATAL: Process 0: Writing \S+metrics.jsonl failed: file too large '
       r'\(EFBIG\)',
@@ -531,13 +538,9 @@ def test_a_disk_error_in_a_checkpoint_write_of_one_of_two_processes_stops_both(
     sup.wait_processes(procs, timeout=0)  # ends them
     raise
   outs = sup.wait_processes(procs, timeout=120)
-  fatal = [
-      [l for l in out.splitlines() if l.startswith('FATAL')] for out in outs
-  ]
-  for p, out, lines in zip(procs, outs, fatal):
-    assert p.returncode == 1, out[-4000:]
-    assert len(lines) == 1 and 'Traceback' not in out, out[-4000:]
-  assert fatal[0] == fatal[1], fatal
+  fatal = _one_fatal_line_each(procs, outs)
+  for out in outs:
+    assert 'Traceback' not in out, out[-4000:]
   assert re.match(
       rf'FATAL: Process {failing}: Writing {re.escape(str(ckpts))}/\d+\.orbax-'
       r'checkpoint-tmp\S* failed: file too large \(EFBIG\)',
