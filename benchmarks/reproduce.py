@@ -780,10 +780,12 @@ def run_study(
   root = pathlib.Path(workdir).expanduser().resolve() / name
   data_dir = data_dir or os.fspath(root / 'tfds')
   directions = list(study.directions) if protocol == 'two_way' else [None]
+  # Seed by seed: a queue stopped early leaves whole seeds (every variant),
+  # which are what the paired comparisons need.
   runs = [
       (variant, direction, seed)
-      for variant in variants or study.variants
       for seed in range(seeds)
+      for variant in variants or study.variants
       for direction in directions
   ]
   kwargs = dict(quick=quick, data_dir=data_dir, overrides=dict(overrides or {}))
