@@ -27,8 +27,11 @@ Studies (`STUDIES`):
 * ``moving_digits``: videos of moving / turning embedded MNIST digits, a
   per-frame CNN trained end to end with ``gru eleatt_gru``.
 * ``nucla_tune``: the N-UCLA recipe candidates (input streams, moving
-  average of the weights, label smoothing, AdamW, gate on 2 layers) against
-  the shipped recipe (``base``).
+  average of the weights, label smoothing, AdamW, gate on 2 layers,
+  bidirectional layers) against the shipped recipe (``base``).
+* ``smnist_row_long``: row-wise sequential MNIST to a plateau of the
+  validation curve (8x the steps of ``smnist``), all six cells;
+  ``smnist_pixel_long``: pixel-wise, 5x the steps, ``gru eleatt_gru``.
 
 Protocols (``--protocol``, the N-UCLA studies): ``one_way`` (the default)
 runs the study's config as it is (``nucla_dev``: view 1 trains, view 2
@@ -175,6 +178,12 @@ _NUCLA_TUNE_VARIANTS = {
     'label_smoothing': {'optim.label_smoothing': 0.1},
     'adamw': {'optim.optimizer': 'adamw', 'optim.weight_decay': 0.05},
     'gate_first_2': {'model.gate_layers': '2'},
+    # Beyond the paper's network (a candidate for the plus recipe only): each
+    # layer reads the sequence both ways, 2 x 100 features a step.
+    'velocity_bidirectional': {
+        'data.streams': 'position+velocity',
+        'model.bidirectional': True,
+    },
     'test_averaging': {
         'data.test_clips': 5,
         'data.test_yaws': (-1.0, -0.5, 0.5, 1.0),
