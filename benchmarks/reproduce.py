@@ -105,8 +105,8 @@ class Study:
       closest to that variant's (computed from the run's config and data,
       `matched_hidden_sizes`), e.g. a plain sRNN as large as the EleAtt-sRNN.
     pairs: ``(variant, baseline)`` pairs whose difference is reported per
-      seed (the same seed, data order and initialisation key): the paired
-      gain, whose spread is smaller than the variants' own.
+      seed (the same seed: the same data order and random augmentation): the
+      paired gain, whose spread is smaller than the variants' own.
     curves: Whether the study reports its validation curves (a chart of
       them, and how much the last quarter of the evaluations gained over
       the quarter before: near zero on a plateau).
@@ -837,7 +837,10 @@ def markdown_table(
   if gains:
     lines += [
         '',
-        'Paired by seed (same seed, data order and initialisation), in points:',
+        (
+            'Paired by seed (the same seed: the same data order and random'
+            ' augmentation), in points:'
+        ),
         '',
         '| variant - baseline | mean +- std | positive | per seed |',
         '|---|---|---|---|',
