@@ -105,7 +105,7 @@ class Study:
       closest to that variant's (computed from the run's config and data,
       `matched_hidden_sizes`), e.g. a plain sRNN as large as the EleAtt-sRNN.
     pairs: ``(variant, baseline)`` pairs whose difference is reported per
-      seed (the same seed: the same data order and random augmentation): the
+      seed (the same seed: the same data order and random draws): the
       paired gain, whose spread is smaller than the variants' own.
     curves: Whether the study reports its validation curves (a chart of
       them, and how much the last quarter of the evaluations gained over
@@ -839,7 +839,7 @@ def markdown_table(
         '',
         (
             'Paired by seed (the same seed: the same data order and random'
-            ' augmentation), in points:'
+            ' draws), in points:'
         ),
         '',
         '| variant - baseline | mean +- std | positive | per seed |',
