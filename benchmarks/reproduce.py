@@ -175,6 +175,7 @@ _NUCLA_TUNE_VARIANTS = {
     'bone': {'data.streams': 'position+bone'},
     'velocity_bone': {'data.streams': 'position+velocity+bone'},
     'ema': {'optim.ema_decay': 0.99},
+    'temporal_crop': {'data.temporal_crop': 0.8},
     'label_smoothing': {'optim.label_smoothing': 0.1},
     'adamw': {'optim.optimizer': 'adamw', 'optim.weight_decay': 0.05},
     'gate_first_2': {'model.gate_layers': '2'},

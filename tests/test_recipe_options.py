@@ -67,6 +67,33 @@ def test_streams_concatenate_positions_velocities_bones():
     pipeline.SkeletonPreprocess(num_frames=4, streams=('speed',))
 
 
+def test_temporal_crop_keeps_a_random_window_in_training_only():
+  x = np.arange(20, dtype=np.float32)[:, None, None] * np.ones((1, 20, 3))
+  ex = {'skeleton': x, 'length': 20, 'label': 0}
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    window, kept = pp.temporal_crop(x, 20, 0.5, rng)
+    assert 10 <= kept <= 20 and len(window) == kept
+    frames = window[:, 0, 0]  # frame numbers: one contiguous run
+    np.testing.assert_array_equal(
+        frames, np.arange(frames[0], frames[0] + kept)
+    )
+  crop = pipeline.SkeletonPreprocess(
+      num_frames=5, center_joint=None, temporal_crop=0.5
+  )
+  whole = pipeline.SkeletonPreprocess(num_frames=5, center_joint=None)
+  # Evaluation (no rng) never crops: the centred sampling of all 20 frames.
+  np.testing.assert_array_equal(crop(ex)['x'], whole(ex)['x'])
+  # Training: the sampled frames span at most the window, somewhere in 0..19.
+  spans = []
+  for seed in range(30):
+    frames = crop(ex, np.random.default_rng(seed))['x'].reshape(5, 20, 3)
+    spans.append(frames[-1, 0, 0] - frames[0, 0, 0])
+  assert min(spans) < 10 <= max(spans) < 20
+  with pytest.raises(ValueError, match='temporal_crop'):
+    pipeline.SkeletonPreprocess(num_frames=5, temporal_crop=0.0)
+
+
 def test_test_time_versions_are_clips_and_rotations():
   ex = _example(t=20)
   plain = pipeline.SkeletonPreprocess(num_frames=4, center_joint=1)
@@ -175,6 +202,8 @@ class _State:
         ('data.streams', 'position+speed', 'data.streams'),
         ('data.streams', 'velocity+velocity', 'data.streams'),
         ('data.test_clips', 0, 'data.test_clips'),
+        ('data.temporal_crop', 0.0, 'data.temporal_crop'),
+        ('data.temporal_crop', 1.5, 'data.temporal_crop'),
         ('data.test_yaws', (0.5, 'x'), 'data.test_yaws'),
         ('optim.label_smoothing', 1.0, 'optim.label_smoothing'),
         ('optim.ema_decay', -0.1, 'optim.ema_decay'),

@@ -132,6 +132,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         _streams_ok,
         "distinct names of ('position', 'velocity', 'bone') joined by '+'",
     ),
+    'data.temporal_crop': _number(0, 1, lo_open=True),
     'data.test_clips': _number(1, integer=True),
     'data.test_yaws': (_yaws_ok, 'a tuple of angles in radians'),
     'data.num_threads': _number(1, integer=True),

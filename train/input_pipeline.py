@@ -390,6 +390,7 @@ def make_preprocess(config, info: DatasetInfo, test_time: bool = False):
       temporal=config.data.temporal,
       augment=augment,
       streams=tuple(config.data.streams.split('+')),
+      temporal_crop=float(config.data.temporal_crop),
       test_clips=int(config.data.test_clips) if test_time else 1,
       test_yaws=(
           tuple(float(a) for a in config.data.test_yaws) if test_time else ()

@@ -96,6 +96,9 @@ class SkeletonPreprocess:
       only).
     test_yaws: Extra rotations (rad) about the vertical axis averaged in
       evaluation, beside the unrotated one.
+    temporal_crop: Training only: before sampling, keep a random window of
+      a fraction of the sequence drawn from [temporal_crop, 1]
+      (`preprocessing.temporal_crop`); 1.0: the whole sequence.
   """
 
   num_frames: int
@@ -110,6 +113,7 @@ class SkeletonPreprocess:
   bones: tuple[tuple[int, int], ...] | None = None
   test_clips: int = 1
   test_yaws: tuple[float, ...] = ()
+  temporal_crop: float = 1.0
 
   def __post_init__(self):
     if self.temporal not in ("sample", "pad"):
@@ -124,6 +128,10 @@ class SkeletonPreprocess:
     ):
       raise ValueError(
           f"streams must be distinct names of {STREAMS}, got {self.streams!r}"
+      )
+    if not 0.0 < self.temporal_crop <= 1.0:
+      raise ValueError(
+          f"temporal_crop must be in (0, 1], got {self.temporal_crop}"
       )
     if self.test_clips < 1:
       raise ValueError(f"test_clips must be >= 1, got {self.test_clips}")
@@ -166,6 +174,8 @@ class SkeletonPreprocess:
           views.append(self._features(turned, clip_length))
       out.update(x=np.stack(views), length=np.int32(clip_length))
       return out
+    if rng is not None and self.temporal_crop < 1.0:
+      x, length = pp.temporal_crop(x, length, self.temporal_crop, rng)
     x, length = self._sample(x, length, rng)
     if rng is not None and self.augment is not None:
       # After sampling: the same per-sequence transform on fewer frames.

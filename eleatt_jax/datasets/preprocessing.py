@@ -233,6 +233,34 @@ def temporal_indices(
   return np.clip(idx.astype(np.int64), 0, length - 1)
 
 
+def temporal_crop(
+    x: np.ndarray,
+    length: int,
+    min_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, int]:
+  """A random window of the first `length` frames of `x` (training only).
+
+  Its length is a fraction of `length` drawn uniformly from
+  [`min_fraction`, 1] (at least one frame), its start uniformly among those
+  that fit.
+
+  Args:
+    x: <f>[T, ...] with T >= length.
+    length: Valid frames, >= 1.
+    min_fraction: The shortest window, as a fraction of `length`, in (0, 1].
+    rng: Generator of the window.
+
+  Returns:
+    (<f>[kept, ...], kept), kept <= length.
+  """
+  if not 0.0 < min_fraction <= 1.0:
+    raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction}")
+  kept = max(1, int(round(length * rng.uniform(min_fraction, 1.0))))
+  start = int(rng.integers(0, length - kept + 1))
+  return x[start : start + kept], kept
+
+
 def temporal_sample(
     x: np.ndarray,
     length: int,

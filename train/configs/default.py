@@ -77,6 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
   # 'position' (joints), 'velocity' (frame differences), 'bone' (joint minus
   # its parent); e.g. 'position+velocity' doubles the input.
   data.streams = 'position'
+  # Skeleton only, training: each sequence is first cut to a random window
+  # of a fraction of its frames drawn from [temporal_crop, 1]; 1.0: no cut.
+  data.temporal_crop = 1.0
   # Skeleton, temporal='sample' only: evaluation averages the class
   # probabilities of this many temporal samplings (clip k takes each segment
   # at offset (k + 0.5) / test_clips); 1: the centred one only.
