@@ -300,6 +300,7 @@ STUDIES: dict[str, Study] = {
         data='nucla',
         data_keys={'data.manual_dir': 'nucla'},
         directions=_NUCLA_DIRECTIONS,
+        pairs=tuple((v, 'base') for v in _NUCLA_TUNE_VARIANTS if v != 'base'),
     ),
     'smnist': Study(
         config='smnist',
