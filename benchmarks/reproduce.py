@@ -248,6 +248,16 @@ _SMALL_NUCLA_BUDGET = {
     'eval_every_steps': 10,
 }
 
+# Sequential MNIST: one layer of 64, batches of 64, validation every 100 steps.
+_SMNIST_BUDGET = {
+    'model.hidden_sizes': (64,),
+    'batch_size': 64,
+    'num_train_steps': 300,
+    'eval_every_steps': 100,
+    'log_every_steps': 100,
+    'eval_batch_size': 500,
+}
+
 STUDIES: dict[str, Study] = {
     'nucla_dev': Study(
         config='nucla_dev',
@@ -312,14 +322,7 @@ STUDIES: dict[str, Study] = {
             for mode in ('row', 'pixel')
             for cell in ('gru', 'eleatt_gru', 'lstm', 'eleatt_lstm')
         },
-        budget={
-            'model.hidden_sizes': (64,),
-            'batch_size': 64,
-            'num_train_steps': 300,
-            'eval_every_steps': 100,
-            'log_every_steps': 100,
-            'eval_batch_size': 500,
-        },
+        budget=_SMNIST_BUDGET,
         quick={'num_train_steps': 30, 'eval_every_steps': 30},
     ),
     # Row-wise to a plateau of the validation curve: the same network as
@@ -333,14 +336,7 @@ STUDIES: dict[str, Study] = {
             }
             for cell in CELLS
         },
-        budget={
-            'model.hidden_sizes': (64,),
-            'batch_size': 64,
-            'num_train_steps': 2400,
-            'eval_every_steps': 100,
-            'log_every_steps': 100,
-            'eval_batch_size': 500,
-        },
+        budget={**_SMNIST_BUDGET, 'num_train_steps': 2400},
         quick={'num_train_steps': 30, 'eval_every_steps': 10},
         pairs=tuple(
             (f'row_eleatt_{c}', f'row_{c}') for c in ('rnn', 'lstm', 'gru')
@@ -358,14 +354,7 @@ STUDIES: dict[str, Study] = {
             }
             for cell in ('gru', 'eleatt_gru')
         },
-        budget={
-            'model.hidden_sizes': (64,),
-            'batch_size': 64,
-            'num_train_steps': 1500,
-            'eval_every_steps': 100,
-            'log_every_steps': 100,
-            'eval_batch_size': 500,
-        },
+        budget={**_SMNIST_BUDGET, 'num_train_steps': 1500},
         quick={'num_train_steps': 20, 'eval_every_steps': 10},
         pairs=(('pixel_eleatt_gru', 'pixel_gru'),),
         curves=True,
